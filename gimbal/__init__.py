@@ -1,0 +1,8 @@
+"""gimbal: the GIMBAL 3D pose model in PyMC, and a divergence diagnostic report book.
+
+Sub-modules: :mod:`gimbal.datasets` (data), :mod:`gimbal.pymc_model` (the model),
+:mod:`gimbal.fit_params` (initialisation), :mod:`gimbal.fitting` (sampling),
+:mod:`gimbal.diagnostics` (the generic divergence engine, any PyMC model).
+"""
+
+__version__ = "0.3.0"

@@ -1,0 +1,188 @@
+"""The ``gimbal`` command: ``fit``, ``datasets``, ``diag run``, ``diag book``, ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--dataset", default=default, help=f"registered name or .nc file (default: {default})")
+    p.add_argument("--max-T", type=_positive_int, default=None, help="keep the first T frames")
+    p.add_argument("--max-K", type=_positive_int, default=None, help="keep the first K keypoints")
+    p.add_argument("--seed", type=int, default=123, help="random seed (default: 123)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
+    g.add_argument("--no-hmm", action="store_true", help="single-state direction prior instead of the directional HMM")
+    g.add_argument("--n-states", type=_positive_int, default=None, help="pose states (default: the dataset's)")
+    g.add_argument("--directions", choices=("marginal", "explicit"), default="marginal")
+    g.add_argument("--state-params", choices=("empirical", "learned"), default="empirical")
+    g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
+
+
+def _add_sampler_args(p: argparse.ArgumentParser, chains=2, tune=300, draws=100) -> None:
+    g = p.add_argument_group("sampler")
+    g.add_argument("--chains", type=_positive_int, default=chains)
+    g.add_argument("--tune", type=int, default=tune)
+    g.add_argument("--draws", type=_positive_int, default=draws)
+    g.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie")
+    g.add_argument("--target-accept", type=float, default=0.8)
+    g.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag", help="nutpie mass matrix")
+    g.add_argument("--backend", choices=("numba", "jax"), default="numba", help="nutpie backend")
+
+
+def cmd_datasets(args) -> int:
+    from .datasets import cache_dir, list_datasets
+
+    for name, desc in list_datasets().items():
+        print(f"{name:28s} {desc}")
+    print(f"\ncache: {cache_dir()}  (set GIMBAL_CACHE_DIR to move it)")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .datasets import load_dataset
+    from .diagnostics.io import collect_environment, write_json
+    from .diagnostics.sampling import sampling_summary
+    from .fitting import position_errors, sample_model, save_trace
+    from .pymc_model import build_model
+
+    label = Path(args.dataset).stem if Path(args.dataset).suffix == ".nc" else args.dataset
+    out = Path(args.out) if args.out else Path("tests") / "pipeline" / "fits" / label
+    summary_path, trace_path = out / "summary.json", out / "trace.nc"
+    if not args.overwrite and (summary_path.exists() or trace_path.exists()):
+        print(f"error: {out} already holds a fit; pass --overwrite to replace it or --out DIR.", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    ds = load_dataset(args.dataset, max_T=args.max_T, max_K=args.max_K)
+    T, C, K = ds.sizes["frame"], ds.sizes["camera"], ds.sizes["keypoint"]
+    print(f"[1/4] dataset {label}: T={T} frames, C={C} cameras, K={K} keypoints")
+    model = build_model(
+        ds,
+        use_mixture=not args.no_mixture,
+        use_directional_hmm=not args.no_hmm,
+        n_states=args.n_states,
+        directions=args.directions,
+        state_params=args.state_params,
+        scales=args.scales,
+        seed=args.seed,
+    )
+    t_build = time.perf_counter() - t0
+    n_params = sum(int(v.size) for v in model.initial_point().values())
+    print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters)")
+    print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}")
+    result = sample_model(
+        model,
+        sampler=args.sampler,
+        chains=args.chains,
+        tune=args.tune,
+        draws=args.draws,
+        seed=args.seed,
+        target_accept=args.target_accept,
+        adaptation=args.adaptation,
+        backend=args.backend,
+        progress=not args.quiet,
+    )
+    summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "transition"], wall_time_s=result.sample_s)
+    errors = position_errors(result.trace, ds)
+    save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
+    payload = {
+        "dataset": {"name": label, "T": T, "C": C, "K": K},
+        "model": model.gimbal_config.as_dict(),
+        "sampler": {k: getattr(args, k) for k in ("sampler", "chains", "tune", "draws", "seed", "target_accept", "adaptation", "backend")},
+        "timing_s": {"build_and_validate": t_build, "compile": result.compile_s, "sample": result.sample_s},
+        "sampling": summary,
+        "position_error": errors,
+        "environment": collect_environment(),
+    }
+    write_json(summary_path, payload)
+    print(f"[4/4] wrote {trace_path} and {summary_path}\n")
+    _print_fit_summary(summary, errors, result)
+    return 0
+
+
+def _fmt(v, spec=".3g"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def _print_fit_summary(s: dict, errors: dict | None, result) -> None:
+    rows = [
+        ("divergences", f"{s['divergences']} / {s['total_draws']} ({100 * s['divergence_fraction']:.1f}%)"),
+        ("max R-hat (all variables)", f"{_fmt(s.get('max_rhat_all'), '.3f')}  [{s.get('max_rhat_all_var')}]"),
+        ("min bulk ESS (all)", f"{_fmt(s.get('min_ess_bulk_all'), '.0f')}  [{s.get('min_ess_bulk_all_var')}]"),
+        ("min tail ESS (all)", _fmt(s.get("min_ess_tail_all"), ".0f")),
+        ("E-BFMI per chain", ", ".join(f"{b:.2f}" for b in s["ebfmi_per_chain"]) or "n/a"),
+        ("at max tree depth", f"{100 * s['max_treedepth_fraction']:.1f}%"),
+        ("gradient evals / draw", _fmt(s.get("mean_grad_evals_per_draw"), ".1f")),
+        ("mean step size", _fmt(s.get("mean_step_size"), ".3g")),
+        ("compile / sample time", f"{result.compile_s:.1f} s / {result.sample_s:.1f} s"),
+    ]
+    if errors and "posterior_mean" in errors:
+        u = errors["units"]
+        rows.append(("3D error, posterior mean", f"median {errors['posterior_mean']['median']:.3f} {u}, p90 {errors['posterior_mean']['p90']:.3f}"))
+        rows.append(("3D error, robust triangulation", f"median {errors['triangulation']['median']:.3f} {u}, p90 {errors['triangulation']['p90']:.3f}"))
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gimbal", description="GIMBAL 3D pose model in PyMC, with a divergence report book.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("datasets", help="list the registered datasets", description="List the registered datasets.")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("fit", help="fit the model to a dataset", description="Fit the GIMBAL model and write trace + summary.")
+    _add_dataset_args(p, default="v0.2.1_L00_minimal")
+    _add_model_args(p)
+    _add_sampler_args(p)
+    p.add_argument("--out", default=None, help="output folder (default: tests/pipeline/fits/<dataset>/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit)
+
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub) -> None:
+    """Sub-commands that live in their own modules (diagnostics runner, book, benchmarks)."""
+    import importlib
+
+    for module in ("gimbal.diagnostics.runner", "gimbal.book", "gimbal.bench"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(sub)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

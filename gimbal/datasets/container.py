@@ -1,0 +1,203 @@
+"""The dataset container: one ``xarray.Dataset`` with named dimensions.
+
+Dimensions: ``frame`` (T), ``camera`` (C), ``keypoint`` (K), ``uv`` (2 image
+axes), ``xyz`` (3 world axes), ``row``/``col`` (camera-matrix entries), ``wh``.
+
+Variables:
+
+* ``observations`` (frame, camera, keypoint, uv): 2D detections in pixels, NaN = missing.
+* ``camera_matrix`` (camera, row, col): 3x4 pinhole matrices.
+* ``image_size`` (camera, wh): image width and height in pixels.
+* ``parents`` (keypoint): parent index, -1 for the root.
+* optional ground truth: ``positions_true`` (frame, keypoint, xyz), ``states_true``
+  (frame), ``is_outlier`` (frame, camera, keypoint), ``bone_lengths_true`` (keypoint).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from ..skeleton import Skeleton, validate_parents
+
+FORMAT_VERSION = 1
+
+__all__ = ["from_arrays", "validate_dataset", "truncate", "skeleton_of", "FORMAT_VERSION"]
+
+
+def _as_float(name, value, ndim):
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}.")
+    return arr
+
+
+def from_arrays(
+    observations,
+    camera_matrices,
+    parents,
+    keypoint_names=None,
+    image_size=None,
+    *,
+    camera_names=None,
+    positions_true=None,
+    states_true=None,
+    is_outlier=None,
+    fps: float | None = None,
+    units: str = "mm",
+    name: str = "custom",
+    description: str = "",
+) -> xr.Dataset:
+    """Build a GIMBAL dataset from numpy arrays.
+
+    Parameters
+    ----------
+    observations : (T, C, K, 2) array_like
+        2D keypoint detections in pixels; ``NaN`` marks a missing detection.
+    camera_matrices : (C, 3, 4) array_like
+        Pinhole camera matrices ``K [R | t]`` (undistorted pixels).
+    parents : (K,) sequence of int
+        Skeleton tree, root first (``-1``), parents before children.
+    keypoint_names : sequence of str, optional
+        Defaults to ``kp0, kp1, ...``.
+    image_size : (2,) or (C, 2) array_like, optional
+        Width and height in pixels. Defaults to the bounding box of the
+        detections per camera (rounded up), which the outlier component needs.
+    camera_names, positions_true, states_true, is_outlier, fps, units, name, description
+        Optional metadata and ground truth (``positions_true`` is (T, K, 3),
+        ``states_true`` is (T,), ``is_outlier`` is (T, C, K)).
+
+    Returns
+    -------
+    xarray.Dataset
+        A validated dataset (see the module docstring for its layout).
+    """
+    obs = _as_float("observations", observations, 4)
+    if obs.shape[-1] != 2:
+        raise ValueError(f"observations must be (T, C, K, 2) pixels, got shape {obs.shape}.")
+    T, C, K, _ = obs.shape
+    P = _as_float("camera_matrices", camera_matrices, 3)
+    if P.shape != (C, 3, 4):
+        raise ValueError(
+            f"camera_matrices must be (C, 3, 4) = ({C}, 3, 4) to match observations {obs.shape}, got {P.shape}."
+        )
+    parents = validate_parents(parents)
+    if parents.size != K:
+        raise ValueError(f"parents has {parents.size} entries but observations have K={K} keypoints.")
+    skeleton = Skeleton.from_parents(parents, keypoint_names)
+    if image_size is None:
+        with np.errstate(all="ignore"):
+            hi = np.nanmax(obs.reshape(T, C, K * 2).transpose(1, 0, 2).reshape(C, -1, 2), axis=1)
+        image_size = np.ceil(np.nan_to_num(hi, nan=1.0) + 1.0)
+    size = np.broadcast_to(np.asarray(image_size, float), (C, 2)).copy()
+    if np.any(size <= 0):
+        raise ValueError(f"image_size must be positive (width, height), got {size.tolist()}.")
+    camera_names = [f"cam{c}" for c in range(C)] if camera_names is None else [str(c) for c in camera_names]
+    ds = xr.Dataset(
+        {
+            "observations": (("frame", "camera", "keypoint", "uv"), obs),
+            "camera_matrix": (("camera", "row", "col"), P),
+            "image_size": (("camera", "wh"), size),
+            "parents": (("keypoint",), parents.astype(np.int64)),
+        },
+        coords={
+            "frame": np.arange(T),
+            "camera": camera_names,
+            "keypoint": list(skeleton.names),
+            "uv": ["u", "v"],
+            "xyz": ["x", "y", "z"],
+            "wh": ["width", "height"],
+        },
+        attrs={
+            "name": name,
+            "description": description,
+            "units": units,
+            "gimbal_format_version": FORMAT_VERSION,
+        },
+    )
+    if fps is not None:
+        ds.attrs["fps"] = float(fps)
+    if positions_true is not None:
+        ds["positions_true"] = (("frame", "keypoint", "xyz"), _check_shape("positions_true", positions_true, (T, K, 3)))
+    if states_true is not None:
+        states = np.asarray(states_true)
+        if states.shape != (T,):
+            raise ValueError(f"states_true must have shape ({T},), got {states.shape}.")
+        ds["states_true"] = (("frame",), states.astype(np.int64))
+        ds.attrs["n_states"] = int(states.max()) + 1
+    if is_outlier is not None:
+        out = np.asarray(is_outlier, dtype=bool)
+        if out.shape != (T, C, K):
+            raise ValueError(f"is_outlier must have shape ({T}, {C}, {K}), got {out.shape}.")
+        ds["is_outlier"] = (("frame", "camera", "keypoint"), out)
+    validate_dataset(ds)
+    return ds
+
+
+def _check_shape(name, value, shape):
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}.")
+    return arr
+
+
+REQUIRED = ("observations", "camera_matrix", "image_size", "parents")
+
+
+def validate_dataset(ds: xr.Dataset) -> xr.Dataset:
+    """Check a dataset's layout and content; raise ``ValueError`` naming the problem.
+
+    Checks: required variables and dimensions, a valid skeleton tree, finite
+    camera matrices, and that every camera sees at least one keypoint (a camera
+    that sees nothing is almost always a calibration/ordering mistake).
+    """
+    missing = [v for v in REQUIRED if v not in ds]
+    if missing:
+        raise ValueError(f"dataset lacks required variables {missing}; build it with gimbal.datasets.from_arrays().")
+    if ds["observations"].dims != ("frame", "camera", "keypoint", "uv"):
+        raise ValueError(f"observations must have dims (frame, camera, keypoint, uv), got {ds['observations'].dims}.")
+    validate_parents(ds["parents"].values)
+    P = ds["camera_matrix"].values
+    if not np.all(np.isfinite(P)):
+        raise ValueError("camera_matrix contains NaN or inf; every camera needs a finite 3x4 matrix.")
+    obs = ds["observations"].values
+    if np.isinf(obs).any():
+        raise ValueError("observations contain inf; mark missing detections with NaN instead.")
+    seen = np.isfinite(obs).all(-1)  # (T, C, K)
+    blind = [str(c) for c, s in zip(ds["camera"].values, seen.any(axis=(0, 2))) if not s]
+    if blind:
+        raise ValueError(
+            f"camera(s) {blind} see no keypoint in any frame; check the camera order or drop those cameras."
+        )
+    if ds.sizes["frame"] < 1:
+        raise ValueError("dataset has no frames.")
+    return ds
+
+
+def skeleton_of(ds: xr.Dataset) -> Skeleton:
+    """The dataset's skeleton."""
+    return Skeleton(tuple(str(k) for k in ds["keypoint"].values), tuple(int(p) for p in ds["parents"].values))
+
+
+def truncate(ds: xr.Dataset, max_T: int | None = None, max_K: int | None = None) -> xr.Dataset:
+    """Keep the first ``max_T`` frames and first ``max_K`` keypoints.
+
+    Raises ``ValueError`` when a limit exceeds what the dataset has, so a typo
+    is never silently ignored.
+    """
+    T, K = ds.sizes["frame"], ds.sizes["keypoint"]
+    if max_T is not None:
+        if not 1 <= int(max_T) <= T:
+            raise ValueError(f"max_T={max_T} is outside [1, {T}]: dataset '{ds.attrs.get('name')}' has T={T} frames.")
+        ds = ds.isel(frame=slice(0, int(max_T)))
+    if max_K is not None:
+        if not 1 <= int(max_K) <= K:
+            raise ValueError(
+                f"max_K={max_K} is outside [1, {K}]: dataset '{ds.attrs.get('name')}' has K={K} keypoints."
+            )
+        ds = ds.isel(keypoint=slice(0, int(max_K)))
+        if "bone" in ds.dims:  # per-bone ground truth: bones are keypoints 1..K-1
+            ds = ds.isel(bone=slice(0, int(max_K) - 1))
+    if "states_true" in ds:
+        ds.attrs["n_states"] = int(ds.attrs.get("n_states", int(ds["states_true"].max()) + 1))
+    return validate_dataset(ds)

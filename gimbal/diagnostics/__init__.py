@@ -1,0 +1,28 @@
+"""The generic divergence-diagnostic engine: works on any PyMC model.
+
+It never imports the GIMBAL model; the notebooks combine the two.
+"""
+
+from .checks import (
+    compile_logp_and_grad,
+    finite_difference_check,
+    gradient_report,
+    perturbation_check,
+    safe_point_logps,
+)
+from .io import collect_environment, make_paths, save_text, write_json
+from .sampling import normalize_sample_stats, sampling_summary
+
+__all__ = [
+    "make_paths",
+    "collect_environment",
+    "write_json",
+    "save_text",
+    "safe_point_logps",
+    "compile_logp_and_grad",
+    "gradient_report",
+    "finite_difference_check",
+    "perturbation_check",
+    "normalize_sample_stats",
+    "sampling_summary",
+]

@@ -1,0 +1,308 @@
+"""The GIMBAL model in PyMC, composed from small named pieces.
+
+``build_model`` wires together:
+
+* :func:`latent_positions` - 3D keypoints ``x`` (frame, keypoint, xyz), or constants when frozen;
+* :func:`bone_parameters` - bone lengths ``rho`` and positional spread ``sigma``;
+* :func:`pose_state_parameters` - per-state mean directions and concentrations
+  (fixed from the triangulated data, as the original GIMBAL does, or learned);
+* :func:`pose_emissions` - ``log p(x_t | state s)`` for every frame and state, with bone
+  directions integrated out analytically (``directions="marginal"``) or as explicit unit vectors;
+* :func:`pose_prior` - the directional HMM (states summed out by the forward algorithm) or a
+  single-state prior;
+* :func:`temporal_prior` - a random walk per keypoint plus a weak anchor of the first root position;
+* :func:`observation_loglik` - projection into every camera and the Gaussian or
+  inlier/outlier-mixture likelihood, per frame, with missing detections contributing exactly 0.
+
+Every piece is vectorized over frames, so the graph is the same size for any ``T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+import xarray as xr
+
+from .datasets import skeleton_of
+from .distributions import hmm_forward_logp, marginal_bone_logp, safe_norm, vmf_logp
+from .fit_params import Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt
+
+__all__ = [
+    "ModelConfig",
+    "build_model",
+    "latent_positions",
+    "bone_parameters",
+    "pose_state_parameters",
+    "pose_emissions",
+    "pose_prior",
+    "temporal_prior",
+    "observation_loglik",
+    "project_points",
+]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model toggles. See :func:`build_model` for their meaning."""
+
+    use_mixture: bool = True
+    use_directional_hmm: bool = True
+    n_states: int = 1
+    directions: str = "marginal"
+    state_params: str = "empirical"
+    freeze_latents: str | None = None
+    temporal: bool = True
+    scales: str = "fixed"
+
+    def __post_init__(self):
+        if self.directions not in ("marginal", "explicit"):
+            raise ValueError(f"directions must be 'marginal' or 'explicit', got {self.directions!r}.")
+        if self.state_params not in ("empirical", "learned"):
+            raise ValueError(f"state_params must be 'empirical' or 'learned', got {self.state_params!r}.")
+        if self.freeze_latents not in (None, "init", "truth"):
+            raise ValueError(f"freeze_latents must be None, 'init' or 'truth', got {self.freeze_latents!r}.")
+        if self.scales not in ("fixed", "learned"):
+            raise ValueError(f"scales must be 'fixed' or 'learned', got {self.scales!r}.")
+        if self.n_states < 1:
+            raise ValueError(f"n_states must be >= 1, got {self.n_states}.")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- pieces ---------------------------------------------------------------------------
+
+
+def latent_positions(dataset: xr.Dataset, init: Initialization, config: ModelConfig):
+    """3D keypoint positions: a free variable, or a constant when latents are frozen."""
+    if config.freeze_latents == "truth":
+        if "positions_true" not in dataset:
+            raise ValueError("freeze_latents='truth' needs ground-truth positions; this dataset has none (use 'init').")
+        return pt.as_tensor_variable(dataset["positions_true"].values)
+    if config.freeze_latents == "init":
+        return pt.as_tensor_variable(init.positions)
+    # Flat: all information about x comes from the pose, temporal and observation potentials.
+    return pm.Flat("x", dims=("frame", "keypoint", "xyz"), initval=init.values["x"])
+
+
+def bone_parameters(init: Initialization, config: ModelConfig):
+    """Bone lengths (learned) and per-bone positional spread (fixed from the data, or learned).
+
+    Learning the spread ``sigma`` jointly with every position makes a funnel (small
+    ``sigma`` pins all offsets at once), so by default it is fixed at its
+    triangulation estimate, as the original GIMBAL fixes its scales from training data.
+    """
+    rho0, sigma0 = init.values["bone_length"], init.values["bone_sigma"]
+    rho = pm.LogNormal("bone_length", mu=np.log(rho0), sigma=0.5, dims="bone", initval=rho0)
+    if config.scales == "fixed":
+        return rho, pt.as_tensor_variable(sigma0)
+    sigma = pm.LogNormal("bone_sigma", mu=np.log(sigma0), sigma=1.0, dims="bone", initval=sigma0)
+    return rho, sigma
+
+
+def pose_state_parameters(init: Initialization, config: ModelConfig):
+    """Mean directions ``(S, B, 3)`` and concentrations ``(S, B)`` of the pose states."""
+    states = init.pose_states
+    if config.state_params == "empirical":
+        return pt.as_tensor_variable(states.mean_directions), pt.as_tensor_variable(states.kappa)
+    raw = pm.Normal("state_mean_raw", 0.0, 1.0, dims=("state", "bone", "xyz"), initval=states.mean_directions)
+    mean = pm.Deterministic("state_mean", raw / safe_norm(raw)[..., None], dims=("state", "bone", "xyz"))
+    kappa = pm.LogNormal("state_kappa", mu=np.log(20.0), sigma=1.0, dims=("state", "bone"), initval=states.kappa)
+    return mean, kappa
+
+
+def _bone_vectors(x, skeleton):
+    return x[:, skeleton.bones, :] - x[:, skeleton.bone_parents, :]
+
+
+def pose_emissions(x, skeleton, rho, sigma, mean, kappa, init: Initialization, config: ModelConfig):
+    """``log p(pose_t | state = s)`` summed over bones: a ``(T, S)`` tensor.
+
+    With ``directions="marginal"`` the bone directions are integrated out, so
+    the emission is the exact marginal density of the child position given its
+    parent; the sampler only moves 3D positions. With ``"explicit"`` every frame
+    and bone gets a unit vector ``u = z / |z|`` and the emission is its vMF
+    density; the Gaussian bone term is then added separately by :func:`pose_prior`.
+    """
+    delta = _bone_vectors(x, skeleton)[:, None]  # (T, 1, B, 3)
+    if config.directions == "marginal":
+        return marginal_bone_logp(delta, rho, sigma, mean[None], kappa[None]).sum(axis=-1)
+    raw = pm.Normal("direction_raw", 0.0, 1.0, dims=("frame", "bone", "xyz"), initval=init.values["direction_raw"])
+    u = raw / safe_norm(raw)[..., None]
+    bone_term = -0.5 * pt.sum((delta[:, 0] - rho[:, None] * u) ** 2, axis=-1) / sigma**2 - 1.5 * pt.log(
+        2 * np.pi * sigma**2
+    )
+    pm.Potential("bone_offsets", bone_term.sum())
+    return vmf_logp(u[:, None], mean[None], kappa[None]).sum(axis=-1)
+
+
+def pose_prior(emission, init: Initialization, config: ModelConfig):
+    """The directional HMM (states summed out) or the single-state prior, as ``pose_prior``."""
+    S = init.pose_states.n_states
+    if config.use_directional_hmm and S > 1:
+        alpha = 1.0 + 9.0 * np.eye(S)  # sticky: pose states last many frames
+        trans = pm.Dirichlet("transition", a=alpha, dims=("state", "state_to"), initval=init.values["transition"])
+        logp = hmm_forward_logp(emission, pt.full((S,), -np.log(S)), pt.log(trans))
+    else:
+        logp = emission[:, 0].sum()
+    return pm.Potential("pose_prior", logp)
+
+
+def temporal_prior(x, init: Initialization, config: ModelConfig):
+    """Per-keypoint Gaussian random walk over frames plus a weak anchor for the first root position.
+
+    The step size is fixed at its triangulation estimate unless ``scales="learned"``.
+    """
+    step0 = init.values["step_sigma"]
+    if config.scales == "fixed":
+        step = pt.as_tensor_variable(step0)
+    else:
+        step = pm.LogNormal("step_sigma", mu=np.log(step0), sigma=1.0, dims="keypoint", initval=step0)
+    spread = 10.0 * float(np.max(init.values["bone_length"], initial=1.0))
+    anchor = -0.5 * pt.sum((x[0, 0] - init.center) ** 2) / spread**2
+    if init.positions.shape[0] > 1:
+        d = x[1:] - x[:-1]
+        walk = -0.5 * pt.sum(d**2, axis=-1) / step**2 - 3 * pt.log(step) - 1.5 * np.log(2 * np.pi)
+        anchor = anchor + walk.sum()
+    return pm.Potential("temporal_prior", anchor)
+
+
+def project_points(x, cameras):
+    """Project ``(T, K, 3)`` points with ``(C, 3, 4)`` cameras to ``(T, C, K, 2)`` pixels."""
+    P = pt.as_tensor_variable(cameras)
+    homog = pt.tensordot(x, P[:, :, :3], axes=[[2], [2]]) + P[:, :, 3]  # (T, K, C, 3)
+    homog = homog.dimshuffle(0, 2, 1, 3)
+    return homog[..., :2] / homog[..., 2:3]
+
+
+def observation_loglik(x, dataset: xr.Dataset, init: Initialization, config: ModelConfig):
+    """Per-frame log-likelihood of the 2D detections, shape ``(T,)``.
+
+    Gaussian with noise ``obs_sigma`` (pixels), or a mixture of that Gaussian
+    (probability ``sigmoid(logodds_inlier[k])``) and a uniform density over the
+    camera's image. Missing detections are masked to contribute exactly 0: the
+    NaNs are replaced in the data before the graph is built, never multiplied.
+    """
+    obs = dataset["observations"].values
+    seen = np.all(np.isfinite(obs), axis=-1)  # (T, C, K)
+    y = np.where(seen[..., None], obs, 0.0)
+    omega = pm.LogNormal("obs_sigma", mu=np.log(float(init.values["obs_sigma"])), sigma=1.0, initval=init.values["obs_sigma"])
+    resid2 = pt.sum((project_points(x, dataset["camera_matrix"].values) - y) ** 2, axis=-1)
+    log_normal = -0.5 * resid2 / omega**2 - 2 * pt.log(omega) - np.log(2 * np.pi)
+    if config.use_mixture:
+        logodds = pm.Normal("logodds_inlier", mu=2.0, sigma=1.5, dims="keypoint", initval=init.values["logodds_inlier"])
+        log_area = np.log(dataset["image_size"].values.prod(axis=-1))  # (C,)
+        log_uniform = pt.as_tensor_variable(-log_area)[None, :, None]
+        per_obs = pt.logaddexp(-pt.softplus(-logodds) + log_normal, -pt.softplus(logodds) + log_uniform)
+    else:
+        per_obs = log_normal
+    per_obs = pt.where(seen, per_obs, 0.0)
+    return per_obs.sum(axis=(1, 2))
+
+
+# --- composition ----------------------------------------------------------------------
+
+
+def _coords(dataset: xr.Dataset, n_states: int) -> dict:
+    skel = skeleton_of(dataset)
+    return {
+        "frame": dataset["frame"].values,
+        "keypoint": list(skel.names),
+        "bone": skel.bone_names,
+        "xyz": ["x", "y", "z"],
+        "camera": [str(c) for c in dataset["camera"].values],
+        "state": list(range(n_states)),
+        "state_to": list(range(n_states)),
+    }
+
+
+def build_model(
+    dataset: xr.Dataset,
+    use_mixture: bool = True,
+    use_directional_hmm: bool = True,
+    *,
+    n_states: int | None = None,
+    directions: str = "marginal",
+    state_params: str = "empirical",
+    freeze_latents: str | None = None,
+    temporal: bool = True,
+    scales: str = "fixed",
+    init: Initialization | None = None,
+    validate: bool = True,
+    seed: int = 0,
+) -> pm.Model:
+    """Build the GIMBAL model for a dataset.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        From :func:`gimbal.datasets.load_dataset` or :func:`gimbal.datasets.from_arrays`.
+    use_mixture : bool
+        Inlier/outlier mixture likelihood (outliers uniform over the image); else Gaussian.
+    use_directional_hmm : bool
+        Bone directions follow an HMM over ``n_states`` pose states (summed out by
+        the forward algorithm); else a single-state direction prior.
+    n_states : int, optional
+        Number of pose states; defaults to the dataset's known number (``attrs['n_states']``) or 1.
+        Ignored (1) without the HMM.
+    directions : {"marginal", "explicit"}
+        Integrate bone directions out analytically (default; the sampler moves only
+        positions) or sample explicit per-frame unit vectors (the earlier port's form).
+    state_params : {"empirical", "learned"}
+        Fix state directions and concentrations from the triangulated data (default,
+        no label switching) or learn them (label-symmetric posterior when S > 1).
+    freeze_latents : {None, "init", "truth"}
+        Replace the 3D positions by constants (the initialisation or ground truth)
+        and keep only the observation model: the likelihood-only check of group 7.
+    temporal : bool
+        Include the per-keypoint random-walk prior over frames.
+    scales : {"fixed", "learned"}
+        Fix the per-bone positional spread and the per-keypoint step size at their
+        triangulation estimates (default) or learn them (funnel-prone).
+    init : Initialization, optional
+        Precomputed :func:`gimbal.fit_params.initialize_from_observations_dlt` result.
+    validate : bool
+        Raise :class:`gimbal.fit_params.InitializationError` if logp or its
+        gradient is not finite at the initial point.
+    seed : int
+        Seed for the pose-state clustering.
+
+    Returns
+    -------
+    pymc.Model
+        With ``model.gimbal_config`` (a :class:`ModelConfig`) attached.
+    """
+    if n_states is None:
+        n_states = int(dataset.attrs.get("n_states", 1))
+    config = ModelConfig(
+        use_mixture=bool(use_mixture),
+        use_directional_hmm=bool(use_directional_hmm),
+        n_states=int(n_states) if use_directional_hmm else 1,
+        directions=directions,
+        state_params=state_params,
+        freeze_latents=freeze_latents,
+        temporal=bool(temporal),
+        scales=scales,
+    )
+    if init is None or init.pose_states.n_states != config.n_states:
+        init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed)
+    skeleton = skeleton_of(dataset)
+    with pm.Model(coords=_coords(dataset, config.n_states)) as model:
+        x = latent_positions(dataset, init, config)
+        if config.freeze_latents is None:
+            rho, sigma = bone_parameters(init, config)
+            mean, kappa = pose_state_parameters(init, config)
+            emission = pose_emissions(x, skeleton, rho, sigma, mean, kappa, init, config)
+            pose_prior(emission, init, config)
+            if config.temporal:
+                temporal_prior(x, init, config)
+        log_obs_t = pm.Deterministic("log_obs_t", observation_loglik(x, dataset, init, config), dims="frame")
+        pm.Potential("y_obs", log_obs_t.sum())
+    model.gimbal_config = config
+    model.gimbal_init = init
+    if validate:
+        check_initial_point(model, init_point_for(model, init))
+    return model

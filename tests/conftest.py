@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Generate datasets into a fresh cache so the tests exercise generation and caching."""
+    if "GIMBAL_TEST_KEEP_CACHE" not in os.environ:
+        os.environ["GIMBAL_CACHE_DIR"] = str(tmp_path_factory.mktemp("gimbal-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def minimal80():
+    from gimbal.datasets import load_dataset
+
+    return load_dataset("v0.2.1_L00_minimal", max_T=80)
+
+
+REPO = Path(__file__).resolve().parent.parent
