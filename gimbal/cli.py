@@ -1,4 +1,4 @@
-"""The ``gimbal`` command: ``fit``, ``datasets``, ``diag run``, ``diag book``, ``bench``."""
+"""The ``gimbal`` command: ``datasets``, ``fit``, ``diag run``, ``diag book``."""
 
 from __future__ import annotations
 
@@ -156,22 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
 
-    _register_optional(sub)
+    diag = sub.add_parser("diag", help="divergence diagnostics: run groups, build the report book",
+                          description="Divergence diagnostics of the GIMBAL model (the seed's groups 1-8).")
+    dsub = diag.add_subparsers(dest="diag_command", required=True)
+    from .divergence import runner
+
+    runner.register(dsub)
     return parser
-
-
-def _register_optional(sub) -> None:
-    """Sub-commands that live in their own modules (diagnostics runner, book, benchmarks)."""
-    import importlib
-
-    for module in ("gimbal.diagnostics.runner", "gimbal.book", "gimbal.bench"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(sub)
 
 
 def main(argv=None) -> int:

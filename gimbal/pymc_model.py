@@ -273,7 +273,9 @@ def build_model(
     Returns
     -------
     pymc.Model
-        With ``model.gimbal_config`` (a :class:`ModelConfig`) attached.
+        With ``model.gimbal_config`` (a :class:`ModelConfig`), ``model.gimbal_init``
+        (the :class:`~gimbal.fit_params.Initialization`) and ``model.gimbal_terms``
+        (intermediate tensors such as the HMM ``emission``) attached.
     """
     if n_states is None:
         n_states = int(dataset.attrs.get("n_states", 1))
@@ -290,12 +292,13 @@ def build_model(
     if init is None or init.pose_states.n_states != config.n_states:
         init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed)
     skeleton = skeleton_of(dataset)
+    terms = {}
     with pm.Model(coords=_coords(dataset, config.n_states)) as model:
         x = latent_positions(dataset, init, config)
         if config.freeze_latents is None:
             rho, sigma = bone_parameters(init, config)
             mean, kappa = pose_state_parameters(init, config)
-            emission = pose_emissions(x, skeleton, rho, sigma, mean, kappa, init, config)
+            emission = terms["emission"] = pose_emissions(x, skeleton, rho, sigma, mean, kappa, init, config)
             pose_prior(emission, init, config)
             if config.temporal:
                 temporal_prior(x, init, config)
@@ -303,6 +306,7 @@ def build_model(
         pm.Potential("y_obs", log_obs_t.sum())
     model.gimbal_config = config
     model.gimbal_init = init
+    model.gimbal_terms = terms  # named intermediate tensors (e.g. the (T, S) HMM emissions) for checks
     if validate:
         check_initial_point(model, init_point_for(model, init))
     return model

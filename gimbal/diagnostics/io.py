@@ -48,7 +48,7 @@ __all__ = [
 
 DEFAULT_ROOT = Path("tests") / "diagnostics" / "v0_2_1_divergence"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_GROUP_DESC = re.compile(r"^group_[0-9]+[a-z]?_[a-z0-9_]+$")
+_GROUP_DESC = re.compile(r"^group_[0-9]+[a-z]?_[A-Za-z0-9_]+$")
 
 
 def default_run_id(now: datetime | None = None) -> str:

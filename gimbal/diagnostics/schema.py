@@ -1,0 +1,21 @@
+"""The versioned JSON schema of a group's results, and its validator."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import jsonschema
+
+__all__ = ["SCHEMA_VERSION", "load_schema", "validate_results"]
+
+SCHEMA_VERSION = "1.0"
+
+
+def load_schema() -> dict:
+    return json.loads(resources.files("gimbal").joinpath("schemas/results.schema.json").read_text(encoding="utf-8"))
+
+
+def validate_results(payload: dict) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``payload`` (as JSON-decoded) breaks the schema."""
+    jsonschema.validate(payload, load_schema())

@@ -1,0 +1,164 @@
+"""``gimbal diag run``: execute the group notebooks with papermill and tabulate the outcome.
+
+Each group runs in its own kernel (papermill), writes its own artifacts, and a
+crash in one group never stops the others. The exit status is non-zero only
+when a group crashed: divergences are findings, not failures of the tool.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from ..diagnostics import io
+from .groups import GROUPS, group_desc, resolve_settings
+from .summary import write_summary
+
+__all__ = ["register", "run_groups", "parse_groups", "notebook_for", "NOTEBOOK_DIR"]
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def parse_groups(text: str) -> list[str]:
+    """``"all"``, ``"1,2,3"``, ``"8"`` (all of 8a-8e) -> ordered group ids."""
+    if text.strip().lower() == "all":
+        return list(GROUPS)
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part == "8":
+            out += [g for g in GROUPS if g.startswith("8")]
+        elif part in GROUPS:
+            out.append(part)
+        else:
+            raise ValueError(f"unknown group {part!r}; choose from all, {', '.join(GROUPS)} (or 8 for 8a-8e).")
+    return [g for g in GROUPS if g in out]  # the seed's order, no duplicates
+
+
+def notebook_for(group: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
+    spec = GROUPS[group]
+    name = "group_8_temporal_scaling.ipynb" if group.startswith("8") else f"group_{spec.id}_{spec.desc}.ipynb"
+    path = Path(notebook_dir) / name
+    if not path.exists():
+        raise FileNotFoundError(f"notebook {path} not found; run from a gimbal checkout (notebooks/ beside gimbal/).")
+    return path
+
+
+def _execute(group, args, root: Path, lock) -> dict:
+    import papermill as pm
+
+    paths = io.make_paths(group_desc(group), args.run_id, root)
+    params = dict(group=group, run_id=args.run_id, dataset_name=args.dataset, max_T=args.max_T, max_K=args.max_K,
+                  seed=args.seed, overwrite=args.overwrite, profile=args.profile, chains=args.chains, tune=args.tune,
+                  draws=args.draws, sampler=args.sampler, root=str(root), fail_at=(args.fail_at or {}).get(group))
+    t0 = time.perf_counter()
+    crashed, message = False, ""
+    paths.results_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(notebook_for(group)), str(paths.notebook_run), parameters=params, cwd=str(Path.cwd()),
+                            progress_bar=False, kernel_name="python3")
+    except Exception as exc:  # PapermillExecutionError and kernel deaths alike
+        crashed, message = True, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+    seconds = time.perf_counter() - t0
+    result = io.read_json(paths.results_run) if paths.results_run.exists() else None
+    if result is None:  # the kernel died before the first write: record the crash ourselves
+        result = {"header": {"group": group, "description": GROUPS[group].desc}, "status": "failed",
+                  "verdict": {"status": "error", "code": "crashed", "interpretation": message or "no results written",
+                              "next_action": f"Open {paths.notebook_run} to see where it stopped."}}
+        io.write_json(paths.debug_dir / "runner_error.json", {"error": message, "traceback": traceback.format_exc()})
+    status = "crashed" if crashed or result.get("status") == "failed" else "ok"
+    with lock:
+        print(f"  group {group:<3} {GROUPS[group].desc:<32} {status:<8} {seconds:6.1f} s  {(result.get('verdict') or {}).get('code', '')}", flush=True)
+    return {"group": group, "status": status, "seconds": seconds, "result": result, "notebook": paths.notebook_run}
+
+
+def run_groups(args) -> list[dict]:
+    """Run the selected groups (``args`` as parsed by ``gimbal diag run``) and return their outcomes."""
+    groups = parse_groups(args.groups)
+    root = Path(args.root)
+    args.run_id = io.validate_run_id(args.run_id or io.default_run_id())
+    clashes = [g for g in groups if io.make_paths(group_desc(g), args.run_id, root).exists()]
+    if clashes and not args.overwrite:
+        raise FileExistsError(f"run '{args.run_id}' already exists for groups {', '.join(clashes)} under {root}; "
+                              "pass --overwrite or choose another --run-id.")
+    for g in groups:  # validate settings up front so a typo fails fast, not after an hour
+        resolve_settings(g, args.profile, args.max_T, args.max_K, args.chains, args.tune, args.draws)
+    moved = io.archive_legacy(root)
+    if moved:
+        print(f"moved {len(moved)} legacy tg* artifact(s) into {root / 'archive'}")
+    print(f"run {args.run_id}: {len(groups)} group(s), profile {args.profile}, dataset {args.dataset}, {args.jobs} job(s) -> {root}", flush=True)
+    lock = threading.Lock()
+    futures: dict[str, cf.Future] = {}
+    with cf.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for g in groups:
+            ref = GROUPS[g].reference
+            dep = futures.get(ref)
+
+            def task(g=g, dep=dep):
+                if dep is not None:
+                    dep.result()  # groups 4 and 5 compare against group 3's fresh results
+                return _execute(g, args, root, lock)
+
+            futures[g] = pool.submit(task)
+        outcomes = [futures[g].result() for g in groups]
+    return outcomes
+
+
+def _row(o: dict) -> list[str]:
+    from ..diagnostics.report import fmt
+
+    r = o["result"]
+    s = r.get("sampling") or {}
+    v = r.get("verdict") or {}
+    div = f"{s['divergences']}/{s['total_draws']}" if s else "-"
+    return [o["group"], GROUPS[o["group"]].desc, o["status"], v.get("status", "-"), v.get("code", "-"), div,
+            fmt(s.get("max_rhat_all"), 3) if s else "-", fmt(s.get("min_ess_bulk_all"), 3) if s else "-",
+            fmt(s.get("min_ebfmi"), 2) if s else "-", f"{o['seconds']:.0f}"]
+
+
+def print_table(outcomes: list[dict]) -> None:
+    header = ["group", "description", "run", "verdict", "code", "div", "max R-hat", "min ESS", "E-BFMI", "time s"]
+    rows = [header] + [_row(o) for o in outcomes]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    for i, r in enumerate(rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def cmd_run(args) -> int:
+    outcomes = run_groups(args)
+    print()
+    print_table(outcomes)
+    summary = write_summary(Path(args.root), args.run_id)
+    print(f"\nsummary: {summary}")
+    crashed = [o["group"] for o in outcomes if o["status"] == "crashed"]
+    if crashed:
+        print(f"crashed: group(s) {', '.join(crashed)} - see their notebooks under {Path(args.root) / 'results'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(dsub) -> None:
+    """Add ``gimbal diag run`` to the ``diag`` sub-parsers."""
+    p = dsub.add_parser("run", help="run diagnostic groups with papermill",
+                        description="Execute each group's notebook with papermill and write the seed's artifacts.")
+    p.add_argument("--groups", default="all", help="'all', or a comma list like 1,2,3 or 8 (= 8a-8e) (default: all)")
+    p.add_argument("--run-id", default=None, help="run identifier (default: ISO timestamp)")
+    p.add_argument("--profile", choices=("quick", "full"), default="quick", help="quick: small T and draws; full: the seed's settings")
+    p.add_argument("--dataset", default="v0.2.1_L00_minimal", help="registered name or .nc file")
+    p.add_argument("--max-T", type=int, default=None, help="override every group's T")
+    p.add_argument("--max-K", type=int, default=None, help="keypoints (default: min(8, K))")
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--chains", type=int, default=None)
+    p.add_argument("--tune", type=int, default=None)
+    p.add_argument("--draws", type=int, default=None)
+    p.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie")
+    p.add_argument("--jobs", type=int, default=1, help="groups run in parallel (each in its own kernel)")
+    p.add_argument("--root", default=str(io.DEFAULT_ROOT), help=f"diagnostics root (default: {io.DEFAULT_ROOT.as_posix()})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run with the same run id")
+    p.set_defaults(func=cmd_run, fail_at=None)

@@ -1,0 +1,108 @@
+"""``report_summary.md``: which group fails first, and what that implies (the seed's section 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..diagnostics import io
+from ..diagnostics.report import fmt, md_table
+from ..diagnostics.rules import rule_summary, rule_temporal
+from .groups import GROUPS, group_desc
+
+__all__ = ["collect_run", "list_runs", "summary_rows", "summary_markdown", "write_summary", "temporal_series"]
+
+
+def collect_run(root, run_id: str) -> list[dict]:
+    """The results of every group of ``run_id`` found under ``root``, in the seed's order."""
+    out = []
+    for g in GROUPS:
+        path = io.make_paths(group_desc(g), run_id, root).results_run
+        if path.exists():
+            out.append(io.read_json(path))
+    return out
+
+
+def list_runs(root) -> list[str]:
+    """Every run id with at least one results file, oldest first (by file time)."""
+    results = Path(root) / "results"
+    runs = {}
+    for p in results.glob("results_group_*__*.json") if results.is_dir() else []:
+        run_id = p.stem.split("__", 1)[1]
+        runs[run_id] = min(runs.get(run_id, p.stat().st_mtime), p.stat().st_mtime)
+    return sorted(runs, key=runs.get)
+
+
+def _flatten(r: dict) -> dict:
+    h, s, v = r.get("header", {}), r.get("sampling") or {}, r.get("verdict") or {}
+    return {"group": h.get("group"), "description": h.get("description"), "status": r.get("status"),
+            "verdict": v, "T": h.get("T"), "sampling": s}
+
+
+def summary_rows(results: list[dict]) -> list[list]:
+    rows = []
+    for r in results:
+        f = _flatten(r)
+        s, v = f["sampling"], f["verdict"]
+        rows.append([
+            f["group"], f["description"], f["T"], v.get("status", "-"), v.get("code", "-"),
+            f"{s['divergences']}/{s['total_draws']}" if s else "-",
+            fmt(s.get("max_rhat_all"), 3) if s else "-", fmt(s.get("min_ess_bulk_all"), 3) if s else "-",
+            ", ".join(fmt(b, 2) for b in s.get("ebfmi_per_chain", [])) if s else "-",
+            f"{100 * (s.get('max_treedepth_fraction') or 0):.0f}%" if s else "-",
+            fmt(s.get("wall_time_s"), 3) if s else "-",
+        ])
+    return rows
+
+
+SUMMARY_HEADER = ["group", "description", "T", "verdict", "code", "divergences", "max R-hat", "min bulk ESS", "E-BFMI", "max depth", "sampling s"]
+
+
+def temporal_series(results: list[dict]) -> list[dict]:
+    series = []
+    for r in results:
+        h, s = r.get("header", {}), r.get("sampling")
+        if str(h.get("group", "")).startswith("8") and s:
+            series.append({"group": h["group"], "T": h["T"], "divergence_fraction": s.get("divergence_fraction"),
+                           "max_rhat": s.get("max_rhat_all"), "min_ess_bulk_per_s": s.get("min_ess_bulk_per_s"),
+                           "compile_s": s.get("compile_s"), "wall_time_s": s.get("wall_time_s"), "status": r.get("status")})
+    return sorted(series, key=lambda p: p["T"])
+
+
+def summary_markdown(results: list[dict], run_id: str, link_prefix: str = "") -> str:
+    """The summary page text for one run."""
+    flat = [_flatten(r) for r in results]
+    verdict = rule_summary(flat)
+    lines = [f"# Divergence report summary: run {run_id}\n"]
+    failed = [f for f in flat if f["status"] == "failed"]
+    if failed:
+        lines.append("```{error}\n" + "\n".join(
+            f"Group {f['group']} ({f['description']}) crashed: {f['verdict'].get('interpretation', '')}" for f in failed) + "\n```\n")
+    lines.append(f"**Which group fails first.** {verdict.interpretation}\n")
+    series = temporal_series(results)
+    if series:
+        tv = rule_temporal(series)
+        lines.append(f"**Temporal scaling.** {tv.interpretation} {tv.next_action}\n")
+    lines.append("## Groups\n")
+    lines.append(md_table(SUMMARY_HEADER, summary_rows(results)) + "\n")
+    if series:
+        lines.append("## Temporal scaling\n")
+        lines.append(md_table(["T", "divergence rate", "max R-hat", "min ESS/s", "compile s", "sampling s"],
+                              [[p["T"], f"{100 * (p['divergence_fraction'] or 0):.1f}%", fmt(p["max_rhat"], 3),
+                                fmt(p["min_ess_bulk_per_s"], 3), fmt(p["compile_s"], 3), fmt(p["wall_time_s"], 3)] for p in series]) + "\n")
+    lines.append("## Next action\n")
+    lines.append(verdict.next_action + "\n")
+    if link_prefix is not None:
+        lines.append("## Reports\n")
+        for r in results:
+            h = r["header"]
+            name = f"report_{group_desc(h['group'])}__{run_id}.md"
+            lines.append(f"- Group {h['group']}: [{h['title']}]({link_prefix}{name})")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(root, run_id: str) -> Path:
+    """Write ``report_summary.md`` (and ``report_summary__<run_id>.md``) at the diagnostics root."""
+    root = Path(root)
+    text = summary_markdown(collect_run(root, run_id), run_id)
+    io.save_text(root / f"report_summary__{run_id}.md", text)
+    return io.save_text(root / "report_summary.md", text)
