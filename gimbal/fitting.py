@@ -39,8 +39,9 @@ def sample_model(
     cores: int | None = None,
     adaptation: str = "diag",
     backend: str = "numba",
+    jitter: bool = False,
 ) -> FitResult:
-    """Run NUTS from the model's initial point (no jitter: every chain starts at the robust initialisation).
+    """Run NUTS from the model's initial point.
 
     Parameters
     ----------
@@ -50,6 +51,12 @@ def sample_model(
         nutpie's mass-matrix adaptation.
     backend : {"numba", "jax"}
         nutpie's compilation backend (``"jax"`` needs the ``jax`` extra).
+    jitter : bool
+        Jitter the starting point of every chain. Off by default: GIMBAL models
+        start from a robust triangulation, and jittering it moves keypoints into
+        regions where the outlier component absorbs their detections. Generic
+        models whose initial point has an exactly-zero gradient component need
+        it (nutpie rejects such a start).
 
     Returns
     -------
@@ -67,7 +74,9 @@ def sample_model(
         import nutpie
 
         gradient_backend = "jax" if backend == "jax" else "pytensor"
-        compiled = nutpie.compile_pymc_model(model, backend=backend, gradient_backend=gradient_backend, jitter_rvs=set())
+        compiled = nutpie.compile_pymc_model(
+            model, backend=backend, gradient_backend=gradient_backend, jitter_rvs=None if jitter else set()
+        )
         t1 = time.perf_counter()
         trace = nutpie.sample(
             compiled,
@@ -91,7 +100,7 @@ def sample_model(
                 cores=cores,
                 random_seed=seed,
                 nuts_sampler="pymc",
-                init="adapt_diag",
+                init="jitter+adapt_diag" if jitter else "adapt_diag",
                 target_accept=target_accept,
                 progressbar=progress,
                 discard_tuned_samples=False,

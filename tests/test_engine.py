@@ -1,0 +1,193 @@
+"""The generic engine on models nobody here wrote, and on crafted inputs."""
+
+import json
+import math
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+import pytest
+import xarray as xr
+from pytensor.compile.builders import OpFromGraph
+
+from gimbal.diagnostics import checks, io, localization, multimodality, rules, sampling, schema
+from gimbal.fitting import sample_model
+
+EIGHT_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+EIGHT_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+def centered_eight_schools():
+    with pm.Model(coords={"school": list("ABCDEFGH")}) as model:
+        mu = pm.Normal("mu", 0, 5)
+        tau = pm.HalfCauchy("tau", 5)
+        theta = pm.Normal("theta", mu, tau, dims="school")
+        pm.Normal("y", theta, EIGHT_SIGMA, observed=EIGHT_Y, dims="school")
+    return model
+
+
+@pytest.fixture(scope="module")
+def eight_schools_trace():
+    fit = sample_model(centered_eight_schools(), chains=2, tune=500, draws=500, seed=7, progress=False, jitter=True)
+    return fit.trace
+
+
+@pytest.mark.slow
+def test_engine_reports_divergences_and_points_at_small_tau(eight_schools_trace):
+    s = sampling.sampling_summary(eight_schools_trace, ["mu", "tau"], wall_time_s=1.0)
+    assert s["divergences"] > 0 and 0 < s["divergence_fraction"] < 1
+    loc = localization.divergence_localization(eight_schools_trace)
+    tau = next(v for v in loc["variables"] if v["name"] == "tau")
+    assert tau["z"] < -0.3  # divergent draws sit at smaller tau than the rest: the funnel's neck
+    assert loc["variables"][0]["name"] in ("tau", "theta")
+    verdict = rules.rule_sampling("3", s)
+    assert verdict.status == "finding" and "divergences" in verdict.problems
+
+
+@pytest.mark.slow
+def test_stat_names_are_normalized_for_both_samplers():
+    model = centered_eight_schools()
+    keys = None
+    for sampler_name in ("nutpie", "pymc"):
+        fit = sample_model(model, sampler=sampler_name, chains=2, tune=100, draws=50, seed=1, progress=False, jitter=True)
+        stats = sampling.normalize_sample_stats(fit.trace)
+        assert {"diverging", "tree_depth", "step_size", "n_steps", "energy", "lp"} <= set(stats.data_vars), sampler_name
+        s = sampling.sampling_summary(fit.trace)
+        assert s["mean_grad_evals_per_draw"] is not None and s["max_treedepth_fraction"] is not None
+        keys = set(s) if keys is None else keys
+        assert set(s) == keys  # same summary shape for both samplers
+
+
+def test_finite_difference_check_catches_a_wrong_gradient():
+    x = pt.dscalar("x")
+    wrong = OpFromGraph([x], [x**2], lop_overrides=lambda inps, outs, grads: [grads[0] * 3 * inps[0]])
+    with pm.Model() as model:
+        a = pm.Normal("a", 0, 1, initval=0.7)
+        pm.Potential("bad", -wrong(a))
+    report = checks.finite_difference_check(checks.compile_logp_and_grad(model), max_components=None)
+    assert not report["passed"] and report["worst"][0]["name"] == "a"
+    assert rules.rule_gradient({"finite": True}, report).code == "gradient_mismatch"
+
+
+def test_safe_point_logps_reports_minus_inf_without_raising():
+    with pm.Model() as model:
+        s = pm.HalfNormal("s", 1)
+        pm.Normal("y", 0, s, observed=[1.0])
+    point = model.initial_point()
+    point["s_log__"] = np.array(-np.inf)
+    out = checks.safe_point_logps(model, point)
+    assert not out["finite"] and "y" in out["nonfinite_terms"]
+    assert rules.rule_build(out).code == "logp_nonfinite"
+    grad = checks.gradient_report(checks.compile_logp_and_grad(model), point)
+    assert not grad["finite"] and rules.rule_gradient(grad).code == "gradient_nonfinite"
+
+
+def _trace(values: dict, diverging=None):
+    """A DataTree trace from {name: (chain, draw, ...) arrays}."""
+    post = {}
+    for name, v in values.items():
+        dims = ["chain", "draw"] + [f"{name}_dim{i}" if not name.startswith("state") else ("state" if i == 0 else f"{name}_dim{i}") for i in range(v.ndim - 2)]
+        post[name] = (dims, v)
+    n_chain, n_draw = next(iter(values.values())).shape[:2]
+    div = np.zeros((n_chain, n_draw), bool) if diverging is None else diverging
+    stats = xr.Dataset({"diverging": (("chain", "draw"), div)})
+    return xr.DataTree.from_dict({"posterior": xr.Dataset(post), "sample_stats": stats})
+
+
+def test_multimodality_tells_label_switching_from_stuck_chains():
+    rng = np.random.default_rng(0)
+    means = np.array([[-2.0, 0.0, 3.0]])
+    a = means + 0.1 * rng.standard_normal((500, 3))
+    b = means[:, [2, 0, 1]] + 0.1 * rng.standard_normal((500, 3))  # same values, labels permuted
+    pos = rng.standard_normal((2, 500, 4))
+    switched = _trace({"state_mean": np.stack([a, b]), "x": pos})
+    assert multimodality.multimodality_check(switched)["verdict"] == "label_switching"
+    stuck = pos.copy()
+    stuck[1, :, 2] += 8.0  # chain 1 sits in another mode for one position
+    result = multimodality.multimodality_check(_trace({"x": stuck}))
+    assert result["verdict"] == "chains_in_different_modes" and result["flagged"][0]["name"] == "x[2]"
+    assert multimodality.multimodality_check(_trace({"x": pos}))["verdict"] == "ok"
+
+
+def test_localization_profiles_along_frames():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 300, 50))
+    div = np.zeros((2, 300), bool)
+    div[:, :20] = True
+    x[:, :20, 37] += 3.0  # divergent draws displaced at frame 37 only
+    tr = _trace({"x": x}, div)
+    tr["posterior"] = tr["posterior"].to_dataset().rename({"x_dim0": "frame"})
+    loc = localization.divergence_localization(tr)
+    assert loc["profiles"]["frame"]["peak"] == 37
+    assert loc["elements"][0]["name"] in ("x[37]",)
+
+
+def _summary(**kw):
+    base = dict(divergences=0, divergence_fraction=0.0, total_draws=200, chains=2, max_rhat_all=1.005,
+                min_ess_bulk_all=500.0, min_ebfmi=0.8, max_treedepth_fraction=0.0)
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize(
+    "group, summary, mm, ref, code",
+    [
+        ("3", _summary(divergences=48, divergence_fraction=0.24), None, None, "core_ill_conditioned"),
+        ("3", _summary(), None, None, "stable"),
+        ("4", _summary(divergences=5, divergence_fraction=0.025), None, _summary(), "mixture_math"),
+        ("4", _summary(divergences=5, divergence_fraction=0.025), None, _summary(divergences=48), "inherits_baseline"),
+        ("4", _summary(), None, _summary(divergences=48), "stable"),
+        ("5", _summary(divergences=66, divergence_fraction=0.33), None, _summary(), "hmm_gradients"),
+        ("6", _summary(), None, None, "stable"),
+        ("7", _summary(divergences=3, divergence_fraction=0.015), None, None, "observation_model_culprit"),
+        ("7", _summary(max_rhat_all=1.3), None, None, "not_converged"),
+        ("6", _summary(max_rhat_all=2.2), {"verdict": "label_switching"}, None, "label_switching"),
+        ("6", _summary(max_rhat_all=1.85), {"verdict": "chains_in_different_modes", "threshold": 3}, None, "chains_in_different_modes"),
+        ("8b", _summary(divergences=100, divergence_fraction=0.5), None, None, "temporal_divergences"),
+        ("3", _summary(min_ebfmi=0.1), None, None, "inefficient"),
+    ],
+)
+def test_decision_rules_reach_each_verdict(group, summary, mm, ref, code):
+    assert rules.rule_sampling(group, summary, mm, ref).code == code
+
+
+def test_temporal_and_summary_rules():
+    sudden = [{"T": 80, "divergence_fraction": 0.0}, {"T": 200, "divergence_fraction": 0.5}, {"T": 500, "divergence_fraction": 0.6}]
+    v = rules.rule_temporal(sudden)
+    assert v.code == "temporal_threshold" and "T=80 and T=200" in v.interpretation and "suddenly" in v.interpretation
+    gradual = [{"T": 80, "divergence_fraction": 0.0}, {"T": 200, "divergence_fraction": 0.01}, {"T": 500, "divergence_fraction": 0.05},
+               {"T": 1000, "divergence_fraction": 0.09}]
+    assert "gradually" in rules.rule_temporal(gradual).interpretation
+    assert rules.rule_temporal([{"T": 1800, "divergence_fraction": 0.0}]).code == "temporal_stable"
+    results = [
+        {"group": "1", "verdict": {"status": "pass"}},
+        {"group": "3", "description": "baseline", "verdict": {"status": "finding", "problems": ["divergences"], "interpretation": "x", "next_action": "y"}},
+    ]
+    assert rules.rule_summary(results).code == "first_failure_group_3"
+    assert rules.rule_summary(results[:1]).code == "all_clear"
+
+
+def test_paths_json_and_archive(tmp_path):
+    p = io.make_paths("group_3_sampling_baseline_minimal", "2025-12-19T21-00-00", tmp_path)
+    assert p.results_run.name == "results_group_3_sampling_baseline_minimal__2025-12-19T21-00-00.json"
+    assert p.results_latest.name == "results_group_3_sampling_baseline_minimal.json"
+    assert p.report_run.name == "report_group_3_sampling_baseline_minimal__2025-12-19T21-00-00.md"
+    assert p.plots_latest.as_posix().endswith("plots/group_3_sampling_baseline_minimal")
+    with pytest.raises(ValueError, match="run_id"):
+        io.make_paths("group_3_x", "bad/id", tmp_path)
+    io.write_json(tmp_path / "a.json", {"b": float("-inf"), "a": np.float32(1.5), "c": [np.nan]})
+    text = (tmp_path / "a.json").read_text()
+    assert text.index('"a"') < text.index('"b"') and json.loads(text) == {"a": 1.5, "b": "-Infinity", "c": ["NaN"]}
+    assert not list(tmp_path.glob(".a.json*"))  # no temporary files left behind
+    (tmp_path / "report_tg1_old.md").write_text("old")
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "report_tg1_old.md").write_text("older")
+    moved = io.archive_legacy(tmp_path)
+    assert [m.name for m in moved] == ["report_tg1_old.1.md"]
+    assert (tmp_path / "archive" / "report_tg1_old.md").read_text() == "older"
+
+
+def test_schema_rejects_malformed_results():
+    with pytest.raises(Exception):
+        schema.validate_results({"schema_version": "1.0", "status": "ok"})
+    assert schema.load_schema()["properties"]["schema_version"]["const"] == schema.SCHEMA_VERSION
