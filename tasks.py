@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
     if command == "test":
         return subprocess.call([str(py), "-m", "pytest", *extra], cwd=ROOT)
     gimbal = [str(py), "-m", "gimbal.cli"]
-    rc = subprocess.call([*gimbal, "diag", "run", "--groups", "all", "--profile", "quick", *extra], cwd=ROOT)
+    rc = subprocess.call([*gimbal, "diag", "run", "--groups", "all", "--profile", "quick", "--jobs", "2", *extra], cwd=ROOT)
     # a group that crashed still leaves artifacts: build the book either way, then report the status
     book_rc = subprocess.call([*gimbal, "diag", "book"], cwd=ROOT)
     return rc or book_rc

@@ -159,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     diag = sub.add_parser("diag", help="divergence diagnostics: run groups, build the report book",
                           description="Divergence diagnostics of the GIMBAL model (the seed's groups 1-8).")
     dsub = diag.add_subparsers(dest="diag_command", required=True)
-    from .divergence import runner
+    from .divergence import book, runner
 
     runner.register(dsub)
+    book.register(dsub)
     return parser
 
 
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -50,7 +50,8 @@ def _rel(target, start) -> str:
     return Path(os.path.relpath(target, start)).as_posix()
 
 
-def render_report(payload: dict, report_path, json_path, plot_paths: dict, captions: dict | None = None) -> str:
+def render_report(payload: dict, report_path, json_path, plot_paths: dict, captions: dict | None = None,
+                  book: bool = False) -> str:
     """The report Markdown for one group run.
 
     Parameters
@@ -63,6 +64,11 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
         The run's results JSON.
     plot_paths : dict
         kind -> PNG path.
+    captions : dict, optional
+        kind -> one-line caption saying what to look for.
+    book : bool
+        Emit MyST (figures with captions, download links) for Jupyter Book
+        instead of plain Markdown.
     """
     h = payload["header"]
     base = Path(report_path).parent
@@ -100,7 +106,7 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
         out.append(f"Total log density at the initial point: **{fmt(mc['total'])}** "
                    f"({'all terms finite' if mc['finite'] else 'non-finite terms: ' + ', '.join(mc['nonfinite_terms'])}).\n")
         out.append("Worst 10 point-logp contributors:\n")
-        out.append(md_table(["term", "log density"], list(mc["worst_terms"].items())[:10]) + "\n")
+        out.append(md_table(["term", "log density"], [(t["term"], t["logp"]) for t in mc["worst_terms"][:10]]) + "\n")
     else:
         out.append("Not reached.\n")
     gc = payload.get("gradient_checks")
@@ -151,12 +157,19 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
         out.append("This group does not sample." if not h.get("samples") else "Not reached.")
         out.append("\n")
     out.append("## 5. Artifacts\n")
-    out.append(f"- results JSON: [{Path(json_path).name}]({_rel(json_path, base)})\n")
-    for kind, p in plot_paths.items():
-        cap = (captions or {}).get(kind, "")
-        out.append(f"- {kind}: [{Path(p).name}]({_rel(p, base)}){' - ' + cap if cap else ''}\n")
-    for kind, p in plot_paths.items():
-        out.append(f"\n![{(captions or {}).get(kind, kind)}]({_rel(p, base)})\n")
+    captions = captions or {}
+    if book:
+        out.append(f"- results JSON: {{download}}`{Path(json_path).name} <{_rel(json_path, base)}>`\n")
+        for kind, p in plot_paths.items():
+            out.append(f"\n```{{figure}} {_rel(p, base)}\n:alt: {kind}\n:width: 100%\n\n"
+                       f"**{kind.replace('_', ' ')}.** {captions.get(kind, '')}\n```\n")
+    else:
+        out.append(f"- results JSON: [{Path(json_path).name}]({_rel(json_path, base)})\n")
+        for kind, p in plot_paths.items():
+            cap = captions.get(kind, "")
+            out.append(f"- {kind}: [{Path(p).name}]({_rel(p, base)}){' - ' + cap if cap else ''}\n")
+        for kind, p in plot_paths.items():
+            out.append(f"\n![{captions.get(kind, kind)}]({_rel(p, base)})\n")
     v = payload.get("verdict") or {}
     out.append("\n## 6. Interpretation\n")
     out.append(f"**Verdict: {v.get('status', 'n/a')} ({v.get('code', 'n/a')}).** {v.get('interpretation', '')}\n")

@@ -225,8 +225,8 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
                        "whose detections the outlier component absorbed).", tuple(probs))
     if "rhat" in probs or "low_ess" in probs:
         return Verdict("finding", "not_converged",
-                       lead + f" But max R-hat {summary.get('max_rhat_all')} / min bulk ESS {summary.get('min_ess_bulk_all')} "
-                       "miss the thresholds (R-hat < 1.01, ESS > 100 per chain).",
+                       lead + f" But max R-hat {_num(summary.get('max_rhat_all')):.3f} / min bulk ESS "
+                       f"{_num(summary.get('min_ess_bulk_all')):.0f} miss the thresholds (R-hat < 1.01, ESS > 100 per chain).",
                        "Run longer (more tune and draws) before trusting the posterior; if R-hat stays high, look for "
                        "multimodality.", tuple(probs))
     return Verdict("finding", "inefficient",

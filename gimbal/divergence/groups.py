@@ -372,7 +372,8 @@ def run_group(
             maybe_fail("model_checks")
             lp = checks.safe_point_logps(model, point)
             return {"total": lp["total"], "finite": lp["finite"], "nonfinite_terms": lp["nonfinite_terms"],
-                    "worst_terms": dict(list(lp["terms"].items())[:10]), "n_terms": len(lp["terms"])}
+                    "worst_terms": [{"term": k, "logp": v} for k, v in list(lp["terms"].items())[:10]],
+                    "n_terms": len(lp["terms"])}
 
         run.payload["model_checks"] = run.step("model_checks", model_checks)
 
@@ -397,7 +398,8 @@ def run_group(
         if not spec.samples:
             if spec.id == "1":
                 verdict = rules.rule_build(run.payload["model_checks"])
-                jobs = {"logp_terms": (plots.plot_logp_terms, (run.payload["model_checks"]["worst_terms"], paths.plots_run / "logp_terms.png"),
+                worst = {t["term"]: t["logp"] for t in run.payload["model_checks"]["worst_terms"]}
+                jobs = {"logp_terms": (plots.plot_logp_terms, (worst, paths.plots_run / "logp_terms.png"),
                                        "The ten worst log-density terms at the initial point.")}
             else:
                 verdict = rules.rule_gradient(gc["at_initial_point"], gc.get("finite_difference"), gc.get("perturbation"))

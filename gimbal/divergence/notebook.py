@@ -30,7 +30,7 @@ def show_checks(result: dict) -> None:
     mc, gc = result.get("model_checks"), result.get("gradient_checks")
     if mc:
         display(Markdown(f"**Log density at the initial point: {fmt(mc['total'])}** - worst terms:"))
-        _table(list(mc["worst_terms"].items()), ("term", "log density"))
+        _table([(t["term"], t["logp"]) for t in mc["worst_terms"]], ("term", "log density"))
     if gc:
         g = gc["at_initial_point"]
         display(Markdown(f"**Gradient:** L2 {fmt(g['l2_norm'])}, L-inf {fmt(g['linf_norm'])}, {g['nan_count']} NaN, {g['inf_count']} inf."))

@@ -44,7 +44,7 @@ def summary_rows(results: list[dict]) -> list[list]:
         f = _flatten(r)
         s, v = f["sampling"], f["verdict"]
         rows.append([
-            f["group"], f["description"], f["T"], v.get("status", "-"), v.get("code", "-"),
+            f["group"], f["T"], v.get("status", "-"), v.get("code", "-"),
             f"{s['divergences']}/{s['total_draws']}" if s else "-",
             fmt(s.get("max_rhat_all"), 3) if s else "-", fmt(s.get("min_ess_bulk_all"), 3) if s else "-",
             ", ".join(fmt(b, 2) for b in s.get("ebfmi_per_chain", [])) if s else "-",
@@ -54,7 +54,7 @@ def summary_rows(results: list[dict]) -> list[list]:
     return rows
 
 
-SUMMARY_HEADER = ["group", "description", "T", "verdict", "code", "divergences", "max R-hat", "min bulk ESS", "E-BFMI", "max depth", "sampling s"]
+SUMMARY_HEADER = ["group", "T", "verdict", "code", "divergences", "max R-hat", "min bulk ESS", "E-BFMI", "max depth", "sampling s"]
 
 
 def temporal_series(results: list[dict]) -> list[dict]:
@@ -68,8 +68,13 @@ def temporal_series(results: list[dict]) -> list[dict]:
     return sorted(series, key=lambda p: p["T"])
 
 
-def summary_markdown(results: list[dict], run_id: str, link_prefix: str = "") -> str:
-    """The summary page text for one run."""
+def summary_markdown(results: list[dict], run_id: str, book: bool = False, figure: str | None = None) -> str:
+    """The summary page text for one run.
+
+    ``book=True`` links group pages with MyST ``{doc}`` roles (for Jupyter Book)
+    instead of links to the report files beside ``report_summary.md``;
+    ``figure`` is an optional temporal-scaling plot to embed.
+    """
     flat = [_flatten(r) for r in results]
     verdict = rule_summary(flat)
     lines = [f"# Divergence report summary: run {run_id}\n"]
@@ -86,17 +91,22 @@ def summary_markdown(results: list[dict], run_id: str, link_prefix: str = "") ->
     lines.append(md_table(SUMMARY_HEADER, summary_rows(results)) + "\n")
     if series:
         lines.append("## Temporal scaling\n")
+        if figure:
+            lines.append(f"```{{figure}} {figure}\n:alt: temporal scaling\n:width: 100%\n\n"
+                         "Divergence rate, max R-hat, min bulk ESS per second and compile time against T: "
+                         "a jump marks the length where the geometry breaks.\n```\n")
         lines.append(md_table(["T", "divergence rate", "max R-hat", "min ESS/s", "compile s", "sampling s"],
                               [[p["T"], f"{100 * (p['divergence_fraction'] or 0):.1f}%", fmt(p["max_rhat"], 3),
                                 fmt(p["min_ess_bulk_per_s"], 3), fmt(p["compile_s"], 3), fmt(p["wall_time_s"], 3)] for p in series]) + "\n")
     lines.append("## Next action\n")
     lines.append(verdict.next_action + "\n")
-    if link_prefix is not None:
-        lines.append("## Reports\n")
-        for r in results:
-            h = r["header"]
-            name = f"report_{group_desc(h['group'])}__{run_id}.md"
-            lines.append(f"- Group {h['group']}: [{h['title']}]({link_prefix}{name})")
+    lines.append("## Reports\n")
+    for r in results:
+        h = r["header"]
+        if book:
+            lines.append(f"- Group {h['group']}: {{doc}}`{h['title']} <groups/{group_desc(h['group'])}>`")
+        else:
+            lines.append(f"- Group {h['group']}: [{h['title']}](report_{group_desc(h['group'])}__{run_id}.md)")
     return "\n".join(lines) + "\n"
 
 
