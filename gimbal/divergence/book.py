@@ -169,6 +169,50 @@ def _environment_page(results: list[dict], run_id: str) -> str:
     return "\n".join(lines)
 
 
+def _performance_page(project: Path, out: Path) -> str:
+    """Tables and curves from ``benchmarks/results/*.json`` (written by ``python -m benchmarks``)."""
+    results_dir = project / "benchmarks" / "results"
+    files = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
+    lines = ["# Performance\n"]
+    if not files:
+        lines.append("No benchmark results yet. Run `python -m benchmarks scaling` and `python -m benchmarks sampling` "
+                     "(add `--quick` for a smoke run); this page then shows their tables and curves.\n")
+        return "\n".join(lines)
+    for f in files:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        rows = [r for r in data.get("rows", []) if "error" not in r]
+        lines.append(f"## {data['benchmark']}: `{data['dataset']}`{' (quick)' if data.get('quick') else ''}\n")
+        lines.append(f"Machine: {data['machine']['platform']}, {data['machine']['cpu_count']} CPUs.\n")
+        if data["benchmark"] == "scaling":
+            lines.append(md_table(["T", "parameters", "build s", "compile cold s", "compile warm s", "logp+grad ms", "peak MiB"],
+                                  [[r["T"], r["n_parameters"], r["build_s"], r["compile_cold_s"], r["compile_warm_s"],
+                                    r["logp_grad_median_ms"], r["peak_rss_mib"]] for r in rows]) + "\n")
+            ratios = data.get("ratios") or {}
+            if ratios:
+                lines.append(f"Compile time T={ratios['T_high']} vs T={ratios['T_low']}: cold x{ratios['compile_cold_ratio']:.2f}, "
+                             f"warm x{ratios['compile_warm_ratio']:.2f}.\n")
+            fig_path = out / "figures" / f"{f.stem}.png"
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+            Ts = [r["T"] for r in rows]
+            axes[0].plot(Ts, [r["compile_cold_s"] for r in rows], "o-", label="cold")
+            axes[0].plot(Ts, [r["compile_warm_s"] for r in rows], "o-", label="warm")
+            axes[0].set(xscale="log", xlabel="T (frames)", ylabel="seconds", title="Compile time")
+            axes[0].legend()
+            axes[1].plot(Ts, [r["logp_grad_median_ms"] for r in rows], "o-")
+            axes[1].set(xscale="log", yscale="log", xlabel="T (frames)", ylabel="ms", title="One logp + gradient (median)")
+            fig.savefig(fig_path, dpi=110)
+            plt.close(fig)
+            lines.append(f"```{{figure}} figures/{fig_path.name}\n:alt: scaling\n:width: 100%\n\nCompile time should stay flat "
+                         "in T; evaluation cost should grow linearly (slope 1 on log-log axes).\n```\n")
+        else:
+            lines.append(md_table(["T", "chains x draws", "divergences", "max R-hat (latents)", "min bulk ESS", "ESS/s", "grad/draw",
+                                   "sampling s", "error posterior / triangulation"],
+                                  [[r["T"], f"{r['chains']} x {r['draws']}", r["divergences"], r["max_rhat_latents"],
+                                    r["min_ess_bulk_latents"], r["min_ess_bulk_per_s"], r["mean_grad_evals_per_draw"], r["sample_s"],
+                                    f"{fmt(r['posterior_median_error'], 3)} / {fmt(r['triangulation_median_error'], 3)}"] for r in rows]) + "\n")
+    return "\n".join(lines)
+
+
 def generate_pages(root, run_id: str | None = None, project_dir=".") -> tuple[Path, str]:
     """Write every page of the book for one run; returns (generated folder, run id)."""
     root, project = Path(root), Path(project_dir)
@@ -195,6 +239,7 @@ def generate_pages(root, run_id: str | None = None, project_dir=".") -> tuple[Pa
     io.save_text(out / "runs.md", _runs_page(root))
     io.save_text(out / "data.md", _data_page(results, root, run_id, out))
     io.save_text(out / "environment.md", _environment_page(results, run_id))
+    io.save_text(out / "performance.md", _performance_page(project, out))
     return out, run_id
 
 

@@ -359,6 +359,8 @@ def run_group(
         def build():
             maybe_fail("build_model")
             options = dict(spec.model)
+            if options.get("freeze_latents") == "truth" and "positions_true" not in ds:
+                options["freeze_latents"] = "init"  # real data has no ground truth: freeze at the initialisation
             if options.get("use_directional_hmm"):
                 # a one-state dataset would reduce the HMM to a single vMF: exercise at least two states
                 options.setdefault("n_states", max(2, int(ds.attrs.get("n_states", 1))))

@@ -1,0 +1,1 @@
+"""Speed, memory and convergence benchmarks of the GIMBAL model (``python -m benchmarks --help``)."""

@@ -1,0 +1,52 @@
+"""Shared helpers: datasets of any length, peak memory, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def dataset_of_length(name: str, T: int):
+    """A registered synthetic dataset with exactly ``T`` frames (regenerated when longer than the stored one)."""
+    from gimbal.datasets import load_dataset
+    from gimbal.datasets.synthetic import SYNTHETIC, generate
+
+    stored = SYNTHETIC[name].T
+    if T <= stored:
+        return load_dataset(name, max_T=T)
+    return generate(replace(SYNTHETIC[name], T=T))
+
+
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process in MiB (Linux/macOS: getrusage; Windows: peak working set)."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+    except ImportError:
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset", info.rss) / 2**20
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count()}
+
+
+def write_result(name: str, payload: dict, out_dir: Path = RESULTS) -> Path:
+    from gimbal.diagnostics.io import write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_json(out_dir / f"{name}.json", payload)
+
+
+def read_results(out_dir: Path = RESULTS) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))} if out_dir.is_dir() else {}

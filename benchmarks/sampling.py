@@ -1,0 +1,62 @@
+"""Convergence against sequence length: the full model sampled with nutpie, every latent checked."""
+
+from __future__ import annotations
+
+import time
+
+from .common import dataset_of_length, machine, peak_rss_mib, write_result
+
+FULL_T = (80, 200, 500, 1000, 1800)
+QUICK_T = (80,)
+
+
+def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int = 1, adaptation: str = "diag") -> dict:
+    from gimbal.diagnostics.multimodality import multimodality_check
+    from gimbal.diagnostics.sampling import sampling_summary
+    from gimbal.fitting import position_errors, sample_model
+    from gimbal.pymc_model import build_model
+
+    ds = dataset_of_length(dataset, T)
+    t0 = time.perf_counter()
+    model = build_model(ds, validate=False)
+    build_s = time.perf_counter() - t0
+    fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, adaptation=adaptation)
+    s = sampling_summary(fit.trace, wall_time_s=fit.sample_s)
+    # convergence over the latents themselves: drop the per-frame log-likelihood deterministic
+    latent = [v for v in fit.trace["posterior"].data_vars if v != "log_obs_t"]
+    s_latent = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
+    err = position_errors(fit.trace, ds)
+    mm = multimodality_check(fit.trace)
+    row = {
+        "dataset": dataset, "T": T, "chains": chains, "tune": tune, "draws": draws, "adaptation": adaptation,
+        "build_s": build_s, "compile_s": fit.compile_s, "sample_s": fit.sample_s,
+        "divergences": s["divergences"], "max_rhat_latents": s_latent["max_rhat_selected"],
+        "max_rhat_latents_var": s_latent["max_rhat_selected_var"], "min_ess_bulk_latents": s_latent["min_ess_bulk_selected"],
+        "min_ess_tail_latents": s_latent["min_ess_tail_selected"], "min_ess_bulk_per_s": s_latent["min_ess_bulk_selected"] / fit.sample_s,
+        "mean_grad_evals_per_draw": s["mean_grad_evals_per_draw"], "max_treedepth_fraction": s["max_treedepth_fraction"],
+        "min_ebfmi": s["min_ebfmi"], "multimodality": mm["verdict"], "n_flagged_elements": mm.get("n_flagged", 0),
+        "posterior_median_error": (err or {}).get("posterior_mean", {}).get("median"),
+        "triangulation_median_error": (err or {}).get("triangulation", {}).get("median"),
+        "error_ratio": (err or {}).get("ratio_median_posterior_to_triangulation"),
+        "units": (err or {}).get("units"), "peak_rss_mib": peak_rss_mib(),
+    }
+    return row
+
+
+def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, chains=None, tune=None, draws=None,
+        adaptation: str = "diag") -> dict:
+    lengths = lengths or (QUICK_T if quick else FULL_T)
+    chains = chains or (2 if quick else 4)
+    tune = tune if tune is not None else (200 if quick else 1000)
+    draws = draws or (100 if quick else 1000)
+    rows = []
+    for T in lengths:
+        row = run_one(dataset, T, chains, tune, draws, adaptation=adaptation)
+        rows.append(row)
+        print(f"  {dataset} T={T:5d}: {row['divergences']} div, max R-hat {row['max_rhat_latents']:.3f} [{row['max_rhat_latents_var']}], "
+              f"min ESS {row['min_ess_bulk_latents']:.0f}, {row['mean_grad_evals_per_draw']:.0f} grad/draw, "
+              f"{row['sample_s']:.0f} s, error {row['posterior_median_error']:.3f} vs {row['triangulation_median_error']:.3f}", flush=True)
+    payload = {"benchmark": "sampling", "dataset": dataset, "quick": quick, "machine": machine(), "rows": rows,
+               "targets": {"divergences": 0, "max_rhat": 1.01, "min_ess_bulk": 400, "wall_s": 1200, "error_ratio": 0.6}}
+    write_result(f"sampling_{dataset}{'_quick' if quick else ''}", payload)
+    return payload

@@ -1,0 +1,85 @@
+"""Cost against sequence length: build, compile (cold and warm), one logp+gradient, peak memory.
+
+Every T runs in a fresh subprocess with empty PyTensor and numba caches for
+the cold compile; the warm compile rebuilds the same model in that process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .common import dataset_of_length, machine, peak_rss_mib, write_result
+
+FULL_T = (80, 200, 500, 1000, 1800, 7200)
+QUICK_T = (80, 200)
+
+
+def measure_one(dataset: str, T: int, n_evals: int = 200) -> dict:
+    """Run inside the worker process."""
+    import nutpie
+
+    from gimbal.pymc_model import build_model
+
+    ds = dataset_of_length(dataset, T)
+    t0 = time.perf_counter()
+    model = build_model(ds, validate=False)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = nutpie.compile_pymc_model(model, jitter_rvs=set())
+    cold_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    nutpie.compile_pymc_model(build_model(ds, validate=False), jitter_rvs=set())
+    warm_s = time.perf_counter() - t0
+    x0 = np.asarray(compiled.initial_point_func(0), dtype=float)
+    compiled.logp_func(x0)
+    times = []
+    for _ in range(n_evals):
+        t = time.perf_counter()
+        compiled.logp_func(x0)
+        times.append(time.perf_counter() - t)
+    return {"dataset": dataset, "T": T, "n_parameters": int(x0.size), "build_s": build_s, "compile_cold_s": cold_s,
+            "compile_warm_s": warm_s, "logp_grad_median_ms": 1e3 * float(np.median(times)),
+            "logp_grad_p90_ms": 1e3 * float(np.percentile(times, 90)), "n_evals": n_evals, "peak_rss_mib": peak_rss_mib()}
+
+
+def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, repeats: int = 1) -> dict:
+    lengths = lengths or (QUICK_T if quick else FULL_T)
+    rows = []
+    for T in lengths:
+        for rep in range(repeats):
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(os.environ, PYTENSOR_FLAGS=f"compiledir={cache}/pytensor", NUMBA_CACHE_DIR=f"{cache}/numba")
+                code = f"import json; from benchmarks.scaling import measure_one; print(json.dumps(measure_one({dataset!r}, {T})))"
+                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
+            if done.returncode != 0:
+                rows.append({"T": T, "repeat": rep, "error": done.stderr.strip().splitlines()[-1:]})
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["repeat"] = rep
+            rows.append(row)
+            print(f"  T={T:5d}  build {row['build_s']:.1f} s  compile cold {row['compile_cold_s']:.1f} s / warm "
+                  f"{row['compile_warm_s']:.1f} s  logp+grad {row['logp_grad_median_ms']:.3f} ms  peak {row['peak_rss_mib']:.0f} MiB",
+                  flush=True)
+    ok = [r for r in rows if "error" not in r]
+    by_T = {}
+    for r in ok:
+        by_T.setdefault(r["T"], []).append(r)
+    med = {T: {k: float(np.median([r[k] for r in rs])) for k in ("compile_cold_s", "compile_warm_s", "logp_grad_median_ms")} for T, rs in by_T.items()}
+    Ts = sorted(med)
+    ratios = {}
+    if len(Ts) >= 2:
+        lo, hi = Ts[0], Ts[-1]
+        ratios = {"T_low": lo, "T_high": hi,
+                  "compile_cold_ratio": med[hi]["compile_cold_s"] / med[lo]["compile_cold_s"],
+                  "compile_warm_ratio": med[hi]["compile_warm_s"] / med[lo]["compile_warm_s"],
+                  "eval_cost_per_frame_us": {T: 1e3 * med[T]["logp_grad_median_ms"] / T for T in Ts}}
+    payload = {"benchmark": "scaling", "dataset": dataset, "quick": quick, "machine": machine(), "rows": rows, "medians": med, "ratios": ratios}
+    write_result(f"scaling_{dataset}{'_quick' if quick else ''}", payload)
+    return payload
