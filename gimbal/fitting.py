@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pymc as pm
@@ -143,15 +144,13 @@ def position_errors(trace, dataset: xr.Dataset, threshold_px: float = 20.0) -> d
     return out
 
 
-def save_trace(trace: xr.DataTree, path, overwrite: bool = False, float32_vars: tuple[str, ...] = ()) -> "Path":
+def save_trace(trace: xr.DataTree, path, overwrite: bool = False, float32_vars: tuple[str, ...] = ()) -> Path:
     """Write a trace as netCDF (h5netcdf) atomically.
 
     Object-dtype arrays (e.g. nutpie's divergence messages, string coordinates)
     are stored as fixed-width strings. Variables named in ``float32_vars`` are
     down-cast (3D positions need no float64 precision on disk: halves the size).
     """
-    from pathlib import Path
-
     from ._atomic import atomic_path
 
     path = Path(path)

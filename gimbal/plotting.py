@@ -13,16 +13,9 @@ import xarray as xr  # noqa: E402
 
 from .cameras import triangulate_robust  # noqa: E402
 from .datasets import skeleton_of  # noqa: E402
+from .diagnostics.plots import save_figure  # noqa: E402
 
 __all__ = ["plot_skeleton_3d", "plot_detections", "plot_position_errors"]
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def plot_skeleton_3d(dataset: xr.Dataset, path, frame: int = 0) -> Path:
@@ -46,7 +39,7 @@ def plot_skeleton_3d(dataset: xr.Dataset, path, frame: int = 0) -> Path:
            zlim=(center[2] - half, center[2] + half))  # equal scale on all axes: bones keep their true proportions
     ax.set_box_aspect((1, 1, 1))
     ax.set(xlabel=f"x ({u})", ylabel=f"y ({u})", zlabel=f"z ({u})", title=f"Skeleton at frame {frame} ({source})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_detections(dataset: xr.Dataset, path, frame: int = 0) -> Path:
@@ -77,7 +70,7 @@ def plot_detections(dataset: xr.Dataset, path, frame: int = 0) -> Path:
             ax.text(0.01, 0.02, "missing: " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""), transform=ax.transAxes, fontsize=7, color="tab:gray")
     axes.ravel()[0].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"2D detections at frame {frame} over each camera's image frame")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_position_errors(dataset: xr.Dataset, posterior_mean: np.ndarray | None, path, reference: str = "positions_true") -> Path:
@@ -102,4 +95,4 @@ def plot_position_errors(dataset: xr.Dataset, posterior_mean: np.ndarray | None,
     axes[1].set_xticks(xs, names, rotation=60, fontsize=7)
     for ax in axes:
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,8 +1,6 @@
 """The generic engine on models nobody here wrote, and on crafted inputs."""
 
 import json
-import math
-
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt

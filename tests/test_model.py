@@ -1,7 +1,6 @@
 import itertools
 
 import numpy as np
-import pymc as pm
 import pytensor
 import pytest
 

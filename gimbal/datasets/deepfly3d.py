@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from ..cameras import camera_matrix
 from .container import from_arrays
@@ -66,7 +67,7 @@ def _wheel_path(cache_dir: Path) -> Path:
     return found[0]
 
 
-def load_deepfly3d(cache_dir) -> "xarray.Dataset":  # noqa: F821
+def load_deepfly3d(cache_dir) -> xr.Dataset:
     """Load the DeepFly3D fly recording into a GIMBAL dataset.
 
     Unseen detections (stored as ``(0, 0)`` by DeepFly3D) become ``NaN``.

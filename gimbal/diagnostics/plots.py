@@ -31,10 +31,12 @@ __all__ = [
     "plot_gradient_by_variable",
     "scalar_subset",
     "write_manifest",
+    "save_figure",
 ]
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Save a figure (110 dpi, tight box), close it, and return the path; parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -80,7 +82,7 @@ def plot_trace_selected(trace, var_names, path, title="Trace of selected paramet
     pc = azp.plot_trace_dist(sub, backend="matplotlib")
     fig = pc.viz["figure"].item() if hasattr(pc.viz["figure"], "item") else pc.viz["figure"]
     fig.suptitle(f"{title}: chains should overlap and look like stationary noise")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_energy(trace, path, ebfmi=None) -> Path:
@@ -90,7 +92,7 @@ def plot_energy(trace, path, ebfmi=None) -> Path:
     fig = pc.viz["figure"].item() if hasattr(pc.viz["figure"], "item") else pc.viz["figure"]
     label = "" if not ebfmi else " (E-BFMI per chain: " + ", ".join(f"{b:.2f}" for b in ebfmi) + "; < 0.3 flags trouble)"
     fig.suptitle("Energy: marginal vs transition distributions should match" + label)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_step_size_treedepth(trace, path, max_treedepth: int = 10) -> Path:
@@ -114,7 +116,7 @@ def plot_step_size_treedepth(trace, path, max_treedepth: int = 10) -> Path:
     axes[1].set(title="Tree depth per draw (hitting the max = inefficiency)", xlabel="iteration", ylabel="tree depth")
     for ax in axes:
         ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_divergence_pairs(trace, var_names, path) -> Path:
@@ -137,7 +139,7 @@ def plot_divergence_pairs(trace, var_names, path) -> Path:
         ax.set(xlabel=name, ylabel="log density")
         ax.legend()
     fig.suptitle("Selected parameters; divergent draws highlighted: clusters mark where the geometry breaks")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_localization(localization: dict, path) -> Path:
@@ -162,7 +164,7 @@ def plot_localization(localization: dict, path) -> Path:
                 ax.set_xticks(xs, [str(c) for c in prof["coords"]], rotation=60, fontsize=7)
             ax.set(title=f"Divergence displacement per {panel}", xlabel=panel, ylabel="mean |z|")
     fig.suptitle(f"Divergence localization ({localization.get('n_divergent', 0)} divergent draws): peaks mark where the geometry breaks")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_logp_terms(terms: dict, path, top: int = 10) -> Path:
@@ -175,7 +177,7 @@ def plot_logp_terms(terms: dict, path, top: int = 10) -> Path:
         if not np.isfinite(v):
             ax.text(0, i, f" {v}", color="red", va="center")
     ax.set(title="Worst log-density terms at the initial point (non-finite in red)", xlabel="log density")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gradient_by_variable(per_variable: dict, path) -> Path:
@@ -186,7 +188,7 @@ def plot_gradient_by_variable(per_variable: dict, path) -> Path:
     ax.barh(names, vals, color=["tab:red" if per_variable[n]["nan"] or per_variable[n]["inf"] else "tab:blue" for n in names])
     ax.set_xscale("log")
     ax.set(title="Largest |gradient| per variable at the initial point (red: NaN/inf present)", xlabel="max |d logp / d value|")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_manifest(directory, produced: dict, failed: dict, captions: dict | None = None) -> Path:

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..diagnostics import io  # noqa: E402
+from ..diagnostics.plots import save_figure  # noqa: E402
 from ..diagnostics.report import fmt, md_table, render_report  # noqa: E402
 from .groups import GROUPS, group_desc  # noqa: E402
 from .summary import collect_run, list_runs, summary_markdown, temporal_series, write_summary  # noqa: E402
@@ -43,10 +44,7 @@ def _temporal_figure(series, path) -> Path | None:
         if key == "max_rhat":
             ax.axhline(1.01, color="red", ls="--", lw=1)
     fig.suptitle("Temporal scaling of the full model")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _copy_notebook(src: Path, dst: Path, title: str) -> None:
@@ -200,8 +198,7 @@ def _performance_page(project: Path, out: Path) -> str:
             axes[0].legend()
             axes[1].plot(Ts, [r["logp_grad_median_ms"] for r in rows], "o-")
             axes[1].set(xscale="log", yscale="log", xlabel="T (frames)", ylabel="ms", title="One logp + gradient (median)")
-            fig.savefig(fig_path, dpi=110)
-            plt.close(fig)
+            save_figure(fig, fig_path)
             lines.append(f"```{{figure}} figures/{fig_path.name}\n:alt: scaling\n:width: 100%\n\nCompile time should stay flat "
                          "in T; evaluation cost should grow linearly (slope 1 on log-log axes).\n```\n")
         else:

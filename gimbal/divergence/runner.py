@@ -60,7 +60,8 @@ def _execute(group, args, root: Path, lock) -> dict:
     paths.results_dir.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(notebook_for(group)), str(paths.notebook_run), parameters=params, cwd=str(Path.cwd()),
-                            progress_bar=False, kernel_name="python3")
+                            progress_bar=False, kernel_name="python3",
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # hush the kernel's transport warning
     except Exception as exc:  # PapermillExecutionError and kernel deaths alike
         crashed, message = True, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
     seconds = time.perf_counter() - t0
