@@ -276,7 +276,8 @@ def rule_summary(results: list[dict]) -> Verdict:
     if findings:
         r = findings[0]
         return Verdict("finding", f"first_finding_group_{r['group']}",
-                       f"No group diverges, but group {r['group']} reports: {r['verdict']['interpretation']}",
+                       f"No group diverges or fails. The first finding is in group {r['group']} "
+                       f"({r['verdict'].get('code')}): {r['verdict']['interpretation']}",
                        r["verdict"]["next_action"])
     return Verdict("pass", "all_clear", "Every group passed: no divergences, finite gradients, converged chains.",
                    "The model is ready for production-length runs.")
