@@ -20,7 +20,8 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
     t0 = time.perf_counter()
     model = build_model(ds, validate=False)
     build_s = time.perf_counter() - t0
-    fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, adaptation=adaptation)
+    fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, adaptation=adaptation,
+                       save_warmup=False)  # warm-up positions would double the trace's memory
     s = sampling_summary(fit.trace, wall_time_s=fit.sample_s)
     # convergence over the latents themselves: drop the per-frame log-likelihood deterministic
     latent = [v for v in fit.trace["posterior"].data_vars if v != "log_obs_t"]

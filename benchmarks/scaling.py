@@ -79,7 +79,10 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
         ratios = {"T_low": lo, "T_high": hi,
                   "compile_cold_ratio": med[hi]["compile_cold_s"] / med[lo]["compile_cold_s"],
                   "compile_warm_ratio": med[hi]["compile_warm_s"] / med[lo]["compile_warm_s"],
-                  "eval_cost_per_frame_us": {T: 1e3 * med[T]["logp_grad_median_ms"] / T for T in Ts}}
+                  "eval_cost_per_frame_us": {T: 1e3 * med[T]["logp_grad_median_ms"] / T for T in Ts},
+                  # the target: compile at T=1800 within 1.2x of T=80, for every measured T
+                  "compile_cold_ratio_vs_lowest": {T: med[T]["compile_cold_s"] / med[lo]["compile_cold_s"] for T in Ts},
+                  "compile_warm_ratio_vs_lowest": {T: med[T]["compile_warm_s"] / med[lo]["compile_warm_s"] for T in Ts}}
     payload = {"benchmark": "scaling", "dataset": dataset, "quick": quick, "machine": machine(), "rows": rows, "medians": med, "ratios": ratios}
     write_result(f"scaling_{dataset}{'_quick' if quick else ''}", payload)
     return payload

@@ -41,6 +41,7 @@ def sample_model(
     adaptation: str = "diag",
     backend: str = "numba",
     jitter: bool = False,
+    save_warmup: bool = True,
 ) -> FitResult:
     """Run NUTS from the model's initial point.
 
@@ -58,11 +59,13 @@ def sample_model(
         regions where the outlier component absorbs their detections. Generic
         models whose initial point has an exactly-zero gradient component need
         it (nutpie rejects such a start).
+    save_warmup : bool
+        Keep warm-up draws (``warmup_*`` groups, needed for step-size adaptation
+        plots). Turn off for long runs: warm-up positions double the trace's memory.
 
     Returns
     -------
     FitResult
-        The trace keeps warm-up draws (``warmup_*`` groups) for step-size plots.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
@@ -89,7 +92,7 @@ def sample_model(
             target_accept=target_accept,
             progress_bar=progress,
             adaptation=adaptation,
-            save_warmup=True,
+            save_warmup=save_warmup,
         )
     else:
         with model:
@@ -104,7 +107,7 @@ def sample_model(
                 init="jitter+adapt_diag" if jitter else "adapt_diag",
                 target_accept=target_accept,
                 progressbar=progress,
-                discard_tuned_samples=False,
+                discard_tuned_samples=not save_warmup,
                 compute_convergence_checks=False,
             )
     t2 = time.perf_counter()
