@@ -7,7 +7,13 @@ import pytest
 from gimbal.cameras import triangulate_robust
 
 from gimbal.datasets import load_dataset
-from gimbal.diagnostics.checks import compile_logp_and_grad, finite_difference_check, gradient_report, safe_point_logps
+from gimbal.diagnostics.checks import (
+    compile_logp_and_grad,
+    evaluate_at,
+    finite_difference_check,
+    gradient_report,
+    safe_point_logps,
+)
 from gimbal.fit_params import InitializationError, check_initial_point, initialize_from_observations_dlt
 from gimbal.pymc_model import build_model
 
@@ -63,12 +69,6 @@ def test_graph_size_does_not_grow_with_T():
     assert _compiled_node_count(small) == _compiled_node_count(large)
 
 
-def _log_obs_t(model, point):
-    out = model.replace_rvs_by_values([model["log_obs_t"]])[0]
-    fn = pytensor.function(model.value_vars, out, on_unused_input="ignore")
-    return fn(*[point[v.name] for v in model.value_vars])
-
-
 def test_missing_observations_contribute_exactly_zero():
     ds = load_dataset("v0.2.1_L00_minimal", max_T=10)
     holes = ds.copy(deep=True)
@@ -80,7 +80,7 @@ def test_missing_observations_contribute_exactly_zero():
         full = build_model(ds, use_mixture=mixture, init=init)
         holed = build_model(holes, use_mixture=mixture, init=init)
         point = full.initial_point()
-        a, b = (_log_obs_t(m, point) for m in (full, holed))
+        a, b = (evaluate_at(m, m["log_obs_t"], point) for m in (full, holed))
         assert b[5] == 0.0
         assert np.isfinite(b).all()
         np.testing.assert_allclose(np.delete(a, [3, 5]), np.delete(b, [3, 5]))

@@ -24,6 +24,7 @@ __all__ = [
     "gradient_report",
     "finite_difference_check",
     "perturbation_check",
+    "evaluate_at",
     "LogpGrad",
 ]
 
@@ -216,3 +217,17 @@ def perturbation_check(checker: LogpGrad, point=None, n_points: int = 3, scale: 
             }
         )
     return {"scale": scale, "points": out, "all_finite": all(p["logp_finite"] and p["grad_nonfinite"] == 0 for p in out)}
+
+
+def evaluate_at(model: pm.Model, tensor, point=None) -> np.ndarray:
+    """Value of any tensor of ``model`` (a Deterministic, a Potential, an intermediate) at a point.
+
+    Random variables in the tensor's graph are replaced by their value
+    variables, so ``point`` is a dict keyed like ``model.initial_point()``.
+    """
+    import pytensor
+
+    point = model.initial_point() if point is None else point
+    out = model.replace_rvs_by_values([tensor])[0]
+    fn = pytensor.function(model.value_vars, out, on_unused_input="ignore")
+    return np.asarray(fn(*[point[v.name] for v in model.value_vars]))

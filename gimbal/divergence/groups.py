@@ -162,18 +162,13 @@ def _mixture_checks(dataset, model, init) -> dict:
     holed = dataset.copy(deep=True)
     holed["observations"].values[0] = np.nan
     holed_model = build_model(holed, use_mixture=True, use_directional_hmm=False, init=init, validate=False)
-    out = holed_model.replace_rvs_by_values([holed_model["log_obs_t"]])[0]
-    import pytensor
-
-    fn = pytensor.function(holed_model.value_vars, out, on_unused_input="ignore")
-    point = holed_model.initial_point()
-    log_obs_t = fn(*[point[v.name] for v in holed_model.value_vars])
+    log_obs_t = checks.evaluate_at(holed_model, holed_model["log_obs_t"])
     masked_zero = bool(log_obs_t[0] == 0.0 and np.isfinite(log_obs_t).all())
     passed = bool(np.all(np.isfinite(uniform_logp)) and masked_zero and normal.size > 0)
     return {
         "passed": passed,
         "summary": f"uniform logp {min(uniform_logp):.2f}..{max(uniform_logp):.2f}; fully-missing frame contributes "
-                   f"{log_obs_t[0]!r} (must be exactly 0); initial inlier probability {p_in.min():.2f}..{p_in.max():.2f}",
+                   f"{float(log_obs_t[0])!r} (must be exactly 0); initial inlier probability {p_in.min():.2f}..{p_in.max():.2f}",
         "uniform_logp_per_camera": uniform_logp,
         "normal_logp_per_observation": {"min": float(normal.min()), "median": float(np.median(normal)), "max": float(normal.max())},
         "inlier_probability_init": {"min": float(p_in.min()), "max": float(p_in.max())},
@@ -191,7 +186,6 @@ def _hmm_micro_check(dataset_name, seed) -> dict:
     """
     import itertools
 
-    import pytensor
     from scipy.special import logsumexp
 
     from ..datasets import load_dataset
@@ -200,19 +194,12 @@ def _hmm_micro_check(dataset_name, seed) -> dict:
     tiny = load_dataset(dataset_name, max_T=5, max_K=2)
     model = build_model(tiny, use_mixture=False, use_directional_hmm=True, n_states=2, state_params="learned",
                         seed=seed, validate=False)
-    point = model.initial_point()
-    values = [point[v.name] for v in model.value_vars]
-
-    def evaluate(tensor):
-        out = model.replace_rvs_by_values([tensor])[0]
-        return np.asarray(pytensor.function(model.value_vars, out, on_unused_input="ignore")(*values))
-
-    E = evaluate(model.gimbal_terms["emission"])
-    log_A = np.log(evaluate(model["transition"]))
+    E = checks.evaluate_at(model, model.gimbal_terms["emission"])
+    log_A = np.log(checks.evaluate_at(model, model["transition"]))
     S = E.shape[1]
     paths = itertools.product(range(S), repeat=E.shape[0])
     brute = logsumexp([-np.log(S) + E[0, p[0]] + sum(log_A[p[t - 1], p[t]] + E[t, p[t]] for t in range(1, len(p))) for p in paths])
-    ours = float(evaluate(model["pose_prior"]))
+    ours = float(checks.evaluate_at(model, model["pose_prior"]))
     fd = checks.finite_difference_check(checks.compile_logp_and_grad(model), max_components=None)
     passed = bool(abs(ours - brute) < 1e-8 * max(1.0, abs(brute)) and fd["passed"])
     return {
@@ -318,7 +305,7 @@ def run_group(
     GroupFailed
         After recording the failure, when any step raised.
     """
-    from ..datasets import load_dataset
+    from ..datasets import load_dataset, truncate
     from ..fit_params import init_point_for
     from ..fitting import position_errors, sample_model, save_trace
     from ..pymc_model import build_model
@@ -350,8 +337,7 @@ def run_group(
         def load():
             maybe_fail("load_data")
             ds = load_dataset(dataset_name, max_T=settings["max_T"])
-            k = settings["max_K"] or min(SEED_MAX_K, ds.sizes["keypoint"])
-            ds = load_dataset(dataset_name, max_T=settings["max_T"], max_K=k)
+            ds = truncate(ds, max_K=settings["max_K"] or min(SEED_MAX_K, ds.sizes["keypoint"]))
             header.update(T=ds.sizes["frame"], K=ds.sizes["keypoint"], C=ds.sizes["camera"])
             return ds
 
