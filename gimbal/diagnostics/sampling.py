@@ -51,27 +51,13 @@ def normalize_sample_stats(trace, group: str = "sample_stats") -> xr.Dataset:
     return xr.Dataset(out)
 
 
-def _extreme(ds: xr.Dataset, fn) -> tuple[float, str | None]:
-    """(value, variable) of the max (fn=max) or min over every element of every variable, NaN-aware."""
-    best, where = None, None
-    for name, da in ds.data_vars.items():
-        vals = np.asarray(da.values, dtype=float)
-        vals = vals[np.isfinite(vals)]
-        if vals.size == 0:
-            continue
-        v = float(fn(vals))
-        if best is None or fn([v, best]) == v:
-            best, where = v, name
-    return (float("nan") if best is None else best), where
-
-
 def convergence_table(trace, var_names=None) -> xr.Dataset:
     """R-hat (rank-normalized split), bulk and tail ESS for ``var_names`` (default: all)."""
     return xr.Dataset(
         {
-            "rhat": _scalar_max(azs.rhat(trace, var_names=var_names)),
-            "ess_bulk": _scalar_min(azs.ess(trace, var_names=var_names, method="bulk")),
-            "ess_tail": _scalar_min(azs.ess(trace, var_names=var_names, method="tail")),
+            "rhat": _per_variable(azs.rhat(trace, var_names=var_names), np.nanmax),
+            "ess_bulk": _per_variable(azs.ess(trace, var_names=var_names, method="bulk"), np.nanmin),
+            "ess_tail": _per_variable(azs.ess(trace, var_names=var_names, method="tail"), np.nanmin),
         }
     )
 
@@ -80,14 +66,11 @@ def _as_dataset(res):
     return res.to_dataset() if hasattr(res, "to_dataset") else res
 
 
-def _scalar_max(res):
+def _per_variable(res, reduce) -> xr.DataArray:
+    """One number per variable (``reduce`` over all its elements, NaN-aware), indexed by variable name."""
     ds = _as_dataset(res)
-    return xr.DataArray([float(np.nanmax(ds[v].values)) if ds[v].size else np.nan for v in ds.data_vars], dims="var", coords={"var": list(ds.data_vars)})
-
-
-def _scalar_min(res):
-    ds = _as_dataset(res)
-    return xr.DataArray([float(np.nanmin(ds[v].values)) if ds[v].size else np.nan for v in ds.data_vars], dims="var", coords={"var": list(ds.data_vars)})
+    values = [float(reduce(ds[v].values)) if ds[v].size else np.nan for v in ds.data_vars]
+    return xr.DataArray(values, dims="var", coords={"var": list(ds.data_vars)})
 
 
 def sampling_summary(
