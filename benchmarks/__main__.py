@@ -1,4 +1,8 @@
-"""``python -m benchmarks {scaling,sampling} [--quick] [--dataset NAME] [--T 80,200]``: results in benchmarks/results/."""
+"""``python -m benchmarks {scaling,sampling,ablation,windowed,all} [--quick] [--dataset NAME] [--T 80,200]``.
+
+Results are JSON files in benchmarks/results/; the report book's Performance and
+Ablation pages render them.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,16 @@ import sys
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="GIMBAL speed, memory and convergence benchmarks.")
-    p.add_argument("which", choices=("scaling", "sampling", "all"))
+    p.add_argument("which", choices=("scaling", "sampling", "ablation", "windowed", "all"))
     p.add_argument("--quick", action="store_true", help="small T and few draws (a smoke run)")
-    p.add_argument("--dataset", action="append", help="dataset name (repeatable; default: v0.2.1_L00_minimal)")
-    p.add_argument("--T", default=None, help="comma list of sequence lengths (default: the benchmark's)")
+    p.add_argument("--dataset", action="append",
+                   help="dataset name (repeatable; default: v0.2.1_L00_minimal, rodent18_multistate for ablation)")
+    p.add_argument("--T", default=None, help="comma list of sequence lengths (default: the benchmark's; ablation: first)")
+    p.add_argument("--variants", default=None, help="ablation: comma list of variant labels (default: all)")
+    p.add_argument("--variant-timeout", type=float, default=None,
+                   help="ablation: run each variant in a child process and record it as timed out after this many seconds")
+    p.add_argument("--window", type=int, default=200, help="windowed: kept frames per window")
+    p.add_argument("--overlap", type=int, default=10, help="windowed: extra frames sampled on each side")
     p.add_argument("--repeats", type=int, default=1, help="scaling: repeats per T (medians are reported)")
     p.add_argument("--chains", type=int, default=None)
     p.add_argument("--tune", type=int, default=None)
@@ -19,8 +29,24 @@ def main(argv=None) -> int:
     p.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag")
     args = p.parse_args(argv)
     lengths = tuple(int(t) for t in args.T.split(",")) if args.T else None
+    from . import ablation, sampling, scaling, windowed
+
+    if args.which == "windowed":
+        for ds in args.dataset or ["rodent18_multistate"]:
+            print(f"windowed benchmark on {ds}")
+            windowed.run(ds, T=lengths[0] if lengths else 1800, window=args.window, overlap=args.overlap,
+                         chains=args.chains or 4, tune=1000 if args.tune is None else args.tune, draws=args.draws or 1000,
+                         quick=args.quick)
+        return 0
+
+    if args.which == "ablation":
+        for ds in args.dataset or ["rodent18_multistate"]:
+            print(f"ablation benchmark on {ds}")
+            ablation.run(ds, quick=args.quick, T=lengths[0] if lengths else None, chains=args.chains, tune=args.tune,
+                         draws=args.draws, variants=args.variants.split(",") if args.variants else None,
+                         timeout_s=args.variant_timeout)
+        return 0
     datasets = args.dataset or ["v0.2.1_L00_minimal"]
-    from . import sampling, scaling
 
     for ds in datasets:
         if args.which in ("scaling", "all"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import dataset_of_length, machine, peak_rss_mib, write_result
+from .common import dataset_of_length, machine, peak_rss_mib, read_results, write_result
 
 FULL_T = (80, 200, 500, 1000, 1800)
 QUICK_T = (80,)
@@ -39,6 +39,8 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
         "triangulation_median_error": (err or {}).get("triangulation", {}).get("median"),
         "error_ratio": (err or {}).get("ratio_median_posterior_to_triangulation"),
         "units": (err or {}).get("units"), "peak_rss_mib": peak_rss_mib(),
+        "model": model.gimbal_config.as_dict(),
+        "stored": "every latent in float64 (nutpie keeps the whole trace in memory); R-hat/ESS computed in blocks",
     }
     return row
 
@@ -56,7 +58,13 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
         print(f"  {dataset} T={T:5d}: {row['divergences']} div, max R-hat {row['max_rhat_latents']:.3f} [{row['max_rhat_latents_var']}], "
               f"min ESS {row['min_ess_bulk_latents']:.0f}, {row['mean_grad_evals_per_draw']:.0f} grad/draw, "
               f"{row['sample_s']:.0f} s, error {row['posterior_median_error']:.3f} vs {row['triangulation_median_error']:.3f}", flush=True)
+    name = f"sampling_{dataset}{'_quick' if quick else ''}"
+    # rows of other lengths from earlier runs are kept: a long T can be (re)measured on its own
+    key = lambda r: (r["T"], r["chains"], r["tune"], r["draws"], r["adaptation"])  # noqa: E731
+    new_keys = {key(r) for r in rows}
+    earlier = [r for r in read_results().get(name, {}).get("rows", []) if "adaptation" in r and key(r) not in new_keys]
+    rows = sorted(earlier + rows, key=lambda r: r["T"])
     payload = {"benchmark": "sampling", "dataset": dataset, "quick": quick, "machine": machine(), "rows": rows,
                "targets": {"divergences": 0, "max_rhat": 1.01, "min_ess_bulk": 400, "wall_s": 1200, "error_ratio": 0.6}}
-    write_result(f"sampling_{dataset}{'_quick' if quick else ''}", payload)
+    write_result(name, payload)
     return payload

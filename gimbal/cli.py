@@ -33,6 +33,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--directions", choices=("marginal", "explicit"), default="marginal")
     g.add_argument("--state-params", choices=("empirical", "learned"), default="empirical")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
+    g.add_argument(
+        "--kernels", choices=("fused", "graph"), default="fused",
+        help="fused numba kernels for the likelihood and HMM (default) or the plain PyTensor graph (used with --backend jax)",
+    )
 
 
 def _add_sampler_args(p: argparse.ArgumentParser, chains=2, tune=300, draws=100) -> None:
@@ -43,7 +47,10 @@ def _add_sampler_args(p: argparse.ArgumentParser, chains=2, tune=300, draws=100)
     g.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie")
     g.add_argument("--target-accept", type=float, default=0.8)
     g.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag", help="nutpie mass matrix")
-    g.add_argument("--backend", choices=("numba", "jax"), default="numba", help="nutpie backend")
+    g.add_argument(
+        "--backend", choices=("numba", "jax"), default="numba",
+        help="nutpie compilation backend; jax needs `pip install gimbal[jax]` (or jax[cuda12] for a GPU)",
+    )
 
 
 def cmd_datasets(args) -> int:
@@ -72,16 +79,18 @@ def cmd_fit(args) -> int:
     ds = load_dataset(args.dataset, max_T=args.max_T, max_K=args.max_K)
     T, C, K = ds.sizes["frame"], ds.sizes["camera"], ds.sizes["keypoint"]
     print(f"[1/4] dataset {label}: T={T} frames, C={C} cameras, K={K} keypoints")
-    model = build_model(
-        ds,
+    model_options = dict(
         use_mixture=not args.no_mixture,
         use_directional_hmm=not args.no_hmm,
         n_states=args.n_states,
         directions=args.directions,
         state_params=args.state_params,
         scales=args.scales,
-        seed=args.seed,
+        kernels="graph" if args.backend == "jax" else args.kernels,  # JAX compiles the plain graph
     )
+    if args.window:
+        return _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0)
+    model = build_model(ds, seed=args.seed, **model_options)
     t_build = time.perf_counter() - t0
     n_params = sum(int(v.size) for v in model.initial_point().values())
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters)")
@@ -113,6 +122,46 @@ def cmd_fit(args) -> int:
     write_json(summary_path, payload)
     print(f"[4/4] wrote {trace_path} and {summary_path}\n")
     _print_fit_summary(summary, errors, result)
+    return 0
+
+
+def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0) -> int:
+    import xarray as xr
+
+    from ._atomic import atomic_path
+    from .diagnostics.io import collect_environment, write_json
+    from .fitting import position_errors
+    from .windowed import sample_windowed, window_bounds
+
+    if args.sampler != "nutpie" or args.backend != "numba":
+        raise ValueError("--window runs nutpie with the numba backend; drop --sampler/--backend or --window.")
+    n = len(window_bounds(ds.sizes["frame"], args.window, args.overlap))
+    print(f"[2/4] windowed inference: {n} windows of {args.window} frames (+{args.overlap} on each side)")
+    res = sample_windowed(ds, window=args.window, overlap=args.overlap, model_options=model_options, chains=args.chains,
+                          tune=args.tune, draws=args.draws, seed=args.seed, progress=not args.quiet)
+    print("[3/4] windows done")
+    errors = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(trace_path, suffix=".nc") as tmp:
+        res.posterior.to_netcdf(tmp, engine="h5netcdf")
+    payload = {
+        "dataset": {"name": label, "T": ds.sizes["frame"], "C": ds.sizes["camera"], "K": ds.sizes["keypoint"]},
+        "model": model_options,
+        "windowed": {"window": args.window, "overlap": args.overlap, "windows": res.windows, "wall_s": res.wall_s},
+        "sampler": {k: getattr(args, k) for k in ("chains", "tune", "draws", "seed")},
+        "position_error": errors,
+        "environment": collect_environment(),
+        "timing_s": {"total": time.perf_counter() - t0},
+    }
+    write_json(summary_path, payload)
+    print(f"[4/4] wrote {trace_path} (stitched posterior) and {summary_path}")
+    worst = max(res.windows, key=lambda w: w["max_rhat"] or 0)
+    print(f"  divergences {sum(w['divergences'] for w in res.windows)}, worst max R-hat {_fmt(worst['max_rhat'], '.3f')} "
+          f"(frames {worst['keep_start']}-{worst['keep_stop'] - 1}), min bulk ESS "
+          f"{_fmt(min(w['min_ess_bulk'] for w in res.windows), '.0f')}, {res.wall_s:.0f} s")
+    if errors and "posterior_mean" in errors:
+        print(f"  3D error median: posterior mean {errors['posterior_mean']['median']:.3f} vs robust triangulation "
+              f"{errors['triangulation']['median']:.3f} {errors['units']}")
     return 0
 
 
@@ -154,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(p)
     p.add_argument("--out", default=None, help="output folder (default: tests/pipeline/fits/<dataset>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--window", type=_positive_int, default=None,
+                   help="windowed inference for long recordings: kept frames per window (default: the whole sequence)")
+    p.add_argument("--overlap", type=int, default=10, help="with --window: extra frames sampled on each side (default 10)")
     p.set_defaults(func=cmd_fit)
 
     diag = sub.add_parser("diag", help="divergence diagnostics: run groups, build the report book",
@@ -171,7 +223,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -8,13 +8,34 @@ from pathlib import Path
 
 import numpy as np
 import pymc as pm
+import pytensor
 import xarray as xr
 
 from .cameras import triangulate_robust
 
-__all__ = ["SAMPLERS", "FitResult", "sample_model", "position_errors"]
+__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "sample_model", "position_errors"]
 
 SAMPLERS = ("nutpie", "pymc")
+BACKENDS = ("numba", "jax")
+
+
+def _check_jax_ready(model: pm.Model) -> None:
+    """Fail early, with the fix, when the JAX backend cannot compile ``model``."""
+    try:
+        import jax  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            "backend='jax' needs JAX: pip install 'gimbal[jax]' (CPU) or 'jax[cuda12]' (NVIDIA GPU)."
+        ) from err
+    from .kernels import FUSED_OPS
+
+    ops = {type(node.op).__name__ for node in pytensor.graph.traversal.applys_between(model.value_vars, [model.logp()])
+           if isinstance(node.op, FUSED_OPS)}
+    if ops:
+        raise ValueError(
+            f"the model uses the fused numba kernels ({', '.join(sorted(ops))}), which JAX cannot compile; "
+            "build it with build_model(..., kernels='graph') for backend='jax'."
+        )
 
 
 @dataclass
@@ -52,7 +73,9 @@ def sample_model(
     adaptation : {"diag", "low_rank"}
         nutpie's mass-matrix adaptation.
     backend : {"numba", "jax"}
-        nutpie's compilation backend (``"jax"`` needs the ``jax`` extra).
+        nutpie's compilation backend. ``"jax"`` needs the ``jax`` extra and a model
+        built with ``kernels="graph"`` (the fused kernels are numba code); on a
+        machine with a GPU and ``jax[cuda12]`` installed, JAX runs there.
     jitter : bool
         Jitter the starting point of every chain. Off by default: GIMBAL models
         start from a robust triangulation, and jittering it moves keypoints into
@@ -72,6 +95,10 @@ def sample_model(
     for name, value in (("chains", chains), ("tune", tune), ("draws", draws)):
         if int(value) < (0 if name == "tune" else 1):
             raise ValueError(f"{name} must be a positive integer, got {value}.")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "jax":
+        _check_jax_ready(model)
     cores = cores or min(chains, 2)
     t0 = time.perf_counter()
     if sampler == "nutpie":

@@ -41,6 +41,22 @@ def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
+@pytest.mark.slow
+def test_cli_windowed_fit_stitches_every_frame(tmp_path):
+    import xarray as xr
+
+    out = tmp_path / "windowed"
+    cmd = [sys.executable, "-m", "gimbal.cli", "fit", "--max-T", "40", "--window", "20", "--overlap", "5", "--tune", "100",
+           "--draws", "50", "--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(w["keep_start"], w["keep_stop"]) for w in summary["windowed"]["windows"]] == [(0, 20), (20, 40)]
+    with xr.open_dataset(out / "trace.nc", engine="h5netcdf") as post:
+        assert post["x"].sizes["frame"] == 40 and post["bone_length"].sizes["window"] == 2
+    assert "3D error median" in done.stdout
+
+
 def test_cli_reports_bad_input_without_traceback():
     done = subprocess.run(
         [sys.executable, "-m", "gimbal.cli", "fit", "--dataset", "no_such_data", "--quiet"], capture_output=True, text=True

@@ -16,14 +16,22 @@ from .sampling import _group
 
 __all__ = ["chain_disagreement", "multimodality_check"]
 
+_CHUNK_VALUES = 2**24  # values per block (128 MiB in float64) when scanning large variables
+
 
 def chain_disagreement(values: np.ndarray) -> np.ndarray:
     """Spread of chain means in units of the mean within-chain sd, per element.
 
     ``values`` has shape ``(chain, draw, ...)``; returns ``(...)``.
     """
-    means = values.mean(axis=1)
-    within = values.std(axis=1).mean(axis=0)
+    n_chains, n_draws = values.shape[:2]
+    flat = values.reshape(n_chains, n_draws, -1)
+    means = flat.mean(axis=1)
+    within = np.empty(flat.shape[2])
+    step = max(1, _CHUNK_VALUES // max(1, n_chains * n_draws))
+    for start in range(0, flat.shape[2], step):  # blocks: np.std makes a temporary the size of its input
+        within[start : start + step] = flat[:, :, start : start + step].std(axis=1).mean(axis=0)
+    means, within = means.reshape((n_chains, *values.shape[2:])), within.reshape(values.shape[2:])
     spread = means.max(axis=0) - means.min(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(within > 0, spread / within, np.where(spread > 0, np.inf, 0.0))
@@ -80,7 +88,7 @@ def multimodality_check(trace, threshold: float = 3.0, state_dim: str = "state",
         return {"verdict": "single_chain", "flagged": [], "per_variable": {}}
     flagged, per_var, switching = [], {}, {}
     for name, da in post.data_vars.items():
-        vals = da.transpose("chain", "draw", ...).values.astype(float)
+        vals = np.asarray(da.transpose("chain", "draw", ...).values, dtype=float)  # no copy when already float64
         score = np.atleast_1d(chain_disagreement(vals))
         bad = score > threshold
         per_var[name] = {"max_disagreement": float(np.nanmax(score)) if score.size else 0.0, "fraction_flagged": float(bad.mean()) if score.size else 0.0}

@@ -51,26 +51,55 @@ def normalize_sample_stats(trace, group: str = "sample_stats") -> xr.Dataset:
     return xr.Dataset(out)
 
 
-def convergence_table(trace, var_names=None) -> xr.Dataset:
-    """R-hat (rank-normalized split), bulk and tail ESS for ``var_names`` (default: all)."""
-    return xr.Dataset(
-        {
-            "rhat": _per_variable(azs.rhat(trace, var_names=var_names), np.nanmax),
-            "ess_bulk": _per_variable(azs.ess(trace, var_names=var_names, method="bulk"), np.nanmin),
-            "ess_tail": _per_variable(azs.ess(trace, var_names=var_names, method="tail"), np.nanmin),
-        }
-    )
+_CHUNK_VALUES = 2**24  # values per R-hat/ESS call (128 MiB in float64); larger variables go in blocks
+
+
+def _variable_blocks(da: xr.DataArray, chunk_values: int):
+    """``da`` in blocks along its first non-sample dimension, each at most ``chunk_values`` values."""
+    extra = [d for d in da.dims if d not in ("chain", "draw")]
+    if da.size <= chunk_values or not extra:
+        yield da
+        return
+    per_index = da.size // da.sizes[extra[0]]
+    step = max(1, chunk_values // per_index)
+    for start in range(0, da.sizes[extra[0]], step):
+        yield da.isel({extra[0]: slice(start, start + step)})
+
+
+def convergence_table(trace, var_names=None, chunk_values: int = _CHUNK_VALUES) -> xr.Dataset:
+    """R-hat (rank-normalized split), bulk and tail ESS for ``var_names`` (default: all).
+
+    One number per variable: the worst element (max R-hat, min ESS). Large
+    variables (e.g. every 3D position of a long recording) are processed in
+    blocks of at most ``chunk_values`` values, so memory stays bounded by the
+    trace itself plus one block's temporaries.
+    """
+    posterior = _group(trace, "posterior")
+    names = list(var_names) if var_names else list(posterior.data_vars)
+    worst = {"rhat": [], "ess_bulk": [], "ess_tail": []}
+    for name in names:
+        rhat, bulk, tail = [], [], []
+        for block in _variable_blocks(posterior[name], chunk_values):
+            ds = block.to_dataset(name=name)
+            rhat.append(_extreme(azs.rhat(ds), name, np.nanmax))
+            bulk.append(_extreme(azs.ess(ds, method="bulk"), name, np.nanmin))
+            tail.append(_extreme(azs.ess(ds, method="tail"), name, np.nanmin))
+        worst["rhat"].append(np.nanmax(rhat) if not np.all(np.isnan(rhat)) else np.nan)
+        worst["ess_bulk"].append(np.nanmin(bulk) if not np.all(np.isnan(bulk)) else np.nan)
+        worst["ess_tail"].append(np.nanmin(tail) if not np.all(np.isnan(tail)) else np.nan)
+    return xr.Dataset({k: xr.DataArray(v, dims="var", coords={"var": names}) for k, v in worst.items()})
 
 
 def _as_dataset(res):
     return res.to_dataset() if hasattr(res, "to_dataset") else res
 
 
-def _per_variable(res, reduce) -> xr.DataArray:
-    """One number per variable (``reduce`` over all its elements, NaN-aware), indexed by variable name."""
-    ds = _as_dataset(res)
-    values = [float(reduce(ds[v].values)) if ds[v].size else np.nan for v in ds.data_vars]
-    return xr.DataArray(values, dims="var", coords={"var": list(ds.data_vars)})
+def _extreme(res, name: str, reduce) -> float:
+    """``reduce`` (NaN-aware) over every element of one variable's diagnostic."""
+    values = np.asarray(_as_dataset(res)[name].values, dtype=float)
+    if values.size == 0 or np.all(np.isnan(values)):
+        return np.nan
+    return float(reduce(values))
 
 
 def sampling_summary(
@@ -132,11 +161,12 @@ def sampling_summary(
         "ebfmi_per_chain": bfmi,
         "min_ebfmi": float(min(bfmi)) if bfmi else float("nan"),
     }
+    table_all = convergence_table(trace)  # once; the selected set is a subset of it
     for label, names in (("selected", selected_vars), ("all", None)):
         if label == "selected" and not names:
             continue
-        names = [n for n in names if n in posterior] if names else None
-        table = convergence_table(trace, var_names=names)
+        names = [n for n in names if n in posterior] if names else list(table_all["var"].values)
+        table = table_all.sel(var=names)
         rhat = table["rhat"].to_series().dropna()
         ess_b = table["ess_bulk"].to_series().dropna()
         ess_t = table["ess_tail"].to_series().dropna()

@@ -9,7 +9,7 @@ import jsonschema
 
 __all__ = ["SCHEMA_VERSION", "load_schema", "validate_results"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 def load_schema() -> dict:

@@ -178,6 +178,8 @@ def _performance_page(project: Path, out: Path) -> str:
         return "\n".join(lines)
     for f in files:
         data = json.loads(f.read_text(encoding="utf-8"))
+        if data.get("benchmark") == "ablation":
+            continue  # its own page
         rows = [r for r in data.get("rows", []) if "error" not in r]
         lines.append(f"## {data['benchmark']}: `{data['dataset']}`{' (quick)' if data.get('quick') else ''}\n")
         lines.append(f"Machine: {data['machine']['platform']}, {data['machine']['cpu_count']} CPUs.\n")
@@ -201,12 +203,60 @@ def _performance_page(project: Path, out: Path) -> str:
             save_figure(fig, fig_path)
             lines.append(f"```{{figure}} figures/{fig_path.name}\n:alt: scaling\n:width: 100%\n\nCompile time should stay flat "
                          "in T; evaluation cost should grow linearly (slope 1 on log-log axes).\n```\n")
+        elif data["benchmark"] == "windowed":
+            lines.append("Windowed inference (`gimbal.windowed.sample_windowed`): each window is sampled on its own and "
+                         "only its core frames are kept; R-hat and ESS are the worst over all windows.\n")
+            lines.append(md_table(["T", "windows", "chains x draws", "divergences", "max R-hat (latents)", "min bulk ESS",
+                                   "grad/draw", "wall s", "error posterior / triangulation", "peak MiB"],
+                                  [[r["T"], f"{r['n_windows']} x ({r['window']} + 2 x {r['overlap']})",
+                                    f"{r['chains']} x {r['draws']}", r["divergences"], r["max_rhat_latents"],
+                                    r["min_ess_bulk_latents"], r["mean_grad_evals_per_draw"], r["wall_s"],
+                                    f"{fmt(r['posterior_median_error'], 3)} / {fmt(r['triangulation_median_error'], 3)}",
+                                    r["peak_rss_mib"]] for r in rows]) + "\n")
         else:
-            lines.append(md_table(["T", "chains x draws", "divergences", "max R-hat (latents)", "min bulk ESS", "ESS/s", "grad/draw",
-                                   "sampling s", "error posterior / triangulation"],
+            lines.append(md_table(["T", "chains x draws", "divergences", "max R-hat (latents)", "min bulk / tail ESS", "ESS/s",
+                                   "grad/draw", "sampling s", "error posterior / triangulation", "peak MiB"],
                                   [[r["T"], f"{r['chains']} x {r['draws']}", r["divergences"], r["max_rhat_latents"],
-                                    r["min_ess_bulk_latents"], r["min_ess_bulk_per_s"], r["mean_grad_evals_per_draw"], r["sample_s"],
-                                    f"{fmt(r['posterior_median_error'], 3)} / {fmt(r['triangulation_median_error'], 3)}"] for r in rows]) + "\n")
+                                    f"{fmt(r['min_ess_bulk_latents'])} / {fmt(r.get('min_ess_tail_latents'))}",
+                                    r["min_ess_bulk_per_s"], r["mean_grad_evals_per_draw"], r["sample_s"],
+                                    f"{fmt(r['posterior_median_error'], 3)} / {fmt(r['triangulation_median_error'], 3)}",
+                                    r.get("peak_rss_mib")] for r in rows]) + "\n")
+    return "\n".join(lines)
+
+
+def _ablation_page(project: Path) -> str:
+    """One table per ``benchmarks/results/ablation_*.json`` (``python -m benchmarks ablation``)."""
+    files = sorted((project / "benchmarks" / "results").glob("ablation_*.json"))
+    lines = [
+        "# Ablation: what each model choice buys\n",
+        "Each row switches one default of `build_model` (or of the sampler) back to its alternative and samples the "
+        "same data with the same seed, chains and draws. The first row is the default model. *Failure removed* names "
+        "what the default choice is there to prevent; the numbers show whether the alternative runs into it.\n",
+    ]
+    if not files:
+        lines.append("No ablation results yet. Run `python -m benchmarks ablation` (add `--quick` for a smoke run).\n")
+        return "\n".join(lines)
+    for f in files:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        lines.append(f"## `{data['dataset']}`, T={data['T']}{' (quick)' if data.get('quick') else ''}\n")
+        lines.append(f"{data['chains']} chains x ({data['tune']} warm-up + {data['draws']} draws), nutpie; machine: "
+                     f"{data['machine']['platform']}, {data['machine']['cpu_count']} CPUs. R-hat and ESS over every latent "
+                     "(3D positions included).\n")
+        ok = [r for r in data["rows"] if "error" not in r]
+        lines.append(md_table(
+            ["variant", "parameters", "divergences", "max R-hat (variable)", "min bulk ESS", "min E-BFMI", "grad/draw",
+             "ms/grad", "sampling s", "chains", "error ratio"],
+            [[r["variant"], r["n_parameters"], r["divergences"], f"{fmt(r['max_rhat_latents'], 3)} ({r['max_rhat_latents_var']})",
+              r["min_ess_bulk_latents"], r["min_ebfmi"], r["mean_grad_evals_per_draw"], r["gradient_ms"], r["sample_s"],
+              r["multimodality"], r["error_ratio"]] for r in ok]) + "\n")
+        lines.append(md_table(["variant", "failure removed by the default"],
+                              [[r["variant"], r["failure_removed_by_default"]] for r in data["rows"]]) + "\n")
+        for r in data["rows"]:
+            if "error" in r:
+                lines.append(f"- `{r['variant']}` failed: {r['error']}\n")
+        lines.append("*error ratio*: median 3D error of the posterior mean over that of robust triangulation (lower is "
+                     "better; < 1 means the model adds information). *chains*: `ok`, or how chains disagree "
+                     "(`label_switching`, `chains_in_different_modes`).\n")
     return "\n".join(lines)
 
 
@@ -237,6 +287,7 @@ def generate_pages(root, run_id: str | None = None, project_dir=".") -> tuple[Pa
     io.save_text(out / "data.md", _data_page(results, root, run_id, out))
     io.save_text(out / "environment.md", _environment_page(results, run_id))
     io.save_text(out / "performance.md", _performance_page(project, out))
+    io.save_text(out / "ablation.md", _ablation_page(project))
     return out, run_id
 
 

@@ -67,10 +67,11 @@ GROUPS: dict[str, GroupSpec] = {
     ]
 }
 
-# sampling settings per profile (the seed's are the "full" ones)
+# sampling settings per profile: "full" is the seed's; "long" is what R-hat <= 1.01 needs
 PROFILES = {
     "quick": dict(chains=2, tune=150, draws=100),
     "full": dict(chains=2, tune=300, draws=100),
+    "long": dict(chains=4, tune=1000, draws=1000),
 }
 SEED_MAX_K = 8
 SELECTED_VARS = ["bone_length", "obs_sigma", "logodds_inlier", "transition", "state_kappa"]
@@ -99,7 +100,7 @@ def resolve_settings(group, profile="quick", max_T=None, max_K=None, chains=None
     spec = _spec(group)
     base = PROFILES[profile]
     return {
-        "max_T": int(max_T) if max_T else (spec.T if profile == "full" else spec.quick_T),
+        "max_T": int(max_T) if max_T else (spec.quick_T if profile == "quick" else spec.T),
         "max_K": int(max_K) if max_K else None,
         "chains": int(chains or base["chains"]),
         "tune": int(base["tune"] if tune is None else tune),

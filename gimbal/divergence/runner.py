@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from ..diagnostics import io
-from .groups import GROUPS, group_desc, resolve_settings
+from .groups import GROUPS, PROFILES, group_desc, resolve_settings
 from .summary import write_summary
 
 __all__ = ["register", "run_groups", "parse_groups", "notebook_for", "NOTEBOOK_DIR"]
@@ -150,7 +150,9 @@ def register(dsub) -> None:
                         description="Execute each group's notebook with papermill and write the seed's artifacts.")
     p.add_argument("--groups", default="all", help="'all', or a comma list like 1,2,3 or 8 (= 8a-8e) (default: all)")
     p.add_argument("--run-id", default=None, help="run identifier (default: ISO timestamp)")
-    p.add_argument("--profile", choices=("quick", "full"), default="quick", help="quick: small T and draws; full: the seed's settings")
+    p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
+                   help="quick: small T and draws; full: the seed's settings (2 x (300+100)); "
+                        "long: the seed's T with 4 x (1000+1000), enough for R-hat <= 1.01")
     p.add_argument("--dataset", default="v0.2.1_L00_minimal", help="registered name or .nc file")
     p.add_argument("--max-T", type=int, default=None, help="override every group's T")
     p.add_argument("--max-K", type=int, default=None, help="keypoints (default: min(8, K))")

@@ -1,0 +1,128 @@
+"""Ablation: each model or sampler choice that matters, switched back to the alternative, side by side.
+
+Every variant samples the same dataset with the same seed, chains and draws; the
+default model is the first row. Rows report what the choice is meant to prevent
+(the failure), and the numbers that show whether it does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import dataset_of_length, machine, read_results, write_result
+
+# (label, build_model options, sampler options, the failure the default choice removes)
+VARIANTS = (
+    ("default", {}, {}, "-"),
+    ("scales=learned", {"scales": "learned"}, {},
+     "funnel between the positional spread / step size and every position (low E-BFMI, R-hat on the scales)"),
+    ("directions=explicit", {"directions": "explicit"}, {},
+     "per-frame unit vectors: T x B more parameters and a sphere constraint for NUTS to cross"),
+    ("state_params=learned", {"state_params": "learned"}, {},
+     "label-symmetric state parameters: chains settle on different relabellings of the pose states"),
+    ("kernels=graph", {"kernels": "graph"}, {}, "slower gradient (same posterior): plain PyTensor graph instead of fused kernels"),
+    ("adaptation=low_rank", {}, {"adaptation": "low_rank"}, "mass-matrix choice: nutpie's low-rank adaptation instead of diagonal"),
+)
+
+
+def _gradient_ms(model, repeats: int = 30) -> float:
+    """Median wall time of one numba-compiled logp + gradient at the initial point."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    logp = model.logp()
+    fn = pytensor.function(model.value_vars, [logp, *pt.grad(logp, model.value_vars)], mode="NUMBA")
+    point = model.initial_point()
+    args = [point[v.name] for v in model.value_vars]
+    fn(*args)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1) -> dict:
+    from gimbal.diagnostics.multimodality import multimodality_check
+    from gimbal.diagnostics.sampling import sampling_summary
+    from gimbal.fitting import position_errors, sample_model
+    from gimbal.pymc_model import build_model
+
+    model = build_model(ds, validate=False, **build_opts)
+    grad_ms = _gradient_ms(model)
+    fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, save_warmup=False,
+                       **sampler_opts)
+    latent = [v for v in fit.trace["posterior"].data_vars if v not in ("log_obs_t", "state_mean")]
+    s = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
+    err = position_errors(fit.trace, ds) or {}
+    mm = multimodality_check(fit.trace)
+    return {
+        "variant": label, "build_options": build_opts, "sampler_options": sampler_opts,
+        "n_parameters": int(sum(np.size(v) for v in model.initial_point().values())),
+        "gradient_ms": grad_ms, "compile_s": fit.compile_s, "sample_s": fit.sample_s,
+        "divergences": s["divergences"], "max_rhat_latents": s["max_rhat_selected"],
+        "max_rhat_latents_var": s["max_rhat_selected_var"], "min_ess_bulk_latents": s["min_ess_bulk_selected"],
+        "min_ess_bulk_latents_var": s["min_ess_bulk_selected_var"], "min_ess_tail_latents": s["min_ess_tail_selected"],
+        "min_ess_bulk_per_s": s["min_ess_bulk_selected"] / fit.sample_s, "min_ebfmi": s["min_ebfmi"],
+        "mean_grad_evals_per_draw": s["mean_grad_evals_per_draw"], "multimodality": mm["verdict"],
+        "posterior_median_error": err.get("posterior_mean", {}).get("median"),
+        "triangulation_median_error": err.get("triangulation", {}).get("median"),
+        "error_ratio": err.get("ratio_median_posterior_to_triangulation"), "units": err.get("units"),
+    }
+
+
+def _run_isolated(dataset, quick, T, chains, tune, draws, label, timeout_s) -> dict | None:
+    """One variant in a child process, killed after ``timeout_s``; returns an error row on time-out."""
+    cmd = [sys.executable, "-m", "benchmarks", "ablation", "--dataset", dataset, "--T", str(T), "--chains", str(chains),
+           "--tune", str(tune), "--draws", str(draws), "--variants", label] + (["--quick"] if quick else [])
+    try:
+        subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return {"variant": label, "error": f"did not finish within {timeout_s:.0f} s (killed)"}
+    return None
+
+
+def run(dataset: str = "rodent18_multistate", quick: bool = False, T: int | None = None, chains=None, tune=None,
+        draws=None, variants=None, timeout_s: float | None = None) -> dict:
+    T = T or (30 if quick else 100)
+    chains = chains or (2 if quick else 4)
+    tune = tune if tune is not None else (150 if quick else 500)
+    draws = draws or (100 if quick else 500)
+    chosen = [v for v in VARIANTS if variants is None or v[0] in variants]
+    ds = None if timeout_s else dataset_of_length(dataset, T)
+    rows = []
+    for label, build_opts, sampler_opts, failure in chosen:
+        if timeout_s:  # the child writes its own row; only a time-out is recorded here
+            row = _run_isolated(dataset, quick, T, chains, tune, draws, label, timeout_s)
+            if row is None:
+                continue
+        else:
+            try:
+                row = run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws)
+            except Exception as err:  # one broken variant must not lose the others' numbers
+                row = {"variant": label, "error": f"{type(err).__name__}: {err}"}
+        row["failure_removed_by_default"] = failure
+        rows.append(row)
+        if "error" in row:
+            print(f"  {label:22s} failed: {row['error']}", flush=True)
+        else:
+            print(f"  {label:22s} {row['divergences']} div, R-hat {row['max_rhat_latents']:.3f} [{row['max_rhat_latents_var']}], "
+                  f"ESS {row['min_ess_bulk_latents']:.0f}, E-BFMI {row['min_ebfmi']:.2f}, {row['mean_grad_evals_per_draw']:.0f} grad/draw, "
+                  f"{row['gradient_ms']:.2f} ms/grad, {row['sample_s']:.0f} s, {row['multimodality']}", flush=True)
+    name = f"ablation_{dataset}{'_quick' if quick else ''}"
+    earlier = read_results().get(name, {})
+    if all(earlier.get(k) == v for k, v in (("T", T), ("chains", chains), ("tune", tune), ("draws", draws))):
+        # same settings: variants measured in an earlier call are kept (each variant can be run on its own)
+        labels = {r["variant"] for r in rows}
+        rows = [r for r in earlier.get("rows", []) if r["variant"] not in labels] + rows
+        rows.sort(key=lambda r: [v[0] for v in VARIANTS].index(r["variant"]))
+    payload = {"benchmark": "ablation", "dataset": dataset, "quick": quick, "T": T, "chains": chains, "tune": tune,
+               "draws": draws, "machine": machine(), "rows": rows}
+    write_result(name, payload)
+    return payload

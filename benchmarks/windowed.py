@@ -1,0 +1,43 @@
+"""Windowed inference (``gimbal.windowed``) on a long recording, next to full-sequence NUTS."""
+
+from __future__ import annotations
+
+import xarray as xr
+
+from .common import dataset_of_length, machine, peak_rss_mib, read_results, write_result
+
+
+def run(dataset: str = "rodent18_multistate", T: int = 1800, window: int = 200, overlap: int = 10, chains: int = 4,
+        tune: int = 1000, draws: int = 1000, quick: bool = False) -> dict:
+    from gimbal.fitting import position_errors
+    from gimbal.windowed import sample_windowed
+
+    if quick:
+        T, window, overlap, chains, tune, draws = 120, 40, 10, 2, 150, 100
+    ds = dataset_of_length(dataset, T)
+    res = sample_windowed(ds, window=window, overlap=overlap, chains=chains, tune=tune, draws=draws, seed=1)
+    err = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds) or {}
+    w = res.windows
+    row = {
+        "dataset": dataset, "T": T, "window": window, "overlap": overlap, "n_windows": len(w), "chains": chains,
+        "tune": tune, "draws": draws, "wall_s": res.wall_s, "sample_s": sum(x["sample_s"] for x in w),
+        "compile_s": sum(x["compile_s"] for x in w), "divergences": sum(x["divergences"] for x in w),
+        "max_rhat_latents": max(x["max_rhat"] for x in w), "min_ess_bulk_latents": min(x["min_ess_bulk"] for x in w),
+        "min_ess_tail_latents": min(x["min_ess_tail"] for x in w),
+        "mean_grad_evals_per_draw": sum(x["mean_grad_evals_per_draw"] for x in w) / len(w),
+        "min_ebfmi": min(x["min_ebfmi"] for x in w),
+        "posterior_median_error": err.get("posterior_mean", {}).get("median"),
+        "triangulation_median_error": err.get("triangulation", {}).get("median"),
+        "error_ratio": err.get("ratio_median_posterior_to_triangulation"), "units": err.get("units"),
+        "peak_rss_mib": peak_rss_mib(), "windows": w,
+        "stored": "kept frames of every window, positions in float32",
+    }
+    print(f"  windowed {dataset} T={T} ({len(w)} windows of {window}+2x{overlap}): {row['divergences']} div, "
+          f"max R-hat {row['max_rhat_latents']:.3f}, min ESS {row['min_ess_bulk_latents']:.0f}, {row['wall_s']:.0f} s wall, "
+          f"error {row['posterior_median_error']:.3f} vs {row['triangulation_median_error']:.3f}", flush=True)
+    name = f"windowed_{dataset}{'_quick' if quick else ''}"
+    earlier = [r for r in read_results().get(name, {}).get("rows", []) if (r["T"], r["window"]) != (T, window)]
+    payload = {"benchmark": "windowed", "dataset": dataset, "quick": quick, "machine": machine(),
+               "rows": sorted(earlier + [row], key=lambda r: (r["T"], r["window"]))}
+    write_result(name, payload)
+    return payload

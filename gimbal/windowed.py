@@ -1,0 +1,154 @@
+"""Windowed inference for long recordings: overlapping windows sampled independently, then stitched.
+
+Full-sequence NUTS on ``T`` frames has ``T x K x 3`` position parameters; its step
+size shrinks roughly like ``d^(-1/4)``, so trajectories get longer as ``T`` grows.
+Windows of a few hundred frames keep every run small. Each window is extended by
+``overlap`` frames on both sides so that its kept core frames see the temporal
+prior from both directions; the margins are sampled and discarded.
+
+The approximation: global parameters (bone lengths, noise, outlier odds, HMM
+transitions) are estimated per window instead of jointly; with a few hundred
+frames per window each of them is already tightly identified. Windows are
+independent, so they can run on several machines through Dask distributed
+(pass a ``distributed.Client``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["window_bounds", "WindowedResult", "sample_windowed"]
+
+
+def window_bounds(n_frames: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Split ``n_frames`` into windows.
+
+    Returns
+    -------
+    list of (start, stop, keep_start, keep_stop)
+        Frames ``[start, stop)`` are sampled; frames ``[keep_start, keep_stop)``
+        (the window's core, of length ``window`` except possibly the last) are kept.
+        The cores tile ``[0, n_frames)`` exactly once.
+    """
+    if window < 2:
+        raise ValueError(f"window must be at least 2 frames, got {window}.")
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}.")
+    if n_frames < 1:
+        raise ValueError("the dataset has no frames.")
+    out = []
+    for keep_start in range(0, n_frames, window):
+        keep_stop = min(keep_start + window, n_frames)
+        out.append((max(0, keep_start - overlap), min(n_frames, keep_stop + overlap), keep_start, keep_stop))
+    # a short last core is merged into the previous window rather than sampled alone
+    if len(out) > 1 and out[-1][3] - out[-1][2] < window // 2:
+        last = out.pop()
+        s, _, ks, _ = out.pop()
+        out.append((s, min(n_frames, last[3] + overlap), ks, last[3]))
+    return out
+
+
+@dataclass
+class WindowedResult:
+    """Stitched posterior of the kept frames and one summary per window."""
+
+    posterior: xr.Dataset  # per-frame variables over all frames; globals with a "window" dimension
+    windows: list[dict]
+    wall_s: float
+
+
+def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_options: dict, seed: int) -> dict:
+    from .diagnostics.sampling import sampling_summary
+    from .fitting import sample_model
+    from .pymc_model import build_model
+
+    start, stop, keep_start, keep_stop = bounds
+    part = dataset.isel(frame=slice(start, stop))
+    t0 = time.perf_counter()
+    model = build_model(part, seed=seed, **model_options)
+    fit = sample_model(model, seed=seed, progress=False, save_warmup=False, **sampler_options)
+    post = fit.trace["posterior"].to_dataset()
+    latent = [v for v in post.data_vars if v != "log_obs_t"]
+    summary = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
+    core = slice(keep_start - start, keep_stop - start)
+    kept = post.isel(frame=core) if "frame" in post.dims else post
+    # positions in float32: enough for a posterior of millimetre-scale coordinates, half the memory
+    kept = kept.assign({v: kept[v].astype(np.float32) for v in kept.data_vars if "frame" in kept[v].dims})
+    info = {
+        "start": start, "stop": stop, "keep_start": keep_start, "keep_stop": keep_stop,
+        "compile_s": fit.compile_s, "sample_s": fit.sample_s, "total_s": time.perf_counter() - t0,
+        "divergences": summary["divergences"], "max_rhat": summary["max_rhat_selected"],
+        "max_rhat_var": summary["max_rhat_selected_var"], "min_ess_bulk": summary["min_ess_bulk_selected"],
+        "min_ess_tail": summary["min_ess_tail_selected"], "mean_grad_evals_per_draw": summary["mean_grad_evals_per_draw"],
+        "min_ebfmi": summary["min_ebfmi"],
+    }
+    return {"info": info, "posterior": kept.drop_vars("frame", errors="ignore")}
+
+
+def sample_windowed(
+    dataset: xr.Dataset,
+    *,
+    window: int = 200,
+    overlap: int = 10,
+    model_options: dict | None = None,
+    chains: int = 4,
+    tune: int = 1000,
+    draws: int = 1000,
+    seed: int = 0,
+    client=None,
+    progress: bool = True,
+) -> WindowedResult:
+    """Sample overlapping windows of a long recording and stitch the kept frames.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        A gimbal dataset (:func:`gimbal.datasets.load_dataset`).
+    window, overlap : int
+        Kept frames per window, and extra frames sampled on each side of it.
+    model_options : dict, optional
+        Passed to :func:`gimbal.pymc_model.build_model` (e.g. ``{"use_mixture": False}``).
+    chains, tune, draws, seed :
+        Passed to :func:`gimbal.fitting.sample_model` (window ``i`` uses ``seed + i``).
+    client : distributed.Client, optional
+        Run the windows as Dask tasks (on a cluster: one window per worker).
+        Without it the windows run one after another in this process.
+    progress : bool
+        Print one line per finished window.
+
+    Returns
+    -------
+    WindowedResult
+        ``posterior`` holds every per-frame variable over all ``T`` frames
+        (float32) and every global variable with a leading ``window`` dimension.
+    """
+    bounds = window_bounds(dataset.sizes["frame"], window, overlap)
+    model_options = dict(model_options or {})
+    sampler_options = {"chains": chains, "tune": tune, "draws": draws}
+    t0 = time.perf_counter()
+    if client is not None:
+        futures = [client.submit(_fit_window, dataset, b, model_options, sampler_options, seed + i, pure=False)
+                   for i, b in enumerate(bounds)]
+        results = client.gather(futures)
+    else:
+        results = []
+        for i, b in enumerate(bounds):
+            results.append(_fit_window(dataset, b, model_options, sampler_options, seed + i))
+            if progress:
+                w = results[-1]["info"]
+                print(f"window {i + 1}/{len(bounds)} frames {w['keep_start']}-{w['keep_stop'] - 1}: {w['divergences']} div, "
+                      f"max R-hat {w['max_rhat']:.3f}, min ESS {w['min_ess_bulk']:.0f}, {w['total_s']:.0f} s", flush=True)
+    posterior = _stitch([r["posterior"] for r in results], dataset["frame"].values)
+    return WindowedResult(posterior=posterior, windows=[r["info"] for r in results], wall_s=time.perf_counter() - t0)
+
+
+def _stitch(parts: list[xr.Dataset], frames: np.ndarray) -> xr.Dataset:
+    per_frame = [v for v in parts[0].data_vars if "frame" in parts[0][v].dims]
+    stitched = {v: xr.concat([p[v] for p in parts], dim="frame") for v in per_frame}
+    globals_ = {v: xr.concat([p[v] for p in parts], dim="window") for v in parts[0].data_vars if v not in per_frame}
+    out = xr.Dataset({**stitched, **globals_})
+    return out.assign_coords(frame=frames, window=np.arange(len(parts)))

@@ -1,0 +1,51 @@
+"""Windowed inference: window layout and a stitched posterior."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from gimbal.datasets import load_dataset
+from gimbal.fitting import position_errors
+from gimbal.windowed import sample_windowed, window_bounds
+
+
+@pytest.mark.parametrize("T,window,overlap", [(1800, 200, 25), (100, 30, 5), (95, 30, 0), (10, 30, 5), (61, 20, 3)])
+def test_window_cores_tile_the_recording_once(T, window, overlap):
+    bounds = window_bounds(T, window, overlap)
+    kept = np.concatenate([np.arange(ks, ke) for _, _, ks, ke in bounds])
+    np.testing.assert_array_equal(kept, np.arange(T))
+    for start, stop, ks, ke in bounds:
+        assert start == max(0, ks - overlap) and stop <= T and stop >= ke
+        assert ke - ks >= min(T, window // 2)  # no tiny trailing window
+
+
+def test_window_bounds_reject_bad_sizes():
+    with pytest.raises(ValueError, match="window"):
+        window_bounds(100, 1, 0)
+    with pytest.raises(ValueError, match="overlap"):
+        window_bounds(100, 20, -1)
+
+
+@pytest.mark.slow
+def test_windowed_posterior_covers_every_frame_and_beats_triangulation():
+    ds = load_dataset("v0.2.1_L02_outliers", max_T=60)
+    res = sample_windowed(ds, window=20, overlap=5, chains=2, tune=150, draws=100, seed=1, progress=False)
+    assert len(res.windows) == 3
+    x = res.posterior["x"]
+    assert x.sizes == {"chain": 2, "draw": 100, "frame": 60, "keypoint": 4, "xyz": 3}
+    np.testing.assert_array_equal(res.posterior["frame"].values, ds["frame"].values)
+    assert res.posterior["bone_length"].sizes["window"] == 3
+    assert all(w["divergences"] == 0 for w in res.windows)
+    err = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds)
+    assert err["posterior_mean"]["median"] < 0.8 * err["triangulation"]["median"]
+
+
+@pytest.mark.slow
+def test_windows_fan_out_through_dask_distributed():
+    distributed = pytest.importorskip("distributed")
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=30)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+        res = sample_windowed(ds, window=15, overlap=3, chains=2, tune=100, draws=50, seed=2, client=client)
+    assert [(w["keep_start"], w["keep_stop"]) for w in res.windows] == [(0, 15), (15, 30)]
+    assert res.posterior["x"].sizes["frame"] == 30
+    assert np.isfinite(res.posterior["x"].values).all()
