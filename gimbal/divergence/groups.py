@@ -67,7 +67,7 @@ GROUPS: dict[str, GroupSpec] = {
     ]
 }
 
-# sampling settings per profile: "full" is the seed's; "long" is what R-hat <= 1.01 needs
+# sampling settings per profile: "full" is the seed's; "long" matches the sampling benchmarks
 PROFILES = {
     "quick": dict(chains=2, tune=150, draws=100),
     "full": dict(chains=2, tune=300, draws=100),

@@ -152,7 +152,7 @@ def register(dsub) -> None:
     p.add_argument("--run-id", default=None, help="run identifier (default: ISO timestamp)")
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                    help="quick: small T and draws; full: the seed's settings (2 x (300+100)); "
-                        "long: the seed's T with 4 x (1000+1000), enough for R-hat <= 1.01")
+                        "long: the seed's T with 4 x (1000+1000), the sampling benchmarks' settings")
     p.add_argument("--dataset", default="v0.2.1_L00_minimal", help="registered name or .nc file")
     p.add_argument("--max-T", type=int, default=None, help="override every group's T")
     p.add_argument("--max-K", type=int, default=None, help="keypoints (default: min(8, K))")
