@@ -24,15 +24,15 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
                        save_warmup=False)  # warm-up positions would double the trace's memory
     # one summary: "selected" = the latents themselves (the per-frame log-likelihood deterministic dropped)
     latent = [v for v in fit.trace["posterior"].data_vars if v != "log_obs_t"]
-    s = s_latent = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
+    s = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
     err = position_errors(fit.trace, ds)
     mm = multimodality_check(fit.trace)
     row = {
         "dataset": dataset, "T": T, "chains": chains, "tune": tune, "draws": draws, "adaptation": adaptation,
         "build_s": build_s, "compile_s": fit.compile_s, "sample_s": fit.sample_s,
-        "divergences": s["divergences"], "max_rhat_latents": s_latent["max_rhat_selected"],
-        "max_rhat_latents_var": s_latent["max_rhat_selected_var"], "min_ess_bulk_latents": s_latent["min_ess_bulk_selected"],
-        "min_ess_tail_latents": s_latent["min_ess_tail_selected"], "min_ess_bulk_per_s": s_latent["min_ess_bulk_selected"] / fit.sample_s,
+        "divergences": s["divergences"], "max_rhat_latents": s["max_rhat_selected"],
+        "max_rhat_latents_var": s["max_rhat_selected_var"], "min_ess_bulk_latents": s["min_ess_bulk_selected"],
+        "min_ess_tail_latents": s["min_ess_tail_selected"], "min_ess_bulk_per_s": s["min_ess_bulk_selected"] / fit.sample_s,
         "mean_grad_evals_per_draw": s["mean_grad_evals_per_draw"], "max_treedepth_fraction": s["max_treedepth_fraction"],
         "min_ebfmi": s["min_ebfmi"], "multimodality": mm["verdict"], "n_flagged_elements": mm.get("n_flagged", 0),
         "posterior_median_error": (err or {}).get("posterior_mean", {}).get("median"),

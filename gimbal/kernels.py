@@ -34,6 +34,8 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
+from .distributions import _SMALL_KAPPA  # the same series/exact switch point as the graph version
+
 __all__ = [
     "ObservationLogp",
     "BoneEmissionLogp",
@@ -182,8 +184,7 @@ def observation_logp(x, omega, logodds, cameras, observations, log_uniform, mixt
 
 # --- pose emissions with bone directions integrated out ---------------------------------
 
-_SMALL_KAPPA = 1e-6  # same switch point as gimbal.distributions.vmf_log_normalizer
-_NORM_EPS = 1e-12  # same as gimbal.distributions.safe_norm
+_NORM_EPS = 1e-12  # as gimbal.distributions.safe_norm's default eps
 
 
 _LARGE_KAPPA = 20.0  # above it exp(-2 kappa) < 5e-18: the sinh correction is below double precision
