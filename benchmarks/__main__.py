@@ -1,4 +1,4 @@
-"""``python -m benchmarks {scaling,sampling,ablation,windowed,all} [--quick] [--dataset NAME] [--T 80,200]``.
+"""``python -m benchmarks {scaling,sampling,ablation,windowed,rhat-chance,all} [--quick] [--dataset NAME] [--T 80,200]``.
 
 Results are JSON files in benchmarks/results/; the report book's Performance and
 Ablation pages render them.
@@ -12,7 +12,7 @@ import sys
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="GIMBAL speed, memory and convergence benchmarks.")
-    p.add_argument("which", choices=("scaling", "sampling", "ablation", "windowed", "all"))
+    p.add_argument("which", choices=("scaling", "sampling", "ablation", "windowed", "rhat-chance", "all"))
     p.add_argument("--quick", action="store_true", help="small T and few draws (a smoke run)")
     p.add_argument("--dataset", action="append",
                    help="dataset name (repeatable; default: v0.2.1_L00_minimal, rodent18_multistate for ablation)")
@@ -27,16 +27,25 @@ def main(argv=None) -> int:
     p.add_argument("--tune", type=int, default=None)
     p.add_argument("--draws", type=int, default=None)
     p.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag")
+    p.add_argument("--maxdepth", type=int, default=10, help="largest NUTS tree depth (sampling, windowed)")
+    p.add_argument("--target-accept", type=float, default=0.8, help="NUTS step-size target (sampling, windowed)")
+    p.add_argument("--trace-on-disk", action="store_true",
+                   help="sampling: nutpie writes draws to a temporary zarr store instead of memory")
     args = p.parse_args(argv)
     lengths = tuple(int(t) for t in args.T.split(",")) if args.T else None
-    from . import ablation, sampling, scaling, windowed
+    from . import ablation, rhat_chance, sampling, scaling, windowed
+
+    if args.which == "rhat-chance":
+        print("maximum R-hat of perfectly converged chains, by chance")
+        rhat_chance.run(chains=args.chains or 4, draws=args.draws or 1000, quick=args.quick)
+        return 0
 
     if args.which == "windowed":
         for ds in args.dataset or ["rodent18_multistate"]:
             print(f"windowed benchmark on {ds}")
             windowed.run(ds, T=lengths[0] if lengths else 1800, window=args.window, overlap=args.overlap,
                          chains=args.chains or 4, tune=1000 if args.tune is None else args.tune, draws=args.draws or 1000,
-                         quick=args.quick)
+                         maxdepth=args.maxdepth, target_accept=args.target_accept, quick=args.quick)
         return 0
 
     if args.which == "ablation":
@@ -55,7 +64,8 @@ def main(argv=None) -> int:
         if args.which in ("sampling", "all"):
             print(f"sampling benchmark on {ds}")
             sampling.run(ds, quick=args.quick, lengths=lengths, chains=args.chains, tune=args.tune, draws=args.draws,
-                         adaptation=args.adaptation)
+                         adaptation=args.adaptation, maxdepth=args.maxdepth, target_accept=args.target_accept,
+                         trace_on_disk=args.trace_on_disk)
     return 0
 
 

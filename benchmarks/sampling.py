@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 from .common import dataset_of_length, machine, peak_rss_mib, read_results, write_result
 
@@ -10,10 +12,18 @@ FULL_T = (80, 200, 500, 1000, 1800)
 QUICK_T = (80,)
 
 
-def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int = 1, adaptation: str = "diag") -> dict:
+def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int = 1, adaptation: str = "diag",
+            maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False) -> dict:
+    if not trace_on_disk:
+        return _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, None)
+    with tempfile.TemporaryDirectory(prefix="gimbal-trace-") as tmp:
+        return _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, Path(tmp) / "trace.zarr")
+
+
+def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
     from gimbal.diagnostics.sampling import sampling_summary
-    from gimbal.fitting import position_errors, sample_model
+    from gimbal.fitting import latent_names, position_errors, sample_model
     from gimbal.pymc_model import build_model
 
     ds = dataset_of_length(dataset, T)
@@ -21,15 +31,18 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
     model = build_model(ds, validate=False)
     build_s = time.perf_counter() - t0
     fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, adaptation=adaptation,
-                       save_warmup=False)  # warm-up positions would double the trace's memory
-    # one summary: "selected" = the latents themselves (the per-frame log-likelihood deterministic dropped)
-    latent = [v for v in fit.trace["posterior"].data_vars if v != "log_obs_t"]
-    s = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
+                       maxdepth=maxdepth, target_accept=target_accept, save_warmup=False, trace_dir=trace_dir,
+                       float32_vars=("x",))
+    t1 = time.perf_counter()
+    # one summary: "selected" = the free random variables (deterministics such as log_obs_t left out)
+    s = sampling_summary(fit.trace, selected_vars=latent_names(model), wall_time_s=fit.sample_s)
     err = position_errors(fit.trace, ds)
     mm = multimodality_check(fit.trace)
     row = {
         "dataset": dataset, "T": T, "chains": chains, "tune": tune, "draws": draws, "adaptation": adaptation,
-        "build_s": build_s, "compile_s": fit.compile_s, "sample_s": fit.sample_s,
+        "maxdepth": maxdepth, "target_accept": target_accept, "mean_step_size": s["mean_step_size"],
+        "build_s": build_s, "compile_s": fit.compile_s, "sample_s": fit.sample_s, "read_back_s": fit.read_back_s,
+        "summary_s": time.perf_counter() - t1,
         "divergences": s["divergences"], "max_rhat_latents": s["max_rhat_selected"],
         "max_rhat_latents_var": s["max_rhat_selected_var"], "min_ess_bulk_latents": s["min_ess_bulk_selected"],
         "min_ess_tail_latents": s["min_ess_tail_selected"], "min_ess_bulk_per_s": s["min_ess_bulk_selected"] / fit.sample_s,
@@ -40,30 +53,35 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
         "error_ratio": (err or {}).get("ratio_median_posterior_to_triangulation"),
         "units": (err or {}).get("units"), "peak_rss_mib": peak_rss_mib(),
         "model": model.gimbal_config.as_dict(),
-        "stored": "every latent in float64 (nutpie keeps the whole trace in memory); R-hat/ESS computed in blocks",
+        "stored": ("every draw (warm-up included) in a zarr store on disk in float64; posterior draws read back "
+                   "into memory, positions in float32" if trace_dir else
+                   "every draw (warm-up included) in memory in float64, as nutpie keeps it")
+                  + "; R-hat/ESS computed in blocks",
     }
     return row
 
 
 def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, chains=None, tune=None, draws=None,
-        adaptation: str = "diag") -> dict:
+        adaptation: str = "diag", maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False) -> dict:
     lengths = lengths or (QUICK_T if quick else FULL_T)
     chains = chains or (2 if quick else 4)
     tune = tune if tune is not None else (200 if quick else 1000)
     draws = draws or (100 if quick else 1000)
     rows = []
     for T in lengths:
-        row = run_one(dataset, T, chains, tune, draws, adaptation=adaptation)
+        row = run_one(dataset, T, chains, tune, draws, adaptation=adaptation, maxdepth=maxdepth,
+                      target_accept=target_accept, trace_on_disk=trace_on_disk)
         rows.append(row)
         print(f"  {dataset} T={T:5d}: {row['divergences']} div, max R-hat {row['max_rhat_latents']:.3f} [{row['max_rhat_latents_var']}], "
               f"min ESS {row['min_ess_bulk_latents']:.0f}, {row['mean_grad_evals_per_draw']:.0f} grad/draw, "
               f"{row['sample_s']:.0f} s, error {row['posterior_median_error']:.3f} vs {row['triangulation_median_error']:.3f}", flush=True)
     name = f"sampling_{dataset}{'_quick' if quick else ''}"
     # rows of other lengths from earlier runs are kept: a long T can be (re)measured on its own
-    key = lambda r: (r["T"], r["chains"], r["tune"], r["draws"], r["adaptation"])  # noqa: E731
+    key = lambda r: (r["T"], r["chains"], r["tune"], r["draws"], r["adaptation"], r.get("maxdepth", 10),
+                     r.get("target_accept", 0.8))  # noqa: E731
     new_keys = {key(r) for r in rows}
     earlier = [r for r in read_results().get(name, {}).get("rows", []) if "adaptation" in r and key(r) not in new_keys]
-    rows = sorted(earlier + rows, key=lambda r: r["T"])
+    rows = sorted(earlier + rows, key=lambda r: (r["T"], r.get("maxdepth", 10), r.get("target_accept", 0.8)))
     payload = {"benchmark": "sampling", "dataset": dataset, "quick": quick, "machine": machine(), "rows": rows,
                "targets": {"divergences": 0, "max_rhat": 1.01, "min_ess_bulk": 400, "wall_s": 1200, "error_ratio": 0.6}}
     write_result(name, payload)

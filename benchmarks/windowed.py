@@ -8,19 +8,20 @@ from .common import dataset_of_length, machine, peak_rss_mib, read_results, writ
 
 
 def run(dataset: str = "rodent18_multistate", T: int = 1800, window: int = 200, overlap: int = 10, chains: int = 4,
-        tune: int = 1000, draws: int = 1000, quick: bool = False) -> dict:
+        tune: int = 1000, draws: int = 1000, maxdepth: int = 10, target_accept: float = 0.8, quick: bool = False) -> dict:
     from gimbal.fitting import position_errors
     from gimbal.windowed import sample_windowed
 
     if quick:
         T, window, overlap, chains, tune, draws = 120, 40, 10, 2, 150, 100
     ds = dataset_of_length(dataset, T)
-    res = sample_windowed(ds, window=window, overlap=overlap, chains=chains, tune=tune, draws=draws, seed=1)
+    res = sample_windowed(ds, window=window, overlap=overlap, chains=chains, tune=tune, draws=draws, seed=1,
+                          maxdepth=maxdepth, target_accept=target_accept)
     err = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds) or {}
     w = res.windows
     row = {
         "dataset": dataset, "T": T, "window": window, "overlap": overlap, "n_windows": len(w), "chains": chains,
-        "tune": tune, "draws": draws, "wall_s": res.wall_s, "sample_s": sum(x["sample_s"] for x in w),
+        "tune": tune, "draws": draws, "maxdepth": maxdepth, "target_accept": target_accept, "wall_s": res.wall_s, "sample_s": sum(x["sample_s"] for x in w),
         "compile_s": sum(x["compile_s"] for x in w), "divergences": sum(x["divergences"] for x in w),
         "max_rhat_latents": max(x["max_rhat"] for x in w), "min_ess_bulk_latents": min(x["min_ess_bulk"] for x in w),
         "min_ess_tail_latents": min(x["min_ess_tail"] for x in w),
@@ -36,8 +37,9 @@ def run(dataset: str = "rodent18_multistate", T: int = 1800, window: int = 200, 
           f"max R-hat {row['max_rhat_latents']:.3f}, min ESS {row['min_ess_bulk_latents']:.0f}, {row['wall_s']:.0f} s wall, "
           f"error {row['posterior_median_error']:.3f} vs {row['triangulation_median_error']:.3f}", flush=True)
     name = f"windowed_{dataset}{'_quick' if quick else ''}"
-    earlier = [r for r in read_results().get(name, {}).get("rows", []) if (r["T"], r["window"]) != (T, window)]
+    earlier = [r for r in read_results().get(name, {}).get("rows", [])
+               if (r["T"], r["window"], r.get("maxdepth", 10), r.get("target_accept", 0.8)) != (T, window, maxdepth, target_accept)]
     payload = {"benchmark": "windowed", "dataset": dataset, "quick": quick, "machine": machine(),
-               "rows": sorted(earlier + [row], key=lambda r: (r["T"], r["window"]))}
+               "rows": sorted(earlier + [row], key=lambda r: (r["T"], r["window"], r.get("maxdepth", 10)))}
     write_result(name, payload)
     return payload

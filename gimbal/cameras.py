@@ -13,6 +13,7 @@ from itertools import combinations
 import numpy as np
 
 __all__ = [
+    "split_missing",
     "intrinsics",
     "look_at",
     "camera_matrix",
@@ -21,6 +22,27 @@ __all__ = [
     "triangulate_robust",
     "reprojection_error",
 ]
+
+
+def split_missing(observations) -> tuple[np.ndarray, np.ndarray]:
+    """Detections with missing entries filled, and the mask of seen ones.
+
+    Parameters
+    ----------
+    observations : array_like, shape (..., 2)
+        Pixel coordinates, NaN where a keypoint was not detected.
+
+    Returns
+    -------
+    filled : ndarray, shape (..., 2)
+        ``observations`` with every missing entry set to 0 (a finite placeholder
+        that the likelihood masks out; never multiplied by a NaN).
+    seen : ndarray of bool, shape (...)
+        True where both coordinates are finite.
+    """
+    obs = np.asarray(observations, dtype=float)
+    seen = np.all(np.isfinite(obs), axis=-1)
+    return np.where(seen[..., None], obs, 0.0), seen
 
 
 def intrinsics(focal: float, cx: float, cy: float) -> np.ndarray:

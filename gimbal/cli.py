@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--directions", choices=("marginal", "explicit"), default="marginal")
     g.add_argument("--state-params", choices=("empirical", "learned"), default="empirical")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
+    g.add_argument("--root-dynamics", choices=("centered", "noncentered"), default="centered",
+                   help="sample root positions directly (default) or as start + standard-normal random-walk steps")
     g.add_argument(
         "--kernels", choices=("fused", "graph"), default="fused",
         help="fused numba kernels for the likelihood and HMM (default) or the plain PyTensor graph (used with --backend jax)",
@@ -47,6 +50,14 @@ def _add_sampler_args(p: argparse.ArgumentParser, chains=2, tune=300, draws=100)
     g.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie")
     g.add_argument("--target-accept", type=float, default=0.8)
     g.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag", help="nutpie mass matrix")
+    g.add_argument(
+        "--maxdepth", type=_positive_int, default=10,
+        help="largest NUTS tree depth (at most 2^maxdepth - 1 gradients per draw); 5 caps long recordings at 31 per draw",
+    )
+    g.add_argument(
+        "--draws-on-disk", action="store_true",
+        help="nutpie writes every draw to OUT/draws.zarr while sampling instead of holding them in memory (long recordings)",
+    )
     g.add_argument(
         "--backend", choices=("numba", "jax"), default="numba",
         help="nutpie compilation backend; jax needs `pip install gimbal[jax]` (or jax[cuda12] for a GPU)",
@@ -72,7 +83,8 @@ def cmd_fit(args) -> int:
     label = Path(args.dataset).stem if Path(args.dataset).suffix == ".nc" else args.dataset
     out = Path(args.out) if args.out else Path("tests") / "pipeline" / "fits" / label
     summary_path, trace_path = out / "summary.json", out / "trace.nc"
-    if not args.overwrite and (summary_path.exists() or trace_path.exists()):
+    draws_dir = out / "draws.zarr" if args.draws_on_disk else None
+    if not args.overwrite and (summary_path.exists() or trace_path.exists() or (draws_dir and draws_dir.exists())):
         print(f"error: {out} already holds a fit; pass --overwrite to replace it or --out DIR.", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
@@ -86,12 +98,15 @@ def cmd_fit(args) -> int:
         directions=args.directions,
         state_params=args.state_params,
         scales=args.scales,
+        root_dynamics=args.root_dynamics,
         kernels="graph" if args.backend == "jax" else args.kernels,  # JAX compiles the plain graph
     )
     if args.window:
         return _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0)
     model = build_model(ds, seed=args.seed, **model_options)
     t_build = time.perf_counter() - t0
+    if draws_dir is not None and draws_dir.exists():
+        shutil.rmtree(draws_dir)  # --overwrite was given (checked above)
     n_params = sum(int(v.size) for v in model.initial_point().values())
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters)")
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}")
@@ -104,8 +119,11 @@ def cmd_fit(args) -> int:
         seed=args.seed,
         target_accept=args.target_accept,
         adaptation=args.adaptation,
+        maxdepth=args.maxdepth,
         backend=args.backend,
         progress=not args.quiet,
+        trace_dir=draws_dir,
+        float32_vars=("x",),
     )
     summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "transition"], wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
@@ -113,8 +131,9 @@ def cmd_fit(args) -> int:
     payload = {
         "dataset": {"name": label, "T": T, "C": C, "K": K},
         "model": model.gimbal_config.as_dict(),
-        "sampler": {k: getattr(args, k) for k in ("sampler", "chains", "tune", "draws", "seed", "target_accept", "adaptation", "backend")},
+        "sampler": {k: getattr(args, k) for k in ("sampler", "chains", "tune", "draws", "seed", "target_accept", "adaptation", "maxdepth", "backend")},
         "timing_s": {"build_and_validate": t_build, "compile": result.compile_s, "sample": result.sample_s},
+        "draws_zarr": str(draws_dir) if draws_dir else None,
         "sampling": summary,
         "position_error": errors,
         "environment": collect_environment(),
@@ -135,10 +154,13 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
 
     if args.sampler != "nutpie" or args.backend != "numba":
         raise ValueError("--window runs nutpie with the numba backend; drop --sampler/--backend or --window.")
+    if args.draws_on_disk:
+        raise ValueError("--draws-on-disk is for full-sequence fits; windows are small enough to sample in memory.")
     n = len(window_bounds(ds.sizes["frame"], args.window, args.overlap))
     print(f"[2/4] windowed inference: {n} windows of {args.window} frames (+{args.overlap} on each side)")
     res = sample_windowed(ds, window=args.window, overlap=args.overlap, model_options=model_options, chains=args.chains,
-                          tune=args.tune, draws=args.draws, seed=args.seed, progress=not args.quiet)
+                          tune=args.tune, draws=args.draws, seed=args.seed, target_accept=args.target_accept,
+                          adaptation=args.adaptation, maxdepth=args.maxdepth, progress=not args.quiet)
     print("[3/4] windows done")
     errors = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +170,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
         "dataset": {"name": label, "T": ds.sizes["frame"], "C": ds.sizes["camera"], "K": ds.sizes["keypoint"]},
         "model": model_options,
         "windowed": {"window": args.window, "overlap": args.overlap, "windows": res.windows, "wall_s": res.wall_s},
-        "sampler": {k: getattr(args, k) for k in ("chains", "tune", "draws", "seed")},
+        "sampler": {k: getattr(args, k) for k in ("chains", "tune", "draws", "seed", "target_accept", "adaptation", "maxdepth")},
         "position_error": errors,
         "environment": collect_environment(),
         "timing_s": {"total": time.perf_counter() - t0},

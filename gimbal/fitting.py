@@ -13,7 +13,7 @@ import xarray as xr
 
 from .cameras import triangulate_robust
 
-__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "sample_model", "position_errors"]
+__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "sample_model", "read_back", "latent_names", "position_errors"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")
@@ -38,6 +38,14 @@ def _check_jax_ready(model: pm.Model) -> None:
         )
 
 
+def latent_names(model: pm.Model) -> list[str]:
+    """Names of the model's free random variables: the latents whose R-hat and ESS must pass.
+
+    Deterministics (``log_obs_t``, ``state_mean``) are functions of these and are left out.
+    """
+    return [rv.name for rv in model.free_RVs]
+
+
 @dataclass
 class FitResult:
     """A trace and how long it took to get it."""
@@ -46,6 +54,8 @@ class FitResult:
     compile_s: float
     sample_s: float
     sampler: str
+    compiled: object | None = None  # nutpie's CompiledModel (its logp_func times a gradient); None for PyMC's NUTS
+    read_back_s: float = 0.0  # reading the draws back from ``trace_dir``
 
 
 def sample_model(
@@ -60,9 +70,12 @@ def sample_model(
     progress: bool = True,
     cores: int | None = None,
     adaptation: str = "diag",
+    maxdepth: int = 10,
     backend: str = "numba",
     jitter: bool = False,
     save_warmup: bool = True,
+    trace_dir: str | Path | None = None,
+    float32_vars: tuple[str, ...] = (),
 ) -> FitResult:
     """Run NUTS from the model's initial point.
 
@@ -72,6 +85,15 @@ def sample_model(
         nutpie (PyMC 6's default NUTS) or PyMC's own NUTS.
     adaptation : {"diag", "low_rank"}
         nutpie's mass-matrix adaptation.
+    maxdepth : int
+        Largest NUTS tree depth: at most ``2**maxdepth - 1`` gradients per draw.
+        The default 10 lets trajectories run to their U-turn. The step size
+        shrinks with the number of parameters (about ``d**-0.25``), so on long
+        recordings most trajectories need depth 6 (63 gradients); a cap of 5
+        bounds the cost at 31 gradients per draw (``benchmarks``, rodent T=1800:
+        70% of draws at the cap with ``target_accept=0.8``, none with 0.7, whose
+        larger step lets trajectories U-turn by depth 5). Capped draws are still
+        exact MCMC; they show up as max-depth hits in the diagnostics.
     backend : {"numba", "jax"}
         nutpie's compilation backend. ``"jax"`` needs the ``jax`` extra and a model
         built with ``kernels="graph"`` (the fused kernels are numba code); on a
@@ -84,7 +106,20 @@ def sample_model(
         it (nutpie rejects such a start).
     save_warmup : bool
         Keep warm-up draws (``warmup_*`` groups, needed for step-size adaptation
-        plots). Turn off for long runs: warm-up positions double the trace's memory.
+        plots). Turn off for long runs: warm-up positions double the converted trace.
+    trace_dir : path, optional
+        nutpie only: write every draw to a zarr store in this new (or empty) folder
+        while sampling, and return a trace that reads from it lazily. Without it
+        nutpie holds every draw in memory in float64, warm-up included, whatever
+        ``save_warmup`` says (18 keypoints x 1800 frames x 8000 draws: 6.2 GB of
+        positions, about 13 GB at peak once converted). With it, the draws are
+        read back one chain at a time into an in-memory trace once sampling ends
+        (warm-up groups only with ``save_warmup``), so memory stays at the size of
+        what is kept; the store stays on disk in float64.
+    float32_vars : tuple of str
+        With ``trace_dir``: posterior variables held in float32 once read back
+        (GIMBAL's 3D positions ``("x",)``: half the memory; R-hat and ESS are
+        rank-based and unaffected at millimetre resolution).
 
     Returns
     -------
@@ -97,10 +132,19 @@ def sample_model(
             raise ValueError(f"{name} must be a positive integer, got {value}.")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if not 1 <= int(maxdepth) <= 20:
+        raise ValueError(f"maxdepth must be an integer from 1 to 20, got {maxdepth}.")
     if backend == "jax":
         _check_jax_ready(model)
+    if trace_dir is not None:
+        if sampler != "nutpie":
+            raise ValueError("trace_dir needs sampler='nutpie' (PyMC's NUTS keeps its trace in memory).")
+        trace_dir = Path(trace_dir)
+        if trace_dir.exists() and any(trace_dir.iterdir()):
+            raise FileExistsError(f"trace_dir {trace_dir} is not empty; give a new or empty folder (nothing there is overwritten).")
     cores = cores or min(chains, 2)
     t0 = time.perf_counter()
+    compiled = None
     if sampler == "nutpie":
         import nutpie
 
@@ -108,6 +152,10 @@ def sample_model(
         compiled = nutpie.compile_pymc_model(
             model, backend=backend, gradient_backend=gradient_backend, jitter_rvs=None if jitter else set()
         )
+        store = None
+        if trace_dir is not None:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+            store = nutpie.zarr_store.LocalStore(str(trace_dir.resolve()))
         t1 = time.perf_counter()
         trace = nutpie.sample(
             compiled,
@@ -119,7 +167,9 @@ def sample_model(
             target_accept=target_accept,
             progress_bar=progress,
             adaptation=adaptation,
+            maxdepth=int(maxdepth),
             save_warmup=save_warmup,
+            zarr_store=store,
         )
     else:
         with model:
@@ -133,12 +183,55 @@ def sample_model(
                 nuts_sampler="pymc",
                 init="jitter+adapt_diag" if jitter else "adapt_diag",
                 target_accept=target_accept,
+                nuts={"max_treedepth": int(maxdepth)},
                 progressbar=progress,
                 discard_tuned_samples=not save_warmup,
                 compute_convergence_checks=False,
             )
     t2 = time.perf_counter()
-    return FitResult(trace=trace, compile_s=t1 - t0, sample_s=t2 - t1, sampler=sampler)
+    if trace_dir is not None:
+        trace = read_back(trace, float32_vars=float32_vars, keep_warmup=save_warmup)
+    return FitResult(trace=trace, compile_s=t1 - t0, sample_s=t2 - t1, sampler=sampler, compiled=compiled,
+                     read_back_s=time.perf_counter() - t2)
+
+
+def read_back(lazy: xr.DataTree, float32_vars: tuple[str, ...] = (), keep_warmup: bool = False) -> xr.DataTree:
+    """An in-memory copy of a trace that nutpie wrote to a zarr store, read one chain at a time.
+
+    Parameters
+    ----------
+    lazy : xarray.DataTree
+        What ``nutpie.sample(..., zarr_store=...)`` returns (lazily backed by the store).
+    float32_vars : tuple of str
+        Variables cast to float32 while they are read (peak memory: one chain in float64).
+    keep_warmup : bool
+        Also read the ``warmup_*`` groups.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``lazy`` is closed. Left out: PyMC's transformed copies of constrained
+        variables (names ending in ``__``) and nutpie's per-parameter statistics
+        (dimension ``unconstrained_parameter``: gradients, unconstrained draws),
+        which its store declares even when they were not requested.
+    """
+    groups = {}
+    for node in lazy.subtree:
+        if not node.has_data or (node.name.startswith("warmup") and not keep_warmup):
+            continue
+        ds = node.to_dataset()
+        data = {}
+        for name, da in ds.data_vars.items():
+            if str(name).endswith("__") or "unconstrained_parameter" in da.dims:
+                continue
+            if name in float32_vars and "chain" in da.dims:
+                data[name] = xr.concat([da.isel(chain=[c]).astype(np.float32).load() for c in range(da.sizes["chain"])],
+                                       dim="chain")
+            else:
+                data[name] = da.load()
+        groups[node.path] = xr.Dataset(data, attrs=ds.attrs)
+    lazy.close()
+    return xr.DataTree.from_dict(groups)
 
 
 def _error_stats(err: np.ndarray) -> dict:

@@ -34,6 +34,7 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
+from .cameras import split_missing
 from .distributions import _SMALL_KAPPA  # the same series/exact switch point as the graph version
 
 __all__ = [
@@ -176,9 +177,7 @@ def observation_logp(x, omega, logodds, cameras, observations, log_uniform, mixt
     detected; those entries contribute exactly 0. ``logodds`` is ignored (any
     ``(K,)`` tensor) when ``mixture`` is False.
     """
-    obs = np.asarray(observations, dtype=float)
-    seen = np.all(np.isfinite(obs), axis=-1)
-    y = np.where(seen[..., None], obs, 0.0)
+    y, seen = split_missing(observations)
     return ObservationLogp(mixture)(x, omega, logodds, np.asarray(cameras, float), y, seen, np.asarray(log_uniform, float))[0]
 
 

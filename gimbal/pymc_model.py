@@ -30,6 +30,7 @@ import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
 
+from .cameras import split_missing
 from .datasets import skeleton_of
 from .distributions import hmm_forward_logp, marginal_bone_logp, safe_norm, vmf_logp
 from .fit_params import Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt
@@ -62,6 +63,7 @@ class ModelConfig:
     temporal: bool = True
     scales: str = "fixed"
     kernels: str = "fused"
+    root_dynamics: str = "centered"
 
     def __post_init__(self):
         if self.directions not in ("marginal", "explicit"):
@@ -74,6 +76,11 @@ class ModelConfig:
             raise ValueError(f"scales must be 'fixed' or 'learned', got {self.scales!r}.")
         if self.kernels not in ("fused", "graph"):
             raise ValueError(f"kernels must be 'fused' or 'graph', got {self.kernels!r}.")
+        if self.root_dynamics not in ("centered", "noncentered"):
+            raise ValueError(f"root_dynamics must be 'centered' or 'noncentered', got {self.root_dynamics!r}.")
+        if self.root_dynamics == "noncentered" and (self.scales != "fixed" or not self.temporal):
+            raise ValueError("root_dynamics='noncentered' rewrites the temporal prior's root random walk with its fixed "
+                             "step size: it needs scales='fixed' and temporal=True.")
         if self.n_states < 1:
             raise ValueError(f"n_states must be >= 1, got {self.n_states}.")
 
@@ -92,8 +99,28 @@ def latent_positions(dataset: xr.Dataset, init: Initialization, config: ModelCon
         return pt.as_tensor_variable(dataset["positions_true"].values)
     if config.freeze_latents == "init":
         return pt.as_tensor_variable(init.positions)
+    if config.root_dynamics == "noncentered" and init.positions.shape[0] > 1:
+        return _noncentered_root_positions(init)
     # Flat: all information about x comes from the pose, temporal and observation potentials.
     return pm.Flat("x", dims=("frame", "keypoint", "xyz"), initval=init.values["x"])
+
+
+def _noncentered_root_positions(init: Initialization):
+    """Positions whose root (keypoint 0) trajectory is its start plus scaled standard-normal steps.
+
+    ``x[t, 0] = root_start + step_0 * cumsum(root_steps)[t - 1]`` with
+    ``root_steps ~ N(0, 1)``: the non-centered form of the root's random walk
+    (the other keypoints stay free). Its prior density equals the centered
+    walk's up to a constant, because the map from steps to positions is
+    linear with a fixed step size.
+    """
+    x0 = init.values["x"]
+    step = float(init.values["step_sigma"][0])
+    start = pm.Flat("root_start", shape=3, initval=x0[0, 0])
+    steps = pm.Normal("root_steps", 0.0, 1.0, shape=(x0.shape[0] - 1, 3), initval=np.diff(x0[:, 0], axis=0) / step)
+    others = pm.Flat("x_nonroot", shape=(x0.shape[0], x0.shape[1] - 1, 3), initval=x0[:, 1:])
+    root = pt.concatenate([start[None], start[None] + step * pt.cumsum(steps, axis=0)], axis=0)
+    return pm.Deterministic("x", pt.concatenate([root[:, None], others], axis=1), dims=("frame", "keypoint", "xyz"))
 
 
 def bone_parameters(init: Initialization, config: ModelConfig):
@@ -177,6 +204,8 @@ def temporal_prior(x, init: Initialization, config: ModelConfig):
     if init.positions.shape[0] > 1:
         d = x[1:] - x[:-1]
         walk = -0.5 * pt.sum(d**2, axis=-1) / step**2 - 3 * pt.log(step) - 1.5 * np.log(2 * np.pi)
+        if config.root_dynamics == "noncentered":
+            walk = walk[:, 1:]  # the root's walk is the N(0, 1) prior of its steps (see latent_positions)
         anchor = anchor + walk.sum()
     return pm.Potential("temporal_prior", anchor)
 
@@ -206,8 +235,7 @@ def observation_loglik(x, dataset: xr.Dataset, init: Initialization, config: Mod
         logodds = pt.zeros(obs.shape[2])
     if config.kernels == "fused":
         return observation_logp(x, omega, logodds, dataset["camera_matrix"].values, obs, log_uniform, config.use_mixture)
-    seen = np.all(np.isfinite(obs), axis=-1)  # (T, C, K)
-    y = np.where(seen[..., None], obs, 0.0)
+    y, seen = split_missing(obs)  # (T, C, K, 2), (T, C, K)
     resid2 = pt.sum((project_points(x, dataset["camera_matrix"].values) - y) ** 2, axis=-1)
     log_normal = -0.5 * resid2 / omega**2 - 2 * pt.log(omega) - np.log(2 * np.pi)
     if config.use_mixture:
@@ -247,6 +275,7 @@ def build_model(
     temporal: bool = True,
     scales: str = "fixed",
     kernels: str = "fused",
+    root_dynamics: str = "centered",
     init: Initialization | None = None,
     validate: bool = True,
     seed: int = 0,
@@ -284,6 +313,12 @@ def build_model(
         fused numba kernels of :mod:`gimbal.kernels` (default; value and gradient in
         one pass, about 2x faster per gradient) or as plain PyTensor graphs (the
         reference implementation; needed by the JAX backend).
+    root_dynamics : {"centered", "noncentered"}
+        Sample the root keypoint's positions directly (default) or as a start
+        point plus standard-normal steps of its random walk (non-centered; the
+        positions stay available as the deterministic ``x``). Non-centering helps
+        where the prior dominates a frame; here the cameras do, so it is an
+        ablation row rather than the default.
     init : Initialization, optional
         Precomputed :func:`gimbal.fit_params.initialize_from_observations_dlt` result.
     validate : bool
@@ -311,6 +346,7 @@ def build_model(
         temporal=bool(temporal),
         scales=scales,
         kernels=kernels,
+        root_dynamics=root_dynamics,
     )
     if init is None or init.pose_states.n_states != config.n_states:
         init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed)

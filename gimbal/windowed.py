@@ -63,16 +63,24 @@ class WindowedResult:
 
 def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_options: dict, seed: int) -> dict:
     from .diagnostics.sampling import sampling_summary
-    from .fitting import sample_model
+    from .fit_params import check_initial_point
+    from .fitting import latent_names, sample_model
     from .pymc_model import build_model
 
     start, stop, keep_start, keep_stop = bounds
     part = dataset.isel(frame=slice(start, stop))
     t0 = time.perf_counter()
-    model = build_model(part, seed=seed, **model_options)
-    fit = sample_model(model, seed=seed, progress=False, save_warmup=False, **sampler_options)
+    # the up-front validation compiles three extra functions per window; run it only to explain a failed start
+    model = build_model(part, seed=seed, validate=False, **model_options)
+    try:
+        fit = sample_model(model, seed=seed, progress=False, save_warmup=False, **sampler_options)
+    except (ValueError, ImportError):  # bad options: their message already names the fix
+        raise
+    except Exception as err:
+        check_initial_point(model)  # raises InitializationError naming the non-finite terms, if that is the cause
+        raise RuntimeError(f"window frames {start}-{stop - 1} failed to sample: {err}") from err
     post = fit.trace["posterior"].to_dataset()
-    latent = [v for v in post.data_vars if v != "log_obs_t"]
+    latent = latent_names(model)
     summary = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
     core = slice(keep_start - start, keep_stop - start)
     kept = post.isel(frame=core) if "frame" in post.dims else post
@@ -99,6 +107,9 @@ def sample_windowed(
     tune: int = 1000,
     draws: int = 1000,
     seed: int = 0,
+    target_accept: float = 0.8,
+    adaptation: str = "diag",
+    maxdepth: int = 10,
     client=None,
     progress: bool = True,
 ) -> WindowedResult:
@@ -112,7 +123,7 @@ def sample_windowed(
         Kept frames per window, and extra frames sampled on each side of it.
     model_options : dict, optional
         Passed to :func:`gimbal.pymc_model.build_model` (e.g. ``{"use_mixture": False}``).
-    chains, tune, draws, seed :
+    chains, tune, draws, seed, target_accept, adaptation, maxdepth :
         Passed to :func:`gimbal.fitting.sample_model` (window ``i`` uses ``seed + i``).
     client : distributed.Client, optional
         Run the windows as Dask tasks (on a cluster: one window per worker).
@@ -128,7 +139,8 @@ def sample_windowed(
     """
     bounds = window_bounds(dataset.sizes["frame"], window, overlap)
     model_options = dict(model_options or {})
-    sampler_options = {"chains": chains, "tune": tune, "draws": draws}
+    sampler_options = {"chains": chains, "tune": tune, "draws": draws, "target_accept": target_accept,
+                       "adaptation": adaptation, "maxdepth": maxdepth}
     t0 = time.perf_counter()
     if client is not None:
         futures = [client.submit(_fit_window, dataset, b, model_options, sampler_options, seed + i, pure=False)

@@ -110,3 +110,38 @@ def test_a_failed_group_is_named_on_the_summary(built_book, tmp_path):
     # the run history shows both runs side by side
     runs = (landing.parent / "runs.html").read_text(encoding="utf-8")
     assert "book-ok" in runs and "book-failed" in runs
+
+
+def test_performance_page_renders_every_benchmark_kind(tmp_path):
+    """Benchmark JSON (as `python -m benchmarks` writes it) becomes tables; unknown kinds must not break the page."""
+    import json
+
+    from gimbal.divergence.book import _performance_page
+    from gimbal.diagnostics.sampling import chance_max_rhat
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    mach = {"platform": "test", "python": "3.12", "cpu_count": 2}
+    sampling_row = {"T": 1800, "chains": 4, "draws": 1000, "maxdepth": 5, "divergences": 0, "max_rhat_latents": 1.0123,
+                    "min_ess_bulk_latents": 901.0, "min_ess_tail_latents": 700.0, "min_ess_bulk_per_s": 0.9,
+                    "mean_grad_evals_per_draw": 31.0, "sample_s": 1000.0, "posterior_median_error": 1.2,
+                    "triangulation_median_error": 2.1, "peak_rss_mib": 5000.0,
+                    "stored": "every draw in a zarr store on disk"}
+    windowed_row = {"T": 1800, "n_windows": 9, "window": 200, "overlap": 10, "chains": 4, "draws": 1000, "maxdepth": 4,
+                    "divergences": 0, "max_rhat_latents": 1.02, "min_ess_bulk_latents": 600.0, "min_ess_tail_latents": 500.0,
+                    "mean_grad_evals_per_draw": 15.0, "sample_s": 700.0, "wall_s": 900.0, "posterior_median_error": 1.3,
+                    "triangulation_median_error": 2.1, "peak_rss_mib": 4000.0}
+    chance = chance_max_rhat(4, 100, 50, seed=0)
+    payloads = {
+        "sampling_rodent": {"benchmark": "sampling", "dataset": "rodent", "machine": mach, "rows": [sampling_row]},
+        "windowed_rodent": {"benchmark": "windowed", "dataset": "rodent", "machine": mach, "rows": [windowed_row]},
+        "rhat_chance": {"benchmark": "rhat_chance", "dataset": "simulated", "machine": mach,
+                        "rows": [{"chains": 4, "draws": 100, "n_elements": 50, "ess_fraction": 1.0, "ess_bulk": 400.0,
+                                  "chance_max_rhat": chance}]},
+    }
+    for name, payload in payloads.items():
+        (results / f"{name}.json").write_text(json.dumps(payload), encoding="utf-8")
+    page = _performance_page(tmp_path, tmp_path / "out")
+    assert "## sampling: `rodent`" in page and "1.012" in page and "901 / 700" in page and "disk (zarr)" in page
+    assert "9 x (200 + 2 x 10)" in page and "600 / 500" in page
+    assert "max R-hat by chance" in page and f"{chance:.5g}" in page

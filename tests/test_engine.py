@@ -219,3 +219,36 @@ def test_chain_disagreement_in_blocks_matches_direct_formula(monkeypatch):
     means = v.mean(axis=1)
     direct = (means.max(0) - means.min(0)) / v.std(axis=1).mean(axis=0)
     np.testing.assert_allclose(multimodality.chain_disagreement(v), direct, rtol=1e-12)
+    # float32 input (positions read back from disk): float64 arithmetic per block, same answer to float32 precision
+    np.testing.assert_allclose(multimodality.chain_disagreement(v.astype(np.float32)), direct, rtol=1e-5)
+
+
+def test_simulated_reference_chains_have_the_requested_ess():
+    """The chains behind chance_max_rhat: ArviZ's bulk ESS must match the AR(1) formula they are built from."""
+    import arviz_stats as azs
+
+    for fraction in (1.0, 0.25, 2.0):
+        z = sampling._stationary_ar1(np.random.default_rng(3), 4, 1000, 400, fraction)
+        ess = azs.ess(xr.Dataset({"z": (("chain", "draw", "e"), z)}), method="bulk")["z"].values
+        assert np.median(ess) / 4000 == pytest.approx(fraction, rel=0.1)
+
+
+def test_chance_max_rhat_grows_with_elements_and_autocorrelation():
+    one = sampling.chance_max_rhat(4, 1000, 1, seed=1)
+    many = sampling.chance_max_rhat(4, 1000, 5000, seed=1)
+    sticky = sampling.chance_max_rhat(4, 1000, 5000, ess_fraction=0.1, seed=1)
+    assert abs(one - 1.0) < 0.005  # a single well-mixed element sits at 1 (either side)
+    assert many > one + 0.002  # the worst of thousands is further out by chance alone
+    assert sticky > many + 0.005  # and further still with fewer effective draws
+    with pytest.raises(ValueError, match="ess_fraction"):
+        sampling.chance_max_rhat(4, 100, 10, ess_fraction=5.0)
+
+
+@pytest.mark.slow
+def test_maxdepth_caps_the_gradients_per_draw():
+    fit = sample_model(centered_eight_schools(), chains=1, tune=100, draws=100, seed=2, progress=False, jitter=True,
+                       maxdepth=2)
+    stats = sampling.normalize_sample_stats(fit.trace)
+    assert int(stats["n_steps"].max()) <= 3 and int(stats["tree_depth"].max()) <= 2
+    with pytest.raises(ValueError, match="maxdepth"):
+        sample_model(centered_eight_schools(), maxdepth=0)

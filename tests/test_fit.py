@@ -29,16 +29,21 @@ def test_short_fit_beats_robust_triangulation_under_outliers():
 @pytest.mark.slow
 def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     out = tmp_path / "fit"
-    cmd = [sys.executable, "-m", "gimbal.cli", "fit", "--max-T", "15", "--tune", "100", "--draws", "50", "--out", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "gimbal.cli", "fit", "--max-T", "15", "--tune", "100", "--draws", "50", "--out", str(out), "--quiet",
+           "--draws-on-disk", "--maxdepth", "6"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "divergences" in done.stdout and "3D error, posterior mean" in done.stdout
     summary = json.loads((out / "summary.json").read_text())
+    assert (out / "draws.zarr").is_dir() and summary["draws_zarr"] == str(out / "draws.zarr")
+    assert summary["sampler"]["maxdepth"] == 6
     assert summary["dataset"] == {"name": "v0.2.1_L00_minimal", "T": 15, "C": 3, "K": 4}
     assert summary["sampling"]["total_draws"] == 100
     assert (out / "trace.nc").stat().st_size > 0
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    windowed = subprocess.run(cmd + ["--window", "5", "--overwrite"], capture_output=True, text=True, timeout=600)
+    assert windowed.returncode == 2 and "--draws-on-disk is for full-sequence fits" in windowed.stderr
 
 
 @pytest.mark.slow
@@ -55,6 +60,27 @@ def test_cli_windowed_fit_stitches_every_frame(tmp_path):
     with xr.open_dataset(out / "trace.nc", engine="h5netcdf") as post:
         assert post["x"].sizes["frame"] == 40 and post["bone_length"].sizes["window"] == 2
     assert "3D error median" in done.stdout
+
+
+@pytest.mark.slow
+def test_draws_on_disk_are_the_same_draws_and_never_overwrite(tmp_path):
+    """nutpie's zarr store: same seed, same draws as in memory; a used folder is refused."""
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=10)
+    model = build_model(ds)
+    kw = dict(chains=2, tune=60, draws=30, seed=5, progress=False, save_warmup=False)
+    in_memory = sample_model(model, **kw).trace
+    on_disk = sample_model(model, trace_dir=tmp_path / "draws.zarr", float32_vars=("x",), **kw).trace
+    x = on_disk["posterior"]["x"]
+    assert x.dtype == np.float32 and "warmup_posterior" not in on_disk.children
+    np.testing.assert_array_equal(x.values, in_memory["posterior"]["x"].values.astype(np.float32))
+    np.testing.assert_array_equal(on_disk["posterior"]["bone_length"].values, in_memory["posterior"]["bone_length"].values)
+    assert set(on_disk["posterior"].data_vars) == set(in_memory["posterior"].data_vars)
+    assert sampling_summary(on_disk)["total_draws"] == 60
+    np.testing.assert_array_equal(on_disk["sample_stats"]["diverging"].values, in_memory["sample_stats"]["diverging"].values)
+    with pytest.raises(FileExistsError, match="not empty"):
+        sample_model(model, trace_dir=tmp_path / "draws.zarr", **kw)
+    with pytest.raises(ValueError, match="nutpie"):
+        sample_model(model, sampler="pymc", trace_dir=tmp_path / "other", **kw)
 
 
 def test_cli_reports_bad_input_without_traceback():

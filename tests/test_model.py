@@ -107,3 +107,30 @@ def test_initialization_is_close_to_truth_under_outliers():
     assert np.percentile(err, 99) < 0.25 * np.percentile(raw, 99)
     np.testing.assert_allclose(init.values["bone_length"], [10, 8, 8], rtol=0.05)
     assert 1.6 < float(init.values["obs_sigma"]) < 2.6  # true noise: 2 px
+
+
+def test_noncentered_root_is_the_same_posterior_over_positions():
+    """Centered and non-centered root walks differ only by the constant Jacobian of steps -> positions."""
+    ds = load_dataset("v0.2.1_L02_outliers", max_T=15)
+    init = initialize_from_observations_dlt(ds, n_states=int(ds.attrs.get("n_states", 1)))
+    centered = build_model(ds, init=init)
+    noncentered = build_model(ds, init=init, root_dynamics="noncentered")
+    assert "root_steps" in noncentered.named_vars and noncentered["x"] in noncentered.deterministics
+    rng = np.random.default_rng(4)
+    x = init.values["x"] + rng.normal(scale=0.3, size=init.values["x"].shape)
+    step = float(init.values["step_sigma"][0])
+    pc, pn = centered.initial_point(), noncentered.initial_point()
+    pc["x"] = x
+    pn["root_start"], pn["root_steps"], pn["x_nonroot"] = x[0, 0], np.diff(x[:, 0], axis=0) / step, x[:, 1:]
+    lc = float(centered.compile_logp()(pc))
+    ln = float(noncentered.compile_logp()(pn))
+    T = x.shape[0]
+    assert lc == pytest.approx(ln - 3 * (T - 1) * np.log(step), rel=1e-10)
+    names = ("root_start", "root_steps", "x_nonroot")
+    expr = noncentered.replace_rvs_by_values([noncentered["x"]])[0]
+    positions = pytensor.function([noncentered.rvs_to_values[noncentered[n]] for n in names], expr)(*[pn[n] for n in names])
+    np.testing.assert_allclose(positions, x, rtol=1e-12)
+    report = finite_difference_check(compile_logp_and_grad(noncentered), max_components=60, seed=2)
+    assert report["passed"], report["worst"][:3]
+    with pytest.raises(ValueError, match="scales='fixed'"):
+        build_model(ds, init=init, root_dynamics="noncentered", scales="learned")

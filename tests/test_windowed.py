@@ -29,8 +29,9 @@ def test_window_bounds_reject_bad_sizes():
 @pytest.mark.slow
 def test_windowed_posterior_covers_every_frame_and_beats_triangulation():
     ds = load_dataset("v0.2.1_L02_outliers", max_T=60)
-    res = sample_windowed(ds, window=20, overlap=5, chains=2, tune=150, draws=100, seed=1, progress=False)
+    res = sample_windowed(ds, window=20, overlap=5, chains=2, tune=150, draws=100, seed=1, progress=False, maxdepth=4)
     assert len(res.windows) == 3
+    assert all(w["mean_grad_evals_per_draw"] <= 15 for w in res.windows)  # the depth cap reaches the sampler
     x = res.posterior["x"]
     assert x.sizes == {"chain": 2, "draw": 100, "frame": 60, "keypoint": 4, "xyz": 3}
     np.testing.assert_array_equal(res.posterior["frame"].values, ds["frame"].values)

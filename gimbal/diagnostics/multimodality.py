@@ -22,15 +22,17 @@ _CHUNK_VALUES = 2**24  # values per block (128 MiB in float64) when scanning lar
 def chain_disagreement(values: np.ndarray) -> np.ndarray:
     """Spread of chain means in units of the mean within-chain sd, per element.
 
-    ``values`` has shape ``(chain, draw, ...)``; returns ``(...)``.
+    ``values`` has shape ``(chain, draw, ...)``, any float dtype (float32 positions
+    are not copied whole; each block is computed in float64); returns ``(...)``.
     """
     n_chains, n_draws = values.shape[:2]
     flat = values.reshape(n_chains, n_draws, -1)
-    means = flat.mean(axis=1)
+    means = flat.mean(axis=1, dtype=np.float64)
     within = np.empty(flat.shape[2])
     step = max(1, _CHUNK_VALUES // max(1, n_chains * n_draws))
     for start in range(0, flat.shape[2], step):  # blocks: np.std makes a temporary the size of its input
-        within[start : start + step] = flat[:, :, start : start + step].std(axis=1).mean(axis=0)
+        block = flat[:, :, start : start + step].astype(np.float64, copy=False)
+        within[start : start + step] = block.std(axis=1).mean(axis=0)
     means, within = means.reshape((n_chains, *values.shape[2:])), within.reshape(values.shape[2:])
     spread = means.max(axis=0) - means.min(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -88,7 +90,9 @@ def multimodality_check(trace, threshold: float = 3.0, state_dim: str = "state",
         return {"verdict": "single_chain", "flagged": [], "per_variable": {}}
     flagged, per_var, switching = [], {}, {}
     for name, da in post.data_vars.items():
-        vals = np.asarray(da.transpose("chain", "draw", ...).values, dtype=float)  # no copy when already float64
+        vals = np.asarray(da.transpose("chain", "draw", ...).values)
+        if not np.issubdtype(vals.dtype, np.floating):  # floats as they are: float32 positions stay float32
+            vals = vals.astype(np.float64)
         score = np.atleast_1d(chain_disagreement(vals))
         bad = score > threshold
         per_var[name] = {"max_disagreement": float(np.nanmax(score)) if score.size else 0.0, "fraction_flagged": float(bad.mean()) if score.size else 0.0}

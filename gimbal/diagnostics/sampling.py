@@ -14,7 +14,7 @@ import arviz_stats as azs
 import numpy as np
 import xarray as xr
 
-__all__ = ["normalize_sample_stats", "sampling_summary", "convergence_table", "STAT_ALIASES"]
+__all__ = ["normalize_sample_stats", "sampling_summary", "convergence_table", "chance_max_rhat", "STAT_ALIASES"]
 
 # canonical name -> names used by nutpie / PyMC NUTS (PyMC's cumulative "divergences" is never used)
 STAT_ALIASES = {
@@ -88,6 +88,68 @@ def convergence_table(trace, var_names=None, chunk_values: int = _CHUNK_VALUES) 
         worst["ess_bulk"].append(np.nanmin(bulk) if not np.all(np.isnan(bulk)) else np.nan)
         worst["ess_tail"].append(np.nanmin(tail) if not np.all(np.isnan(tail)) else np.nan)
     return xr.Dataset({k: xr.DataArray(v, dims="var", coords={"var": names}) for k, v in worst.items()})
+
+
+def chance_max_rhat(
+    n_chains: int,
+    n_draws: int,
+    n_elements: int,
+    *,
+    ess_fraction: float = 1.0,
+    seed: int = 0,
+    chunk_values: int = _CHUNK_VALUES,
+) -> float:
+    """The largest R-hat that perfectly converged chains reach by chance over many elements.
+
+    R-hat of a single element fluctuates around 1 with a spread that shrinks
+    with the effective sample size; the maximum over ``n_elements`` of them
+    grows with ``n_elements``. This simulates stationary Gaussian AR(1) chains
+    (every chain from the same distribution, so the true R-hat is exactly 1)
+    with the lag-1 correlation that gives ``ess_fraction`` = ESS / draws, and
+    returns the worst rank-normalized split R-hat (``arviz_stats.rhat``) over
+    ``n_elements`` of them: the reference to read a measured maximum against.
+
+    Parameters
+    ----------
+    n_chains, n_draws : int
+        As in the trace being judged.
+    n_elements : int
+        How many scalar latents the maximum is taken over.
+    ess_fraction : float
+        Bulk ESS per draw of the simulated chains, in (0, 4]. Above 1 the chains
+        are antithetic (negative lag-1 correlation), as NUTS draws often are.
+    seed : int
+        Seed of the simulation.
+    chunk_values : int
+        Values simulated per block (memory bound).
+
+    Returns
+    -------
+    float
+    """
+    if not 0 < ess_fraction <= 4:
+        raise ValueError(f"ess_fraction must be in (0, 4], got {ess_fraction}.")
+    if min(n_chains, n_draws, n_elements) < 1 or n_draws < 4:
+        raise ValueError("n_chains and n_elements must be >= 1 and n_draws >= 4.")
+    rng = np.random.default_rng(seed)
+    per_block = max(1, chunk_values // (n_chains * n_draws))
+    worst = -np.inf
+    for start in range(0, n_elements, per_block):
+        chains = _stationary_ar1(rng, n_chains, n_draws, min(per_block, n_elements - start), ess_fraction)
+        ds = xr.Dataset({"z": (("chain", "draw", "element"), chains)})
+        worst = max(worst, _extreme(azs.rhat(ds), "z", np.nanmax))
+    return float(worst)
+
+
+def _stationary_ar1(rng, n_chains: int, n_draws: int, n_elements: int, ess_fraction: float) -> np.ndarray:
+    """Standard-normal AR(1) chains ``(chain, draw, element)`` with ESS / draws = ``ess_fraction``."""
+    rho = (1.0 - ess_fraction) / (1.0 + ess_fraction)  # AR(1): ESS / N = (1 - rho) / (1 + rho)
+    chains = np.empty((n_chains, n_draws, n_elements))
+    chains[:, 0] = rng.standard_normal((n_chains, n_elements))  # the stationary distribution: no warm-up needed
+    innovation_sd = np.sqrt(1.0 - rho**2)
+    for i in range(1, n_draws):
+        chains[:, i] = rho * chains[:, i - 1] + innovation_sd * rng.standard_normal((n_chains, n_elements))
+    return chains
 
 
 def _as_dataset(res):
