@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .common import dataset_of_length, machine, peak_rss_mib, write_result
+from .common import dataset_of_length, machine, peak_rss_mib, read_results, write_result
 
 FULL_T = (80, 200, 500, 1000, 1800, 7200)
 QUICK_T = (80, 200)
@@ -67,6 +67,10 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
             print(f"  T={T:5d}  build {row['build_s']:.1f} s  compile cold {row['compile_cold_s']:.1f} s / warm "
                   f"{row['compile_warm_s']:.1f} s  logp+grad {row['logp_grad_median_ms']:.3f} ms  peak {row['peak_rss_mib']:.0f} MiB",
                   flush=True)
+    name = f"scaling_{dataset}{'_quick' if quick else ''}"
+    # rows of lengths not measured now are kept from earlier runs: one T can be measured again on its own
+    earlier = [r for r in read_results().get(name, {}).get("rows", []) if r["T"] not in set(lengths)]
+    rows = sorted(earlier + rows, key=lambda r: (r["T"], r["repeat"]))
     ok = [r for r in rows if "error" not in r]
     by_T = {}
     for r in ok:
@@ -84,5 +88,5 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
                   "compile_cold_ratio_vs_lowest": {T: med[T]["compile_cold_s"] / med[lo]["compile_cold_s"] for T in Ts},
                   "compile_warm_ratio_vs_lowest": {T: med[T]["compile_warm_s"] / med[lo]["compile_warm_s"] for T in Ts}}
     payload = {"benchmark": "scaling", "dataset": dataset, "quick": quick, "machine": machine(), "rows": rows, "medians": med, "ratios": ratios}
-    write_result(f"scaling_{dataset}{'_quick' if quick else ''}", payload)
+    write_result(name, payload)
     return payload
