@@ -139,9 +139,15 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
                         "rows": [{"chains": 4, "draws": 100, "n_elements": 50, "ess_fraction": 1.0, "ess_bulk": 400.0,
                                   "chance_max_rhat": chance}]},
     }
+    scaling_rows = [{"T": T, "n_parameters": 12 * T + 8, "build_s": 0.1, "compile_cold_s": c, "compile_warm_s": w,
+                     "logp_grad_median_ms": 4e-4 * T, "peak_rss_mib": 600.0} for T, c, w in ((80, 6.0, 3.0), (1800, 6.3, 3.3))]
+    payloads["scaling_toy"] = {"benchmark": "scaling", "dataset": "toy", "machine": mach, "rows": scaling_rows,
+                               "ratios": {"T_low": 80, "T_high": 1800, "compile_cold_ratio_vs_lowest": {"1800": 1.05, "80": 1.0},
+                                          "compile_warm_ratio_vs_lowest": {"1800": 1.1, "80": 1.0}}}
     for name, payload in payloads.items():
         (results / f"{name}.json").write_text(json.dumps(payload), encoding="utf-8")
     page = _performance_page(tmp_path, tmp_path / "out")
     assert "## sampling: `rodent`" in page and "1.012" in page and "901 / 700" in page and "disk (zarr)" in page
     assert "9 x (200 + 2 x 10)" in page and "600 / 500" in page
     assert "max R-hat by chance" in page and f"{chance:.5g}" in page
+    assert "T=80: x1.00 / x1.00, T=1800: x1.05 / x1.10" in page and (tmp_path / "out" / "figures" / "scaling_toy.png").is_file()

@@ -189,8 +189,10 @@ def _performance_page(project: Path, out: Path) -> str:
                                     r["logp_grad_median_ms"], r["peak_rss_mib"]] for r in rows]) + "\n")
             ratios = data.get("ratios") or {}
             if ratios:
-                lines.append(f"Compile time T={ratios['T_high']} vs T={ratios['T_low']}: cold x{ratios['compile_cold_ratio']:.2f}, "
-                             f"warm x{ratios['compile_warm_ratio']:.2f}.\n")
+                cold, warm = ratios.get("compile_cold_ratio_vs_lowest", {}), ratios.get("compile_warm_ratio_vs_lowest", {})
+                per_T = ", ".join(f"T={T}: x{cold[T]:.2f} / x{warm[T]:.2f}" for T in sorted(cold, key=int) if T in warm)
+                lines.append(f"Compile time (median over repeats) relative to T={ratios['T_low']}, cold / warm cache: "
+                             f"{per_T or 'n/a'}.\n")
             fig_path = out / "figures" / f"{f.stem}.png"
             fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
             Ts = [r["T"] for r in rows]
