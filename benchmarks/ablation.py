@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .common import dataset_of_length, machine, read_results, write_result
+from .common import dataset_of_length, logp_grad_times, machine, read_results, write_result
 
 # (label, build_model options, sampler options, the failure the default choice removes)
 VARIANTS = (
@@ -35,14 +34,7 @@ VARIANTS = (
 
 def _gradient_ms(compiled, repeats: int = 30) -> float:
     """Median wall time of one logp + gradient with nutpie's compiled function, at the initial point."""
-    x0 = np.asarray(compiled.initial_point_func(0), dtype=float)
-    compiled.logp_func(x0)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        compiled.logp_func(x0)
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+    return 1000 * float(np.median(logp_grad_times(compiled, repeats)[1]))
 
 
 def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1) -> dict:

@@ -23,6 +23,25 @@ def dataset_of_length(name: str, T: int):
     return generate(replace(SYNTHETIC[name], T=T))
 
 
+def logp_grad_times(compiled, n_evals: int) -> tuple[int, list[float]]:
+    """Seconds per logp + gradient call of nutpie's compiled function at its initial point (after one warm-up call).
+
+    Returns the number of unconstrained parameters and the ``n_evals`` timings.
+    """
+    import time
+
+    import numpy as np
+
+    x0 = np.asarray(compiled.initial_point_func(0), dtype=float)
+    compiled.logp_func(x0)
+    times = []
+    for _ in range(n_evals):
+        t0 = time.perf_counter()
+        compiled.logp_func(x0)
+        times.append(time.perf_counter() - t0)
+    return x0.size, times
+
+
 def peak_rss_mib() -> float | None:
     """Peak resident memory of this process in MiB (Linux/macOS: getrusage; Windows: peak working set)."""
     try:
