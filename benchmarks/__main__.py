@@ -1,4 +1,4 @@
-"""``python -m benchmarks {scaling,sampling,ablation,windowed,rhat-chance,all} [--quick] [--dataset NAME] [--T 80,200]``.
+"""``python -m benchmarks {scaling,sampling,backends,ablation,windowed,rhat-chance,all} [--quick] [--dataset NAME] [--T 80,200]``.
 
 Results are JSON files in benchmarks/results/; the report book's Performance and
 Ablation pages render them.
@@ -12,12 +12,13 @@ import sys
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="GIMBAL speed, memory and convergence benchmarks.")
-    p.add_argument("which", choices=("scaling", "sampling", "ablation", "windowed", "rhat-chance", "all"))
+    p.add_argument("which", choices=("scaling", "sampling", "backends", "ablation", "windowed", "rhat-chance", "all"))
     p.add_argument("--quick", action="store_true", help="small T and few draws (a smoke run)")
     p.add_argument("--dataset", action="append",
                    help="dataset name (repeatable; default: v0.2.1_L00_minimal, rodent18_multistate for ablation)")
     p.add_argument("--T", default=None, help="comma list of sequence lengths (default: the benchmark's; ablation: first)")
-    p.add_argument("--variants", default=None, help="ablation: comma list of variant labels (default: all)")
+    p.add_argument("--variants", default=None,
+                   help="ablation, backends: comma list of variant labels (default: all)")
     p.add_argument("--variant-timeout", type=float, default=None,
                    help="ablation: run each variant in a child process and record it as timed out after this many seconds")
     p.add_argument("--window", type=int, default=200, help="windowed: kept frames per window")
@@ -31,9 +32,11 @@ def main(argv=None) -> int:
     p.add_argument("--target-accept", type=float, default=0.8, help="NUTS step-size target (sampling, windowed)")
     p.add_argument("--trace-on-disk", action="store_true",
                    help="sampling: nutpie writes draws to a temporary zarr store instead of memory")
+    p.add_argument("--backend", choices=("numba", "jax"), default="numba",
+                   help="sampling: numba with fused kernels, or JAX (plain graph, parallel HMM) on JAX's default device")
     args = p.parse_args(argv)
     lengths = tuple(int(t) for t in args.T.split(",")) if args.T else None
-    from . import ablation, rhat_chance, sampling, scaling, windowed
+    from . import ablation, backends, rhat_chance, sampling, scaling, windowed
 
     if args.which == "rhat-chance":
         print("maximum R-hat of perfectly converged chains, by chance")
@@ -56,6 +59,11 @@ def main(argv=None) -> int:
                          timeout_s=args.variant_timeout)
         return 0
     datasets = args.dataset or ["v0.2.1_L00_minimal"]
+    if args.which == "backends":
+        for ds in datasets:
+            print(f"backend benchmark on {ds}")
+            backends.run(ds, quick=args.quick, lengths=lengths, variants=args.variants.split(",") if args.variants else None)
+        return 0
 
     for ds in datasets:
         if args.which in ("scaling", "all"):
@@ -65,7 +73,7 @@ def main(argv=None) -> int:
             print(f"sampling benchmark on {ds}")
             sampling.run(ds, quick=args.quick, lengths=lengths, chains=args.chains, tune=args.tune, draws=args.draws,
                          adaptation=args.adaptation, maxdepth=args.maxdepth, target_accept=args.target_accept,
-                         trace_on_disk=args.trace_on_disk)
+                         trace_on_disk=args.trace_on_disk, backend=args.backend)
     return 0
 
 

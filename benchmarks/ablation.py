@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import dataset_of_length, logp_grad_times, machine, read_results, write_result
+from .common import dataset_of_length, logp_grad_callable, logp_grad_times, machine, read_results, write_result
 
 # (label, build_model options, sampler options, the failure the default choice removes)
 VARIANTS = (
@@ -32,9 +32,10 @@ VARIANTS = (
 )
 
 
-def _gradient_ms(compiled, repeats: int = 30) -> float:
+def _gradient_ms(compiled, model, repeats: int = 30) -> float:
     """Median wall time of one logp + gradient with nutpie's compiled function, at the initial point."""
-    return 1000 * float(np.median(logp_grad_times(compiled, repeats)[1]))
+    f, x0, _ = logp_grad_callable(compiled, model)
+    return 1000 * float(np.median(logp_grad_times(f, x0, repeats)))
 
 
 def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1) -> dict:
@@ -46,7 +47,7 @@ def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1
     model = build_model(ds, validate=False, **build_opts)
     fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, save_warmup=False,
                        **sampler_opts)
-    grad_ms = _gradient_ms(fit.compiled)
+    grad_ms = _gradient_ms(fit.compiled, model)
     latent = latent_names(model)
     s = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
     err = position_errors(fit.trace, ds) or {}

@@ -23,23 +23,54 @@ def dataset_of_length(name: str, T: int):
     return generate(replace(SYNTHETIC[name], T=T))
 
 
-def logp_grad_times(compiled, n_evals: int) -> tuple[int, list[float]]:
-    """Seconds per logp + gradient call of nutpie's compiled function at its initial point (after one warm-up call).
+def logp_grad_callable(compiled, model):
+    """nutpie's logp + gradient function, and the model's initial point flattened in that function's order.
 
-    Returns the number of unconstrained parameters and the ``n_evals`` timings.
+    Parameters
+    ----------
+    compiled : nutpie's compiled model (numba or JAX backend)
+    model : pymc.Model
+        The model it was compiled from.
+
+    Returns
+    -------
+    f : callable
+        ``f(x) -> (logp, gradient)``, the function the sampler calls.
+    x0 : numpy.ndarray
+        The initial point (no jitter).
+    names : list of str
+        Value variables in the order they are stacked in ``x0`` and the gradient.
     """
-    import time
+    from functools import partial
 
     import numpy as np
 
-    x0 = np.asarray(compiled.initial_point_func(0), dtype=float)
-    compiled.logp_func(x0)
+    point = model.initial_point()
+    if hasattr(compiled, "logp_func"):  # numba backend: value variables in the model's order
+        f, names = compiled.logp_func, [v.name for v in model.value_vars]
+    else:  # JAX backend: nutpie's PyFuncModel keeps its function and variable order private
+        f = partial(compiled._make_logp_func(), **compiled._shared_data)
+        names = [v.name for v in compiled._variables if v.name in point]
+    x0 = np.concatenate([np.ravel(point[n]).astype(float) for n in names])
+    return f, x0, names
+
+
+def logp_grad_times(f, x0, n_evals: int, max_s: float | None = None) -> list[float]:
+    """Seconds per call of ``f(x0)`` (logp + gradient), ``n_evals`` calls after one warm-up call.
+
+    With ``max_s``, stops early once that many seconds were spent (at least 5 calls): slow variants stay affordable.
+    """
+    import time
+
+    f(x0)
     times = []
     for _ in range(n_evals):
         t0 = time.perf_counter()
-        compiled.logp_func(x0)
+        f(x0)
         times.append(time.perf_counter() - t0)
-    return x0.size, times
+        if max_s is not None and len(times) >= 5 and sum(times) > max_s:
+            break
+    return times
 
 
 def peak_rss_mib() -> float | None:

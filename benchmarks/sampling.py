@@ -13,26 +13,28 @@ QUICK_T = (80,)
 
 
 def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int = 1, adaptation: str = "diag",
-            maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False) -> dict:
+            maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False, backend: str = "numba") -> dict:
+    options = dict(seed=seed, adaptation=adaptation, maxdepth=maxdepth, target_accept=target_accept, backend=backend)
     if not trace_on_disk:
-        return _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, None)
+        return _run_one(dataset, T, chains, tune, draws, trace_dir=None, **options)
     with tempfile.TemporaryDirectory(prefix="gimbal-trace-") as tmp:
-        return _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, Path(tmp) / "trace.zarr")
+        return _run_one(dataset, T, chains, tune, draws, trace_dir=Path(tmp) / "trace.zarr", **options)
 
 
-def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir) -> dict:
+def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir, backend) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
     from gimbal.diagnostics.sampling import sampling_summary
-    from gimbal.fitting import latent_names, position_errors, sample_model
+    from gimbal.fitting import jax_device, latent_names, position_errors, sample_model
     from gimbal.pymc_model import build_model
 
     ds = dataset_of_length(dataset, T)
     t0 = time.perf_counter()
-    model = build_model(ds, validate=False)
+    # JAX compiles the plain graph; the tree-form HMM keeps the GPU from stepping through frames one by one
+    model = build_model(ds, validate=False, **({"kernels": "graph", "hmm_algorithm": "parallel"} if backend == "jax" else {}))
     build_s = time.perf_counter() - t0
     fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, adaptation=adaptation,
                        maxdepth=maxdepth, target_accept=target_accept, save_warmup=False, trace_dir=trace_dir,
-                       float32_vars=("x",))
+                       float32_vars=("x",), backend=backend)
     t1 = time.perf_counter()
     # one summary: "selected" = the free random variables (deterministics such as log_obs_t left out)
     s = sampling_summary(fit.trace, selected_vars=latent_names(model), wall_time_s=fit.sample_s)
@@ -40,7 +42,8 @@ def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target
     mm = multimodality_check(fit.trace)
     row = {
         "dataset": dataset, "T": T, "chains": chains, "tune": tune, "draws": draws, "adaptation": adaptation,
-        "maxdepth": maxdepth, "target_accept": target_accept, "mean_step_size": s["mean_step_size"],
+        "maxdepth": maxdepth, "target_accept": target_accept, "backend": backend,
+        "device": jax_device() if backend == "jax" else "cpu", "machine": machine(), "mean_step_size": s["mean_step_size"],
         "build_s": build_s, "compile_s": fit.compile_s, "sample_s": fit.sample_s, "read_back_s": fit.read_back_s,
         "summary_s": time.perf_counter() - t1,
         "divergences": s["divergences"], "max_rhat_latents": s["max_rhat_selected"],
@@ -62,7 +65,8 @@ def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target
 
 
 def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, chains=None, tune=None, draws=None,
-        adaptation: str = "diag", maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False) -> dict:
+        adaptation: str = "diag", maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False,
+        backend: str = "numba") -> dict:
     lengths = lengths or (QUICK_T if quick else FULL_T)
     chains = chains or (2 if quick else 4)
     tune = tune if tune is not None else (200 if quick else 1000)
@@ -70,7 +74,7 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
     rows = []
     for T in lengths:
         row = run_one(dataset, T, chains, tune, draws, adaptation=adaptation, maxdepth=maxdepth,
-                      target_accept=target_accept, trace_on_disk=trace_on_disk)
+                      target_accept=target_accept, trace_on_disk=trace_on_disk, backend=backend)
         rows.append(row)
         print(f"  {dataset} T={T:5d}: {row['divergences']} div, max R-hat {row['max_rhat_latents']:.3f} [{row['max_rhat_latents_var']}], "
               f"min ESS {row['min_ess_bulk_latents']:.0f}, {row['mean_grad_evals_per_draw']:.0f} grad/draw, "
@@ -78,10 +82,11 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
     name = f"sampling_{dataset}{'_quick' if quick else ''}"
     # rows of other lengths from earlier runs are kept: a long T can be (re)measured on its own
     key = lambda r: (r["T"], r["chains"], r["tune"], r["draws"], r["adaptation"], r.get("maxdepth", 10),
-                     r.get("target_accept", 0.8))  # noqa: E731
+                     r.get("target_accept", 0.8), r.get("backend", "numba"), r.get("device", "cpu"))  # noqa: E731
     new_keys = {key(r) for r in rows}
     earlier = [r for r in read_results().get(name, {}).get("rows", []) if "adaptation" in r and key(r) not in new_keys]
-    rows = sorted(earlier + rows, key=lambda r: (r["T"], r.get("maxdepth", 10), r.get("target_accept", 0.8)))
+    rows = sorted(earlier + rows, key=lambda r: (r["T"], r.get("maxdepth", 10), r.get("target_accept", 0.8),
+                                                 r.get("backend", "numba")))
     payload = {"benchmark": "sampling", "dataset": dataset, "quick": quick, "machine": machine(), "rows": rows,
                "targets": {"divergences": 0, "max_rhat": 1.01, "min_ess_bulk": 400, "wall_s": 1200, "error_ratio": 0.6}}
     write_result(name, payload)

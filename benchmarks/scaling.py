@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .common import dataset_of_length, logp_grad_times, machine, peak_rss_mib, read_results, write_result
+from .common import dataset_of_length, logp_grad_callable, logp_grad_times, machine, peak_rss_mib, read_results, write_result
 
 FULL_T = (80, 200, 500, 1000, 1800, 7200)
 QUICK_T = (80, 200)
@@ -37,7 +37,8 @@ def measure_one(dataset: str, T: int, n_evals: int = 200) -> dict:
     t0 = time.perf_counter()
     nutpie.compile_pymc_model(build_model(ds, validate=False), jitter_rvs=set())
     warm_s = time.perf_counter() - t0
-    n_parameters, times = logp_grad_times(compiled, n_evals)
+    f, x0, _ = logp_grad_callable(compiled, model)
+    n_parameters, times = x0.size, logp_grad_times(f, x0, n_evals)
     return {"dataset": dataset, "T": T, "n_parameters": int(n_parameters), "build_s": build_s, "compile_cold_s": cold_s,
             "compile_warm_s": warm_s, "logp_grad_median_ms": 1e3 * float(np.median(times)),
             "logp_grad_p90_ms": 1e3 * float(np.percentile(times, 90)), "n_evals": n_evals, "peak_rss_mib": peak_rss_mib()}

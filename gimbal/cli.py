@@ -40,6 +40,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--kernels", choices=("fused", "graph"), default="fused",
         help="fused numba kernels for the likelihood and HMM (default) or the plain PyTensor graph (used with --backend jax)",
     )
+    g.add_argument(
+        "--hmm-algorithm", choices=("sequential", "parallel"), default=None,
+        help="with the plain graph: forward algorithm frame by frame, or a log-depth tree over frames (GPU); "
+             "default: parallel with --backend jax, else sequential",
+    )
 
 
 def _add_sampler_args(p: argparse.ArgumentParser, chains=2, tune=300, draws=100) -> None:
@@ -60,7 +65,7 @@ def _add_sampler_args(p: argparse.ArgumentParser, chains=2, tune=300, draws=100)
     )
     g.add_argument(
         "--backend", choices=("numba", "jax"), default="numba",
-        help="nutpie compilation backend; jax needs `pip install gimbal[jax]` (or jax[cuda12] for a GPU)",
+        help="nutpie compilation backend; jax needs `pip install gimbal[jax]` (or a CUDA build such as jax[cuda12] for a GPU)",
     )
 
 
@@ -77,7 +82,7 @@ def cmd_fit(args) -> int:
     from .datasets import load_dataset
     from .diagnostics.io import collect_environment, write_json
     from .diagnostics.sampling import sampling_summary
-    from .fitting import position_errors, sample_model, save_trace
+    from .fitting import jax_device, position_errors, sample_model, save_trace
     from .pymc_model import build_model
 
     label = Path(args.dataset).stem if Path(args.dataset).suffix == ".nc" else args.dataset
@@ -100,6 +105,7 @@ def cmd_fit(args) -> int:
         scales=args.scales,
         root_dynamics=args.root_dynamics,
         kernels="graph" if args.backend == "jax" else args.kernels,  # JAX compiles the plain graph
+        hmm_algorithm=args.hmm_algorithm or ("parallel" if args.backend == "jax" else "sequential"),
     )
     if args.window:
         return _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0)
@@ -131,7 +137,9 @@ def cmd_fit(args) -> int:
     payload = {
         "dataset": {"name": label, "T": T, "C": C, "K": K},
         "model": model.gimbal_config.as_dict(),
-        "sampler": {k: getattr(args, k) for k in ("sampler", "chains", "tune", "draws", "seed", "target_accept", "adaptation", "maxdepth", "backend")},
+        "sampler": {**{k: getattr(args, k) for k in ("sampler", "chains", "tune", "draws", "seed", "target_accept", "adaptation",
+                                                   "maxdepth", "backend")},
+                    "device": jax_device() if args.backend == "jax" else "cpu"},
         "timing_s": {"build_and_validate": t_build, "compile": result.compile_s, "sample": result.sample_s},
         "draws_zarr": str(draws_dir) if draws_dir else None,
         "sampling": summary,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,8 @@ import xarray as xr
 
 from .cameras import triangulate_robust
 
-__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "sample_model", "read_back", "latent_names", "position_errors"]
+__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "compile_nutpie", "jax_device", "sample_model", "read_back", "latent_names",
+           "position_errors"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")
@@ -25,7 +27,7 @@ def _check_jax_ready(model: pm.Model) -> None:
         import jax  # noqa: F401
     except ImportError as err:
         raise ImportError(
-            "backend='jax' needs JAX: pip install 'gimbal[jax]' (CPU) or 'jax[cuda12]' (NVIDIA GPU)."
+            "backend='jax' needs JAX: pip install 'gimbal[jax]' (CPU) or a CUDA build such as 'jax[cuda12]' (NVIDIA GPU)."
         ) from err
     from .kernels import FUSED_OPS
 
@@ -36,6 +38,44 @@ def _check_jax_ready(model: pm.Model) -> None:
             f"the model uses the fused numba kernels ({', '.join(sorted(ops))}), which JAX cannot compile; "
             "build it with build_model(..., kernels='graph') for backend='jax'."
         )
+
+
+def compile_nutpie(model: pm.Model, backend: str = "numba", jitter: bool = True):
+    """nutpie's compiled model: logp and gradient by numba, or by JAX on JAX's default device.
+
+    Parameters
+    ----------
+    model : pymc.Model
+    backend : {"numba", "jax"}
+        ``"jax"`` needs JAX and a model built with ``kernels="graph"`` (checked
+        first, with the fix in the error). JAX uses a GPU where a CUDA build is installed.
+    jitter : bool
+        Jitter the initial points of the chains.
+
+    Returns
+    -------
+    nutpie's compiled model
+        ``CompiledPyMCModel`` (numba) or ``PyFuncModel`` (JAX), as ``nutpie.sample`` takes it.
+    """
+    import nutpie
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "jax":
+        _check_jax_ready(model)
+    gradient_backend = "jax" if backend == "jax" else "pytensor"
+    return nutpie.compile_pymc_model(model, backend=backend, gradient_backend=gradient_backend,
+                                     jitter_rvs=None if jitter else set())
+
+
+def jax_device() -> str | None:
+    """JAX's default device, e.g. ``"gpu: NVIDIA H200"`` or ``"cpu: cpu"``; None without JAX."""
+    try:
+        import jax
+    except ImportError:
+        return None
+    dev = jax.devices()[0]
+    return f"{dev.platform}: {getattr(dev, 'device_kind', dev.platform)}"
 
 
 def latent_names(model: pm.Model) -> list[str]:
@@ -85,6 +125,8 @@ def sample_model(
         nutpie (PyMC 6's default NUTS) or PyMC's own NUTS.
     adaptation : {"diag", "low_rank"}
         nutpie's mass-matrix adaptation.
+    cores : int, optional
+        Chains run at the same time; default ``min(chains, os.cpu_count())``.
     maxdepth : int
         Largest NUTS tree depth: at most ``2**maxdepth - 1`` gradients per draw.
         The default 10 lets trajectories run to their U-turn. The step size
@@ -96,8 +138,9 @@ def sample_model(
         exact MCMC; they show up as max-depth hits in the diagnostics.
     backend : {"numba", "jax"}
         nutpie's compilation backend. ``"jax"`` needs the ``jax`` extra and a model
-        built with ``kernels="graph"`` (the fused kernels are numba code); on a
-        machine with a GPU and ``jax[cuda12]`` installed, JAX runs there.
+        built with ``kernels="graph"`` (the fused kernels are numba code; add
+        ``hmm_algorithm="parallel"`` for a GPU); on a machine with a GPU and a CUDA
+        build of JAX installed, JAX runs there.
     jitter : bool
         Jitter the starting point of every chain. Off by default: GIMBAL models
         start from a robust triangulation, and jittering it moves keypoints into
@@ -142,16 +185,13 @@ def sample_model(
         trace_dir = Path(trace_dir)
         if trace_dir.exists() and any(trace_dir.iterdir()):
             raise FileExistsError(f"trace_dir {trace_dir} is not empty; give a new or empty folder (nothing there is overwritten).")
-    cores = cores or min(chains, 2)
+    cores = cores or min(chains, os.cpu_count() or 1)
     t0 = time.perf_counter()
     compiled = None
     if sampler == "nutpie":
         import nutpie
 
-        gradient_backend = "jax" if backend == "jax" else "pytensor"
-        compiled = nutpie.compile_pymc_model(
-            model, backend=backend, gradient_backend=gradient_backend, jitter_rvs=None if jitter else set()
-        )
+        compiled = compile_nutpie(model, backend=backend, jitter=jitter)
         store = None
         if trace_dir is not None:
             trace_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ Every piece is vectorized over frames, so the graph is the same size for any ``T
 The three hot spots (pose emissions, HMM forward algorithm, observation likelihood)
 run as fused numba kernels from :mod:`gimbal.kernels` by default (``kernels="fused"``);
 ``kernels="graph"`` builds them from plain PyTensor operations instead (the reference
-implementation, and what the JAX backend compiles).
+implementation, and what the JAX backend compiles); there the HMM runs frame by frame
+(``hmm_algorithm="sequential"``) or as a log-depth tree over frames (``"parallel"``, for GPUs).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import xarray as xr
 
 from .cameras import split_missing
 from .datasets import skeleton_of
-from .distributions import hmm_forward_logp, marginal_bone_logp, safe_norm, vmf_logp
+from .distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, vmf_logp
 from .fit_params import Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt
 from .kernels import bone_emission_logp, hmm_logp, observation_logp
 
@@ -64,6 +65,7 @@ class ModelConfig:
     scales: str = "fixed"
     kernels: str = "fused"
     root_dynamics: str = "centered"
+    hmm_algorithm: str = "sequential"
 
     def __post_init__(self):
         if self.directions not in ("marginal", "explicit"):
@@ -81,6 +83,11 @@ class ModelConfig:
         if self.root_dynamics == "noncentered" and (self.scales != "fixed" or not self.temporal):
             raise ValueError("root_dynamics='noncentered' rewrites the temporal prior's root random walk with its fixed "
                              "step size: it needs scales='fixed' and temporal=True.")
+        if self.hmm_algorithm not in ("sequential", "parallel"):
+            raise ValueError(f"hmm_algorithm must be 'sequential' or 'parallel', got {self.hmm_algorithm!r}.")
+        if self.hmm_algorithm == "parallel" and self.kernels != "graph":
+            raise ValueError("hmm_algorithm='parallel' is a plain PyTensor graph (for the JAX backend); the fused numba "
+                             "kernel runs sequentially. Use kernels='graph' with it.")
         if self.n_states < 1:
             raise ValueError(f"n_states must be >= 1, got {self.n_states}.")
 
@@ -182,8 +189,13 @@ def pose_prior(emission, init: Initialization, config: ModelConfig):
     if config.use_directional_hmm and S > 1:
         alpha = 1.0 + 9.0 * np.eye(S)  # sticky: pose states last many frames
         trans = pm.Dirichlet("transition", a=alpha, dims=("state", "state_to"), initval=init.values["transition"])
-        forward = hmm_logp if config.kernels == "fused" else hmm_forward_logp
-        logp = forward(emission, pt.full((S,), -np.log(S)), pt.log(trans))
+        log_init, log_trans = pt.full((S,), -np.log(S)), pt.log(trans)
+        if config.kernels == "fused":
+            logp = hmm_logp(emission, log_init, log_trans)
+        elif config.hmm_algorithm == "parallel":
+            logp = hmm_parallel_logp(emission, log_init, log_trans, n_frames=init.positions.shape[0])
+        else:
+            logp = hmm_forward_logp(emission, log_init, log_trans)
     else:
         logp = emission[:, 0].sum()
     return pm.Potential("pose_prior", logp)
@@ -276,6 +288,7 @@ def build_model(
     scales: str = "fixed",
     kernels: str = "fused",
     root_dynamics: str = "centered",
+    hmm_algorithm: str = "sequential",
     init: Initialization | None = None,
     validate: bool = True,
     seed: int = 0,
@@ -319,6 +332,11 @@ def build_model(
         positions stay available as the deterministic ``x``). Non-centering helps
         where the prior dominates a frame; here the cameras do, so it is an
         ablation row rather than the default.
+    hmm_algorithm : {"sequential", "parallel"}
+        With ``kernels="graph"``: the forward algorithm one frame after another
+        (default), or the same sum as a tree of log-space matrix products of depth
+        ``ceil(log2 T)`` (:func:`gimbal.distributions.hmm_parallel_logp`), which
+        suits a GPU. Equal to rounding error.
     init : Initialization, optional
         Precomputed :func:`gimbal.fit_params.initialize_from_observations_dlt` result.
     validate : bool
@@ -347,6 +365,7 @@ def build_model(
         scales=scales,
         kernels=kernels,
         root_dynamics=root_dynamics,
+        hmm_algorithm=hmm_algorithm,
     )
     if init is None or init.pose_states.n_states != config.n_states:
         init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed)

@@ -144,9 +144,18 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
     payloads["scaling_toy"] = {"benchmark": "scaling", "dataset": "toy", "machine": mach, "rows": scaling_rows,
                                "ratios": {"T_low": 80, "T_high": 1800, "compile_cold_ratio_vs_lowest": {"1800": 1.05, "80": 1.0},
                                           "compile_warm_ratio_vs_lowest": {"1800": 1.1, "80": 1.0}}}
+    gpu = {"platform": "gpu-box", "python": "3.12", "cpu_count": 16, "jax_device": "gpu: TestCard"}
+    payloads["sampling_rodent"]["rows"].append({**sampling_row, "T": 200, "backend": "jax", "device": "gpu: TestCard",
+                                                "machine": gpu, "stored": "memory"})
+    backend_rows = [{"T": 1800, "variant": v, "device": d, "compile_s": 3.0, "logp_grad_median_ms": ms,
+                     "logp_abs_diff_vs_numba": diff, "grad_max_rel_diff_vs_numba": diff}
+                    for v, d, ms, diff in (("numba-fused", "cpu", 8.0, 0.0), ("jax-graph-parallel", "gpu: TestCard", 0.5, 1e-9))]
+    payloads["backends_rodent_gpu"] = {"benchmark": "backends", "dataset": "rodent", "machine": gpu, "rows": backend_rows}
     for name, payload in payloads.items():
         (results / f"{name}.json").write_text(json.dumps(payload), encoding="utf-8")
     page = _performance_page(tmp_path, tmp_path / "out")
+    assert "numba, 2 CPUs" in page and "jax on gpu: TestCard, 16 CPUs" in page  # each sampling row names its machine
+    assert "JAX device gpu: TestCard" in page and "| jax-graph-parallel | gpu: TestCard | 3 | 0.5 | 16 | 1e-09 |" in page
     assert "## sampling: `rodent`" in page and "1.012" in page and "901 / 700" in page and "disk (zarr)" in page
     assert "9 x (200 + 2 x 10)" in page and "600 / 500" in page
     assert "max R-hat by chance" in page and f"{chance:.5g}" in page

@@ -7,7 +7,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import vonmises_fisher
 
-from gimbal.distributions import hmm_forward_logp, marginal_bone_logp, vmf_log_normalizer, vmf_logp
+from gimbal.distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, vmf_log_normalizer, vmf_logp
 
 KAPPAS = np.logspace(-3, 4, 29)
 
@@ -120,3 +120,40 @@ def test_hmm_forward_matches_hmmlearn(hmm_fn):
     model.transmat_ = np.exp(A)
     ref = model.score(np.arange(T)[:, None])
     assert hmm_fn(E, init, A)[0] == pytest.approx(ref, rel=1e-10)
+
+
+@pytest.mark.parametrize("T,S", [(1, 2), (2, 3), (5, 2), (6, 3)])
+def test_parallel_hmm_matches_brute_force_enumeration(T, S):
+    """The log-depth tree over frames sums the same paths as the enumeration (odd and even T)."""
+    E, init, A = _random_hmm(np.random.default_rng(T * 10 + S + 1), T, S)
+    brute = logsumexp(
+        [init[p[0]] + E[0, p[0]] + sum(A[p[t - 1], p[t]] + E[t, p[t]] for t in range(1, T))
+         for p in itertools.product(range(S), repeat=T)]
+    )
+    e, a, b = pt.dmatrix(), pt.dvector(), pt.dmatrix()
+    f = pytensor.function([e, a, b], hmm_parallel_logp(e, a, b, T), on_unused_input="ignore")  # T=1: no transition
+    assert f(E, init, A) == pytest.approx(brute, rel=1e-12)
+
+
+@pytest.mark.parametrize("T", [37, 200, 1025])
+def test_parallel_hmm_value_and_gradients_match_the_forward_algorithm(hmm_fn, T):
+    E, init, A = _random_hmm(np.random.default_rng(T), T, 4)
+    E = 5 * E  # sharp emissions: large log-space ranges in the products
+    e, a, b = pt.dmatrix(), pt.dvector(), pt.dmatrix()
+    out = hmm_parallel_logp(e, a, b, T)
+    f = pytensor.function([e, a, b], [out, *pytensor.grad(out, [e, a, b])])
+    g = pytensor.function([e, a, b], [o := hmm_forward_logp(e, a, b), *pytensor.grad(o, [e, a, b])])
+    par, seq = f(E, init, A), g(E, init, A)
+    assert par[0] == pytest.approx(seq[0], rel=1e-12)
+    for x, y in zip(par[1:], seq[1:]):
+        np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-11)
+
+
+def test_parallel_hmm_checks_the_number_of_frames():
+    E, init, A = _random_hmm(np.random.default_rng(0), 8, 2)
+    e, a, b = pt.dmatrix(), pt.dvector(), pt.dmatrix()
+    f = pytensor.function([e, a, b], hmm_parallel_logp(e, a, b, 8))
+    with pytest.raises(AssertionError, match="expected 8"):
+        f(E[:5], init, A)
+    with pytest.raises(ValueError, match="n_frames"):
+        hmm_parallel_logp(e, a, b, 0)

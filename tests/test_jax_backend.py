@@ -20,11 +20,13 @@ def models():
     return ds, fused, graph
 
 
-def test_jax_logp_and_gradient_match_numba(models):
+@pytest.mark.parametrize("hmm_algorithm", ["sequential", "parallel"])
+def test_jax_logp_and_gradient_match_numba(models, hmm_algorithm):
     """The plain-graph model compiled by JAX against the fused model compiled by numba."""
     from pymc.model.transform.optimization import freeze_dims_and_data
 
-    _, fused, graph = models
+    ds, fused, _ = models
+    graph = build_model(ds, n_states=2, kernels="graph", hmm_algorithm=hmm_algorithm, init=fused.gimbal_init)
     point = fused.initial_point()
     rng = np.random.default_rng(0)
     values = {k: v + rng.normal(scale=0.05, size=np.shape(v)) for k, v in point.items()}
@@ -44,7 +46,8 @@ def test_jax_logp_and_gradient_match_numba(models):
 
 @pytest.mark.slow
 def test_nutpie_samples_with_the_jax_backend(models):
-    ds, _, graph = models
+    ds, fused, _ = models
+    graph = build_model(ds, n_states=2, kernels="graph", hmm_algorithm="parallel", init=fused.gimbal_init)
     fit = sample_model(graph, backend="jax", chains=2, tune=150, draws=100, seed=3, progress=False)
     stats = fit.trace["sample_stats"]
     assert int(stats["diverging"].sum()) == 0
@@ -57,3 +60,36 @@ def test_jax_backend_refuses_fused_kernels_with_the_fix(models):
     _, fused, _ = models
     with pytest.raises(ValueError, match="kernels='graph'"):
         sample_model(fused, backend="jax", chains=1, tune=10, draws=10, progress=False)
+
+
+@pytest.mark.slow
+def test_cli_fit_with_the_jax_backend_uses_the_parallel_hmm(tmp_path):
+    """`gimbal fit --backend jax` builds the plain graph with the tree-form HMM and records where JAX ran."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "fit"
+    cmd = [sys.executable, "-m", "gimbal.cli", "fit", "--dataset", "v0.2.1_L02_outliers", "--max-T", "12", "--n-states", "2",
+           "--backend", "jax",
+           "--chains", "2", "--tune", "60", "--draws", "30", "--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["kernels"] == "graph" and summary["model"]["hmm_algorithm"] == "parallel"
+    assert summary["model"]["n_states"] > 1 and summary["sampler"]["device"].startswith(("cpu", "gpu"))
+
+
+def test_backend_benchmark_compares_every_variant_with_numba():
+    """`python -m benchmarks backends` times nutpie's own logp+gradient callables and checks them against numba."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo's benchmarks/ package
+    from benchmarks.backends import VARIANTS, measure
+
+    rows = measure("v0.2.1_L02_outliers", 9, n_evals=3)
+    assert [r["variant"] for r in rows] == list(VARIANTS)
+    for r in rows:
+        assert r["n_parameters"] == rows[0]["n_parameters"] and r["logp_grad_median_ms"] > 0
+        assert r["logp_abs_diff_vs_numba"] < 1e-8 and r["grad_max_rel_diff_vs_numba"] < 1e-10, r

@@ -134,3 +134,22 @@ def test_noncentered_root_is_the_same_posterior_over_positions():
     assert report["passed"], report["worst"][:3]
     with pytest.raises(ValueError, match="scales='fixed'"):
         build_model(ds, init=init, root_dynamics="noncentered", scales="learned")
+
+
+def test_parallel_hmm_model_equals_the_sequential_one():
+    """hmm_algorithm='parallel' (for GPUs) is the same density as the frame-by-frame forward algorithm."""
+    ds = load_dataset("rodent18_multistate", max_T=33)
+    init = initialize_from_observations_dlt(ds, n_states=int(ds.attrs["n_states"]))
+    assert init.pose_states.n_states > 1  # the HMM is in the model
+    seq = build_model(ds, init=init, kernels="graph")
+    par = build_model(ds, init=init, kernels="graph", hmm_algorithm="parallel")
+    point = seq.initial_point()
+    point["x"] = point["x"] + np.random.default_rng(5).normal(scale=0.2, size=point["x"].shape)
+    values = [f(point) for f in (seq.compile_logp(), par.compile_logp())]
+    assert values[1] == pytest.approx(values[0], rel=1e-12)
+    grads = [m.compile_dlogp(vars=[m["x"]])(point) for m in (seq, par)]
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="kernels='graph'"):
+        build_model(ds, init=init, hmm_algorithm="parallel")
+    with pytest.raises(ValueError, match="hmm_algorithm"):
+        build_model(ds, init=init, kernels="graph", hmm_algorithm="tree")

@@ -182,7 +182,8 @@ def _performance_page(project: Path, out: Path) -> str:
             continue  # its own page
         rows = [r for r in data.get("rows", []) if "error" not in r]
         lines.append(f"## {data['benchmark']}: `{data['dataset']}`{' (quick)' if data.get('quick') else ''}\n")
-        lines.append(f"Machine: {data['machine']['platform']}, {data['machine']['cpu_count']} CPUs.\n")
+        accel = f"; JAX device {data['machine']['jax_device']}" if data["machine"].get("jax_device") else ""
+        lines.append(f"Machine: {data['machine']['platform']}, {data['machine']['cpu_count']} CPUs{accel}.\n")
         if data["benchmark"] == "scaling":
             lines.append(md_table(["T", "parameters", "build s", "compile cold s", "compile warm s", "logp+grad ms", "peak MiB"],
                                   [[r["T"], r["n_parameters"], r["build_s"], r["compile_cold_s"], r["compile_warm_s"],
@@ -226,11 +227,15 @@ def _performance_page(project: Path, out: Path) -> str:
                                     r["mean_grad_evals_per_draw"], r["sample_s"], r["wall_s"],
                                     f"{fmt(r['posterior_median_error'], 3)} / {fmt(r['triangulation_median_error'], 3)}",
                                     r["peak_rss_mib"]] for r in rows]) + "\n")
+        elif data["benchmark"] == "backends":
+            lines.append(_backends_section(rows))
         else:
-            lines.append(md_table(["T", "chains x draws", "max depth, target accept", "divergences", "max R-hat (latents)",
-                                   "min bulk / tail ESS", "ESS/s", "grad/draw", "sampling s",
+            lines.append("Every row ran with nutpie; the *backend* column says which compiler built its logp and "
+                         "gradient and on what machine (compare sampling times only between rows of the same machine).\n")
+            lines.append(md_table(["T", "backend, machine", "chains x draws", "max depth, target accept", "divergences",
+                                   "max R-hat (latents)", "min bulk / tail ESS", "ESS/s", "grad/draw", "sampling s",
                                    "error posterior / triangulation", "peak MiB", "draws held in"],
-                                  [[r["T"], f"{r['chains']} x {r['draws']}",
+                                  [[r["T"], _backend_label(r, data["machine"]), f"{r['chains']} x {r['draws']}",
                                     f"{r.get('maxdepth', 10)}, {r.get('target_accept', 0.8)}", r["divergences"],
                                     r["max_rhat_latents"],
                                     f"{fmt(r['min_ess_bulk_latents'])} / {fmt(r.get('min_ess_tail_latents'))}",
@@ -239,6 +244,31 @@ def _performance_page(project: Path, out: Path) -> str:
                                     r.get("peak_rss_mib"), "disk (zarr)" if "zarr" in r.get("stored", "") else "memory"]
                                    for r in rows]) + "\n")
     return "\n".join(lines)
+
+
+def _backend_label(row: dict, machine: dict) -> str:
+    """``numba, 2 CPUs`` or ``jax on gpu: NVIDIA H200, 16 CPUs`` for a sampling row (rows carry their own machine)."""
+    backend = row.get("backend", "numba")
+    where = f" on {row['device']}" if backend == "jax" and row.get("device") else ""
+    return f"{backend}{where}, {row.get('machine', machine)['cpu_count']} CPUs"
+
+
+def _backends_section(rows: list[dict]) -> str:
+    """The ``python -m benchmarks backends`` table: numba against JAX, timed side by side in one process."""
+    numba = {r["T"]: r["logp_grad_median_ms"] for r in rows if r["variant"] == "numba-fused"}
+    text = ("One logp + gradient of the same model and point, per compilation backend, all measured in one process on "
+            "this machine: numba on one CPU thread with the fused kernels (what each chain runs by default), and JAX "
+            "on its default device with the plain graph, the HMM either frame by frame (*sequential*: one kernel "
+            "launch per frame on a GPU) or as a tree of depth log2 T (*parallel*, `hmm_algorithm=\"parallel\"`). "
+            "The last two columns compare value and gradient with numba's at that point. Compile time includes "
+            "JAX's first call (where it traces and compiles).\n")
+    table = md_table(["T", "variant", "device", "compile s", "logp+grad ms", "speed-up vs numba", "logp difference vs numba",
+                      "max gradient difference (relative)"],
+                     [[r["T"], r["variant"], r["device"], r["compile_s"], r["logp_grad_median_ms"],
+                       fmt(numba[r["T"]] / r["logp_grad_median_ms"], 3) if r["T"] in numba else "n/a",
+                       fmt(r.get("logp_abs_diff_vs_numba"), 2), fmt(r.get("grad_max_rel_diff_vs_numba"), 2)]
+                      for r in rows])
+    return text + "\n" + table + "\n"
 
 
 def _ablation_page(project: Path) -> str:
