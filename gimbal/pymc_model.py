@@ -87,7 +87,7 @@ class ModelConfig:
             raise ValueError(f"hmm_algorithm must be 'sequential' or 'parallel', got {self.hmm_algorithm!r}.")
         if self.hmm_algorithm == "parallel" and self.kernels != "graph":
             raise ValueError("hmm_algorithm='parallel' is a plain PyTensor graph (for the JAX backend); the fused numba "
-                             "kernel runs sequentially. Use kernels='graph' with it.")
+                             "kernel runs sequentially. Use kernels='graph' (CLI: --kernels graph or --backend jax) with it.")
         if self.n_states < 1:
             raise ValueError(f"n_states must be >= 1, got {self.n_states}.")
 

@@ -93,3 +93,33 @@ def test_backend_benchmark_compares_every_variant_with_numba():
     for r in rows:
         assert r["n_parameters"] == rows[0]["n_parameters"] and r["logp_grad_median_ms"] > 0
         assert r["logp_abs_diff_vs_numba"] < 1e-8 and r["grad_max_rel_diff_vs_numba"] < 1e-10, r
+
+
+@pytest.mark.slow
+def test_diagnostic_group_runs_with_the_jax_backend_and_its_sampler_settings(tmp_path):
+    """`gimbal diag run --backend jax --maxdepth --target-accept` reaches the notebook, the model and the reproduce command."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gimbal.diagnostics import io, schema
+    from gimbal.divergence.book import _environment_page
+    from gimbal.divergence.groups import group_desc
+
+    cmd = [sys.executable, "-m", "gimbal.cli", "diag", "run", "--groups", "6", "--profile", "quick", "--backend", "jax",
+           "--maxdepth", "6", "--target-accept", "0.85", "--run-id", "jax-run", "--root", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    payload = json.loads(io.make_paths(group_desc("6"), "jax-run", tmp_path).results_run.read_text())
+    schema.validate_results(payload)
+    h = payload["header"]
+    assert payload["status"] == "ok" and h["config"]["kernels"] == "graph" and h["config"]["hmm_algorithm"] == "parallel"
+    s = h["sampling_settings"]
+    assert (s["backend"], s["maxdepth"], s["target_accept"]) == ("jax", 6, 0.85) and s["device"].startswith(("cpu", "gpu"))
+    assert payload["sampling"]["mean_tree_depth"] <= 6
+    page = _environment_page([payload], "jax-run")
+    assert "--target-accept 0.85 --maxdepth 6 --backend jax" in page
+    bad = subprocess.run(cmd[:-4] + ["--maxdepth", "0", "--run-id", "bad", "--root", str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode != 0 and "--maxdepth must be an integer from 1 to 20" in bad.stderr

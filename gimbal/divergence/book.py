@@ -163,6 +163,10 @@ def _environment_page(results: list[dict], run_id: str) -> str:
         s = h.get("sampling_settings") or {}
         if s:
             cmd += f" --chains {s['chains']} --tune {s['tune']} --draws {s['draws']} --sampler {s['sampler']}"
+            for key, flag, default in (("target_accept", "--target-accept", 0.8), ("maxdepth", "--maxdepth", 10),
+                                       ("backend", "--backend", "numba")):
+                if s.get(key, default) != default:
+                    cmd += f" {flag} {s[key]}"
         lines.append(f"Group {h['group']} ({h['title']}):\n\n```bash\n{cmd}\n```\n")
     return "\n".join(lines)
 

@@ -271,6 +271,9 @@ def run_group(
     tune: int | None = None,
     draws: int | None = None,
     sampler: str = "nutpie",
+    target_accept: float = 0.8,
+    maxdepth: int = 10,
+    backend: str = "numba",
     profile: str = "quick",
     root=io.DEFAULT_ROOT,
     fail_at: str | None = None,
@@ -291,6 +294,12 @@ def run_group(
         Allow replacing an existing run with the same ``run_id``.
     chains, tune, draws, sampler, profile
         Sampling settings (defaults: the profile's).
+    target_accept, maxdepth
+        NUTS step-size target and largest tree depth (see :func:`gimbal.fitting.sample_model`).
+    backend : {"numba", "jax"}
+        ``"jax"`` builds the plain-graph model with the tree-form HMM and compiles it
+        with JAX (on a GPU where a CUDA build of JAX is installed); ``"numba"`` uses the
+        fused kernels.
     root : path
         Diagnostics root (default ``tests/diagnostics/v0_2_1_divergence``).
     fail_at : str, optional
@@ -308,10 +317,12 @@ def run_group(
     """
     from ..datasets import load_dataset, truncate
     from ..fit_params import init_point_for
-    from ..fitting import position_errors, sample_model, save_trace
+    from ..fitting import BACKENDS, jax_device, position_errors, sample_model, save_trace
     from ..pymc_model import build_model
 
     spec = _spec(group)
+    if backend not in BACKENDS:  # before anything is written
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     run_id = io.validate_run_id(run_id or io.default_run_id())
     paths = io.make_paths(group_desc(spec.id), run_id, root)
     if paths.exists() and not overwrite:
@@ -324,7 +335,9 @@ def run_group(
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": dict(spec.model),
         "dataset": str(dataset_name), "T": None, "K": None, "C": None, "seed": int(seed), "profile": profile,
         "samples": spec.samples,
-        "sampling_settings": ({"sampler": sampler, **{k: settings[k] for k in ("chains", "tune", "draws")}} if spec.samples else None),
+        "sampling_settings": ({"sampler": sampler, **{k: settings[k] for k in ("chains", "tune", "draws")},
+                               "target_accept": float(target_accept), "maxdepth": int(maxdepth), "backend": backend,
+                               "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
         "parameters": {"max_T": settings["max_T"], "max_K": settings["max_K"], "overwrite": bool(overwrite)},
         "environment": io.collect_environment(),
     }
@@ -351,6 +364,8 @@ def run_group(
             if options.get("use_directional_hmm"):
                 # a one-state dataset would reduce the HMM to a single vMF: exercise at least two states
                 options.setdefault("n_states", max(2, int(ds.attrs.get("n_states", 1))))
+            if backend == "jax":  # JAX compiles the plain graph; the tree-form HMM suits a GPU
+                options.update(kernels="graph", hmm_algorithm="parallel")
             return build_model(ds, seed=seed, validate=False, **options)
 
         model = run.step("build_model", build)
@@ -399,7 +414,8 @@ def run_group(
             def sample():
                 maybe_fail("sampling")
                 fit = sample_model(model, sampler=sampler, chains=settings["chains"], tune=settings["tune"],
-                                   draws=settings["draws"], seed=seed, progress=progress)
+                                   draws=settings["draws"], seed=seed, progress=progress, target_accept=target_accept,
+                                   maxdepth=maxdepth, backend=backend)
                 save_trace(fit.trace, paths.debug_dir / "trace.nc", overwrite=True, float32_vars=("x",))
                 return fit
 

@@ -8,6 +8,7 @@ when a group crashed: divergences are findings, not failures of the tool.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib.util
 import sys
 import threading
 import time
@@ -54,7 +55,8 @@ def _execute(group, args, root: Path, lock) -> dict:
     paths = io.make_paths(group_desc(group), args.run_id, root)
     params = dict(group=group, run_id=args.run_id, dataset_name=args.dataset, max_T=args.max_T, max_K=args.max_K,
                   seed=args.seed, overwrite=args.overwrite, profile=args.profile, chains=args.chains, tune=args.tune,
-                  draws=args.draws, sampler=args.sampler, root=str(root), fail_at=(args.fail_at or {}).get(group))
+                  draws=args.draws, sampler=args.sampler, target_accept=args.target_accept, maxdepth=args.maxdepth,
+                  backend=args.backend, root=str(root), fail_at=(args.fail_at or {}).get(group))
     t0 = time.perf_counter()
     crashed, message = False, ""
     paths.results_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +90,12 @@ def run_groups(args) -> list[dict]:
                               "pass --overwrite or choose another --run-id.")
     for g in groups:  # validate settings up front so a typo fails fast, not after an hour
         resolve_settings(g, args.profile, args.max_T, args.max_K, args.chains, args.tune, args.draws)
+    if not 1 <= args.maxdepth <= 20:
+        raise ValueError(f"--maxdepth must be an integer from 1 to 20, got {args.maxdepth}.")
+    if not 0 < args.target_accept < 1:
+        raise ValueError(f"--target-accept must be between 0 and 1 (exclusive), got {args.target_accept}.")
+    if args.backend == "jax" and importlib.util.find_spec("jax") is None:
+        raise ValueError("--backend jax needs JAX: pip install 'gimbal[jax]' (CPU) or a CUDA build such as 'jax[cuda12]'.")
     moved = io.archive_legacy(root)
     if moved:
         print(f"moved {len(moved)} legacy tg* artifact(s) into {root / 'archive'}")
@@ -161,6 +169,12 @@ def register(dsub) -> None:
     p.add_argument("--tune", type=int, default=None)
     p.add_argument("--draws", type=int, default=None)
     p.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie")
+    p.add_argument("--target-accept", type=float, default=0.8, help="NUTS step-size target (default: 0.8)")
+    p.add_argument("--maxdepth", type=int, default=10,
+                   help="largest NUTS tree depth (default: 10; 5 caps long recordings at 31 gradients per draw)")
+    p.add_argument("--backend", choices=("numba", "jax"), default="numba",
+                   help="numba with the fused kernels (default), or jax: plain graph and tree-form HMM, on a GPU where "
+                        "a CUDA build of JAX is installed")
     p.add_argument("--jobs", type=int, default=1, help="groups run in parallel (each in its own kernel)")
     p.add_argument("--root", default=str(io.DEFAULT_ROOT), help=f"diagnostics root (default: {io.DEFAULT_ROOT.as_posix()})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run with the same run id")
