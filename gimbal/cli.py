@@ -41,6 +41,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="fused numba kernels for the likelihood and HMM (default) or the plain PyTensor graph (used with --backend jax)",
     )
     g.add_argument(
+        "--outlier-model", choices=("uniform", "student_t"), default="uniform",
+        help="outlier detections as a uniform second class (default) or a heavy-tailed Student-t likelihood "
+             "(needs --kernels graph)",
+    )
+    g.add_argument(
         "--hmm-algorithm", choices=("sequential", "parallel"), default=None,
         help="with the plain graph: forward algorithm frame by frame, or a log-depth tree over frames (GPU); "
              "default: parallel with --backend jax, else sequential",
@@ -106,6 +111,7 @@ def cmd_fit(args) -> int:
         root_dynamics=args.root_dynamics,
         kernels="graph" if args.backend == "jax" else args.kernels,  # JAX compiles the plain graph
         hmm_algorithm=args.hmm_algorithm or ("parallel" if args.backend == "jax" else "sequential"),
+        outlier_model=args.outlier_model,
     )
     if args.window:
         return _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0)

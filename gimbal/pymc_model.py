@@ -28,8 +28,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import xarray as xr
+from scipy.special import gammaln
 
 from .cameras import split_missing
 from .datasets import skeleton_of
@@ -48,6 +50,7 @@ __all__ = [
     "temporal_prior",
     "observation_loglik",
     "project_points",
+    "student_t_2d_logp",
 ]
 
 
@@ -66,6 +69,7 @@ class ModelConfig:
     kernels: str = "fused"
     root_dynamics: str = "centered"
     hmm_algorithm: str = "sequential"
+    outlier_model: str = "uniform"
 
     def __post_init__(self):
         if self.directions not in ("marginal", "explicit"):
@@ -88,6 +92,11 @@ class ModelConfig:
         if self.hmm_algorithm == "parallel" and self.kernels != "graph":
             raise ValueError("hmm_algorithm='parallel' is a plain PyTensor graph (for the JAX backend); the fused numba "
                              "kernel runs sequentially. Use kernels='graph' (CLI: --kernels graph or --backend jax) with it.")
+        if self.outlier_model not in ("uniform", "student_t"):
+            raise ValueError(f"outlier_model must be 'uniform' or 'student_t', got {self.outlier_model!r}.")
+        if self.outlier_model == "student_t" and (not self.use_mixture or self.kernels != "graph"):
+            raise ValueError("outlier_model='student_t' replaces the inlier/outlier mixture (use_mixture=True) by a "
+                             "heavy-tailed likelihood built as a plain graph: use it with kernels='graph'.")
         if self.n_states < 1:
             raise ValueError(f"n_states must be >= 1, got {self.n_states}.")
 
@@ -230,18 +239,35 @@ def project_points(x, cameras):
     return homog[..., :2] / homog[..., 2:3]
 
 
+STUDENT_T_DOF = 3.0  # heavy enough that a detection 100 sigma away pulls like an inlier 0.05 sigma off
+
+
+def student_t_2d_logp(resid2, scale, dof: float = STUDENT_T_DOF):
+    """Log density of an isotropic bivariate Student-t at squared distance ``resid2`` from its centre.
+
+    ``scale`` is the per-axis scale (pixels); ``dof`` the degrees of freedom.
+    """
+    if not isinstance(scale, pytensor.graph.basic.Variable):
+        scale = np.asarray(scale, dtype=float)  # a Python float would become a float32 constant
+    const = gammaln((dof + 2) / 2) - gammaln(dof / 2) - np.log(dof * np.pi)
+    return const - 2 * pt.log(scale) - (dof + 2) / 2 * pt.log1p(resid2 / (dof * scale**2))
+
+
 def observation_loglik(x, dataset: xr.Dataset, init: Initialization, config: ModelConfig):
     """Per-frame log-likelihood of the 2D detections, shape ``(T,)``.
 
     Gaussian with noise ``obs_sigma`` (pixels), or a mixture of that Gaussian
     (probability ``sigmoid(logodds_inlier[k])``) and a uniform density over the
-    camera's image. Missing detections are masked to contribute exactly 0: the
-    NaNs are replaced in the data before the graph is built, never multiplied.
+    camera's image, or (``outlier_model="student_t"``) one heavy-tailed class: a
+    bivariate Student-t with scale ``obs_sigma`` and :data:`STUDENT_T_DOF` degrees
+    of freedom. Missing detections are masked to contribute exactly 0: the NaNs
+    are replaced in the data before the graph is built, never multiplied.
     """
     obs = dataset["observations"].values
     omega = pm.LogNormal("obs_sigma", mu=np.log(float(init.values["obs_sigma"])), sigma=1.0, initval=init.values["obs_sigma"])
     log_uniform = -np.log(dataset["image_size"].values.prod(axis=-1))  # (C,)
-    if config.use_mixture:
+    student_t = config.use_mixture and config.outlier_model == "student_t"
+    if config.use_mixture and not student_t:
         logodds = pm.Normal("logodds_inlier", mu=2.0, sigma=1.5, dims="keypoint", initval=init.values["logodds_inlier"])
     else:
         logodds = pt.zeros(obs.shape[2])
@@ -250,7 +276,9 @@ def observation_loglik(x, dataset: xr.Dataset, init: Initialization, config: Mod
     y, seen = split_missing(obs)  # (T, C, K, 2), (T, C, K)
     resid2 = pt.sum((project_points(x, dataset["camera_matrix"].values) - y) ** 2, axis=-1)
     log_normal = -0.5 * resid2 / omega**2 - 2 * pt.log(omega) - np.log(2 * np.pi)
-    if config.use_mixture:
+    if student_t:
+        per_obs = student_t_2d_logp(resid2, omega)
+    elif config.use_mixture:
         outlier = pt.as_tensor_variable(log_uniform)[None, :, None]
         per_obs = pt.logaddexp(-pt.softplus(-logodds) + log_normal, -pt.softplus(logodds) + outlier)
     else:
@@ -289,6 +317,7 @@ def build_model(
     kernels: str = "fused",
     root_dynamics: str = "centered",
     hmm_algorithm: str = "sequential",
+    outlier_model: str = "uniform",
     init: Initialization | None = None,
     validate: bool = True,
     seed: int = 0,
@@ -337,6 +366,13 @@ def build_model(
         (default), or the same sum as a tree of log-space matrix products of depth
         ``ceil(log2 T)`` (:func:`gimbal.distributions.hmm_parallel_logp`), which
         suits a GPU. Equal to rounding error.
+    outlier_model : {"uniform", "student_t"}
+        With ``use_mixture``: outlier detections as a second class, uniform over the
+        image (default, the seed's model), or no classes and a heavy-tailed bivariate
+        Student-t likelihood (``kernels="graph"`` only; no ``logodds_inlier``). The
+        mixture's posterior over a keypoint has a shoulder where a detection lies in
+        the inlier/outlier transition zone (about 3 to 10 noise sd away); the Student-t
+        turns that into one smooth tail (an ablation row).
     init : Initialization, optional
         Precomputed :func:`gimbal.fit_params.initialize_from_observations_dlt` result.
     validate : bool
@@ -366,6 +402,7 @@ def build_model(
         kernels=kernels,
         root_dynamics=root_dynamics,
         hmm_algorithm=hmm_algorithm,
+        outlier_model=outlier_model,
     )
     if init is None or init.pose_states.n_states != config.n_states:
         init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed)

@@ -160,3 +160,24 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
     assert "9 x (200 + 2 x 10)" in page and "600 / 500" in page
     assert "max R-hat by chance" in page and f"{chance:.5g}" in page
     assert "T=80: x1.00 / x1.00, T=1800: x1.05 / x1.10" in page and (tmp_path / "out" / "figures" / "scaling_toy.png").is_file()
+
+
+def test_ablation_page_shows_positions_and_failed_variants(tmp_path):
+    import json
+
+    from gimbal.divergence.book import _ablation_page
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    row = {"variant": "default", "n_parameters": 10, "divergences": 0, "max_rhat_latents": 1.0174, "max_rhat_latents_var": "x",
+           "min_ess_bulk_latents": 1428.0, "max_rhat_positions": 1.0123, "min_ess_bulk_positions": 2601.0, "min_ebfmi": 0.8,
+           "mean_grad_evals_per_draw": 29.0, "gradient_ms": 0.43, "sample_s": 34.0, "multimodality": "ok",
+           "error_ratio": 0.62, "failure_removed_by_default": "-"}
+    payload = {"benchmark": "ablation", "dataset": "toy", "T": 100, "chains": 4, "tune": 500, "draws": 500,
+               "machine": {"platform": "test", "cpu_count": 2},
+               "rows": [row, {"variant": "directions=explicit", "error": "did not finish within 240 s (killed)",
+                              "failure_removed_by_default": "sphere"}]}
+    (results / "ablation_toy.json").write_text(json.dumps(payload), encoding="utf-8")
+    page = _ablation_page(tmp_path)
+    assert "| default | 10 | 0 | 1.017 (x) | 1428 | 1.012, 2601 |" in page
+    assert "`directions=explicit` failed: did not finish within 240 s" in page

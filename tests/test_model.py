@@ -153,3 +153,25 @@ def test_parallel_hmm_model_equals_the_sequential_one():
         build_model(ds, init=init, hmm_algorithm="parallel")
     with pytest.raises(ValueError, match="hmm_algorithm"):
         build_model(ds, init=init, kernels="graph", hmm_algorithm="tree")
+
+
+def test_student_t_likelihood_matches_scipy_and_replaces_the_mixture():
+    """outlier_model='student_t': scipy's multivariate_t density, no inlier log-odds, exact gradient."""
+    import pytensor.tensor as pt
+    from scipy.stats import multivariate_t
+
+    from gimbal.pymc_model import STUDENT_T_DOF, student_t_2d_logp
+
+    resid = np.array([[0.5, -1.0], [12.0, 5.0], [400.0, -250.0]])
+    ours = pytensor.function([], student_t_2d_logp(pt.as_tensor((resid**2).sum(-1)), 2.5))()
+    ref = multivariate_t(loc=[0.0, 0.0], shape=2.5**2 * np.eye(2), df=STUDENT_T_DOF).logpdf(resid)
+    np.testing.assert_allclose(ours, ref, rtol=1e-12)
+    ds = load_dataset("v0.2.1_L02_outliers", max_T=12)
+    model = build_model(ds, kernels="graph", outlier_model="student_t")
+    assert "logodds_inlier" not in model.named_vars and "obs_sigma" in model.named_vars
+    report = finite_difference_check(compile_logp_and_grad(model), max_components=60, seed=3)
+    assert report["passed"], report["worst"][:3]
+    with pytest.raises(ValueError, match="kernels='graph'"):
+        build_model(ds, outlier_model="student_t")
+    with pytest.raises(ValueError, match="outlier_model"):
+        build_model(ds, kernels="graph", outlier_model="cauchy")

@@ -295,10 +295,11 @@ def _ablation_page(project: Path) -> str:
                      "(3D positions included).\n")
         ok = [r for r in data["rows"] if "error" not in r]
         lines.append(md_table(
-            ["variant", "parameters", "divergences", "max R-hat (variable)", "min bulk ESS", "min E-BFMI", "grad/draw",
-             "ms/grad", "sampling s", "chains", "error ratio"],
-            [[r["variant"], r["n_parameters"], r["divergences"], f"{fmt(r['max_rhat_latents'], 3)} ({r['max_rhat_latents_var']})",
-              r["min_ess_bulk_latents"], r["min_ebfmi"], r["mean_grad_evals_per_draw"], r["gradient_ms"], r["sample_s"],
+            ["variant", "parameters", "divergences", "max R-hat (variable)", "min bulk ESS", "positions: max R-hat, min ESS",
+             "min E-BFMI", "grad/draw", "ms/grad", "sampling s", "chains", "error ratio"],
+            [[r["variant"], r["n_parameters"], r["divergences"], f"{fmt(r['max_rhat_latents'], 4)} ({r['max_rhat_latents_var']})",
+              r["min_ess_bulk_latents"],
+              f"{fmt(r.get('max_rhat_positions'), 4)}, {fmt(r.get('min_ess_bulk_positions'))}", r["min_ebfmi"], r["mean_grad_evals_per_draw"], r["gradient_ms"], r["sample_s"],
               r["multimodality"], r["error_ratio"]] for r in ok]) + "\n")
         lines.append(md_table(["variant", "failure removed by the default"],
                               [[r["variant"], r["failure_removed_by_default"]] for r in data["rows"]]) + "\n")
