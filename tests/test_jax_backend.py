@@ -120,6 +120,9 @@ def test_diagnostic_group_runs_with_the_jax_backend_and_its_sampler_settings(tmp
     assert payload["sampling"]["mean_tree_depth"] <= 6
     page = _environment_page([payload], "jax-run")
     assert "--target-accept 0.85 --maxdepth 6 --backend jax" in page
+    assert h["parameters"]["backend"] == "jax"
+    unsampled = {**payload, "header": {**h, "group": "2", "sampling_settings": None}}  # e.g. the gradient group
+    assert "--seed 123 --max-T" in _environment_page([unsampled], "x") and "--backend jax" in _environment_page([unsampled], "x")
     bad = subprocess.run(cmd[:-4] + ["--maxdepth", "0", "--run-id", "bad", "--root", str(tmp_path)], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode != 0 and "--maxdepth must be an integer from 1 to 20" in bad.stderr

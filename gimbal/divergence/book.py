@@ -167,6 +167,8 @@ def _environment_page(results: list[dict], run_id: str) -> str:
                                        ("backend", "--backend", "numba")):
                 if s.get(key, default) != default:
                     cmd += f" {flag} {s[key]}"
+        elif p.get("backend", "numba") != "numba":  # no sampling, but the backend chose the model's kernels
+            cmd += f" --backend {p['backend']}"
         lines.append(f"Group {h['group']} ({h['title']}):\n\n```bash\n{cmd}\n```\n")
     return "\n".join(lines)
 

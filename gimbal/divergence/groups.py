@@ -338,7 +338,8 @@ def run_group(
         "sampling_settings": ({"sampler": sampler, **{k: settings[k] for k in ("chains", "tune", "draws")},
                                "target_accept": float(target_accept), "maxdepth": int(maxdepth), "backend": backend,
                                "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
-        "parameters": {"max_T": settings["max_T"], "max_K": settings["max_K"], "overwrite": bool(overwrite)},
+        "parameters": {"max_T": settings["max_T"], "max_K": settings["max_K"], "overwrite": bool(overwrite),
+                       "backend": backend},  # also shapes the model (plain graph for JAX) where nothing is sampled
         "environment": io.collect_environment(),
     }
     run = _Run(paths, header)
