@@ -24,13 +24,12 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
 def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir, backend) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
     from gimbal.diagnostics.sampling import sampling_summary
-    from gimbal.fitting import jax_device, latent_names, position_errors, sample_model
+    from gimbal.fitting import backend_model_options, jax_device, latent_names, position_errors, sample_model
     from gimbal.pymc_model import build_model
 
     ds = dataset_of_length(dataset, T)
     t0 = time.perf_counter()
-    # JAX compiles the plain graph; the tree-form HMM keeps the GPU from stepping through frames one by one
-    model = build_model(ds, validate=False, **({"kernels": "graph", "hmm_algorithm": "parallel"} if backend == "jax" else {}))
+    model = build_model(ds, validate=False, **backend_model_options(backend))
     build_s = time.perf_counter() - t0
     fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, adaptation=adaptation,
                        maxdepth=maxdepth, target_accept=target_accept, save_warmup=False, trace_dir=trace_dir,

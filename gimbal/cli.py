@@ -87,7 +87,7 @@ def cmd_fit(args) -> int:
     from .datasets import load_dataset
     from .diagnostics.io import collect_environment, write_json
     from .diagnostics.sampling import sampling_summary
-    from .fitting import jax_device, position_errors, sample_model, save_trace
+    from .fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
     from .pymc_model import build_model
 
     label = Path(args.dataset).stem if Path(args.dataset).suffix == ".nc" else args.dataset
@@ -109,10 +109,12 @@ def cmd_fit(args) -> int:
         state_params=args.state_params,
         scales=args.scales,
         root_dynamics=args.root_dynamics,
-        kernels="graph" if args.backend == "jax" else args.kernels,  # JAX compiles the plain graph
-        hmm_algorithm=args.hmm_algorithm or ("parallel" if args.backend == "jax" else "sequential"),
+        kernels=args.kernels,
         outlier_model=args.outlier_model,
     )
+    model_options.update(backend_model_options(args.backend))  # JAX: plain graph, tree-form HMM
+    if args.hmm_algorithm:
+        model_options["hmm_algorithm"] = args.hmm_algorithm  # an explicit choice wins
     if args.window:
         return _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0)
     model = build_model(ds, seed=args.seed, **model_options)

@@ -14,7 +14,7 @@ import xarray as xr
 
 from .cameras import triangulate_robust
 
-__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "compile_nutpie", "jax_device", "sample_model", "read_back", "latent_names",
+__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "backend_model_options", "compile_nutpie", "jax_device", "sample_model", "read_back", "latent_names",
            "position_errors"]
 
 SAMPLERS = ("nutpie", "pymc")
@@ -68,6 +68,16 @@ def compile_nutpie(model: pm.Model, backend: str = "numba", jitter: bool = True)
                                      jitter_rvs=None if jitter else set())
 
 
+def backend_model_options(backend: str) -> dict:
+    """``build_model`` options a backend needs: JAX compiles the plain graph, with the tree-form HMM for GPUs.
+
+    Returns ``{}`` for numba (the fused kernels). Options given explicitly should be merged over these.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    return {"kernels": "graph", "hmm_algorithm": "parallel"} if backend == "jax" else {}
+
+
 def jax_device() -> str | None:
     """JAX's default device, e.g. ``"gpu: NVIDIA H200"`` or ``"cpu: cpu"``; None without JAX."""
     try:
@@ -94,7 +104,7 @@ class FitResult:
     compile_s: float
     sample_s: float
     sampler: str
-    compiled: object | None = None  # nutpie's CompiledModel (its logp_func times a gradient); None for PyMC's NUTS
+    compiled: object | None = None  # nutpie's compiled model (benchmarks time its gradient); None for PyMC's NUTS
     read_back_s: float = 0.0  # reading the draws back from ``trace_dir``
 
 

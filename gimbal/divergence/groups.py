@@ -317,12 +317,11 @@ def run_group(
     """
     from ..datasets import load_dataset, truncate
     from ..fit_params import init_point_for
-    from ..fitting import BACKENDS, jax_device, position_errors, sample_model, save_trace
+    from ..fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
     from ..pymc_model import build_model
 
     spec = _spec(group)
-    if backend not in BACKENDS:  # before anything is written
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    backend_options = backend_model_options(backend)  # checks the name before anything is written
     run_id = io.validate_run_id(run_id or io.default_run_id())
     paths = io.make_paths(group_desc(spec.id), run_id, root)
     if paths.exists() and not overwrite:
@@ -365,8 +364,7 @@ def run_group(
             if options.get("use_directional_hmm"):
                 # a one-state dataset would reduce the HMM to a single vMF: exercise at least two states
                 options.setdefault("n_states", max(2, int(ds.attrs.get("n_states", 1))))
-            if backend == "jax":  # JAX compiles the plain graph; the tree-form HMM suits a GPU
-                options.update(kernels="graph", hmm_algorithm="parallel")
+            options.update(backend_options)
             return build_model(ds, seed=seed, validate=False, **options)
 
         model = run.step("build_model", build)
