@@ -34,6 +34,7 @@ def main(argv=None) -> int:
                    help="sampling: nutpie writes draws to a temporary zarr store instead of memory")
     p.add_argument("--backend", choices=("numba", "jax"), default="numba",
                    help="sampling: numba with fused kernels, or JAX (plain graph, parallel HMM) on JAX's default device")
+    p.add_argument("--seed", type=int, default=1, help="sampling: the sampler's seed (a repeat with another seed is a new row)")
     args = p.parse_args(argv)
     lengths = tuple(int(t) for t in args.T.split(",")) if args.T else None
     from . import ablation, backends, rhat_chance, sampling, scaling, windowed
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
             print(f"sampling benchmark on {ds}")
             sampling.run(ds, quick=args.quick, lengths=lengths, chains=args.chains, tune=args.tune, draws=args.draws,
                          adaptation=args.adaptation, maxdepth=args.maxdepth, target_accept=args.target_accept,
-                         trace_on_disk=args.trace_on_disk, backend=args.backend)
+                         trace_on_disk=args.trace_on_disk, backend=args.backend, seed=args.seed)
     return 0
 
 

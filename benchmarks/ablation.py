@@ -43,7 +43,7 @@ def _gradient_ms(compiled, model, repeats: int = 30) -> float:
 
 def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
-    from gimbal.diagnostics.sampling import convergence_table, sampling_summary
+    from gimbal.diagnostics.sampling import sampling_summary
     from gimbal.fitting import latent_names, position_errors, sample_model
     from gimbal.pymc_model import build_model
 
@@ -53,7 +53,7 @@ def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1
     grad_ms = _gradient_ms(fit.compiled, model)
     latent = latent_names(model)
     s = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
-    positions = convergence_table(fit.trace, ["x"])  # the 3D positions alone (also where x is a deterministic)
+    positions = s["per_variable"]["x"]  # the 3D positions alone (also where x is a deterministic)
     err = position_errors(fit.trace, ds) or {}
     mm = multimodality_check(fit.trace)
     return {
@@ -64,7 +64,7 @@ def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1
         "max_rhat_latents_var": s["max_rhat_selected_var"], "min_ess_bulk_latents": s["min_ess_bulk_selected"],
         "min_ess_bulk_latents_var": s["min_ess_bulk_selected_var"], "min_ess_tail_latents": s["min_ess_tail_selected"],
         "min_ess_bulk_per_s": s["min_ess_bulk_selected"] / fit.sample_s, "min_ebfmi": s["min_ebfmi"],
-        "max_rhat_positions": float(positions["rhat"].values[0]), "min_ess_bulk_positions": float(positions["ess_bulk"].values[0]),
+        "max_rhat_positions": positions["rhat"], "min_ess_bulk_positions": positions["ess_bulk"],
         "mean_grad_evals_per_draw": s["mean_grad_evals_per_draw"], "multimodality": mm["verdict"],
         "posterior_median_error": err.get("posterior_mean", {}).get("median"),
         "triangulation_median_error": err.get("triangulation", {}).get("median"),

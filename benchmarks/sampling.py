@@ -23,7 +23,7 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
 
 def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir, backend) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
-    from gimbal.diagnostics.sampling import sampling_summary
+    from gimbal.diagnostics.sampling import chance_max_rhat, sampling_summary
     from gimbal.fitting import backend_model_options, jax_device, latent_names, position_errors, sample_model
     from gimbal.pymc_model import build_model
 
@@ -39,17 +39,26 @@ def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target
     s = sampling_summary(fit.trace, selected_vars=latent_names(model), wall_time_s=fit.sample_s)
     err = position_errors(fit.trace, ds)
     mm = multimodality_check(fit.trace)
+    summary_s = time.perf_counter() - t1
+    # the yardstick for the worst position's R-hat: the chance maximum of exactly converged chains over as many
+    # elements with the median position's ESS (not part of the fit's wall time)
+    positions = s["per_variable"]["x"]
+    chance = (chance_max_rhat(chains, draws, positions["n_elements"],
+                              ess_fraction=min(4.0, positions["ess_bulk_median"] / (chains * draws)), seed=seed)
+              if positions["ess_bulk_median"] else None)
     row = {
         "dataset": dataset, "T": T, "chains": chains, "tune": tune, "draws": draws, "adaptation": adaptation,
         "maxdepth": maxdepth, "target_accept": target_accept, "backend": backend,
         "device": jax_device() if backend == "jax" else "cpu", "machine": machine(), "mean_step_size": s["mean_step_size"],
         "build_s": build_s, "compile_s": fit.compile_s, "sample_s": fit.sample_s, "read_back_s": fit.read_back_s,
-        "summary_s": time.perf_counter() - t1,
+        "summary_s": summary_s, "seed": seed,
         "divergences": s["divergences"], "max_rhat_latents": s["max_rhat_selected"],
         "max_rhat_latents_var": s["max_rhat_selected_var"], "min_ess_bulk_latents": s["min_ess_bulk_selected"],
         "min_ess_tail_latents": s["min_ess_tail_selected"], "min_ess_bulk_per_s": s["min_ess_bulk_selected"] / fit.sample_s,
         "mean_grad_evals_per_draw": s["mean_grad_evals_per_draw"], "max_treedepth_fraction": s["max_treedepth_fraction"],
-        "min_ebfmi": s["min_ebfmi"], "multimodality": mm["verdict"], "n_flagged_elements": mm.get("n_flagged", 0),
+        "min_ebfmi": s["min_ebfmi"], "max_rhat_positions": positions["rhat"], "min_ess_bulk_positions": positions["ess_bulk"],
+        "median_ess_bulk_positions": positions["ess_bulk_median"], "n_positions": positions["n_elements"],
+        "chance_max_rhat_positions": chance, "multimodality": mm["verdict"], "n_flagged_elements": mm.get("n_flagged", 0),
         "posterior_median_error": (err or {}).get("posterior_mean", {}).get("median"),
         "triangulation_median_error": (err or {}).get("triangulation", {}).get("median"),
         "error_ratio": (err or {}).get("ratio_median_posterior_to_triangulation"),
@@ -65,7 +74,7 @@ def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target
 
 def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, chains=None, tune=None, draws=None,
         adaptation: str = "diag", maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False,
-        backend: str = "numba") -> dict:
+        backend: str = "numba", seed: int = 1) -> dict:
     lengths = lengths or (QUICK_T if quick else FULL_T)
     chains = chains or (2 if quick else 4)
     tune = tune if tune is not None else (200 if quick else 1000)
@@ -73,15 +82,18 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
     rows = []
     for T in lengths:
         row = run_one(dataset, T, chains, tune, draws, adaptation=adaptation, maxdepth=maxdepth,
-                      target_accept=target_accept, trace_on_disk=trace_on_disk, backend=backend)
+                      target_accept=target_accept, trace_on_disk=trace_on_disk, backend=backend, seed=seed)
         rows.append(row)
-        print(f"  {dataset} T={T:5d}: {row['divergences']} div, max R-hat {row['max_rhat_latents']:.3f} [{row['max_rhat_latents_var']}], "
+        chance = row["chance_max_rhat_positions"]
+        print(f"  {dataset} T={T:5d}: {row['divergences']} div, max R-hat {row['max_rhat_latents']:.4f} [{row['max_rhat_latents_var']}] "
+              f"(by chance over {row['n_positions']} positions: {chance if chance is None else f'{chance:.4f}'}), "
               f"min ESS {row['min_ess_bulk_latents']:.0f}, {row['mean_grad_evals_per_draw']:.0f} grad/draw, "
               f"{row['sample_s']:.0f} s, error {row['posterior_median_error']:.3f} vs {row['triangulation_median_error']:.3f}", flush=True)
     name = f"sampling_{dataset}{'_quick' if quick else ''}"
     # rows of other lengths from earlier runs are kept: a long T can be (re)measured on its own
     key = lambda r: (r["T"], r["chains"], r["tune"], r["draws"], r["adaptation"], r.get("maxdepth", 10),
-                     r.get("target_accept", 0.8), r.get("backend", "numba"), r.get("device", "cpu"))  # noqa: E731
+                     r.get("target_accept", 0.8), r.get("backend", "numba"), r.get("device", "cpu"),
+                     r.get("seed", 1))  # noqa: E731
     new_keys = {key(r) for r in rows}
     earlier = [r for r in read_results().get(name, {}).get("rows", []) if "adaptation" in r and key(r) not in new_keys]
     rows = sorted(earlier + rows, key=lambda r: (r["T"], r.get("maxdepth", 10), r.get("target_accept", 0.8),

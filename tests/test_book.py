@@ -146,7 +146,8 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
                                           "compile_warm_ratio_vs_lowest": {"1800": 1.1, "80": 1.0}}}
     gpu = {"platform": "gpu-box", "python": "3.12", "cpu_count": 16, "jax_device": "gpu: TestCard"}
     payloads["sampling_rodent"]["rows"].append({**sampling_row, "T": 200, "backend": "jax", "device": "gpu: TestCard",
-                                                "machine": gpu, "stored": "memory"})
+                                                "machine": gpu, "stored": "memory", "seed": 2, "build_s": 5.0,
+                                                "compile_s": 4.0, "summary_s": 59.0, "chance_max_rhat_positions": 1.00683})
     backend_rows = [{"T": 1800, "variant": v, "device": d, "compile_s": 3.0, "logp_grad_median_ms": ms,
                      "logp_abs_diff_vs_numba": diff, "grad_max_rel_diff_vs_numba": diff}
                     for v, d, ms, diff in (("numba-fused", "cpu", 8.0, 0.0), ("jax-graph-parallel", "gpu: TestCard", 0.5, 1e-9))]
@@ -157,6 +158,9 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
     assert "numba, 2 CPUs" in page and "jax on gpu: TestCard, 16 CPUs" in page  # each sampling row names its machine
     assert "JAX device gpu: TestCard" in page and "| jax-graph-parallel | gpu: TestCard | 3 | 0.5 | 16 | 1e-09 |" in page
     assert "## sampling: `rodent`" in page and "1.012" in page and "901 / 700" in page and "disk (zarr)" in page
+    # the GPU row: its seed, the chance yardstick next to its R-hat, wall = build + compile + sampling + summary
+    assert "| 4 x 1000 (2) |" in page and "| 1.0123 (1.0068) |" in page and "| 1000 | 1068 |" in page
+    assert "| 4 x 1000 (1) |" in page and "| 1000 | n/a |" in page  # a row without a timed summary has no wall time
     assert "9 x (200 + 2 x 10)" in page and "600 / 500" in page
     assert "max R-hat by chance" in page and f"{chance:.5g}" in page
     assert "T=80: x1.00 / x1.00, T=1800: x1.05 / x1.10" in page and (tmp_path / "out" / "figures" / "scaling_toy.png").is_file()

@@ -212,6 +212,31 @@ def test_convergence_table_in_blocks_equals_arviz_on_the_whole_variable():
     assert whole["rhat"].sel(var="x") > 1.5  # the displaced element is the worst one
 
 
+@pytest.mark.parametrize("n_chains", [1, 4])
+def test_convergence_table_matches_arviz_element_by_element_including_odd_elements(n_chains):
+    """The threaded, vectorized path must give ArviZ's own numbers, also for constant, NaN and discrete elements."""
+    import arviz_stats as azs
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(n_chains, 200, 12)).cumsum(axis=1) * 0.1 + rng.normal(size=(n_chains, 200, 12))
+    x[:, :, 1] = 3.0  # constant
+    x[0, 5, 2] = np.nan  # a failed draw
+    x[:, :, 3] = rng.integers(0, 2, size=(n_chains, 200))  # two values: constant tail indicator
+    x[-1, :, 4] += 2.0  # one chain elsewhere
+    post = xr.Dataset({"z": (("chain", "draw", "e"), x)})
+    tree = xr.DataTree.from_dict({"posterior": post})
+    ref = {"rhat": azs.rhat(post)["z"].values, "ess_bulk": azs.ess(post, method="bulk")["z"].values,
+           "ess_tail": azs.ess(post, method="tail")["z"].values}
+    for e in range(12):  # one element at a time: every element's three numbers
+        one = sampling.convergence_table(xr.DataTree.from_dict({"posterior": post.isel(e=[e])}), workers=1)
+        for stat, values in ref.items():
+            np.testing.assert_allclose(one[stat].item(), values[e], rtol=1e-12, equal_nan=True)
+    threaded = sampling.convergence_table(tree, chunk_values=n_chains * 200 * 2, workers=3)  # 6 blocks, 3 threads
+    for stat, reduce in (("rhat", np.nanmax), ("ess_bulk", np.nanmin), ("ess_tail", np.nanmin)):
+        expected = reduce(ref[stat]) if not np.all(np.isnan(ref[stat])) else np.nan
+        np.testing.assert_allclose(threaded[stat].sel(var="z").item(), expected, rtol=1e-12, equal_nan=True)
+
+
 def test_chain_disagreement_in_blocks_matches_direct_formula(monkeypatch):
     rng = np.random.default_rng(1)
     v = rng.normal(size=(3, 200, 40, 3)) + np.arange(3)[:, None, None, None] * 0.1
@@ -252,3 +277,35 @@ def test_maxdepth_caps_the_gradients_per_draw():
     assert int(stats["n_steps"].max()) <= 3 and int(stats["tree_depth"].max()) <= 2
     with pytest.raises(ValueError, match="maxdepth"):
         sample_model(centered_eight_schools(), maxdepth=0)
+
+
+def _summary_of(post: xr.Dataset) -> dict:
+    """The parts of sampling_summary that rhat_against_chance reads, from a posterior alone."""
+    table = sampling.convergence_table(xr.DataTree.from_dict({"posterior": post}))
+    rhat = table["rhat"].to_series()
+    worst = str(rhat.idxmax()) if rhat.notna().any() else str(table["var"].values[0])
+    per_var = {str(v): {k: float(table[k].sel(var=v)) for k in table.data_vars} for v in table["var"].values}
+    for row in per_var.values():
+        row["n_elements"] = int(row["n_elements"])
+    return {"chains": post.sizes["chain"], "draws_per_chain": post.sizes["draw"], "max_rhat_all_var": worst,
+            "max_rhat_all": per_var[worst]["rhat"], "per_variable": per_var}
+
+
+def test_rhat_against_chance_tells_a_chance_maximum_from_a_stuck_element():
+    """Stationary chains: the worst of 2000 R-hats is a chance maximum; one displaced chain is beyond it."""
+    z = sampling._stationary_ar1(np.random.default_rng(11), 4, 500, 2000, 0.5)
+    converged = _summary_of(xr.Dataset({"x": (("chain", "draw", "e"), z)}))
+    res = sampling.rhat_against_chance(converged, seed=3)
+    assert res["variable"] == "x" and res["n_elements"] == 2000
+    assert res["median_ess_bulk"] == pytest.approx(0.5 * 2000, rel=0.15)  # the AR(1) chains' ESS per draw, 0.5
+    assert res["verdict"] in ("within", "near") and res["chance_max_rhat"] > 1.005
+    stuck = z.copy()
+    stuck[2, :, 17] += 1.0  # one element: chain 2 sits one posterior sd away
+    res = sampling.rhat_against_chance(_summary_of(xr.Dataset({"x": (("chain", "draw", "e"), stuck)})), seed=3)
+    assert res["verdict"] == "beyond" and res["max_rhat"] > 1.05
+    # the verdict names it and says what to do; one chain has no R-hat
+    v = rules.rule_sampling("8e", {**converged, "divergences": 0, "max_rhat_all": res["max_rhat"], "min_ess_bulk_all": 900.0,
+                                   "chains": 4}, rhat_chance=res)
+    assert v.code == "not_converged" and "more than twice as far from 1" in v.interpretation and "'x'" in v.next_action
+    one_chain = _summary_of(xr.Dataset({"x": (("chain", "draw", "e"), z[:1])}))
+    assert sampling.rhat_against_chance(one_chain) is None

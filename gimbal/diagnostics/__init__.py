@@ -11,7 +11,7 @@ from .checks import (
     safe_point_logps,
 )
 from .io import collect_environment, make_paths, save_text, write_json
-from .sampling import chance_max_rhat, convergence_table, normalize_sample_stats, sampling_summary
+from .sampling import chance_max_rhat, convergence_table, normalize_sample_stats, rhat_against_chance, sampling_summary
 
 __all__ = [
     "make_paths",
@@ -27,4 +27,5 @@ __all__ = [
     "sampling_summary",
     "convergence_table",
     "chance_max_rhat",
+    "rhat_against_chance",
 ]

@@ -160,7 +160,7 @@ _GROUP_MEANING = {
 
 
 def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, reference: dict | None = None,
-                  extra_checks_ok: bool = True) -> Verdict:
+                  extra_checks_ok: bool = True, rhat_chance: dict | None = None) -> Verdict:
     """Groups 3-8: what the divergences (or their absence) imply for this group.
 
     Parameters
@@ -175,6 +175,9 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
         The baseline's sampling summary (group 3's for groups 4 and 5).
     extra_checks_ok : bool
         The group's own extra checks (mixture checks, HMM micro gradient) passed.
+    rhat_chance : dict, optional
+        From :func:`gimbal.diagnostics.sampling.rhat_against_chance`: whether a
+        too-high R-hat is within what chance gives over that many elements.
     """
     probs = sampling_problems(summary, multimodality)
     div = summary.get("divergences", 0)
@@ -224,11 +227,33 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
                        "Start chains from a better initialization and check the flagged variables (often keypoints "
                        "whose detections the outlier component absorbed).", tuple(probs))
     if "rhat" in probs or "low_ess" in probs:
+        chance_text, action = "", ("Run longer (more tune and draws) before trusting the posterior; if R-hat stays high, "
+                                   "look for multimodality.")
+        if rhat_chance and "rhat" in probs:
+            c = rhat_chance
+            where = (f" Exactly converged chains reach a max R-hat of {c['chance_max_rhat']:.4f} by chance over the "
+                     f"{c['n_elements']} elements of '{c['variable']}' at their median bulk ESS "
+                     f"({c['median_ess_bulk']:.0f}); the measured {c['max_rhat']:.4f} is ")
+            if c["verdict"] == "beyond":
+                chance_text = where + "more than twice as far from 1: some elements really mix more slowly than the rest."
+                action = (f"Find the elements of '{c['variable']}' with the highest R-hat and lowest ESS (in GIMBAL: "
+                          "positions with a detection in the outlier mixture's transition zone), then run longer or raise "
+                          "target_accept; more draws alone shrink only the chance part.")
+            elif c["verdict"] == "near":
+                chance_text = where + ("above it but within twice its distance from 1, the spread of chance maxima: "
+                                       "one run cannot tell chance from slow mixing.")
+                action = ("Repeat with another seed or more draws: a chance maximum moves, a slowly mixing element "
+                          "stays the worst.")
+            else:
+                chance_text = where + "within that: the excess is what a maximum over so many elements gives by chance."
+                action = ("More draws (or a higher ESS per draw) lower the chance maximum; no sign of a model or "
+                          "mixing problem in R-hat itself.")
+            if "low_ess" in probs:
+                action = "Run longer (more tune and draws): the minimum bulk ESS is too low. " + action
         return Verdict("finding", "not_converged",
                        lead + f" But max R-hat {_num(summary.get('max_rhat_all')):.3f} / min bulk ESS "
-                       f"{_num(summary.get('min_ess_bulk_all')):.0f} miss the thresholds (R-hat < 1.01, ESS > 100 per chain).",
-                       "Run longer (more tune and draws) before trusting the posterior; if R-hat stays high, look for "
-                       "multimodality.", tuple(probs))
+                       f"{_num(summary.get('min_ess_bulk_all')):.0f} miss the thresholds (R-hat < 1.01, ESS > 100 per chain)."
+                       + chance_text, action, tuple(probs))
     return Verdict("finding", "inefficient",
                    lead + " Sampling is inefficient (low E-BFMI or many max-depth trees) but not biased.",
                    "Consider a better mass matrix (nutpie adaptation='low_rank') or rescaling the parameters.", tuple(probs))

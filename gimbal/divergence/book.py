@@ -237,19 +237,33 @@ def _performance_page(project: Path, out: Path) -> str:
             lines.append(_backends_section(rows))
         else:
             lines.append("Every row ran with nutpie; the *backend* column says which compiler built its logp and "
-                         "gradient and on what machine (compare sampling times only between rows of the same machine).\n")
-            lines.append(md_table(["T", "backend, machine", "chains x draws", "max depth, target accept", "divergences",
-                                   "max R-hat (latents)", "min bulk / tail ESS", "ESS/s", "grad/draw", "sampling s",
-                                   "error posterior / triangulation", "peak MiB", "draws held in"],
-                                  [[r["T"], _backend_label(r, data["machine"]), f"{r['chains']} x {r['draws']}",
+                         "gradient and on what machine (compare sampling times only between rows of the same machine). "
+                         "*Wall s* is build + compile + sampling + the R-hat/ESS summary. Where a row records it, the "
+                         "R-hat column gives in brackets the maximum that exactly converged chains reach by chance over "
+                         "as many positions with the median position's ESS (`chance_max_rhat`): a measured maximum "
+                         "near it is chance, one far above it is a mixing problem.\n")
+            lines.append(md_table(["T", "backend, machine", "chains x draws (seed)", "max depth, target accept",
+                                   "divergences", "max R-hat, latents (by chance)", "min bulk / tail ESS", "ESS/s",
+                                   "grad/draw", "sampling s", "wall s", "error posterior / triangulation", "peak MiB",
+                                   "draws held in"],
+                                  [[r["T"], _backend_label(r, data["machine"]),
+                                    f"{r['chains']} x {r['draws']} ({r.get('seed', 1)})",
                                     f"{r.get('maxdepth', 10)}, {r.get('target_accept', 0.8)}", r["divergences"],
-                                    r["max_rhat_latents"],
+                                    fmt(r["max_rhat_latents"], 5) + (f" ({fmt(r['chance_max_rhat_positions'], 5)})"
+                                                                     if r.get("chance_max_rhat_positions") else ""),
                                     f"{fmt(r['min_ess_bulk_latents'])} / {fmt(r.get('min_ess_tail_latents'))}",
                                     r["min_ess_bulk_per_s"], r["mean_grad_evals_per_draw"], r["sample_s"],
+                                    _wall_s(r),
                                     f"{fmt(r['posterior_median_error'], 3)} / {fmt(r['triangulation_median_error'], 3)}",
                                     r.get("peak_rss_mib"), "disk (zarr)" if "zarr" in r.get("stored", "") else "memory"]
                                    for r in rows]) + "\n")
     return "\n".join(lines)
+
+
+def _wall_s(row: dict) -> str:
+    """Build + compile + sampling + summary seconds of a sampling row ("n/a" for rows that did not time the summary)."""
+    parts = [row.get(k) for k in ("build_s", "compile_s", "sample_s", "summary_s")]
+    return "n/a" if any(p is None for p in parts) else fmt(sum(parts), 4)
 
 
 def _backend_label(row: dict, machine: dict) -> str:

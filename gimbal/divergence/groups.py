@@ -429,7 +429,12 @@ def run_group(
             run.flush()
             run.step("plots", _draw_plots, run, _sampling_plots(run, fit.trace, summary, loc, selected or list(fit.trace["posterior"].data_vars)[:3]))
             reference = _load_reference(paths.root, spec.reference) if spec.reference else None
-            verdict = rules.rule_sampling(spec.id, summary, run.payload["multimodality"], reference, extra_ok)
+            # a too-high R-hat: within what chance gives over that many elements, or a real mixing problem?
+            rhat_chance = None
+            if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):
+                rhat_chance = run.payload["rhat_chance"] = sampling.rhat_against_chance(summary, seed=seed)
+            verdict = rules.rule_sampling(spec.id, summary, run.payload["multimodality"], reference, extra_ok,
+                                          rhat_chance=rhat_chance)
         run.payload["verdict"] = verdict.as_dict()
         run.payload["status"] = "ok"
         _finish(run)
