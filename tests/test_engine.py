@@ -307,5 +307,15 @@ def test_rhat_against_chance_tells_a_chance_maximum_from_a_stuck_element():
     v = rules.rule_sampling("8e", {**converged, "divergences": 0, "max_rhat_all": res["max_rhat"], "min_ess_bulk_all": 900.0,
                                    "chains": 4}, rhat_chance=res)
     assert v.code == "not_converged" and "more than twice as far from 1" in v.interpretation and "'x'" in v.next_action
+    assert f"slowest element's bulk ESS is {res['min_ess_bulk']:.0f}" in v.interpretation and res["min_ess_bulk"] < 100
     one_chain = _summary_of(xr.Dataset({"x": (("chain", "draw", "e"), z[:1])}))
     assert sampling.rhat_against_chance(one_chain) is None
+
+
+def test_convergence_table_reports_nan_for_an_empty_variable():
+    """A variable with no elements (e.g. no missing detections to impute) gives NaN, not an error."""
+    rng = np.random.default_rng(5)
+    post = xr.Dataset({"empty": (("chain", "draw", "k"), np.zeros((4, 50, 0))), "a": (("chain", "draw"), rng.normal(size=(4, 50)))})
+    table = sampling.convergence_table(xr.DataTree.from_dict({"posterior": post}))
+    assert np.isnan(table["rhat"].sel(var="empty")) and int(table["n_elements"].sel(var="empty")) == 0
+    assert int(table["n_elements"].sel(var="a")) == 1 and np.isfinite(table["ess_bulk"].sel(var="a"))

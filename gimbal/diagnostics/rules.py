@@ -235,10 +235,13 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
                      f"{c['n_elements']} elements of '{c['variable']}' at their median bulk ESS "
                      f"({c['median_ess_bulk']:.0f}); the measured {c['max_rhat']:.4f} is ")
             if c["verdict"] == "beyond":
-                chance_text = where + "more than twice as far from 1: some elements really mix more slowly than the rest."
-                action = (f"Find the elements of '{c['variable']}' with the highest R-hat and lowest ESS (in GIMBAL: "
-                          "positions with a detection in the outlier mixture's transition zone), then run longer or raise "
-                          "target_accept; more draws alone shrink only the chance part.")
+                slowest = (f" (its slowest element's bulk ESS is {c['min_ess_bulk']:.0f})"
+                           if c.get("min_ess_bulk") is not None else "")
+                chance_text = (where + "more than twice as far from 1: some elements really mix more slowly than the "
+                               f"rest{slowest}.")
+                action = (f"Find the elements of '{c['variable']}' with the highest R-hat and lowest ESS (in GIMBAL, "
+                          "often positions with a detection in the outlier mixture's transition zone), then run longer or "
+                          "raise target_accept; more draws alone shrink only the chance part.")
             elif c["verdict"] == "near":
                 chance_text = where + ("above it but within twice its distance from 1, the spread of chance maxima: "
                                        "one run cannot tell chance from slow mixing.")

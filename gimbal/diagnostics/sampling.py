@@ -122,12 +122,14 @@ def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarra
         bulk.append(np.asarray(azs.ess(ds, method="bulk")["z"].values, dtype=float))
         tail.append(np.asarray(azs.ess(ds, method="tail")["z"].values, dtype=float))
 
-    def extreme(parts, reduce):
-        flat = np.concatenate([np.ravel(p) for p in parts])
-        return float(reduce(flat)) if flat.size and not np.all(np.isnan(flat)) else np.nan
+    def flat(parts):
+        return np.concatenate([np.ravel(p) for p in parts]) if parts else np.array([])
 
-    return (extreme(rhat, np.nanmax), extreme(bulk, np.nanmin), extreme(tail, np.nanmin),
-            np.concatenate([np.ravel(b) for b in bulk]))
+    def extreme(parts, reduce):
+        values = flat(parts)
+        return float(reduce(values)) if values.size and not np.all(np.isnan(values)) else np.nan
+
+    return extreme(rhat, np.nanmax), extreme(bulk, np.nanmin), extreme(tail, np.nanmin), flat(bulk)
 
 
 def convergence_table(
@@ -261,7 +263,7 @@ def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
     -------
     dict or None
         ``variable``, ``max_rhat``, ``n_elements``, ``median_ess_bulk``,
-        ``chance_max_rhat`` and ``verdict`` ("within", "near" or "beyond");
+        ``min_ess_bulk``, ``chance_max_rhat`` and ``verdict`` ("within", "near" or "beyond");
         None when the summary has no R-hat (a single chain) or no per-variable
         table.
     """
@@ -277,7 +279,8 @@ def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
     excess, chance_excess = row["rhat"] - 1.0, chance - 1.0
     verdict = "within" if excess <= chance_excess else "beyond" if excess > 2.0 * chance_excess else "near"
     return {"variable": name, "max_rhat": row["rhat"], "n_elements": row["n_elements"],
-            "median_ess_bulk": row["ess_bulk_median"], "chance_max_rhat": chance, "verdict": verdict}
+            "median_ess_bulk": row["ess_bulk_median"], "min_ess_bulk": row.get("ess_bulk"),
+            "chance_max_rhat": chance, "verdict": verdict}
 
 
 def _stationary_ar1(rng, n_chains: int, n_draws: int, n_elements: int, ess_fraction: float) -> np.ndarray:

@@ -432,7 +432,8 @@ def run_group(
             # a too-high R-hat: within what chance gives over that many elements, or a real mixing problem?
             rhat_chance = None
             if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):
-                rhat_chance = run.payload["rhat_chance"] = sampling.rhat_against_chance(summary, seed=seed)
+                rhat_chance = run.payload["rhat_chance"] = run.step("rhat_chance", sampling.rhat_against_chance,
+                                                                    summary, seed=seed)
             verdict = rules.rule_sampling(spec.id, summary, run.payload["multimodality"], reference, extra_ok,
                                           rhat_chance=rhat_chance)
         run.payload["verdict"] = verdict.as_dict()
