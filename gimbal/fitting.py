@@ -19,6 +19,7 @@ __all__ = ["SAMPLERS", "BACKENDS", "FitResult", "backend_model_options", "compil
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")
+JAX_INSTALL_HINT = "pip install 'gimbal[jax]' (CPU) or a CUDA build such as 'jax[cuda12]' (NVIDIA GPU)"
 
 
 def _check_jax_ready(model: pm.Model) -> None:
@@ -26,9 +27,7 @@ def _check_jax_ready(model: pm.Model) -> None:
     try:
         import jax  # noqa: F401
     except ImportError as err:
-        raise ImportError(
-            "backend='jax' needs JAX: pip install 'gimbal[jax]' (CPU) or a CUDA build such as 'jax[cuda12]' (NVIDIA GPU)."
-        ) from err
+        raise ImportError(f"backend='jax' needs JAX: {JAX_INSTALL_HINT}.") from err
     from .kernels import FUSED_OPS
 
     ops = {type(node.op).__name__ for node in pytensor.graph.traversal.applys_between(model.value_vars, [model.logp()])

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 import arviz_stats as azs
 import numpy as np
 import xarray as xr
-from arviz_stats.numba import diagnostics as _vectorized
 from arviz_stats.validate import validate_ci_prob
 
 __all__ = ["normalize_sample_stats", "sampling_summary", "convergence_table", "chance_max_rhat", "rhat_against_chance",
@@ -71,6 +70,14 @@ def _variable_blocks(da: xr.DataArray, chunk_values: int):
         yield da.isel({extra[0]: slice(start, start + step)})
 
 
+def _vectorized():
+    """arviz_stats' vectorized (numba) diagnostics, imported on first use: the import compiles
+    numba code (about 1 s), which every ``import gimbal.diagnostics`` would otherwise pay."""
+    from arviz_stats.numba import diagnostics
+
+    return diagnostics
+
+
 def _tail_ess(da: xr.DataArray) -> np.ndarray:
     """ArviZ's tail ESS (``arviz_stats.ess(method="tail")``), vectorized over elements.
 
@@ -87,7 +94,7 @@ def _tail_ess(da: xr.DataArray) -> np.ndarray:
         # a constant indicator (discrete values) counts as independent draws, as in ArviZ
         ess = np.full(da.sizes["element"], float(da.sizes["chain"] * da.sizes["draw"]))
         if varying.any():
-            ess[varying] = _vectorized.ess(indicator.isel(element=varying), method="mean").values
+            ess[varying] = _vectorized().ess(indicator.isel(element=varying), method="mean").values
         worst = np.fmin(worst, ess)
     return worst
 
@@ -111,8 +118,8 @@ def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarra
     if regular.any() and values.shape[1] >= 4:
         da = xr.DataArray(values[:, :, regular], dims=("chain", "draw", "element"))
         # like ArviZ, no R-hat from a single chain
-        rhat.append(_vectorized.rhat(da).values if values.shape[0] > 1 else np.full(int(regular.sum()), np.nan))
-        bulk.append(_vectorized.ess(da, method="bulk").values)
+        rhat.append(_vectorized().rhat(da).values if values.shape[0] > 1 else np.full(int(regular.sum()), np.nan))
+        bulk.append(_vectorized().ess(da, method="bulk").values)
         tail.append(_tail_ess(da))
     else:
         regular[:] = False
@@ -232,7 +239,7 @@ def chance_max_rhat(
     worst = -np.inf
     for start in range(0, n_elements, per_block):
         chains = _stationary_ar1(rng, n_chains, n_draws, min(per_block, n_elements - start), ess_fraction)
-        worst = max(worst, float(np.nanmax(_vectorized.rhat(xr.DataArray(chains, dims=("chain", "draw", "element"))))))
+        worst = max(worst, float(np.nanmax(_vectorized().rhat(xr.DataArray(chains, dims=("chain", "draw", "element"))))))
     return float(worst)
 
 

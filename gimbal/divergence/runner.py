@@ -95,7 +95,9 @@ def run_groups(args) -> list[dict]:
     if not 0 < args.target_accept < 1:
         raise ValueError(f"--target-accept must be between 0 and 1 (exclusive), got {args.target_accept}.")
     if args.backend == "jax" and importlib.util.find_spec("jax") is None:
-        raise ValueError("--backend jax needs JAX: pip install 'gimbal[jax]' (CPU) or a CUDA build such as 'jax[cuda12]'.")
+        from ..fitting import JAX_INSTALL_HINT
+
+        raise ValueError(f"--backend jax needs JAX: {JAX_INSTALL_HINT}.")
     moved = io.archive_legacy(root)
     if moved:
         print(f"moved {len(moved)} legacy tg* artifact(s) into {root / 'archive'}")
