@@ -1,4 +1,4 @@
-"""The ``gimbal`` command: ``datasets``, ``fit``, ``diag run``, ``diag book``."""
+"""The ``gimbal`` command: ``datasets``, ``import``, ``fit``, ``export``, ``evaluate``, ``diag run``, ``diag book``."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from .datasets import load_dataset
+    from .datasets import load_dataset, save_dataset
     from .diagnostics.io import collect_environment, write_json
     from .diagnostics.sampling import sampling_summary
     from .fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
@@ -142,6 +142,7 @@ def cmd_fit(args) -> int:
     summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "transition"], wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
+    save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)
     payload = {
         "dataset": {"name": label, "T": T, "C": C, "K": K},
         "model": model.gimbal_config.as_dict(),
@@ -164,6 +165,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     import xarray as xr
 
     from ._atomic import atomic_path
+    from .datasets import save_dataset
     from .diagnostics.io import collect_environment, write_json
     from .fitting import position_errors
     from .windowed import sample_windowed, window_bounds
@@ -182,6 +184,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(trace_path, suffix=".nc") as tmp:
         res.posterior.to_netcdf(tmp, engine="h5netcdf")
+    save_dataset(ds, out / "dataset.nc", overwrite=True)
     payload = {
         "dataset": {"name": label, "T": ds.sizes["frame"], "C": ds.sizes["camera"], "K": ds.sizes["keypoint"]},
         "model": model_options,
@@ -200,6 +203,61 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     if errors and "posterior_mean" in errors:
         print(f"  3D error median: posterior mean {errors['posterior_mean']['median']:.3f} vs robust triangulation "
               f"{errors['triangulation']['median']:.3f} {errors['units']}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .datasets import save_dataset
+    from .io.importer import import_session, parse_pairs
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} already exists; pass --overwrite to replace it.", file=sys.stderr)
+        return 2
+    if len(args.detections) == 1 and "=" not in args.detections[0]:
+        detections = args.detections[0]  # a session folder or a multi-camera .slp
+    else:
+        detections = parse_pairs(args.detections, "--detections")
+    result = import_session(
+        detections, args.calibration, args.skeleton, min_confidence=args.min_confidence,
+        camera_map=parse_pairs(args.camera_map, "--camera-map"), videos=parse_pairs(args.video, "--video"),
+        individual=args.individual, root=args.root, fps=args.fps, name=args.name,
+    )
+    ds = result.dataset
+    print(f"imported {ds.sizes['frame']} frames x {ds.sizes['camera']} cameras {list(map(str, ds['camera'].values))} "
+          f"x {ds.sizes['keypoint']} keypoints (root {str(ds['keypoint'].values[0])!r})")
+    for note in result.notes:
+        print(f"  {note}")
+    print(result.calibration_report.text())
+    save_dataset(ds, out, overwrite=args.overwrite)
+    print(f"wrote {out}  (use it as --dataset {out})")
+    if not result.calibration_report.ok:
+        names = ", ".join(c.name for c in result.calibration_report.flagged)
+        print(f"warning: the calibration check flagged camera(s) {names}; fits with them will be biased. Fix the "
+              "calibration, or import without them.", file=sys.stderr)
+        return 1 if args.strict else 0
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .io.export import export_fit
+
+    paths = export_fit(args.fit_dir, args.format, args.out, overwrite=args.overwrite)
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import leave_one_camera_out
+
+    report = leave_one_camera_out(
+        args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
+        chains=args.chains, tune=args.tune, draws=args.draws, seed=args.seed, min_confidence=args.min_confidence,
+        overwrite=args.overwrite, progress=not args.quiet,
+    )
+    print(report.text())
+    print(f"wrote {report.path}")
     return 0
 
 
@@ -235,6 +293,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list the registered datasets", description="List the registered datasets.")
     p.set_defaults(func=cmd_datasets)
 
+    p = sub.add_parser(
+        "import", help="turn detection files + a calibration + a skeleton into a dataset (.nc)",
+        description="Import 2D detections (DeepLabCut .h5/.csv, SLEAP .slp/.analysis.h5, Lightning Pose .csv, OpenPose "
+                    "JSON folders), a calibration (aniposelib .toml, DANNCE label3d_dannce.mat, SLEAP .slp session) and "
+                    "a skeleton (YAML, DANNCE .mat, anipose config.toml, .slp) into a gimbal dataset. Detections are "
+                    "undistorted; the calibration is checked camera by camera.")
+    p.add_argument("--detections", nargs="+", required=True, metavar="NAME=FILE",
+                   help="one detection file (or OpenPose folder) per camera, NAME being the camera's name; or one "
+                        "session folder (a sub-folder or file per camera name), or one multi-camera .slp")
+    p.add_argument("--calibration", required=True, help="aniposelib calibration.toml, label3d_dannce.mat or a .slp session")
+    p.add_argument("--skeleton", default=None,
+                   help="skeleton file: YAML (keypoints + parents, or edges), DANNCE skeleton .mat, anipose config.toml "
+                        "(constraints) or .slp (default: the SLEAP file's own skeleton)")
+    p.add_argument("--root", default=None, help="root keypoint of the tree (default: the file's, or the graph's centre)")
+    p.add_argument("--min-confidence", type=float, default=None, help="detections below this score become missing")
+    p.add_argument("--camera-map", nargs="+", default=None, metavar="FILE_NAME=CALIBRATION_NAME",
+                   help="map detection camera names to calibration camera names where they differ")
+    p.add_argument("--video", nargs="+", default=None, metavar="NAME=FILE", help="a video per camera (for the book)")
+    p.add_argument("--individual", default=None, help="the animal to read from multi-animal files")
+    p.add_argument("--fps", type=float, default=None, help="frame rate (recorded in the dataset)")
+    p.add_argument("--name", default=None, help="dataset name (default: the calibration's folder name)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when the calibration check flags a camera")
+    p.add_argument("--out", required=True, help="dataset file to write (.nc)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("fit", help="fit the model to a dataset", description="Fit the GIMBAL model and write trace + summary.")
     _add_dataset_args(p, default="v0.2.1_L00_minimal")
     _add_model_args(p)
@@ -245,6 +329,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windowed inference for long recordings: kept frames per window (default: the whole sequence)")
     p.add_argument("--overlap", type=int, default=10, help="with --window: extra frames sampled on each side (default 10)")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("export", help="write a fit's posterior 3D poses for other tools",
+                       description="Export a gimbal fit folder's posterior: a movement poses dataset (.nc), an "
+                                   "anipose-style CSV, or per-camera DeepLabCut files of the reprojected posterior.")
+    p.add_argument("fit_dir", help="a folder written by `gimbal fit` (trace.nc + dataset.nc)")
+    p.add_argument("--format", required=True, choices=("movement", "anipose", "dlc"))
+    p.add_argument("--out", required=True, help="movement: a .nc file; anipose: a .csv file; dlc: a folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="leave-one-camera-out validation (no ground truth needed)",
+                       description="For every camera: fit with its detections hidden, then compare the posterior "
+                                   "mean's reprojection into it with its confident detections, next to robust "
+                                   "triangulation from the remaining cameras; plus bone-length stability.")
+    _add_dataset_args(p, default=None)
+    p.add_argument("--cameras", default=None, help="comma-separated cameras to hold out (default: every camera)")
+    p.add_argument("--min-confidence", type=float, default=0.5,
+                   help="held-out detections at least this confident are scored (default 0.5)")
+    p.add_argument("--chains", type=_positive_int, default=2)
+    p.add_argument("--tune", type=_positive_int, default=300)
+    p.add_argument("--draws", type=_positive_int, default=200)
+    p.add_argument("--out", default=None, help="JSON to write (default: benchmarks/results/loco_<dataset>.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
 
     diag = sub.add_parser("diag", help="divergence diagnostics: run groups, build the report book",
                           description="Divergence diagnostics of the GIMBAL model (the seed's groups 1-8).")

@@ -15,7 +15,7 @@ from .cameras import triangulate_robust  # noqa: E402
 from .datasets import skeleton_of  # noqa: E402
 from .diagnostics.plots import save_figure  # noqa: E402
 
-__all__ = ["plot_skeleton_3d", "plot_detections", "plot_position_errors"]
+__all__ = ["plot_skeleton_3d", "plot_detections", "plot_position_errors", "video_frame"]
 
 
 def plot_skeleton_3d(dataset: xr.Dataset, path, frame: int = 0) -> Path:
@@ -42,25 +42,56 @@ def plot_skeleton_3d(dataset: xr.Dataset, path, frame: int = 0) -> Path:
     return save_figure(fig, path)
 
 
+def video_frame(dataset: xr.Dataset, camera: str, frame: int) -> np.ndarray | None:
+    """The image of ``frame`` from the camera's video recorded at import (``attrs['videos']``), or None."""
+    import json
+
+    videos = json.loads(dataset.attrs.get("videos", "{}") or "{}")
+    path = videos.get(str(camera))
+    if not path or not Path(path).is_file():
+        return None
+    import sleap_io
+
+    video = sleap_io.load_video(path)
+    try:
+        return np.asarray(video[int(frame)])
+    except Exception:  # a frame beyond the video's end, or a codec the reader lacks
+        return None
+    finally:
+        video.close()
+
+
 def plot_detections(dataset: xr.Dataset, path, frame: int = 0) -> Path:
-    """One frame's 2D detections in every camera's image frame; outliers and missing points marked."""
+    """One frame's 2D detections in every camera; over the camera's video frame when the dataset names a video.
+
+    Detections are drawn in raw pixels (``observations_raw``, as the detector wrote them) when the
+    dataset has them, so they sit on the video image; outliers (when known) and missing points are marked.
+    """
     C = dataset.sizes["camera"]
     cols = min(C, 3)
     rows = int(np.ceil(C / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    obs = dataset["observations"].values[frame]  # (C, K, 2)
+    raw = "observations_raw" in dataset
+    obs = dataset["observations_raw" if raw else "observations"].values[frame]  # (C, K, 2)
     out = dataset["is_outlier"].values[frame] if "is_outlier" in dataset else np.zeros(obs.shape[:2], bool)
     size = dataset["image_size"].values
     names = [str(k) for k in dataset["keypoint"].values]
+    frame_label = dataset["frame"].values[frame]
+    on_video = 0
     for c, ax in enumerate(axes.ravel()):
         if c >= C:
             ax.axis("off")
             continue
         w, h = size[c]
+        image = video_frame(dataset, dataset["camera"].values[c], frame_label)
+        if image is not None:
+            ax.imshow(image, cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+            on_video += 1
         ax.add_patch(plt.Rectangle((0, 0), w, h, fill=False, color="black"))
         seen = np.isfinite(obs[c]).all(-1)
         inl = seen & ~out[c]
-        ax.scatter(obs[c, inl, 0], obs[c, inl, 1], s=14, color="tab:blue", label="detection")
+        ax.scatter(obs[c, inl, 0], obs[c, inl, 1], s=14, color="tab:cyan" if image is not None else "tab:blue",
+                   edgecolors="black", linewidths=0.3, label="detection")
         ax.scatter(obs[c, seen & out[c], 0], obs[c, seen & out[c], 1], s=30, marker="x", color="tab:red", label="outlier (true)")
         missing = [names[k] for k in np.flatnonzero(~seen)]
         ax.set(xlim=(-0.02 * w, 1.02 * w), ylim=(1.02 * h, -0.02 * h), title=f"{dataset['camera'].values[c]}: {int(seen.sum())} seen, {len(missing)} missing",
@@ -69,7 +100,8 @@ def plot_detections(dataset: xr.Dataset, path, frame: int = 0) -> Path:
         if missing:
             ax.text(0.01, 0.02, "missing: " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""), transform=ax.transAxes, fontsize=7, color="tab:gray")
     axes.ravel()[0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"2D detections at frame {frame} over each camera's image frame")
+    where = f"over {on_video} camera video frame(s)" if on_video else "over each camera's image frame"
+    fig.suptitle(f"2D detections ({'raw pixels' if raw else 'pixels'}) at frame {frame_label} {where}")
     return save_figure(fig, path)
 
 

@@ -1,0 +1,203 @@
+"""Validation without ground truth: leave one camera out.
+
+For each camera ``c``: the model is fitted to the other cameras' detections only;
+the posterior mean is projected into ``c`` (raw pixels, its lens distortion
+included when the dataset has it) and compared with ``c``'s confident detections.
+Robust triangulation from the same remaining cameras is scored the same way, so
+each row says whether the model places keypoints better than triangulation where
+it could not see them. Bone-length stability (the coefficient of variation of
+each bone's length over frames; a rigid skeleton has 0) is reported for both.
+Detections of the held-out camera are themselves noisy, so neither error reaches 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ._atomic import write_text_atomic
+from .cameras import triangulate_robust
+from .datasets import load_dataset, skeleton_of
+
+__all__ = ["CameraScore", "LocoReport", "leave_one_camera_out", "heldout_errors", "bone_length_cv", "DEFAULT_OUT"]
+
+DEFAULT_OUT = Path("benchmarks") / "results"
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Reprojection errors in pixels."""
+
+    n: int
+    mean: float | None
+    median: float | None
+    p90: float | None
+
+    @classmethod
+    def of(cls, err: np.ndarray) -> "ErrorStats":
+        err = err[np.isfinite(err)]
+        if not err.size:
+            return cls(0, None, None, None)
+        return cls(int(err.size), float(err.mean()), float(np.median(err)), float(np.percentile(err, 90)))
+
+
+@dataclass(frozen=True)
+class CameraScore:
+    """One held-out camera."""
+
+    camera: str
+    posterior: ErrorStats
+    triangulation: ErrorStats
+    bone_cv_posterior: float | None  # median over bones of sd/mean of the bone's length over frames
+    bone_cv_triangulation: float | None
+    divergences: int
+    max_rhat: float | None
+    min_ess_bulk: float | None
+    fit_s: float
+
+    @property
+    def ratio_median(self) -> float | None:
+        p, t = self.posterior.median, self.triangulation.median
+        return p / t if p is not None and t else None
+
+
+@dataclass
+class LocoReport:
+    """Leave-one-camera-out results for a dataset."""
+
+    dataset: str
+    T: int
+    K: int
+    cameras: list[CameraScore]
+    settings: dict
+    path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        rows = []
+        for c in self.cameras:
+            row = asdict(c)
+            row["ratio_median_posterior_to_triangulation"] = c.ratio_median
+            rows.append(row)
+        return {"benchmark": "loco", "dataset": self.dataset, "T": self.T, "K": self.K, "settings": self.settings,
+                "rows": rows, "notes": self.notes, "machine": _machine()}
+
+    def text(self) -> str:
+        lines = [f"leave-one-camera-out on {self.dataset} (T={self.T}, K={self.K}): held-out reprojection error, px",
+                 f"  {'camera':>10s} {'n':>6s} {'posterior median':>17s} {'triang. median':>15s} {'ratio':>6s} "
+                 f"{'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s}"]
+        for c in self.cameras:
+            f = lambda v, s=".1f": "n/a" if v is None else format(v, s)  # noqa: E731
+            lines.append(f"  {c.camera:>10s} {c.posterior.n:6d} {f(c.posterior.median):>17s} {f(c.triangulation.median):>15s} "
+                         f"{f(c.ratio_median, '.2f'):>6s} {f(c.posterior.p90):>10s} {f(c.triangulation.p90):>9s} "
+                         f"{f(c.bone_cv_posterior, '.3f') + ' / ' + f(c.bone_cv_triangulation, '.3f'):>17s}")
+        return "\n".join(lines)
+
+
+def _machine() -> dict:
+    import os
+    import platform
+
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+
+
+def heldout_errors(points: np.ndarray, dataset: xr.Dataset, camera: str, min_confidence: float | None) -> np.ndarray:
+    """Pixel distance between ``points`` (T, K, 3) projected into ``camera`` and its confident detections."""
+    from .io.export import reproject_raw
+
+    c = [str(n) for n in dataset["camera"].values].index(camera)
+    raw_name = "observations_raw" if "observations_raw" in dataset else "observations"
+    det = dataset[raw_name].values[:, c]  # (T, K, 2)
+    if min_confidence is not None and "confidence" in dataset:
+        det = np.where((dataset["confidence"].values[:, c] >= min_confidence)[..., None], det, np.nan)
+    one = dataset.isel(camera=[c])
+    proj = reproject_raw(points, one)[:, 0]
+    return np.linalg.norm(proj - det, axis=-1)
+
+
+def bone_length_cv(points: np.ndarray, dataset: xr.Dataset) -> float | None:
+    """Median over bones of (sd / mean) of the bone's length over frames."""
+    skel = skeleton_of(dataset)
+    lengths = np.linalg.norm(skel.bone_vectors(points), axis=-1)  # (T, B)
+    with np.errstate(all="ignore"):
+        cv = np.nanstd(lengths, axis=0) / np.nanmean(lengths, axis=0)
+    cv = cv[np.isfinite(cv)]
+    return float(np.median(cv)) if cv.size else None
+
+
+def _fit_without(dataset: xr.Dataset, camera: str, *, chains, tune, draws, seed, progress, model_options):
+    from .diagnostics.sampling import sampling_summary
+    from .fitting import sample_model
+    from .pymc_model import build_model
+
+    keep = [str(n) for n in dataset["camera"].values if str(n) != camera]
+    rest = dataset.sel(camera=keep)
+    t0 = time.perf_counter()
+    model = build_model(rest, seed=seed, **(model_options or {}))
+    fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=progress)
+    summary = sampling_summary(fit.trace, ["x"])
+    mean = fit.trace["posterior"]["x"].mean(("chain", "draw")).values
+    return rest, mean, summary, time.perf_counter() - t0
+
+
+def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras=None, chains: int = 2,
+                         tune: int = 300, draws: int = 200, seed: int = 0, min_confidence: float | None = 0.5,
+                         overwrite: bool = False, progress: bool = True, model_options: dict | None = None) -> LocoReport:
+    """Fit once per held-out camera and score both the posterior and triangulation in that camera.
+
+    Parameters
+    ----------
+    dataset : str, path or xarray.Dataset
+        A registered name, a ``.nc`` file, or a dataset (needs at least 3 cameras).
+    out : path, optional
+        JSON to write; default ``benchmarks/results/loco_<name>.json``.
+    cameras : list of str, optional
+        Cameras to hold out (default: all).
+    min_confidence : float, optional
+        Held-out detections scored only at or above this confidence (where the dataset has one).
+    """
+    if dataset is None:
+        raise ValueError("leave_one_camera_out needs a dataset (--dataset NAME or FILE.nc).")
+    ds = dataset if isinstance(dataset, xr.Dataset) else load_dataset(dataset, max_T=max_T)
+    label = Path(str(dataset)).stem if not isinstance(dataset, xr.Dataset) else ds.attrs.get("name", "dataset")
+    names = [str(n) for n in ds["camera"].values]
+    if len(names) < 3:
+        raise ValueError(f"leave-one-camera-out needs >= 3 cameras (2 to fit, 1 to score); {label} has {len(names)}.")
+    cameras = list(cameras or names)
+    unknown = sorted(set(cameras) - set(names))
+    if unknown:
+        raise ValueError(f"--cameras {unknown} are not cameras of {label}: {names}.")
+    path = Path(out) if out else DEFAULT_OUT / f"loco_{label}.json"
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite (or overwrite=True) to replace it.")
+    rows = []
+    for i, cam in enumerate(cameras, 1):
+        if progress:
+            print(f"[{i}/{len(cameras)}] holding out camera {cam!r}", flush=True)
+        rest, mean, summary, fit_s = _fit_without(ds, cam, chains=chains, tune=tune, draws=draws, seed=seed,
+                                                  progress=progress, model_options=model_options)
+        tri = triangulate_robust(np.moveaxis(rest["observations"].values, 1, 2), rest["camera_matrix"].values)
+        rows.append(CameraScore(
+            camera=cam,
+            posterior=ErrorStats.of(heldout_errors(mean, ds, cam, min_confidence)),
+            triangulation=ErrorStats.of(heldout_errors(tri, ds, cam, min_confidence)),
+            bone_cv_posterior=bone_length_cv(mean, ds),
+            bone_cv_triangulation=bone_length_cv(tri, ds),
+            divergences=int(summary["divergences"]),
+            max_rhat=summary.get("max_rhat_all"),
+            min_ess_bulk=summary.get("min_ess_bulk_all"),
+            fit_s=fit_s,
+        ))
+        if progress:
+            r = rows[-1]
+            print(f"    posterior median {r.posterior.median} px vs triangulation {r.triangulation.median} px", flush=True)
+    settings = {"chains": chains, "tune": tune, "draws": draws, "seed": seed, "min_confidence": min_confidence,
+                "max_T": max_T, "model_options": model_options or {}}
+    report = LocoReport(label, int(ds.sizes["frame"]), int(ds.sizes["keypoint"]), rows, settings, path)
+    write_text_atomic(path, json.dumps(report.to_json(), indent=2, default=float) + "\n")
+    return report

@@ -1,0 +1,317 @@
+"""From a lab's files to a gimbal dataset: detections + calibration + skeleton -> ``.nc``.
+
+:func:`import_session` is a short composition of named steps:
+
+1. :func:`read_detection_sources` - one detection table per camera name (files, a folder, a multi-camera ``.slp``);
+2. :func:`match_cameras` - detection names to calibration names, by name (``camera_map`` for the rest);
+3. :func:`select_keypoints` - the skeleton's keypoints, in its order, from every camera;
+4. :func:`stack_frames` - one (frame, camera, keypoint, uv) array over the union of frames;
+5. :func:`check_image_bounds` - detections inside each camera's image;
+6. low-confidence detections become missing (``min_confidence``);
+7. undistortion (OpenCV's model) and :func:`gimbal.datasets.from_arrays`;
+8. :func:`gimbal.io.calibration_check.check_calibration` - a camera far worse than the others is named.
+
+The dataset keeps the raw pixels (``observations_raw``), the confidence, and the
+full calibration (``camera_intrinsics``, ``camera_rotation``, ``camera_translation``,
+``camera_distortion``), so that posterior positions can be projected back into raw
+pixels (:func:`calibration_from_dataset`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..datasets.container import from_arrays
+from ..skeleton import Skeleton
+from .calibration import Calibration, Camera, load_calibration
+from .calibration_check import CalibrationReport, check_calibration
+from .detections import DetectionFileError, load_detections, load_slp_session_detections
+from .skeleton_files import load_skeleton
+
+__all__ = [
+    "SessionImportError",
+    "ImportResult",
+    "import_session",
+    "read_detection_sources",
+    "match_cameras",
+    "select_keypoints",
+    "stack_frames",
+    "check_image_bounds",
+    "attach_calibration",
+    "calibration_from_dataset",
+    "parse_pairs",
+]
+
+DETECTION_SUFFIXES = (".analysis.h5", ".slp", ".h5", ".csv")  # preference order when a folder holds several
+BOUNDS_TOLERANCE_PX = 2.0
+
+
+class SessionImportError(ValueError):
+    """The inputs of an import do not fit together (names, keypoints, image sizes)."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The imported dataset and the calibration check."""
+
+    dataset: xr.Dataset
+    calibration_report: CalibrationReport
+    notes: tuple[str, ...] = ()
+
+
+def parse_pairs(items, what: str) -> dict[str, str]:
+    """``["a=b", "c=d"]`` or ``["a=b,c=d"]`` to a dict, with an error naming a malformed item."""
+    out = {}
+    for item in items or ():
+        for part in str(item).split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise SessionImportError(f"{what}: expected NAME=VALUE, got {part!r}.")
+            k, v = part.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _camera_file_in(folder: Path, name: str) -> Path | None:
+    """The detection file of camera ``name`` in a session folder (a sub-folder or a file named after it)."""
+    candidates = []
+    sub = folder / name
+    pool = list(sub.iterdir()) if sub.is_dir() else [p for p in folder.iterdir() if _name_tokens(p) & {name}]
+    for suffix in DETECTION_SUFFIXES:
+        hits = sorted(p for p in pool if p.is_file() and p.name.lower().endswith(suffix))
+        if hits:
+            candidates = hits
+            break
+    if not candidates and sub.is_dir() and any(sub.glob("*_keypoints.json")):
+        return sub
+    return candidates[0] if len(candidates) == 1 else None if not candidates else _ambiguous(name, candidates)
+
+
+def _ambiguous(name, candidates):
+    raise SessionImportError(f"camera {name!r}: several detection files {[str(c) for c in candidates]}; name one with "
+                       f"--detections {name}=FILE.")
+
+
+def _name_tokens(path: Path) -> set[str]:
+    import re
+
+    stem = path.name.split(".")[0]
+    return set(re.split(r"[_\-\s]+", stem))
+
+
+def read_detection_sources(detections, calibration: Calibration, individual=None) -> dict[str, xr.Dataset]:
+    """Detections per camera name from ``{name: file}``, a session folder, or one multi-camera ``.slp``."""
+    if isinstance(detections, (str, Path)):
+        src = Path(detections)
+        if src.is_file() and src.suffix.lower() == ".slp":
+            return load_slp_session_detections(src, individual=individual)
+        if not src.is_dir():
+            raise DetectionFileError(f"{src}: expected a folder with one detection file per camera, or a multi-camera .slp.")
+        found = {n: _camera_file_in(src, n) for n in calibration.names}
+        missing = [n for n, p in found.items() if p is None]
+        if len(missing) == len(found):
+            raise SessionImportError(f"{src}: no detection file is named after a calibration camera {calibration.names}; "
+                               "pass them as --detections NAME=FILE.")
+        detections = {n: p for n, p in found.items() if p is not None}
+    return {str(n): load_detections(p, individual=individual) for n, p in dict(detections).items()}
+
+
+def match_cameras(detection_names, calibration: Calibration, camera_map: dict[str, str] | None = None) -> dict[str, str]:
+    """Detection name -> calibration name, exactly by name after ``camera_map``; never by position."""
+    camera_map = dict(camera_map or {})
+    bad_keys = sorted(set(camera_map) - set(detection_names))
+    if bad_keys:
+        raise SessionImportError(f"--camera-map names detection cameras {bad_keys} that were not given; detections: "
+                           f"{sorted(detection_names)}.")
+    mapping = {d: camera_map.get(d, d) for d in detection_names}
+    unknown = sorted(d for d, c in mapping.items() if c not in calibration.names)
+    if unknown:
+        unused = sorted(set(calibration.names) - set(mapping.values()))
+        raise SessionImportError(
+            f"detection cameras {unknown} have no camera of that name in {calibration.source} "
+            f"(calibration cameras: {calibration.names}; not yet used: {unused}). Map them by name, e.g. "
+            f"--camera-map {unknown[0]}={unused[0] if unused else 'CALIBRATION_NAME'}."
+        )
+    targets = list(mapping.values())
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        raise SessionImportError(f"calibration cameras {twice} are assigned to several detection files: {mapping}.")
+    return mapping
+
+
+def select_keypoints(per_camera: dict[str, xr.Dataset], skeleton: Skeleton) -> dict[str, xr.Dataset]:
+    """Every camera's detections restricted to, and ordered as, the skeleton's keypoints."""
+    out = {}
+    for cam, det in per_camera.items():
+        have = [str(k) for k in det["keypoint"].values]
+        lacking = [k for k in skeleton.names if k not in have]
+        if lacking:
+            raise SessionImportError(
+                f"skeleton keypoints {lacking} are not in camera {cam!r}'s detections ({det.attrs.get('source_file')}); "
+                f"its keypoints are {have}. Rename them in the skeleton file or drop them."
+            )
+        out[cam] = det.sel(keypoint=list(skeleton.names))
+    return out
+
+
+def stack_frames(per_camera: dict[str, xr.Dataset], order: list[str]):
+    """(frame, camera, keypoint, uv) positions and (frame, camera, keypoint) confidence over the union of frames."""
+    frames = np.unique(np.concatenate([per_camera[c]["frame"].values for c in order]))
+    aligned = [per_camera[c].reindex(frame=frames) for c in order]
+    pos = np.stack([a["position"].values for a in aligned], axis=1)
+    conf = np.stack([a["confidence"].values for a in aligned], axis=1)
+    return frames, pos, conf
+
+
+def check_image_bounds(raw: np.ndarray, cameras: list[Camera]) -> None:
+    """Raise when detections fall outside a camera's image (wrong size, or wrong file for that camera)."""
+    for c, cam in enumerate(cameras):
+        w, h = cam.size
+        u, v = raw[:, c, :, 0], raw[:, c, :, 1]
+        with np.errstate(invalid="ignore"):
+            out = (u < -BOUNDS_TOLERANCE_PX) | (u > w + BOUNDS_TOLERANCE_PX) | (v < -BOUNDS_TOLERANCE_PX) | (
+                v > h + BOUNDS_TOLERANCE_PX)
+        if out.any():
+            raise SessionImportError(
+                f"camera {cam.name!r}: {int(out.sum())} detections lie outside its {w:.0f}x{h:.0f} image (up to "
+                f"u={np.nanmax(u):.0f}, v={np.nanmax(v):.0f}); the calibration's image size or the detection file "
+                "for this camera is wrong."
+            )
+
+
+def attach_calibration(ds: xr.Dataset, calibration: Calibration) -> xr.Dataset:
+    """Store the full calibration (intrinsics, extrinsics, distortion) beside the pinhole matrices."""
+    cams = calibration.cameras
+    ds = ds.assign(
+        camera_intrinsics=(("camera", "row", "col3"), np.stack([c.K for c in cams])),
+        camera_rotation=(("camera", "row", "col3"), np.stack([c.R for c in cams])),
+        camera_translation=(("camera", "row"), np.stack([c.t for c in cams])),
+        camera_distortion=(("camera", "dist_coeff"), np.stack([c.dist for c in cams])),
+    )
+    return ds.assign_coords(dist_coeff=["k1", "k2", "p1", "p2", "k3"])
+
+
+def calibration_from_dataset(ds: xr.Dataset) -> Calibration | None:
+    """The dataset's full calibration, or None for datasets built from pinhole matrices only."""
+    if "camera_intrinsics" not in ds:
+        return None
+    cams = []
+    for i, name in enumerate(ds["camera"].values):
+        cams.append(Camera(str(name), ds["camera_intrinsics"].values[i], ds["camera_rotation"].values[i],
+                           ds["camera_translation"].values[i], ds["camera_distortion"].values[i],
+                           tuple(ds["image_size"].values[i])))
+    return Calibration(tuple(cams), source=str(ds.attrs.get("calibration_file", "")), units=str(ds.attrs.get("units", "")))
+
+
+def _skeleton_for(skeleton, per_camera, root) -> Skeleton:
+    if isinstance(skeleton, Skeleton):
+        return skeleton
+    if skeleton is not None:
+        return load_skeleton(skeleton, root=root)
+    sources = {Path(d.attrs.get("source_file", "")) for d in per_camera.values()}
+    slp = [s for s in sources if s.suffix.lower() == ".slp"]
+    if slp:
+        return load_skeleton(slp[0], root=root)  # SLEAP files carry their skeleton's edges
+    raise SessionImportError("no skeleton: pass --skeleton FILE (YAML, DANNCE .mat, anipose config.toml or a .slp).")
+
+
+def import_session(
+    detections,
+    calibration,
+    skeleton=None,
+    *,
+    min_confidence: float | None = None,
+    camera_map: dict[str, str] | None = None,
+    videos: dict[str, str] | None = None,
+    individual: str | None = None,
+    root: str | None = None,
+    fps: float | None = None,
+    name: str | None = None,
+) -> ImportResult:
+    """Build a gimbal dataset from detection files, a calibration and a skeleton.
+
+    Parameters
+    ----------
+    detections : dict of {camera name: path}, or path
+        One detection file (or OpenPose folder) per camera, keyed by camera name; or a
+        folder holding one per camera (sub-folders or files named after the cameras);
+        or a multi-camera SLEAP ``.slp`` with a recording session.
+    calibration : path or Calibration
+        aniposelib ``.toml``, DANNCE ``label3d_dannce.mat`` or a SLEAP ``.slp`` session.
+    skeleton : path or Skeleton, optional
+        YAML, DANNCE skeleton ``.mat``, anipose ``config.toml`` or ``.slp``; a SLEAP
+        detection file's own skeleton when omitted.
+    min_confidence : float, optional
+        Detections below this score become missing.
+    camera_map : dict, optional
+        Detection camera name -> calibration camera name, for names that differ.
+    videos : dict, optional
+        Camera name -> video file (recorded for the book's data page).
+    individual : str, optional
+        The animal to read from multi-animal files.
+    root : str, optional
+        Root keypoint of the skeleton tree.
+    fps : float, optional
+    name : str, optional
+        Dataset name (default: the calibration file's folder name).
+
+    Returns
+    -------
+    ImportResult
+    """
+    calib = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
+    if min_confidence is not None and not 0 <= float(min_confidence) <= 1:
+        raise SessionImportError(f"min_confidence must be in [0, 1], got {min_confidence}.")
+    per_camera = read_detection_sources(detections, calib, individual=individual)
+    mapping = match_cameras(list(per_camera), calib, camera_map)
+    per_camera = {mapping[d]: det for d, det in per_camera.items()}
+    order = [n for n in calib.names if n in per_camera]  # the calibration's order
+    notes = []
+    if len(order) < len(calib.names):
+        notes.append(f"calibration cameras without detections, left out: {sorted(set(calib.names) - set(order))}")
+    if len(order) < 2:
+        raise SessionImportError(f"only {len(order)} camera(s) with detections ({order}); 3D needs at least 2.")
+    skel = _skeleton_for(skeleton, per_camera, root)
+    per_camera = select_keypoints(per_camera, skel)
+    frames, raw, conf = stack_frames(per_camera, order)
+    used = calib.select(order)
+    check_image_bounds(raw, list(used.cameras))
+    if min_confidence is not None:
+        low = np.isfinite(raw).all(-1) & ~(conf >= float(min_confidence))
+        notes.append(f"{int(low.sum())} of {int(np.isfinite(raw).all(-1).sum())} detections below confidence "
+                     f"{min_confidence} marked missing")
+        raw = np.where(low[..., None], np.nan, raw)
+    und = np.stack([cam.undistort(raw[:, c]) for c, cam in enumerate(used.cameras)], axis=1)
+    seen2 = (np.isfinite(und).all(-1).sum(axis=1) >= 2).any(axis=0)  # (K,): seen by two cameras in some frame
+    never = [k for k, s in zip(skel.names, seen2) if not s]
+    if never:
+        raise SessionImportError(f"keypoints {never} are never detected by two cameras at once (after --min-confidence), so "
+                           "they cannot be placed in 3D; drop them from the skeleton or lower --min-confidence.")
+    ds = from_arrays(und, used.pinhole_matrices(), skel.parents, keypoint_names=skel.names,
+                     image_size=[c.size for c in used.cameras], camera_names=order, fps=fps, units=calib.units,
+                     name=name or Path(calib.source).parent.name or "imported",
+                     description=f"imported from {len(order)} cameras: {calib.source}")
+    ds = ds.assign_coords(frame=frames)
+    ds["observations_raw"] = (("frame", "camera", "keypoint", "uv"), raw)
+    ds["confidence"] = (("frame", "camera", "keypoint"), conf)
+    ds = attach_calibration(ds, used)
+    report = check_calibration(und, used.pinhole_matrices(), order, used, conf, min_confidence)
+    ds.attrs.update(
+        calibration_file=str(calib.source),
+        detection_files=json.dumps({c: per_camera[c].attrs.get("source_file", "") for c in order}),
+        detection_software=json.dumps({c: per_camera[c].attrs.get("source_software", "") for c in order}),
+        individual=str(individual or next(iter(per_camera.values())).attrs.get("individual", "")),
+        min_confidence=float(min_confidence) if min_confidence is not None else -1.0,
+        calibration_check=json.dumps(report.to_dict()),
+        videos=json.dumps({str(k): str(Path(v).resolve()) for k, v in (videos or {}).items()}),
+    )
+    unknown_videos = sorted(set(videos or {}) - set(order))
+    if unknown_videos:
+        raise SessionImportError(f"--video names cameras {unknown_videos} that are not imported cameras {order}.")
+    return ImportResult(ds, report, tuple(notes))

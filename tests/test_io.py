@@ -1,0 +1,403 @@
+"""Import and export against the real tools' own code and files.
+
+References nobody here wrote: aniposelib's ``CameraGroup`` (projection, undistortion,
+triangulation, ``dump``), movement's savers and validators, sleap-io's writer, and the
+real recordings in ``../shared/data`` (skipped, with the reason, where absent).
+"""
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from gimbal.cameras import project, triangulate_dlt
+from gimbal.io import (
+    CalibrationFileError,
+    DetectionFileError,
+    SessionImportError,
+    SkeletonFileError,
+    import_session,
+    load_calibration,
+    load_detections,
+    load_skeleton,
+)
+from gimbal.io.export import posterior_poses, reproject_raw, to_anipose_csv, to_dlc_files, to_movement, uncertainty_path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("GIMBAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+SESSION = SHARED / "sleap_anipose_minimal_session"
+MULTIVIEW = SHARED / "sleap_multiview_min_session"
+DANNCE = SHARED / "dannce_markerless_mouse"
+MOUSE_SKELETON = REPO / "examples" / "skeletons" / "sleap_anipose_mouse.yaml"
+
+needs_session = pytest.mark.skipif(not SESSION.is_dir(), reason=f"real recording not found at {SESSION} "
+                                   "(set GIMBAL_SHARED_DATA to the shared/data folder)")
+needs_multiview = pytest.mark.skipif(not MULTIVIEW.is_dir(), reason=f"SLEAP multiview fixture not found at {MULTIVIEW}")
+needs_dannce = pytest.mark.skipif(not DANNCE.is_dir(), reason=f"DANNCE labelled mice not found at {DANNCE}")
+
+aniposelib = pytest.importorskip("aniposelib.cameras")
+
+
+def _anipose_group(n=3, dist=(-0.28, 0.05, 0.001, -0.002, 0.01), seed=0):
+    """A ring of aniposelib cameras around the origin, with distortion, looking at a subject ~300 mm away."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    cams = []
+    for i in range(n):
+        angle = 2 * np.pi * i / n
+        center = 300 * np.array([np.cos(angle), np.sin(angle), 0.3])
+        z = -center / np.linalg.norm(center)
+        x = np.cross(z, [0, 0, 1.0])
+        x /= np.linalg.norm(x)
+        R = np.stack([x, np.cross(z, x), z])
+        f = 800 + 50 * i
+        K = np.array([[f, 0, 639.5], [0, f, 511.5], [0, 0, 1.0]])
+        cams.append(aniposelib.Camera(name=f"cam{chr(65 + i)}", size=(1280, 1024), matrix=K,
+                                      dist=np.asarray(dist) * (1 + 0.1 * i), rvec=cv2.Rodrigues(R)[0].ravel(),
+                                      tvec=-R @ center + rng.normal(0, 1, 3)))
+    return aniposelib.CameraGroup(cams)
+
+
+def _written(path: Path) -> Path:
+    """The file movement wrote for ``path``: single-animal DeepLabCut files get the individual's name appended."""
+    return path if path.exists() else next(path.parent.glob(f"{path.name.split('.')[0]}_*{path.suffix}"))
+
+
+def _points(T=30, K=4, seed=1, spread=25.0):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, spread, (K, 3))
+    drift = np.cumsum(rng.normal(0, 1.0, (T, 1, 3)), axis=0)
+    return base[None] + drift
+
+
+# --- calibration against aniposelib ---------------------------------------------------------
+
+
+def test_calibration_matches_aniposelib_projection_undistortion_and_triangulation(tmp_path):
+    group = _anipose_group()
+    group.dump(str(tmp_path / "calibration.toml"))  # aniposelib's own writer
+    calib = load_calibration(tmp_path / "calibration.toml")
+    assert calib.names == group.get_names()
+    X = _points().reshape(-1, 3)
+    theirs = group.project(X)  # (C, N, 2), raw pixels with distortion
+    ours = np.stack([c.project(X) for c in calib.cameras])
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    for c, (cam, acam) in enumerate(zip(calib.cameras, group.cameras)):
+        undist = cam.undistort(theirs[c])  # pinhole pixels
+        norm = np.c_[undist, np.ones(len(undist))] @ np.linalg.inv(cam.K).T
+        np.testing.assert_allclose(norm[:, :2], acam.undistort_points(theirs[c]).reshape(-1, 2), atol=1e-6)
+        np.testing.assert_allclose(undist, cam.project(X, distort=False), atol=1e-5)  # undistort inverts distort
+    und = np.stack([cam.undistort(theirs[c]) for c, cam in enumerate(calib.cameras)], axis=1)  # (N, C, 2)
+    ours3d = triangulate_dlt(und, calib.pinhole_matrices())
+    np.testing.assert_allclose(ours3d, group.triangulate(theirs, undistort=True), atol=1e-4)
+    np.testing.assert_allclose(ours3d, X, atol=1e-4)
+
+
+def test_calibration_errors_name_the_problem(tmp_path):
+    group = _anipose_group()
+    group.dump(str(tmp_path / "c.toml"))
+    text = (tmp_path / "c.toml").read_text()
+    bad = tmp_path / "nan.toml"
+    first = text.index("translation = [ ") + len("translation = [ ")
+    bad.write_text(text[:first] + "nan, " + text[text.index(",", first) + 1:].lstrip())
+    with pytest.raises(CalibrationFileError, match="camera 'camA': its translation contains NaN"):
+        load_calibration(bad)
+    (tmp_path / "long.toml").write_text(text.replace("translation = [ ", "translation = [ 1.0, ", 1))
+    with pytest.raises(CalibrationFileError, match="camera 'camA': its translation must have 3 numbers"):
+        load_calibration(tmp_path / "long.toml")
+    with pytest.raises(CalibrationFileError, match="does not exist"):
+        load_calibration(tmp_path / "missing.toml")
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(CalibrationFileError, match="unknown calibration format"):
+        load_calibration(tmp_path / "c.json")
+
+
+@needs_session
+def test_real_broken_calibration_is_flagged_by_camera_name_and_valid_one_passes():
+    broken = import_session(SESSION, SESSION / "calibration.toml", MOUSE_SKELETON).calibration_report
+    assert [c.name for c in broken.flagged] == ["side"]
+    assert "identical to 'top'" in broken.flagged[0].cause
+    valid = import_session(SESSION, SESSION / "calibration_valid.toml", MOUSE_SKELETON).calibration_report
+    assert valid.ok, valid.text()
+    assert all(c.heldout_median_px < 20 for c in valid.cameras), valid.text()
+
+
+@needs_session
+def test_real_session_imports_with_undistortion_checked_against_aniposelib():
+    from aniposelib.cameras import CameraGroup
+
+    res = import_session(SESSION, SESSION / "calibration_valid.toml", MOUSE_SKELETON, min_confidence=0.2)
+    ds = res.dataset
+    assert dict(ds.sizes)["frame"] == 120 and ds.sizes["camera"] == 4 and ds.sizes["keypoint"] == 15
+    assert list(ds["camera"].values) == ["back", "mid", "side", "top"]
+    assert ds["keypoint"].values[0] == "Trunk" and ds["parents"].values[0] == -1
+    assert "confidence" in ds and ds["confidence"].dims == ("frame", "camera", "keypoint")
+    low = ds["confidence"].values < 0.2
+    assert np.isnan(ds["observations"].values[low]).all() and low.any()
+    group = CameraGroup.load(str(SESSION / "calibration_valid.toml"))
+    for c, name in enumerate(ds["camera"].values):
+        acam = group.cameras[group.get_names().index(str(name))]
+        raw = ds["observations_raw"].values[:, c].reshape(-1, 2)
+        ok = np.isfinite(raw).all(-1)
+        K = ds["camera_intrinsics"].values[c]
+        norm = np.c_[ds["observations"].values[:, c].reshape(-1, 2)[ok], np.ones(ok.sum())] @ np.linalg.inv(K).T
+        # aniposelib runs OpenCV's default 5 iterations; ours iterates to convergence, so it inverts the distortion
+        np.testing.assert_allclose(norm[:, :2], acam.undistort_points(raw[ok]).reshape(-1, 2), atol=1e-5)
+        redistorted = acam.distort_points(norm[:, :2]).reshape(-1, 2)
+        np.testing.assert_allclose(redistorted, raw[ok], atol=1e-6)
+    # the SLEAP .slp and its .analysis.h5 export hold the same detections
+    a = load_detections(SESSION / "back" / "minimal_back_proofread.slp")
+    b = load_detections(SESSION / "back" / "minimal_back_proofread.analysis.h5")
+    np.testing.assert_allclose(a["position"].values, b["position"].values, equal_nan=True)
+
+
+# --- detections through the ecosystem's writers ---------------------------------------------
+
+
+def _movement_2d(points2d, conf, keypoints, individuals=("mouse",)):
+    from movement.io.load_poses import from_numpy
+
+    pos = np.moveaxis(points2d, -1, 1)[..., None]  # (T, 2, K, 1)
+    if len(individuals) > 1:
+        pos = np.concatenate([pos + 100 * i for i in range(len(individuals))], axis=-1)
+        conf = np.repeat(conf[..., None], len(individuals), axis=-1)
+    else:
+        conf = conf[..., None]
+    return from_numpy(pos, conf, individual_names=list(individuals), keypoint_names=list(keypoints))
+
+
+@pytest.mark.parametrize("writer", ["dlc_h5", "dlc_csv", "lp_csv", "sleap_h5"])
+def test_files_written_by_movement_import_and_triangulate(tmp_path, writer):
+    from movement.io import save_poses
+
+    group = _anipose_group()
+    group.dump(str(tmp_path / "calibration.toml"))
+    X = _points()
+    kps = ["body", "head", "tail", "paw"]
+    raw = np.stack([group.cameras[c].project(X.reshape(-1, 3)).reshape(*X.shape[:2], 2) for c in range(3)], axis=1)
+    conf = np.full(raw.shape[:3], 0.9)
+    conf[3, 1, 2] = 0.1
+    files = {}
+    for c, name in enumerate(group.get_names()):
+        ds = _movement_2d(raw[:, c], conf[:, c], kps)
+        suffix = {"dlc_h5": ".h5", "dlc_csv": ".csv", "lp_csv": ".csv", "sleap_h5": ".analysis.h5"}[writer]
+        path = tmp_path / f"{name}{suffix}"
+        {"dlc_h5": save_poses.to_dlc_file, "dlc_csv": save_poses.to_dlc_file, "lp_csv": save_poses.to_lp_file,
+         "sleap_h5": save_poses.to_sleap_analysis_file}[writer](ds, path)
+        files[name] = _written(path)
+    (tmp_path / "skel.yaml").write_text("edges: [[body, head], [body, tail], [body, paw]]\nroot: body\n")
+    res = import_session(files, tmp_path / "calibration.toml", tmp_path / "skel.yaml", min_confidence=0.5)
+    ds = res.dataset
+    assert list(ds["keypoint"].values) == ["body", "head", "tail", "paw"]
+    order = [kps.index(k) for k in ds["keypoint"].values]
+    np.testing.assert_allclose(ds["observations_raw"].values[:, :, :, :][~np.isnan(ds["observations_raw"].values)],
+                               raw[:, :, order][~np.isnan(ds["observations_raw"].values)], atol=1e-3)
+    assert np.isnan(ds["observations"].values[3, 1, order.index(2)]).all()  # below --min-confidence
+    tri = triangulate_dlt(np.moveaxis(ds["observations"].values, 1, 2), ds["camera_matrix"].values)
+    np.testing.assert_allclose(tri, X[:, order], atol=1e-2)
+
+
+def test_multi_animal_file_needs_an_individual(tmp_path):
+    from movement.io import save_poses
+
+    ds = _movement_2d(np.random.default_rng(0).uniform(100, 900, (5, 2, 2)), np.ones((5, 2)), ["a", "b"],
+                      individuals=("mouse1", "mouse2"))
+    path = tmp_path / "two.h5"
+    save_poses.to_dlc_file(ds, path, split_individuals=False)
+    with pytest.raises(DetectionFileError, match=r"--individual.*|individuals \['mouse1', 'mouse2'\]"):
+        load_detections(path)
+    one = load_detections(path, individual="mouse2")
+    np.testing.assert_allclose(one["position"].values, ds["position"].sel(individual="mouse2").transpose(
+        "time", "keypoint", "space").values, atol=1e-4)
+
+
+def test_openpose_folder_picks_the_most_confident_person(tmp_path):
+    for f in range(3):
+        weak = [10.0, 20.0, 0.2] * 25
+        strong = sum(([100.0 + k, 200.0 + f, 0.9] for k in range(25)), [])
+        strong[3:6] = [0.0, 0.0, 0.0]  # OpenPose's "not found"
+        people = [{"pose_keypoints_2d": weak}, {"pose_keypoints_2d": strong}]
+        (tmp_path / f"clip_{f:012d}_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
+    det = load_detections(tmp_path)
+    assert det.sizes["keypoint"] == 25 and str(det["keypoint"].values[1]) == "Neck"
+    np.testing.assert_allclose(det["position"].values[2, 0], [100.0, 202.0])
+    assert np.isnan(det["position"].values[:, 1]).all()
+    np.testing.assert_allclose(det["confidence"].values[0, 0], 0.9)
+    first = load_detections(tmp_path, person=0)
+    np.testing.assert_allclose(first["position"].values[0, 0], [10.0, 20.0])
+
+
+def test_slp_written_by_sleap_io_and_a_truncated_one(tmp_path):
+    import sleap_io as sio
+
+    skel = sio.Skeleton(["a", "b", "c"], edges=[("a", "b"), ("b", "c")])
+    video = sio.Video(filename="fake.mp4")
+    pts = np.array([[10.0, 20.0], [30.0, 40.0], [np.nan, np.nan]])
+    frames = [sio.LabeledFrame(video=video, frame_idx=i, instances=[sio.PredictedInstance.from_numpy(
+        pts + i, skeleton=skel, point_scores=np.array([0.9, 0.8, 0.0]), score=1.0)]) for i in range(4)]
+    path = tmp_path / "cam.slp"
+    sio.save_slp(sio.Labels(frames, videos=[video], skeletons=[skel]), str(path))
+    det = load_detections(path)
+    np.testing.assert_allclose(det["position"].values[3, :2], pts[:2] + 3)
+    assert np.isnan(det["position"].values[:, 2]).all()
+    assert load_skeleton(path, root="a").names == ("a", "b", "c")
+    cut = tmp_path / "cut.slp"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(DetectionFileError, match="truncated"):
+        load_detections(cut)
+
+
+# --- camera and keypoint matching, bad inputs ----------------------------------------------
+
+
+@pytest.fixture
+def synthetic_files(tmp_path):
+    from movement.io import save_poses
+
+    group = _anipose_group()
+    group.dump(str(tmp_path / "calibration.toml"))
+    X = _points(T=10, spread=45.0)  # away from the image centre, where the lens distortion is a few pixels
+    files = {}
+    for c, name in enumerate(group.get_names()):
+        raw = group.cameras[c].project(X.reshape(-1, 3)).reshape(10, 4, 2)
+        save_poses.to_dlc_file(_movement_2d(raw, np.ones((10, 4)), ["body", "head", "tail", "paw"]), tmp_path / f"{name}.h5")
+        files[name] = _written(tmp_path / f"{name}.h5")
+    (tmp_path / "skel.yaml").write_text("keypoints: [body, head, tail, paw]\nparents: [null, body, body, body]\n")
+    return tmp_path, files
+
+
+def test_unmatched_camera_names_list_both_sides_and_camera_map_fixes_it(synthetic_files):
+    tmp, files = synthetic_files
+    renamed = {"left": files["camA"], "camB": files["camB"], "camC": files["camC"]}
+    with pytest.raises(SessionImportError, match=r"\['left'\].*camA.*--camera-map left=camA"):
+        import_session(renamed, tmp / "calibration.toml", tmp / "skel.yaml")
+    ds = import_session(renamed, tmp / "calibration.toml", tmp / "skel.yaml", camera_map={"left": "camA"}).dataset
+    assert list(ds["camera"].values) == ["camA", "camB", "camC"]
+    extra = dict(files, camD=files["camA"])  # one detection file more than the calibration has cameras
+    with pytest.raises(SessionImportError, match=r"\['camD'\]"):
+        import_session(extra, tmp / "calibration.toml", tmp / "skel.yaml")
+
+
+def test_bad_inputs_get_clear_errors(synthetic_files):
+    tmp, files = synthetic_files
+    (tmp / "unknown.yaml").write_text("edges: [[body, head], [body, wing]]\n")
+    with pytest.raises(SessionImportError, match=r"\['wing'\].*not in camera"):
+        import_session(files, tmp / "calibration.toml", tmp / "unknown.yaml")
+    small = (tmp / "calibration.toml").read_text().replace("size = [ 1280, 1024,]", "size = [ 320, 240,]")
+    (tmp / "small.toml").write_text(small)
+    with pytest.raises(SessionImportError, match="outside its 320x240 image"):
+        import_session(files, tmp / "small.toml", tmp / "skel.yaml")
+    from movement.io import save_poses
+
+    blind = {}
+    for name, path in files.items():
+        det = load_detections(path)
+        if name != "camA":
+            det["position"].loc[{"keypoint": "paw"}] = np.nan  # paw seen by camA alone: no 3D position
+        pos = det["position"].values
+        ds2 = _movement_2d(pos, np.ones(pos.shape[:2]), [str(k) for k in det["keypoint"].values])
+        save_poses.to_dlc_file(ds2, tmp / f"blind_{name}.h5")
+        blind[name] = _written(tmp / f"blind_{name}.h5")
+    with pytest.raises(SessionImportError, match=r"\['paw'\] are never detected by two cameras"):
+        import_session(blind, tmp / "calibration.toml", tmp / "skel.yaml")
+
+
+def test_skeleton_edges_become_a_tree_and_cycles_are_named(tmp_path):
+    (tmp_path / "s.yaml").write_text("edges: [[a, b], [b, c], [c, a], [c, d]]\nroot: a\n")
+    with pytest.warns(UserWarning, match="close cycles"):
+        skel = load_skeleton(tmp_path / "s.yaml")
+    assert skel.names[0] == "a" and len(skel.names) == 4
+    (tmp_path / "gap.yaml").write_text("edges: [[a, b], [c, d]]\n")
+    with pytest.raises(SkeletonFileError, match="not connected"):
+        load_skeleton(tmp_path / "gap.yaml")
+    anipose = SHARED / "aniposelib_calibrations" / "7cam-allen-mouse" / "config.toml"
+    if anipose.is_file():
+        with pytest.raises(SkeletonFileError, match="not connected"):  # its constraints leave the head apart
+            load_skeleton(anipose)
+
+
+# --- DANNCE, SLEAP sessions --------------------------------------------------------------------
+
+
+@needs_dannce
+def test_dannce_calibration_reprojects_its_own_3d_labels_exactly():
+    from scipy.io import loadmat
+
+    path = DANNCE / "markerless_mouse_1" / "label3d_dannce.mat"
+    calib = load_calibration(path)
+    mat = loadmat(path, simplify_cells=True)
+    assert calib.names == [str(n) for n in mat["camnames"]]
+    for cam, labels in zip(calib.cameras, mat["labelData"]):
+        X = labels["data_3d"].reshape(-1, 3)
+        y = labels["data_2d"].reshape(-1, 2)
+        ok = np.isfinite(X).all(-1) & np.isfinite(y).all(-1)
+        np.testing.assert_allclose(cam.project(X[ok]), y[ok], atol=1e-6)  # skew and MATLAB transposes included
+        np.testing.assert_allclose(cam.undistort(y[ok]), cam.project(X[ok], distort=False), atol=1e-4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        skel = load_skeleton(DANNCE / "mouse22_skeleton.mat")
+    assert len(skel.names) == 22 and any("close cycles" in str(w.message) for w in caught)
+
+
+@needs_multiview
+def test_sleap_session_calibration_and_detections():
+    calib = load_calibration(MULTIVIEW / "min_session.slp")
+    assert calib.names == ["back", "backL", "mid", "midL", "side", "sideL", "top", "topL"]
+    toml = load_calibration(MULTIVIEW / "calibration.toml")
+    for a, b in zip(calib.cameras, toml.cameras):
+        np.testing.assert_allclose(a.pinhole_matrix(), b.pinhole_matrix(), rtol=1e-9)
+    with pytest.raises(DetectionFileError, match="--individual"):
+        import_session(MULTIVIEW / "min_session.slp", MULTIVIEW / "min_session.slp")
+    res = import_session(MULTIVIEW / "min_session.slp", MULTIVIEW / "min_session.slp", individual="track_0")
+    assert res.dataset.sizes["camera"] == 8 and res.dataset.sizes["frame"] == 3
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _fake_trace(ds, seed=0):
+    rng = np.random.default_rng(seed)
+    tri = triangulate_dlt(np.moveaxis(ds["observations"].values, 1, 2), ds["camera_matrix"].values)
+    x = tri[None, None] + rng.normal(0, 0.5, (2, 50, *tri.shape))
+    post = xr.Dataset({"x": (("chain", "draw", "frame", "keypoint", "xyz"), x)},
+                      coords={"frame": ds["frame"].values, "keypoint": ds["keypoint"].values, "xyz": ["x", "y", "z"]})
+    return xr.DataTree.from_dict({"posterior": post}), x
+
+
+def test_exports_load_back_in_movement_and_reproject_with_distortion(synthetic_files):
+    from movement.io import load_dataset as mv_load
+    from movement.validators.datasets import ValidPosesInputs
+
+    tmp, files = synthetic_files
+    ds = import_session(files, tmp / "calibration.toml", tmp / "skel.yaml").dataset
+    trace, x = _fake_trace(ds)
+    poses = posterior_poses(trace)
+    np.testing.assert_allclose(poses.mean.values, x.mean((0, 1)))
+    np.testing.assert_allclose(poses.q95.values, np.quantile(x.reshape(-1, *x.shape[2:]), 0.95, axis=0))
+    path = to_movement(poses, ds, tmp / "poses.nc")
+    with xr.open_dataset(path) as back:
+        ValidPosesInputs.validate(back)
+        np.testing.assert_allclose(back["position"].values[..., 0], np.moveaxis(x.mean((0, 1)), -1, 1))
+        np.testing.assert_allclose(back["position_sd"].values[..., 0], np.moveaxis(x.std((0, 1)), -1, 1), rtol=1e-2)
+    with pytest.raises(FileExistsError):
+        to_movement(poses, ds, tmp / "poses.nc")
+    csv, side = to_anipose_csv(poses, ds, tmp / "pose3d.csv")
+    assert side == uncertainty_path(csv) and side.is_file()
+    ani = mv_load(csv, source_software="Anipose")
+    kp = [str(k) for k in ds["keypoint"].values]
+    np.testing.assert_allclose(ani["position"].sel(keypoint=kp).values[..., 0], np.moveaxis(x.mean((0, 1)), -1, 1))
+    dlc = to_dlc_files(poses, ds, tmp / "dlc")
+    assert [p.name for p in dlc] == ["camA.h5", "camB.h5", "camC.h5"]
+    back = mv_load(dlc[0], source_software="DeepLabCut")
+    raw = reproject_raw(x.mean((0, 1)), ds)[:, 0]
+    np.testing.assert_allclose(back["position"].sel(keypoint=kp).values[..., 0], np.moveaxis(raw, -1, 1), atol=1e-3)
+    # raw pixels: the reprojection includes the lens distortion, so it matches the detections, not the pinhole pixels
+    pinhole = project(x.mean((0, 1)), ds["camera_matrix"].values)[:, 0]
+    raw_err = np.nanmedian(np.linalg.norm(raw - ds["observations_raw"].values[:, 0], axis=-1))
+    pinhole_err = np.nanmedian(np.linalg.norm(pinhole - ds["observations_raw"].values[:, 0], axis=-1))
+    assert raw_err < 0.5 and pinhole_err > 3 * raw_err, (raw_err, pinhole_err)
