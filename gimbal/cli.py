@@ -170,10 +170,12 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     from .fitting import position_errors
     from .windowed import sample_windowed, window_bounds
 
+    from .errors import UsageError
+
     if args.sampler != "nutpie" or args.backend != "numba":
-        raise ValueError("--window runs nutpie with the numba backend; drop --sampler/--backend or --window.")
+        raise UsageError("--window runs nutpie with the numba backend; drop --sampler/--backend or --window.")
     if args.draws_on_disk:
-        raise ValueError("--draws-on-disk is for full-sequence fits; windows are small enough to sample in memory.")
+        raise UsageError("--draws-on-disk is for full-sequence fits; windows are small enough to sample in memory.")
     n = len(window_bounds(ds.sizes["frame"], args.window, args.overlap))
     print(f"[2/4] windowed inference: {n} windows of {args.window} frames (+{args.overlap} on each side)")
     res = sample_windowed(ds, window=args.window, overlap=args.overlap, model_options=model_options, chains=args.chains,
@@ -221,7 +223,7 @@ def cmd_import(args) -> int:
     result = import_session(
         detections, args.calibration, args.skeleton, min_confidence=args.min_confidence,
         camera_map=parse_pairs(args.camera_map, "--camera-map"), videos=parse_pairs(args.video, "--video"),
-        individual=args.individual, root=args.root, fps=args.fps, name=args.name,
+        individual=args.individual, person=args.person, root=args.root, fps=args.fps, name=args.name,
     )
     ds = result.dataset
     print(f"imported {ds.sizes['frame']} frames x {ds.sizes['camera']} cameras {list(map(str, ds['camera'].values))} "
@@ -312,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map detection camera names to calibration camera names where they differ")
     p.add_argument("--video", nargs="+", default=None, metavar="NAME=FILE", help="a video per camera (for the book)")
     p.add_argument("--individual", default=None, help="the animal to read from multi-animal files")
+    p.add_argument("--person", type=int, default=None,
+                   help="OpenPose folders: the person index per frame (default: the most confident person)")
     p.add_argument("--fps", type=float, default=None, help="frame rate (recorded in the dataset)")
     p.add_argument("--name", default=None, help="dataset name (default: the calibration's folder name)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when the calibration check flags a camera")
@@ -364,14 +368,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_log(exc: BaseException) -> Path | None:
+    """Write the traceback of a failed run to the cache's ``logs/`` folder; its path, or None if unwritable."""
+    import traceback
+
+    from .datasets import cache_dir
+
+    try:
+        path = cache_dir() / "logs" / f"gimbal-error-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"gimbal {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(exc)), encoding="utf-8")
+        return path
+    except OSError:
+        return None
+
+
 def main(argv=None) -> int:
+    """Run the ``gimbal`` command. Exit status: 0 done, 1 the run failed, 2 a usage error (nothing was run)."""
+    from .errors import UsageError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError, ImportError) as exc:
+    except (UsageError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failed run: one line here, the traceback in the log
+        log = _error_log(exc)
+        print(f"error: {exc}" + (f"\n(traceback: {log})" if log else ""), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def plot_detections(dataset: xr.Dataset, path, frame: int = 0) -> Path:
     C = dataset.sizes["camera"]
     cols = min(C, 3)
     rows = int(np.ceil(C / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, layout="constrained")
     raw = "observations_raw" in dataset
     obs = dataset["observations_raw" if raw else "observations"].values[frame]  # (C, K, 2)
     out = dataset["is_outlier"].values[frame] if "is_outlier" in dataset else np.zeros(obs.shape[:2], bool)
@@ -92,7 +92,9 @@ def plot_detections(dataset: xr.Dataset, path, frame: int = 0) -> Path:
         inl = seen & ~out[c]
         ax.scatter(obs[c, inl, 0], obs[c, inl, 1], s=14, color="tab:cyan" if image is not None else "tab:blue",
                    edgecolors="black", linewidths=0.3, label="detection")
-        ax.scatter(obs[c, seen & out[c], 0], obs[c, seen & out[c], 1], s=30, marker="x", color="tab:red", label="outlier (true)")
+        if "is_outlier" in dataset:
+            ax.scatter(obs[c, seen & out[c], 0], obs[c, seen & out[c], 1], s=30, marker="x", color="tab:red",
+                       label="outlier (true)")
         missing = [names[k] for k in np.flatnonzero(~seen)]
         ax.set(xlim=(-0.02 * w, 1.02 * w), ylim=(1.02 * h, -0.02 * h), title=f"{dataset['camera'].values[c]}: {int(seen.sum())} seen, {len(missing)} missing",
                xlabel="u (px)", ylabel="v (px)")

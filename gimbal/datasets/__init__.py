@@ -14,6 +14,7 @@ from pathlib import Path
 import platformdirs
 import xarray as xr
 
+from ..errors import UsageError
 from .container import FORMAT_VERSION, from_arrays, skeleton_of, truncate, validate_dataset
 from .deepfly3d import DeepFly3DUnavailable, load_deepfly3d
 from .io import DatasetFileError, read_dataset_file, save_dataset
@@ -88,5 +89,5 @@ def load_dataset(name_or_path, max_T: int | None = None, max_K: int | None = Non
         ds = read_dataset_file(key)
     else:
         known = ", ".join(list_datasets())
-        raise ValueError(f"unknown dataset {key!r}: not a registered name ({known}) and not an existing file.")
+        raise UsageError(f"unknown dataset {key!r}: not a registered name ({known}) and not an existing file.")
     return truncate(ds, max_T=max_T, max_K=max_K)

@@ -103,39 +103,57 @@ def _runs_page(root: Path) -> str:
 
 
 def _data_page(results: list[dict], root: Path, run_id: str, out: Path) -> str:
-    from ..datasets import load_dataset
+    """The data as the groups saw it: read from each group's dataset artifact, never regenerated or downloaded."""
+    import xarray as xr
+
+    from ..datasets import read_dataset_file
     from ..plotting import plot_detections, plot_position_errors, plot_skeleton_3d
+    from .groups import DATASET_ARTIFACT
 
     name = results[0]["header"]["dataset"]
     lines = [f"# The data: `{name}`\n"]
-    try:
-        full = load_dataset(name)
-    except Exception as exc:  # a dataset file that moved since the run
-        return "\n".join(lines + [f"The dataset could not be loaded ({exc}); figures are unavailable.\n"])
-    lines.append(f"{full.attrs.get('description', '')} T={full.sizes['frame']} frames, C={full.sizes['camera']} cameras, "
-                 f"K={full.sizes['keypoint']} keypoints, units {full.attrs.get('units', '')}.\n")
+    saved = [(r, io.make_paths(group_desc(r["header"]["group"]), run_id, root).debug_dir) for r in results]
+    saved = [(r, d) for r, d in saved if (d / DATASET_ARTIFACT).is_file()]
+    if not saved:
+        return "\n".join(lines + ["No group of this run saved its dataset (runs before gimbal 0.4 did not), so there "
+                                  "are no data figures. Re-run the groups to get them.\n"])
+    widest, wdir = max(saved, key=lambda rd: (rd[0]["header"].get("T") or 0, rd[0]["header"].get("K") or 0))
+    full = read_dataset_file(wdir / DATASET_ARTIFACT)
+    desc = str(full.attrs.get("description", "")).rstrip()
+    lines.append(f"{desc + ('' if not desc or desc.endswith('.') else '.')} As run by group {widest['header']['group']}: "
+                 f"T={full.sizes['frame']} frames, C={full.sizes['camera']} cameras "
+                 f"({', '.join(map(str, full['camera'].values))}), K={full.sizes['keypoint']} keypoints, units "
+                 f"{full.attrs.get('units', '')}.\n")
+    check = full.attrs.get("calibration_check")
+    if check:
+        rep = json.loads(check)
+        rows = [[c["name"], c["n_points"], fmt(c["heldout_median_px"]), "flagged: " + c["cause"] if c["flagged"] else "ok"]
+                for c in rep["cameras"]]
+        lines.append("## Calibration check at import\n")
+        lines.append("Median reprojection error of each camera's detections from the other cameras' triangulation "
+                     f"({rep['rule']}).\n")
+        lines.append(md_table(["camera", "detections", "held-out median (px)", "verdict"], rows) + "\n")
     fig = out / "figures" / "data"
     plot_skeleton_3d(full, fig / "skeleton.png")
     plot_detections(full, fig / "detections.png")
     lines.append("```{figure} figures/data/skeleton.png\n:alt: skeleton\n:width: 60%\n\nThe skeleton tree in 3D at frame 0; "
                  "every bone joins a keypoint to its parent.\n```\n")
-    lines.append("```{figure} figures/data/detections.png\n:alt: detections\n:width: 100%\n\nFrame 0's 2D detections drawn in "
-                 "each camera's image frame; red crosses are (known) outliers, missing detections are listed.\n```\n")
+    lines.append("```{figure} figures/data/detections.png\n:alt: detections\n:width: 100%\n\nFrame 0's 2D detections in "
+                 "each camera (over the camera's video frame where the dataset names a video); red crosses are known "
+                 "outliers, missing detections are listed.\n```\n")
     # the posterior of the longest sampling group whose trace was kept
-    candidates = [r for r in results if r.get("sampling") and r["header"].get("T")]
-    ref = "positions_true" if "positions_true" in full else ("positions_reference" if "positions_reference" in full else None)
-    for r in sorted(candidates, key=lambda r: -r["header"]["T"]):
-        h = r["header"]
-        trace_path = io.make_paths(group_desc(h["group"]), run_id, root).debug_dir / "trace.nc"
+    candidates = [(r, d) for r, d in saved if r.get("sampling") and r["header"].get("T")]
+    for r, ddir in sorted(candidates, key=lambda rd: -rd[0]["header"]["T"]):
+        ds = read_dataset_file(ddir / DATASET_ARTIFACT)
+        ref = "positions_true" if "positions_true" in ds else ("positions_reference" if "positions_reference" in ds else None)
+        trace_path = ddir / "trace.nc"
         if not trace_path.exists() or ref is None:
             continue
-        import xarray as xr
-
-        tree = xr.open_datatree(trace_path, engine="h5netcdf")
-        if "x" not in tree["posterior"]:
-            continue
-        mean = tree["posterior"]["x"].mean(("chain", "draw")).values
-        ds = load_dataset(name, max_T=h["T"], max_K=h["K"])
+        with xr.open_datatree(trace_path, engine="h5netcdf") as tree:
+            if "x" not in tree["posterior"]:
+                continue
+            mean = tree["posterior"]["x"].mean(("chain", "draw")).values
+        h = r["header"]
         plot_position_errors(ds, mean, fig / "errors.png", reference=ref)
         err = r.get("position_error") or {}
         lines.append(f"## 3D error against {'ground truth' if ref == 'positions_true' else 'the reference reconstruction'}\n")
@@ -187,6 +205,9 @@ def _performance_page(project: Path, out: Path) -> str:
         if data.get("benchmark") == "ablation":
             continue  # its own page
         rows = [r for r in data.get("rows", []) if "error" not in r]
+        if data.get("benchmark") == "loco":
+            lines.append(_loco_section(data))
+            continue
         lines.append(f"## {data['benchmark']}: `{data['dataset']}`{' (quick)' if data.get('quick') else ''}\n")
         accel = f"; JAX device {data['machine']['jax_device']}" if data["machine"].get("jax_device") else ""
         lines.append(f"Machine: {data['machine']['platform']}, {data['machine']['cpu_count']} CPUs{accel}.\n")
@@ -258,6 +279,26 @@ def _performance_page(project: Path, out: Path) -> str:
                                     r.get("peak_rss_mib"), "disk (zarr)" if "zarr" in r.get("stored", "") else "memory"]
                                    for r in rows]) + "\n")
     return "\n".join(lines)
+
+
+def _loco_section(data: dict) -> str:
+    """The leave-one-camera-out table of ``gimbal evaluate`` (validation without ground truth)."""
+    st = data["settings"]
+    text = [f"## Leave one camera out: `{data['dataset']}` (T={data['T']}, K={data['K']})\n",
+            f"Machine: {data['machine']['platform']}, {data['machine']['cpu_count']} CPUs. For each camera, the model was "
+            f"fitted without it ({st['chains']} chains x ({st['tune']} + {st['draws']})); the posterior mean and robust "
+            "triangulation from the same remaining cameras were projected into it (raw pixels, lens distortion included) "
+            "and compared with its detections"
+            + (f" of confidence >= {st['min_confidence']}" if st.get("min_confidence") is not None else "")
+            + ". A ratio below 1 means the model placed keypoints better than triangulation where it could not see "
+              "them. Bone CV: median over bones of the length's sd / mean over frames (0 for a rigid skeleton).\n"]
+    rows = [[r["camera"], r["posterior"]["n"], fmt(r["posterior"]["median"]), fmt(r["triangulation"]["median"]),
+             fmt(r["ratio_median_posterior_to_triangulation"]), fmt(r["posterior"]["p90"]), fmt(r["triangulation"]["p90"]),
+             f"{fmt(r['bone_cv_posterior'])} / {fmt(r['bone_cv_triangulation'])}", r["divergences"], fmt(r["max_rhat"], 3),
+             fmt(r["fit_s"])] for r in data["rows"]]
+    text.append(md_table(["held-out camera", "detections", "posterior median px", "triangulation median px", "ratio",
+                          "posterior p90", "triangulation p90", "bone CV post / tri", "div", "max R-hat", "fit s"], rows) + "\n")
+    return "\n".join(text)
 
 
 def _wall_s(row: dict) -> str:

@@ -74,6 +74,7 @@ PROFILES = {
     "long": dict(chains=4, tune=1000, draws=1000),
 }
 SEED_MAX_K = 8
+DATASET_ARTIFACT = "dataset.nc"  # each group's (truncated) input, beside its trace: what the book's data page shows
 SELECTED_VARS = ["bone_length", "obs_sigma", "logodds_inlier", "transition", "state_kappa"]
 
 
@@ -315,7 +316,7 @@ def run_group(
     GroupFailed
         After recording the failure, when any step raised.
     """
-    from ..datasets import load_dataset, truncate
+    from ..datasets import load_dataset, save_dataset, truncate
     from ..fit_params import init_point_for
     from ..fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
     from ..pymc_model import build_model
@@ -353,6 +354,7 @@ def run_group(
             ds = load_dataset(dataset_name, max_T=settings["max_T"])
             ds = truncate(ds, max_K=settings["max_K"] or min(SEED_MAX_K, ds.sizes["keypoint"]))
             header.update(T=ds.sizes["frame"], K=ds.sizes["keypoint"], C=ds.sizes["camera"])
+            save_dataset(ds, paths.debug_dir / DATASET_ARTIFACT, overwrite=True)  # the book reads this, never the source
             return ds
 
         ds = run.step("load_data", load)

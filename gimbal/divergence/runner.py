@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from ..diagnostics import io
+from ..errors import UsageError
 from .groups import GROUPS, PROFILES, group_desc, resolve_settings
 from .summary import write_summary
 
@@ -36,7 +37,7 @@ def parse_groups(text: str) -> list[str]:
         elif part in GROUPS:
             out.append(part)
         else:
-            raise ValueError(f"unknown group {part!r}; choose from all, {', '.join(GROUPS)} (or 8 for 8a-8e).")
+            raise UsageError(f"unknown group {part!r}; choose from all, {', '.join(GROUPS)} (or 8 for 8a-8e).")
     return [g for g in GROUPS if g in out]  # the seed's order, no duplicates
 
 
@@ -91,13 +92,13 @@ def run_groups(args) -> list[dict]:
     for g in groups:  # validate settings up front so a typo fails fast, not after an hour
         resolve_settings(g, args.profile, args.max_T, args.max_K, args.chains, args.tune, args.draws)
     if not 1 <= args.maxdepth <= 20:
-        raise ValueError(f"--maxdepth must be an integer from 1 to 20, got {args.maxdepth}.")
+        raise UsageError(f"--maxdepth must be an integer from 1 to 20, got {args.maxdepth}.")
     if not 0 < args.target_accept < 1:
-        raise ValueError(f"--target-accept must be between 0 and 1 (exclusive), got {args.target_accept}.")
+        raise UsageError(f"--target-accept must be between 0 and 1 (exclusive), got {args.target_accept}.")
     if args.backend == "jax" and importlib.util.find_spec("jax") is None:
         from ..fitting import JAX_INSTALL_HINT
 
-        raise ValueError(f"--backend jax needs JAX: {JAX_INSTALL_HINT}.")
+        raise UsageError(f"--backend jax needs JAX: {JAX_INSTALL_HINT}.")
     moved = io.archive_legacy(root)
     if moved:
         print(f"moved {len(moved)} legacy tg* artifact(s) into {root / 'archive'}")

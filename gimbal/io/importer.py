@@ -105,7 +105,7 @@ def _name_tokens(path: Path) -> set[str]:
     return set(re.split(r"[_\-\s]+", stem))
 
 
-def read_detection_sources(detections, calibration: Calibration, individual=None) -> dict[str, xr.Dataset]:
+def read_detection_sources(detections, calibration: Calibration, individual=None, person=None) -> dict[str, xr.Dataset]:
     """Detections per camera name from ``{name: file}``, a session folder, or one multi-camera ``.slp``."""
     if isinstance(detections, (str, Path)):
         src = Path(detections)
@@ -119,7 +119,7 @@ def read_detection_sources(detections, calibration: Calibration, individual=None
             raise SessionImportError(f"{src}: no detection file is named after a calibration camera {calibration.names}; "
                                "pass them as --detections NAME=FILE.")
         detections = {n: p for n, p in found.items() if p is not None}
-    return {str(n): load_detections(p, individual=individual) for n, p in dict(detections).items()}
+    return {str(n): load_detections(p, individual=individual, person=person) for n, p in dict(detections).items()}
 
 
 def match_cameras(detection_names, calibration: Calibration, camera_map: dict[str, str] | None = None) -> dict[str, str]:
@@ -230,6 +230,7 @@ def import_session(
     camera_map: dict[str, str] | None = None,
     videos: dict[str, str] | None = None,
     individual: str | None = None,
+    person: int | None = None,
     root: str | None = None,
     fps: float | None = None,
     name: str | None = None,
@@ -255,6 +256,8 @@ def import_session(
         Camera name -> video file (recorded for the book's data page).
     individual : str, optional
         The animal to read from multi-animal files.
+    person : int, optional
+        OpenPose folders: the person index in each frame (default: the most confident person).
     root : str, optional
         Root keypoint of the skeleton tree.
     fps : float, optional
@@ -268,7 +271,7 @@ def import_session(
     calib = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
     if min_confidence is not None and not 0 <= float(min_confidence) <= 1:
         raise SessionImportError(f"min_confidence must be in [0, 1], got {min_confidence}.")
-    per_camera = read_detection_sources(detections, calib, individual=individual)
+    per_camera = read_detection_sources(detections, calib, individual=individual, person=person)
     mapping = match_cameras(list(per_camera), calib, camera_map)
     per_camera = {mapping[d]: det for d, det in per_camera.items()}
     order = [n for n in calib.names if n in per_camera]  # the calibration's order
@@ -295,7 +298,7 @@ def import_session(
                            "they cannot be placed in 3D; drop them from the skeleton or lower --min-confidence.")
     ds = from_arrays(und, used.pinhole_matrices(), skel.parents, keypoint_names=skel.names,
                      image_size=[c.size for c in used.cameras], camera_names=order, fps=fps, units=calib.units,
-                     name=name or Path(calib.source).parent.name or "imported",
+                     name=name or Path(calib.source).resolve().parent.name or "imported",
                      description=f"imported from {len(order)} cameras: {calib.source}")
     ds = ds.assign_coords(frame=frames)
     ds["observations_raw"] = (("frame", "camera", "keypoint", "uv"), raw)
