@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gimbal.settings import add_sampler_arguments, positive_int
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="GIMBAL speed, memory and convergence benchmarks.")
@@ -21,20 +23,14 @@ def main(argv=None) -> int:
                    help="ablation, backends: comma list of variant labels (default: all)")
     p.add_argument("--variant-timeout", type=float, default=None,
                    help="ablation: run each variant in a child process and record it as timed out after this many seconds")
-    p.add_argument("--window", type=int, default=200, help="windowed: kept frames per window")
+    p.add_argument("--window", type=positive_int, default=200, help="windowed: kept frames per window")
     p.add_argument("--overlap", type=int, default=10, help="windowed: extra frames sampled on each side")
-    p.add_argument("--repeats", type=int, default=1, help="scaling: repeats per T (medians are reported)")
-    p.add_argument("--chains", type=int, default=None)
-    p.add_argument("--tune", type=int, default=None)
-    p.add_argument("--draws", type=int, default=None)
-    p.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag")
-    p.add_argument("--maxdepth", type=int, default=10, help="largest NUTS tree depth (sampling, windowed)")
-    p.add_argument("--target-accept", type=float, default=0.8, help="NUTS step-size target (sampling, windowed)")
+    p.add_argument("--repeats", type=positive_int, default=1, help="scaling: repeats per T (medians are reported)")
     p.add_argument("--trace-on-disk", action="store_true",
                    help="sampling: nutpie writes draws to a temporary zarr store instead of memory")
-    p.add_argument("--backend", choices=("numba", "jax"), default="numba",
-                   help="sampling: numba with fused kernels, or JAX (plain graph, parallel HMM) on JAX's default device")
-    p.add_argument("--seed", type=int, default=1, help="sampling: the sampler's seed (a repeat with another seed is a new row)")
+    # the sampler options of `gimbal fit` and `gimbal diag run`, declared once (--seed: a repeat with another seed is a
+    # new row of the sampling benchmark); chains/tune/draws default to each benchmark's own
+    add_sampler_arguments(p, seed=1, profile_decides="the benchmark's")
     args = p.parse_args(argv)
     lengths = tuple(int(t) for t in args.T.split(",")) if args.T else None
     from . import ablation, backends, rhat_chance, sampling, scaling, windowed

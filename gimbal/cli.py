@@ -8,29 +8,22 @@ import sys
 import time
 from pathlib import Path
 
+from .settings import positive_int
+
 __all__ = ["main"]
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
-    p.add_argument("--dataset", default=default, help=f"registered name or .nc file (default: {default})")
-    p.add_argument("--max-T", type=_positive_int, default=None, help="keep the first T frames")
-    p.add_argument("--max-K", type=_positive_int, default=None, help="keep the first K keypoints")
-    p.add_argument("--seed", type=int, default=123, help="random seed (default: 123)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    from .settings import add_data_arguments
+
+    add_data_arguments(p, default, required=default is None)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
     g.add_argument("--no-hmm", action="store_true", help="single-state direction prior instead of the directional HMM")
-    g.add_argument("--n-states", type=_positive_int, default=None, help="pose states (default: the dataset's)")
+    g.add_argument("--n-states", type=positive_int, default=None, help="pose states (default: the dataset's)")
     g.add_argument("--directions", choices=("marginal", "explicit"), default="marginal")
     g.add_argument("--state-params", choices=("empirical", "learned"), default="empirical")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
@@ -53,24 +46,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampler_args(p: argparse.ArgumentParser, chains=2, tune=300, draws=100) -> None:
-    g = p.add_argument_group("sampler")
-    g.add_argument("--chains", type=_positive_int, default=chains)
-    g.add_argument("--tune", type=int, default=tune)
-    g.add_argument("--draws", type=_positive_int, default=draws)
-    g.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie")
-    g.add_argument("--target-accept", type=float, default=0.8)
-    g.add_argument("--adaptation", choices=("diag", "low_rank"), default="diag", help="nutpie mass matrix")
-    g.add_argument(
-        "--maxdepth", type=_positive_int, default=10,
-        help="largest NUTS tree depth (at most 2^maxdepth - 1 gradients per draw); 5 caps long recordings at 31 per draw",
-    )
+    from .settings import add_sampler_arguments
+
+    g = add_sampler_arguments(p, chains=chains, tune=tune, draws=draws)
     g.add_argument(
         "--draws-on-disk", action="store_true",
         help="nutpie writes every draw to OUT/draws.zarr while sampling instead of holding them in memory (long recordings)",
-    )
-    g.add_argument(
-        "--backend", choices=("numba", "jax"), default="numba",
-        help="nutpie compilation backend; jax needs `pip install gimbal[jax]` (or a CUDA build such as jax[cuda12] for a GPU)",
     )
 
 
@@ -90,6 +71,9 @@ def cmd_fit(args) -> int:
     from .fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
     from .pymc_model import build_model
 
+    from .settings import SamplerSettings
+
+    settings = SamplerSettings.from_args(args)  # every sampler option validated before any work
     label = Path(args.dataset).stem if Path(args.dataset).suffix == ".nc" else args.dataset
     out = Path(args.out) if args.out else Path("tests") / "pipeline" / "fits" / label
     summary_path, trace_path = out / "summary.json", out / "trace.nc"
@@ -124,21 +108,8 @@ def cmd_fit(args) -> int:
     n_params = sum(int(v.size) for v in model.initial_point().values())
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters)")
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}")
-    result = sample_model(
-        model,
-        sampler=args.sampler,
-        chains=args.chains,
-        tune=args.tune,
-        draws=args.draws,
-        seed=args.seed,
-        target_accept=args.target_accept,
-        adaptation=args.adaptation,
-        maxdepth=args.maxdepth,
-        backend=args.backend,
-        progress=not args.quiet,
-        trace_dir=draws_dir,
-        float32_vars=("x",),
-    )
+    result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
+                          float32_vars=("x",))
     summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "transition"], wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
@@ -146,9 +117,7 @@ def cmd_fit(args) -> int:
     payload = {
         "dataset": {"name": label, "T": T, "C": C, "K": K},
         "model": model.gimbal_config.as_dict(),
-        "sampler": {**{k: getattr(args, k) for k in ("sampler", "chains", "tune", "draws", "seed", "target_accept", "adaptation",
-                                                   "maxdepth", "backend")},
-                    "device": jax_device() if args.backend == "jax" else "cpu"},
+        "sampler": {**settings.as_dict(), "device": jax_device() if settings.backend == "jax" else "cpu"},
         "timing_s": {"build_and_validate": t_build, "compile": result.compile_s, "sample": result.sample_s},
         "draws_zarr": str(draws_dir) if draws_dir else None,
         "sampling": summary,
@@ -253,10 +222,12 @@ def cmd_export(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import leave_one_camera_out
 
+    from .settings import SamplerSettings
+
     report = leave_one_camera_out(
         args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
-        chains=args.chains, tune=args.tune, draws=args.draws, seed=args.seed, min_confidence=args.min_confidence,
-        overwrite=args.overwrite, progress=not args.quiet,
+        sampler=SamplerSettings.from_args(args), min_confidence=args.min_confidence, overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     print(report.text())
     print(f"wrote {report.path}")
@@ -329,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_args(p)
     p.add_argument("--out", default=None, help="output folder (default: tests/pipeline/fits/<dataset>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--window", type=_positive_int, default=None,
+    p.add_argument("--window", type=positive_int, default=None,
                    help="windowed inference for long recordings: kept frames per window (default: the whole sequence)")
     p.add_argument("--overlap", type=int, default=10, help="with --window: extra frames sampled on each side (default 10)")
     p.set_defaults(func=cmd_fit)
@@ -351,9 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", default=None, help="comma-separated cameras to hold out (default: every camera)")
     p.add_argument("--min-confidence", type=float, default=0.5,
                    help="held-out detections at least this confident are scored (default 0.5)")
-    p.add_argument("--chains", type=_positive_int, default=2)
-    p.add_argument("--tune", type=_positive_int, default=300)
-    p.add_argument("--draws", type=_positive_int, default=200)
+    _add_sampler_args(p, chains=2, tune=300, draws=200)
     p.add_argument("--out", default=None, help="JSON to write (default: benchmarks/results/loco_<dataset>.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)

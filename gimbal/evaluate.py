@@ -23,6 +23,7 @@ import xarray as xr
 from ._atomic import write_text_atomic
 from .cameras import triangulate_robust
 from .datasets import load_dataset, skeleton_of
+from .settings import SamplerSettings
 
 __all__ = ["CameraScore", "LocoReport", "leave_one_camera_out", "heldout_errors", "bone_length_cv", "DEFAULT_OUT"]
 
@@ -130,23 +131,26 @@ def bone_length_cv(points: np.ndarray, dataset: xr.Dataset) -> float | None:
     return float(np.median(cv)) if cv.size else None
 
 
-def _fit_without(dataset: xr.Dataset, camera: str, *, chains, tune, draws, seed, progress, model_options):
+def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, progress, model_options):
     from .diagnostics.sampling import sampling_summary
-    from .fitting import sample_model
+    from .fitting import backend_model_options, sample_model
     from .pymc_model import build_model
 
     keep = [str(n) for n in dataset["camera"].values if str(n) != camera]
     rest = dataset.sel(camera=keep)
     t0 = time.perf_counter()
-    model = build_model(rest, seed=seed, **(model_options or {}))
-    fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=progress)
+    options = {**backend_model_options(sampler.backend), **(model_options or {})}
+    model = build_model(rest, seed=sampler.seed, **options)
+    fit = sample_model(model, chains=sampler.chains, tune=sampler.tune, draws=sampler.draws, seed=sampler.seed,
+                       sampler=sampler.sampler, target_accept=sampler.target_accept, maxdepth=sampler.maxdepth,
+                       adaptation=sampler.adaptation, backend=sampler.backend, progress=progress)
     summary = sampling_summary(fit.trace, ["x"])
     mean = fit.trace["posterior"]["x"].mean(("chain", "draw")).values
     return rest, mean, summary, time.perf_counter() - t0
 
 
-def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras=None, chains: int = 2,
-                         tune: int = 300, draws: int = 200, seed: int = 0, min_confidence: float | None = 0.5,
+def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras=None,
+                         sampler: SamplerSettings | None = None, min_confidence: float | None = 0.5,
                          overwrite: bool = False, progress: bool = True, model_options: dict | None = None) -> LocoReport:
     """Fit once per held-out camera and score both the posterior and triangulation in that camera.
 
@@ -158,9 +162,12 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
         JSON to write; default ``benchmarks/results/loco_<name>.json``.
     cameras : list of str, optional
         Cameras to hold out (default: all).
+    sampler : SamplerSettings, optional
+        Default: 2 chains x (300 warm-up + 200 draws), seed 0.
     min_confidence : float, optional
         Held-out detections scored only at or above this confidence (where the dataset has one).
     """
+    sampler = sampler or SamplerSettings(chains=2, tune=300, draws=200, seed=0)
     if dataset is None:
         raise ValueError("leave_one_camera_out needs a dataset (--dataset NAME or FILE.nc).")
     ds = dataset if isinstance(dataset, xr.Dataset) else load_dataset(dataset, max_T=max_T)
@@ -179,8 +186,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
     for i, cam in enumerate(cameras, 1):
         if progress:
             print(f"[{i}/{len(cameras)}] holding out camera {cam!r}", flush=True)
-        rest, mean, summary, fit_s = _fit_without(ds, cam, chains=chains, tune=tune, draws=draws, seed=seed,
-                                                  progress=progress, model_options=model_options)
+        rest, mean, summary, fit_s = _fit_without(ds, cam, sampler=sampler, progress=progress, model_options=model_options)
         tri = triangulate_robust(np.moveaxis(rest["observations"].values, 1, 2), rest["camera_matrix"].values)
         rows.append(CameraScore(
             camera=cam,
@@ -196,8 +202,8 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
         if progress:
             r = rows[-1]
             print(f"    posterior median {r.posterior.median} px vs triangulation {r.triangulation.median} px", flush=True)
-    settings = {"chains": chains, "tune": tune, "draws": draws, "seed": seed, "min_confidence": min_confidence,
-                "max_T": max_T, "model_options": model_options or {}}
+    settings = {**sampler.as_dict(), "min_confidence": min_confidence, "max_T": max_T,
+                "model_options": model_options or {}}
     report = LocoReport(label, int(ds.sizes["frame"]), int(ds.sizes["keypoint"]), rows, settings, path)
     write_text_atomic(path, json.dumps(report.to_json(), indent=2, default=float) + "\n")
     return report

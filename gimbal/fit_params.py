@@ -259,7 +259,11 @@ def init_point_for(model, init: Initialization) -> dict:
 
 
 def check_initial_point(model, point=None) -> None:
-    """Raise :class:`InitializationError` when logp or its gradient is not finite at ``point``."""
+    """Raise :class:`InitializationError` where nutpie would refuse to start from ``point``.
+
+    That is: a non-finite log-density term, a non-finite gradient, or a gradient component that is exactly zero
+    (nutpie scales its initial mass matrix by 1/|gradient|); each problem names its variables.
+    """
     from .diagnostics.checks import compile_logp_and_grad, gradient_report, safe_point_logps
 
     point = model.initial_point() if point is None else point
@@ -274,6 +278,13 @@ def check_initial_point(model, point=None) -> None:
     if not grad["finite"]:
         bad = [f"{k} ({v['nan']} NaN, {v['inf']} inf of {v['size']})" for k, v in grad["per_variable"].items() if v["nan"] or v["inf"]]
         problems.append("non-finite gradient in: " + ", ".join(bad))
+    if grad["zero_count"]:
+        problems.append(
+            f"{grad['zero_count']} gradient component(s) exactly zero ({', '.join(grad['zero_components'])}"
+            + (", ..." if grad["zero_count"] > len(grad["zero_components"]) else "")
+            + "): nothing in the data informs them at this point (a keypoint no camera detects?), and nutpie "
+            "cannot start there"
+        )
     if problems:
         raise InitializationError(
             "the initial point is invalid; " + "; ".join(problems)

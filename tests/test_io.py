@@ -450,7 +450,10 @@ def test_leave_one_camera_out_scores_every_camera(tmp_path, minimal80):
     from gimbal.evaluate import leave_one_camera_out
 
     ds = truncate(minimal80, max_T=15)
-    report = leave_one_camera_out(ds, out=tmp_path / "loco.json", chains=1, tune=80, draws=40, progress=False)
+    from gimbal.settings import SamplerSettings
+
+    report = leave_one_camera_out(ds, out=tmp_path / "loco.json", sampler=SamplerSettings(chains=1, tune=80, draws=40),
+                                  progress=False)
     data = json.loads((tmp_path / "loco.json").read_text())
     assert [r["camera"] for r in data["rows"]] == [str(c) for c in ds["camera"].values]
     for row in report.cameras:
@@ -460,7 +463,7 @@ def test_leave_one_camera_out_scores_every_camera(tmp_path, minimal80):
         assert row.triangulation.median > 0.8 * row.posterior.median, row
         assert row.posterior.n == 15 * 4 and row.bone_cv_posterior < row.bone_cv_triangulation
     with pytest.raises(FileExistsError):
-        leave_one_camera_out(ds, out=tmp_path / "loco.json", chains=1, tune=10, draws=10, progress=False)
+        leave_one_camera_out(ds, out=tmp_path / "loco.json", progress=False)
     with pytest.raises(ValueError, match="needs >= 3 cameras"):
         leave_one_camera_out(ds.isel(camera=[0, 1]), out=tmp_path / "two.json", progress=False)
 

@@ -9,6 +9,10 @@ Variables:
 * ``camera_matrix`` (camera, row, col): 3x4 pinhole matrices.
 * ``image_size`` (camera, wh): image width and height in pixels.
 * ``parents`` (keypoint): parent index, -1 for the root.
+* from ``gimbal import``: ``observations_raw`` (frame, camera, keypoint, uv), the detector's pixels before
+  undistortion (``observations`` holds the undistorted ones the pinhole matrices map to); ``confidence``
+  (frame, camera, keypoint); the calibration ``camera_intrinsics``, ``camera_rotation`` (camera, row, col3),
+  ``camera_translation`` (camera, row), ``camera_distortion`` (camera, dist_coeff: k1 k2 p1 p2 k3).
 * optional ground truth: ``positions_true`` (frame, keypoint, xyz), ``states_true``
   (frame), ``is_outlier`` (frame, camera, keypoint), ``bone_lengths_true`` (keypoint).
 """
@@ -147,9 +151,10 @@ REQUIRED = ("observations", "camera_matrix", "image_size", "parents")
 def validate_dataset(ds: xr.Dataset) -> xr.Dataset:
     """Check a dataset's layout and content; raise ``ValueError`` naming the problem.
 
-    Checks: required variables and dimensions, a valid skeleton tree, finite
-    camera matrices, and that every camera sees at least one keypoint (a camera
-    that sees nothing is almost always a calibration/ordering mistake).
+    Checks: required variables and dimensions, a valid skeleton tree, finite and
+    non-degenerate camera matrices, that every camera sees at least one keypoint
+    (a camera that sees nothing is almost always a calibration/ordering mistake),
+    and that every keypoint is detected somewhere (else nothing informs it).
     """
     missing = [v for v in REQUIRED if v not in ds]
     if missing:
@@ -160,6 +165,11 @@ def validate_dataset(ds: xr.Dataset) -> xr.Dataset:
     P = ds["camera_matrix"].values
     if not np.all(np.isfinite(P)):
         raise ValueError("camera_matrix contains NaN or inf; every camera needs a finite 3x4 matrix.")
+    names = [str(c) for c in ds["camera"].values]
+    degenerate = [n for n, M in zip(names, P) if np.linalg.matrix_rank(M[:, :3]) < 3]
+    if degenerate:
+        raise ValueError(f"camera(s) {degenerate} have a degenerate camera matrix (its left 3x3 block is singular, e.g. "
+                         "all zeros): every camera needs K [R | t] with a proper rotation and intrinsics.")
     obs = ds["observations"].values
     if np.isinf(obs).any():
         raise ValueError("observations contain inf; mark missing detections with NaN instead.")
@@ -168,6 +178,12 @@ def validate_dataset(ds: xr.Dataset) -> xr.Dataset:
     if blind:
         raise ValueError(
             f"camera(s) {blind} see no keypoint in any frame; check the camera order or drop those cameras."
+        )
+    unseen = [str(k) for k, s in zip(ds["keypoint"].values, seen.any(axis=(0, 1))) if not s]
+    if unseen:
+        raise ValueError(
+            f"keypoint(s) {unseen} are detected by no camera in any frame, so nothing places them; drop them from the "
+            "skeleton (they must be leaves, or re-root the tree) or use a longer excerpt."
         )
     if ds.sizes["frame"] < 1:
         raise ValueError("dataset has no frames.")

@@ -109,11 +109,15 @@ def gradient_report(checker: LogpGrad, point=None, top: int = 20) -> dict:
     finite = np.isfinite(grad)
     order = np.argsort(-np.where(finite, np.abs(grad), np.inf))[:top]
     per_var = {}
+    zero = []
     for label, g in zip(labels, grad):
-        v = per_var.setdefault(_variable_of(label), {"size": 0, "nan": 0, "inf": 0, "max_abs": 0.0})
+        v = per_var.setdefault(_variable_of(label), {"size": 0, "nan": 0, "inf": 0, "zero": 0, "max_abs": 0.0})
         v["size"] += 1
         v["nan"] += int(np.isnan(g))
         v["inf"] += int(np.isinf(g))
+        if g == 0.0:
+            v["zero"] += 1
+            zero.append(label)
         if np.isfinite(g):
             v["max_abs"] = max(v["max_abs"], float(abs(g)))
     return {
@@ -123,6 +127,9 @@ def gradient_report(checker: LogpGrad, point=None, top: int = 20) -> dict:
         "nan_count": int(np.isnan(grad).sum()),
         "inf_count": int(np.isinf(grad).sum()),
         "finite": bool(finite.all()),
+        # nutpie scales its initial mass matrix by 1/|gradient|: an exactly zero component is an invalid start
+        "zero_components": zero[:top],
+        "zero_count": len(zero),
         "top_components": [{"name": labels[i], "value": float(grad[i])} for i in order],
         "per_variable": per_var,
     }

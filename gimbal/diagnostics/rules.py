@@ -293,7 +293,10 @@ def rule_temporal(series: list[dict]) -> Verdict:
 
 
 def rule_summary(results: list[dict]) -> Verdict:
-    """Which group fails first, in the seed's order, and what it implies."""
+    """Which group fails first, in the seed's order, and what it implies (never success without results)."""
+    if not results:
+        return Verdict("error", "no_results", "No group produced results, so nothing can be concluded.",
+                       "Run the groups (`gimbal diag run`) and read the runner's output for why they wrote nothing.")
     for r in results:
         v = r.get("verdict") or {}
         if v.get("status") in ("fail", "error") or (v.get("status") == "finding" and "divergences" in v.get("problems", [])):

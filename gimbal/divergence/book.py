@@ -62,6 +62,10 @@ def _group_page(result: dict, root: Path, run_id: str, out: Path) -> str:
     g = result["header"]["group"]
     gd = group_desc(g)
     paths = io.make_paths(gd, run_id, root)
+    if not paths.results_run.exists():  # requested, but it crashed before writing anything
+        v = result["verdict"]
+        return (f"# Group {g}: no results\n\n```{{error}}\n{v['interpretation']}\n```\n\n**What to do next.** "
+                f"{v['next_action']}\n")
     fig_dir = out / "figures" / gd
     plot_paths, captions = {}, {}
     manifest_path = paths.plots_run / "artifacts_manifest.json"

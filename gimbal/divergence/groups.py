@@ -7,6 +7,8 @@ results JSON as soon as it exists, so a crash still leaves valid JSON (status
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -116,7 +118,9 @@ class _Run:
         self.paths = paths
         self.payload = {"schema_version": schema.SCHEMA_VERSION, "header": header, "status": "running", "steps": [],
                         "model_checks": None, "gradient_checks": None, "sampling": None, "multimodality": None,
-                        "localization": None, "position_error": None, "plots": {}, "verdict": None, "error": None}
+                        "localization": None, "position_error": None, "plots": {}, "verdict": None, "error": None,
+                        # who writes this file: a "running" result whose process is gone reads as interrupted
+                        "process": {"pid": os.getpid(), "host": platform.node()}}
         self.plot_paths: dict[str, Path] = {}
         self.captions: dict[str, str] = {}
         self.flush()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import importlib.util
+import os
+import signal
 import sys
 import threading
 import time
@@ -17,7 +19,9 @@ from pathlib import Path
 
 from ..diagnostics import io
 from ..errors import UsageError
+from ..settings import SamplerSettings, add_data_arguments, add_sampler_arguments, positive_int
 from .groups import GROUPS, PROFILES, group_desc, resolve_settings
+from .runs import groups_to_resume, missing_result, read_manifest, resolve_result, write_manifest
 from .summary import write_summary
 
 __all__ = ["register", "run_groups", "parse_groups", "notebook_for", "NOTEBOOK_DIR"]
@@ -59,7 +63,7 @@ def _execute(group, args, root: Path, lock) -> dict:
                   draws=args.draws, sampler=args.sampler, target_accept=args.target_accept, maxdepth=args.maxdepth,
                   backend=args.backend, root=str(root), fail_at=(args.fail_at or {}).get(group))
     t0 = time.perf_counter()
-    crashed, message = False, ""
+    crashed, message, trace = False, "", ""
     paths.results_dir.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(notebook_for(group)), str(paths.notebook_run), parameters=params, cwd=str(Path.cwd()),
@@ -67,23 +71,74 @@ def _execute(group, args, root: Path, lock) -> dict:
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # hush the kernel's transport warning
     except Exception as exc:  # PapermillExecutionError and kernel deaths alike
         crashed, message = True, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        trace = traceback.format_exc()  # inside the handler: outside it there is no exception to format
     seconds = time.perf_counter() - t0
-    result = io.read_json(paths.results_run) if paths.results_run.exists() else None
-    if result is None:  # the kernel died before the first write: record the crash ourselves
-        result = {"header": {"group": group, "description": GROUPS[group].desc}, "status": "failed",
-                  "verdict": {"status": "error", "code": "crashed", "interpretation": message or "no results written",
-                              "next_action": f"Open {paths.notebook_run} to see where it stopped."}}
-        io.write_json(paths.debug_dir / "runner_error.json", {"error": message, "traceback": traceback.format_exc()})
+    result = resolve_result(io.read_json(paths.results_run)) if paths.results_run.exists() else None
+    if result is None:  # the kernel died before the first write: record the crash where readers look
+        result = missing_result(group, GROUPS[group].desc, args.run_id, message or "no results written")
+        result["verdict"]["next_action"] = f"Open {paths.notebook_run} (if it exists) to see where it stopped."
+        io.write_json(paths.debug_dir / "runner_error.json", {"error": message, "traceback": trace})
+        with lock:
+            errors = {**((read_manifest(root, args.run_id) or {}).get("errors") or {}), group: message}
+            write_manifest(root, args.run_id, _requested(root, args), "running", errors=errors)
     status = "crashed" if crashed or result.get("status") == "failed" else "ok"
     with lock:
         print(f"  group {group:<3} {GROUPS[group].desc:<32} {status:<8} {seconds:6.1f} s  {(result.get('verdict') or {}).get('code', '')}", flush=True)
     return {"group": group, "status": status, "seconds": seconds, "result": result, "notebook": paths.notebook_run}
 
 
+RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "seed", "chains", "tune", "draws", "sampler", "target_accept",
+                "maxdepth", "backend")
+
+
+def _requested(root: Path, args) -> list[str]:
+    """Every group the run was asked for (a resumed run keeps its original list)."""
+    manifest = read_manifest(root, args.run_id)
+    return manifest["groups"] if manifest and getattr(args, "resume", None) else parse_groups(args.groups)
+
+
+def _on_terminate(root: Path, run_id: str, groups: list[str]):
+    """SIGTERM: mark the run and its unfinished groups interrupted, stop the group kernels, exit 143."""
+    def handler(signum, frame):
+        import psutil
+
+        for g in groups:
+            path = io.make_paths(group_desc(g), run_id, root).results_run
+            if path.exists():
+                data = io.read_json(path)
+                if data.get("status") == "running":
+                    data["process"] = {"pid": None, "host": None}  # resolve_result then reads it as interrupted
+                    io.write_json(path, resolve_result(data))
+        write_manifest(root, run_id, groups, "interrupted", signal=int(signum))
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.terminate()
+            except psutil.Error:
+                pass
+        print(f"\ninterrupted (signal {signum}): finish with `gimbal diag run --resume {run_id}`", file=sys.stderr,
+              flush=True)
+        os._exit(128 + int(signum))
+
+    return handler
+
+
 def run_groups(args) -> list[dict]:
     """Run the selected groups (``args`` as parsed by ``gimbal diag run``) and return their outcomes."""
-    groups = parse_groups(args.groups)
     root = Path(args.root)
+    if getattr(args, "resume", None):
+        from .summary import collect_run
+
+        args.run_id = io.validate_run_id(args.resume)
+        requested = _requested(root, args)
+        for key, value in ((read_manifest(root, args.run_id) or {}).get("settings") or {}).items():
+            setattr(args, key, value)  # a resumed group runs with the settings the run started with
+        groups = groups_to_resume(root, args.run_id, collect_run(root, args.run_id))
+        if not groups:
+            print(f"run {args.run_id}: every requested group has finished; nothing to resume.")
+            return []
+        args.overwrite = True  # only the unfinished groups are run again
+    else:
+        groups = requested = parse_groups(args.groups)
     args.run_id = io.validate_run_id(args.run_id or io.default_run_id())
     clashes = [g for g in groups if io.make_paths(group_desc(g), args.run_id, root).exists()]
     if clashes and not args.overwrite:
@@ -91,10 +146,7 @@ def run_groups(args) -> list[dict]:
                               "pass --overwrite or choose another --run-id.")
     for g in groups:  # validate settings up front so a typo fails fast, not after an hour
         resolve_settings(g, args.profile, args.max_T, args.max_K, args.chains, args.tune, args.draws)
-    if not 1 <= args.maxdepth <= 20:
-        raise UsageError(f"--maxdepth must be an integer from 1 to 20, got {args.maxdepth}.")
-    if not 0 < args.target_accept < 1:
-        raise UsageError(f"--target-accept must be between 0 and 1 (exclusive), got {args.target_accept}.")
+    SamplerSettings.from_args(args)  # the same checks as the command line's, for callers that build args themselves
     if args.backend == "jax" and importlib.util.find_spec("jax") is None:
         from ..fitting import JAX_INSTALL_HINT
 
@@ -102,6 +154,9 @@ def run_groups(args) -> list[dict]:
     moved = io.archive_legacy(root)
     if moved:
         print(f"moved {len(moved)} legacy tg* artifact(s) into {root / 'archive'}")
+    write_manifest(root, args.run_id, requested, "running", settings={k: getattr(args, k, None) for k in RUN_SETTINGS})
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_terminate(root, args.run_id, requested))
     print(f"run {args.run_id}: {len(groups)} group(s), profile {args.profile}, dataset {args.dataset}, {args.jobs} job(s) -> {root}", flush=True)
     lock = threading.Lock()
     futures: dict[str, cf.Future] = {}
@@ -117,6 +172,7 @@ def run_groups(args) -> list[dict]:
 
             futures[g] = pool.submit(task)
         outcomes = [futures[g].result() for g in groups]
+    write_manifest(root, args.run_id, requested, "finished")
     return outcomes
 
 
@@ -160,25 +216,14 @@ def register(dsub) -> None:
     p = dsub.add_parser("run", help="run diagnostic groups with papermill",
                         description="Execute each group's notebook with papermill and write the seed's artifacts.")
     p.add_argument("--groups", default="all", help="'all', or a comma list like 1,2,3 or 8 (= 8a-8e) (default: all)")
-    p.add_argument("--run-id", default=None, help="run identifier (default: ISO timestamp)")
+    p.add_argument("--run-id", "--run_id", dest="run_id", default=None, help="run identifier (default: ISO timestamp)")
+    p.add_argument("--resume", default=None, metavar="RUN_ID",
+                   help="finish an earlier run: run again only its groups that are missing, failed or were interrupted")
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                    help="quick: small T and draws; full: the seed's settings (2 x (300+100)); "
                         "long: the seed's T with 4 x (1000+1000), the sampling benchmarks' settings")
-    p.add_argument("--dataset", default="v0.2.1_L00_minimal", help="registered name or .nc file")
-    p.add_argument("--max-T", type=int, default=None, help="override every group's T")
-    p.add_argument("--max-K", type=int, default=None, help="keypoints (default: min(8, K))")
-    p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--chains", type=int, default=None)
-    p.add_argument("--tune", type=int, default=None)
-    p.add_argument("--draws", type=int, default=None)
-    p.add_argument("--sampler", choices=("nutpie", "pymc"), default="nutpie")
-    p.add_argument("--target-accept", type=float, default=0.8, help="NUTS step-size target (default: 0.8)")
-    p.add_argument("--maxdepth", type=int, default=10,
-                   help="largest NUTS tree depth (default: 10; 5 caps long recordings at 31 gradients per draw)")
-    p.add_argument("--backend", choices=("numba", "jax"), default="numba",
-                   help="numba with the fused kernels (default), or jax: plain graph and tree-form HMM, on a GPU where "
-                        "a CUDA build of JAX is installed")
-    p.add_argument("--jobs", type=int, default=1, help="groups run in parallel (each in its own kernel)")
+    add_data_arguments(p, "v0.2.1_L00_minimal")
+    add_sampler_arguments(p, profile_decides=True, adaptation=False)
+    p.add_argument("--jobs", type=positive_int, default=1, help="groups run in parallel (each in its own kernel)")
     p.add_argument("--root", default=str(io.DEFAULT_ROOT), help=f"diagnostics root (default: {io.DEFAULT_ROOT.as_posix()})")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run with the same run id")
     p.set_defaults(func=cmd_run, fail_at=None)

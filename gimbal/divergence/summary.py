@@ -8,17 +8,26 @@ from ..diagnostics import io
 from ..diagnostics.report import fmt, md_table
 from ..diagnostics.rules import rule_summary, rule_temporal
 from .groups import GROUPS, group_desc
+from .runs import missing_result, read_manifest, resolve_result
 
 __all__ = ["collect_run", "list_runs", "summary_rows", "summary_markdown", "write_summary", "temporal_series"]
 
 
 def collect_run(root, run_id: str) -> list[dict]:
-    """The results of every group of ``run_id`` found under ``root``, in the seed's order."""
+    """Every group of ``run_id``, in the seed's order, as it stands.
+
+    Groups the run's manifest requested but that wrote no results appear as failed (``no_results``); a result
+    left ``running`` by a process that no longer exists reads as ``interrupted`` (see :mod:`.runs`).
+    """
+    manifest = read_manifest(root, run_id)
+    requested = set(manifest["groups"]) if manifest else set()
     out = []
     for g in GROUPS:
         path = io.make_paths(group_desc(g), run_id, root).results_run
         if path.exists():
-            out.append(io.read_json(path))
+            out.append(resolve_result(io.read_json(path)))
+        elif g in requested:
+            out.append(missing_result(g, GROUPS[g].desc, run_id, (manifest.get("errors") or {}).get(g, "")))
     return out
 
 
@@ -78,10 +87,14 @@ def summary_markdown(results: list[dict], run_id: str, book: bool = False, figur
     flat = [_flatten(r) for r in results]
     verdict = rule_summary(flat)
     lines = [f"# Divergence report summary: run {run_id}\n"]
-    failed = [f for f in flat if f["status"] == "failed"]
+    failed = [f for f in flat if f["status"] in ("failed", "interrupted")]
     if failed:
+        def link(f):
+            return f"{{doc}}`groups/{group_desc(f['group'])}`" if book else f"report_{group_desc(f['group'])}__{run_id}.md"
+
         lines.append("```{error}\n" + "\n".join(
-            f"Group {f['group']} ({f['description']}) crashed: {f['verdict'].get('interpretation', '')}" for f in failed) + "\n```\n")
+            f"Group {f['group']} ({f['description']}) {'was interrupted' if f['status'] == 'interrupted' else 'crashed'}: "
+            f"{f['verdict'].get('interpretation', '')} See {link(f)}." for f in failed) + "\n```\n")
     lines.append(f"**Which group fails first.** {verdict.interpretation}\n")
     series = temporal_series(results)
     if series:

@@ -1,0 +1,164 @@
+"""Sampler and data settings: declared and validated once, for ``gimbal fit``, ``diag run``, ``evaluate`` and the benchmarks.
+
+:class:`SamplerSettings` validates itself (Python callers get the same messages as
+the command line); :func:`add_sampler_arguments` and :func:`add_data_arguments` add
+the matching command-line options, whose argparse types reject bad values before
+anything runs (exit status 2). Every message has one form: ``--option must be ...,
+got VALUE.``
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+
+from .errors import UsageError
+
+__all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
+           "probability", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH"]
+
+SAMPLERS = ("nutpie", "pymc")
+BACKENDS = ("numba", "jax")
+ADAPTATIONS = ("diag", "low_rank")
+MAX_TREE_DEPTH = 20
+
+
+def _message(option: str, rule: str, value) -> str:
+    return f"{option} must be {rule}, got {value!r}."
+
+
+def _as_int(text, option, rule):
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(_message(option, rule, text)) from None
+    return value
+
+
+def positive_int(text) -> int:
+    """argparse type: an integer >= 1."""
+    value = _as_int(text, "the value", "an integer >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(_message("the value", "an integer >= 1", text))
+    return value
+
+
+def nonnegative_int(text) -> int:
+    """argparse type: an integer >= 0."""
+    value = _as_int(text, "the value", "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(_message("the value", "an integer >= 0", text))
+    return value
+
+
+def probability(text) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(_message("the value", "a number between 0 and 1 (exclusive)", text)) from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(_message("the value", "a number between 0 and 1 (exclusive)", text))
+    return value
+
+
+def tree_depth(text) -> int:
+    """argparse type: a NUTS tree depth from 1 to :data:`MAX_TREE_DEPTH`."""
+    value = _as_int(text, "the value", f"an integer from 1 to {MAX_TREE_DEPTH}")
+    if not 1 <= value <= MAX_TREE_DEPTH:
+        raise argparse.ArgumentTypeError(_message("the value", f"an integer from 1 to {MAX_TREE_DEPTH}", text))
+    return value
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How NUTS runs. Invalid values raise :class:`gimbal.errors.UsageError` naming the option."""
+
+    chains: int = 2
+    tune: int = 300
+    draws: int = 100
+    sampler: str = "nutpie"
+    target_accept: float = 0.8
+    maxdepth: int = 10
+    adaptation: str = "diag"
+    backend: str = "numba"
+    seed: int = 123
+
+    def __post_init__(self):
+        checks = (
+            ("--chains", self.chains, "an integer >= 1", isinstance(self.chains, int) and self.chains >= 1),
+            ("--tune", self.tune, "an integer >= 0", isinstance(self.tune, int) and self.tune >= 0),
+            ("--draws", self.draws, "an integer >= 1", isinstance(self.draws, int) and self.draws >= 1),
+            ("--target-accept", self.target_accept, "a number between 0 and 1 (exclusive)",
+             isinstance(self.target_accept, (int, float)) and 0 < self.target_accept < 1),
+            ("--maxdepth", self.maxdepth, f"an integer from 1 to {MAX_TREE_DEPTH}",
+             isinstance(self.maxdepth, int) and 1 <= self.maxdepth <= MAX_TREE_DEPTH),
+            ("--sampler", self.sampler, f"one of {SAMPLERS}", self.sampler in SAMPLERS),
+            ("--adaptation", self.adaptation, f"one of {ADAPTATIONS}", self.adaptation in ADAPTATIONS),
+            ("--backend", self.backend, f"one of {BACKENDS}", self.backend in BACKENDS),
+            ("--seed", self.seed, "an integer", isinstance(self.seed, int)),
+        )
+        for option, value, rule, ok in checks:
+            if not ok:
+                raise UsageError(_message(option, rule, value))
+        if self.backend == "jax" and self.sampler != "nutpie":
+            raise UsageError("--backend jax compiles the model for nutpie: use it with --sampler nutpie.")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def sample_kwargs(self) -> dict:
+        """The keyword arguments of :func:`gimbal.fitting.sample_model`."""
+        return self.as_dict()
+
+    @classmethod
+    def from_args(cls, args, **defaults) -> "SamplerSettings":
+        """From parsed arguments; ``defaults`` fill options that were left out (None)."""
+        values = {}
+        for name in cls.__dataclass_fields__:
+            v = getattr(args, name, None)
+            if v is None:
+                v = defaults.get(name, cls.__dataclass_fields__[name].default)
+            values[name] = v
+        return cls(**values)
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser, *, chains=2, tune=300, draws=100, seed=123,
+                          profile_decides: bool | str = False, adaptation: bool = True) -> argparse._ArgumentGroup:
+    """NUTS options. With ``profile_decides`` (True, or who decides, e.g. "the benchmark's") the chains/tune/draws
+    defaults are None and filled later (by the profile);
+    ``adaptation=False`` leaves out ``--adaptation`` for commands that always use nutpie's default."""
+    g = parser.add_argument_group("sampler")
+    who = profile_decides if isinstance(profile_decides, str) else "the profile's"
+    show = (lambda d: who) if profile_decides else (lambda d: d)
+    g.add_argument("--chains", type=positive_int, default=None if profile_decides else chains,
+                   help=f"chains (default: {show(chains)})")
+    g.add_argument("--tune", type=nonnegative_int, default=None if profile_decides else tune,
+                   help=f"warm-up draws per chain (default: {show(tune)})")
+    g.add_argument("--draws", type=positive_int, default=None if profile_decides else draws,
+                   help=f"kept draws per chain (default: {show(draws)})")
+    g.add_argument("--sampler", choices=SAMPLERS, default="nutpie")
+    g.add_argument("--target-accept", type=probability, default=0.8, help="NUTS step-size target (default: 0.8)")
+    g.add_argument("--maxdepth", type=tree_depth, default=10,
+                   help="largest NUTS tree depth (at most 2^maxdepth - 1 gradients per draw; default 10; 5 caps long "
+                        "recordings at 31 per draw)")
+    if adaptation:
+        g.add_argument("--adaptation", choices=ADAPTATIONS, default="diag", help="nutpie mass matrix (default: diag)")
+    g.add_argument("--backend", choices=BACKENDS, default="numba",
+                   help="nutpie compilation backend: numba with the fused kernels (default), or jax (plain graph, "
+                        "tree-form HMM; `pip install gimbal[jax]`, or a CUDA build such as jax[cuda12] for a GPU)")
+    g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
+    return g
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default: str | None, *, required: bool = False) -> None:
+    """``--dataset``, ``--max-T``, ``--max-K`` and ``--overwrite``, with the seed's spellings as aliases.
+
+    The seed's plan names them ``--dataset_name``, ``--max_T``, ``--max_K``, ``--run_id``; both spellings work.
+    """
+    parser.add_argument("--dataset", "--dataset_name", dest="dataset", default=default, required=required,
+                        help="registered name or .nc file" + (f" (default: {default})" if default else ""))
+    parser.add_argument("--max-T", "--max_T", dest="max_T", type=positive_int, default=None, help="keep the first T frames")
+    parser.add_argument("--max-K", "--max_K", dest="max_K", type=positive_int, default=None,
+                        help="keep the first K keypoints")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")

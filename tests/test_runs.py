@@ -1,0 +1,80 @@
+"""Runs that crash, are killed or resumed: the summary never claims success without results."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gimbal.cli import build_parser
+from gimbal.diagnostics import io
+from gimbal.divergence import runner
+from gimbal.divergence.groups import group_desc
+from gimbal.divergence.runs import read_manifest, resolve_result
+from gimbal.divergence.summary import collect_run, summary_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_group_that_writes_nothing_is_a_crash_in_the_summary(tmp_path, monkeypatch):
+    def missing(group, notebook_dir=None):
+        raise FileNotFoundError(f"notebook for group {group} not found")
+
+    monkeypatch.setattr(runner, "notebook_for", missing)
+    args = build_parser().parse_args(["diag", "run", "--groups", "1,2", "--run-id", "gone", "--root", str(tmp_path)])
+    assert args.func(args) == 1
+    results = collect_run(tmp_path, "gone")
+    assert [r["header"]["group"] for r in results] == ["1", "2"]
+    assert all(r["verdict"]["code"] == "no_results" for r in results)
+    text = summary_markdown(results, "gone")
+    assert "Every group passed" not in text and "ready for production" not in text
+    assert "Group 1 (build_only_sanity) crashed" in text and "not found" in text
+    err = json.loads((io.make_paths(group_desc("1"), "gone", tmp_path).debug_dir / "runner_error.json").read_text())
+    assert "FileNotFoundError" in err["traceback"] and "NoneType: None" not in err["traceback"]
+    assert summary_markdown([], "none").count("No group produced results") == 1
+
+
+def test_a_running_result_of_a_dead_process_reads_as_interrupted():
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    result = {"header": {"group": "6", "run_id": "r"}, "status": "running", "steps": [{"name": "build_model"}],
+              "process": {"pid": dead, "host": __import__("platform").node()}, "verdict": None}
+    out = resolve_result(result)
+    assert out["status"] == "interrupted" and out["verdict"]["code"] == "interrupted"
+    assert "after build_model" in out["verdict"]["interpretation"] and "--resume r" in out["verdict"]["next_action"]
+    alive = dict(result, process={"pid": os.getpid(), "host": __import__("platform").node()})
+    assert resolve_result(alive)["status"] == "running"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_a_killed_run_is_marked_interrupted_and_resume_finishes_it(tmp_path):
+    root = tmp_path / "diag"
+    cmd = [sys.executable, "-m", "gimbal.cli", "diag", "run", "--groups", "1,6", "--run-id", "kill", "--root", str(root)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    target = io.make_paths(group_desc("6"), "kill", root).results_run
+    deadline = time.time() + 600
+    while time.time() < deadline:  # wait until group 6 is under way (its results file exists and says running)
+        if target.exists() and json.loads(target.read_text()).get("status") == "running":
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("group 6 never started")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "--resume kill" in err
+    assert json.loads(target.read_text())["status"] == "interrupted"
+    assert read_manifest(root, "kill")["status"] == "interrupted"
+    status = {r["header"]["group"]: r["status"] for r in collect_run(root, "kill")}
+    assert status == {"1": "ok", "6": "interrupted"}
+    resumed = subprocess.run([sys.executable, "-m", "gimbal.cli", "diag", "run", "--resume", "kill", "--root", str(root)],
+                             cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "1 group(s)" in resumed.stdout  # only the interrupted group ran again
+    assert {r["header"]["group"]: r["status"] for r in collect_run(root, "kill")} == {"1": "ok", "6": "ok"}
+    assert read_manifest(root, "kill")["status"] == "finished"

@@ -1,0 +1,86 @@
+"""Settings declared and validated once; exit statuses; the seed's flag spellings; bad datasets refused."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pymc as pm
+import pytest
+
+from gimbal.cli import build_parser
+from gimbal.errors import UsageError
+from gimbal.settings import SamplerSettings
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "--target-accept", "1.5"], "--target-accept: the value must be a number between 0 and 1 (exclusive), got '1.5'"),
+    (["diag", "run", "--tune", "-1"], "--tune: the value must be an integer >= 0, got '-1'"),
+    (["diag", "run", "--max-T", "0"], "--max-T/--max_T: the value must be an integer >= 1, got '0'"),
+    (["diag", "run", "--chains", "0"], "--chains: the value must be an integer >= 1, got '0'"),
+    (["diag", "run", "--jobs", "0"], "--jobs: the value must be an integer >= 1, got '0'"),
+    (["diag", "run", "--maxdepth", "30"], "--maxdepth: the value must be an integer from 1 to 20, got '30'"),
+    (["evaluate", "--dataset", "x.nc", "--draws", "many"], "--draws: the value must be an integer >= 1, got 'many'"),
+])
+def test_bad_options_are_refused_up_front_with_one_message_style(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_python_callers_get_the_same_checks():
+    with pytest.raises(UsageError, match=r"--target-accept must be a number between 0 and 1 \(exclusive\), got 1.5"):
+        SamplerSettings(target_accept=1.5)
+    with pytest.raises(UsageError, match="--tune must be an integer >= 0, got -1"):
+        SamplerSettings(tune=-1)
+    with pytest.raises(UsageError, match="--backend jax compiles the model for nutpie"):
+        SamplerSettings(backend="jax", sampler="pymc")
+    assert SamplerSettings(chains=4, tune=0).sample_kwargs()["chains"] == 4
+
+
+def test_the_seeds_flag_spellings_are_aliases():
+    args = build_parser().parse_args(["diag", "run", "--dataset_name", "v0.2.1_L01_noise", "--max_T", "30", "--max_K",
+                                      "3", "--seed", "7", "--run_id", "r1", "--overwrite"])
+    assert (args.dataset, args.max_T, args.max_K, args.seed, args.run_id, args.overwrite) == (
+        "v0.2.1_L01_noise", 30, 3, 7, "r1", True)
+
+
+def test_exit_status_two_for_usage_one_for_a_failed_run_with_the_traceback_logged(tmp_path):
+    env = {**__import__("os").environ, "GIMBAL_CACHE_DIR": str(tmp_path / "cache")}
+    usage = subprocess.run([sys.executable, "-m", "gimbal.cli", "fit", "--dataset", "no_such_data"], capture_output=True,
+                           text=True, env=env)
+    assert usage.returncode == 2 and "unknown dataset" in usage.stderr and "Traceback" not in usage.stderr
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[cam_0]\nname = 'a'\nsize = [10, 10]\n")
+    failed = subprocess.run([sys.executable, "-m", "gimbal.cli", "import", "--detections", "a=x.slp", "--calibration",
+                             str(bad), "--out", str(tmp_path / "o.nc")], capture_output=True, text=True, env=env)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "lacks ['matrix', 'rotation', 'translation']" in failed.stderr
+    log = failed.stderr.split("(traceback: ")[1].split(")")[0]
+    assert "Traceback" in open(log, encoding="utf-8").read()
+
+
+def test_degenerate_cameras_and_keypoints_nobody_sees_are_refused(minimal80):
+    from gimbal.datasets import from_arrays
+
+    obs = minimal80["observations"].values[:10]
+    P = minimal80["camera_matrix"].values.copy()
+    parents = minimal80["parents"].values
+    zeros = P.copy()
+    zeros[1] = 0.0
+    with pytest.raises(ValueError, match=r"camera\(s\) \['cam1'\] have a degenerate camera matrix"):
+        from_arrays(obs, zeros, parents)
+    hidden = obs.copy()
+    hidden[:, :, 3] = np.nan
+    with pytest.raises(ValueError, match=r"keypoint\(s\) \['kp3'\] are detected by no camera"):
+        from_arrays(hidden, P, parents)
+
+
+def test_the_start_gate_rejects_what_nutpie_rejects_and_names_it():
+    from gimbal.fit_params import InitializationError, check_initial_point
+
+    with pm.Model() as model:
+        pm.Normal("informed", 0.0, 1.0, initval=0.5)
+        pm.Normal("uninformed", 2.0, 1.5, shape=3, initval=np.array([2.0, 1.0, 2.0]))  # at its mode: gradient 0
+    with pytest.raises(InitializationError, match=r"2 gradient component\(s\) exactly zero \(uninformed\[0\], uninformed\[2\]"):
+        check_initial_point(model)
