@@ -73,13 +73,22 @@ def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1
 
 
 def _run_isolated(dataset, quick, T, chains, tune, draws, label, timeout_s) -> dict | None:
-    """One variant in a child process, killed after ``timeout_s``; returns an error row on time-out."""
+    """One variant in a child process, killed after ``timeout_s``.
+
+    Returns None when the child wrote its own row, else an error row: a time-out, or a child that exited with an
+    error (its last lines of output name why), so a crashed variant is never silently missing from the table.
+    """
     cmd = [sys.executable, "-m", "benchmarks", "ablation", "--dataset", dataset, "--T", str(T), "--chains", str(chains),
            "--tune", str(tune), "--draws", str(draws), "--variants", label] + (["--quick"] if quick else [])
     try:
-        subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, timeout=timeout_s, check=False)
+        done = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, timeout=timeout_s, check=False,
+                              capture_output=True, text=True)
     except subprocess.TimeoutExpired:
         return {"variant": label, "error": f"did not finish within {timeout_s:.0f} s (killed)"}
+    print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        return {"variant": label, "error": f"child process exited with status {done.returncode}: {tail}"}
     return None
 
 

@@ -110,7 +110,8 @@ def cmd_fit(args) -> int:
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}")
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
                           float32_vars=("x",))
-    summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "transition"], wall_time_s=result.sample_s)
+    summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "transition"],
+                               max_treedepth=settings.maxdepth, wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
     save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)

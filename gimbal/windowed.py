@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from .diagnostics.report import fmt
+
 __all__ = ["window_bounds", "WindowedResult", "sample_windowed"]
 
 
@@ -153,14 +155,22 @@ def sample_windowed(
             if progress:
                 w = results[-1]["info"]
                 print(f"window {i + 1}/{len(bounds)} frames {w['keep_start']}-{w['keep_stop'] - 1}: {w['divergences']} div, "
-                      f"max R-hat {w['max_rhat']:.3f}, min ESS {w['min_ess_bulk']:.0f}, {w['total_s']:.0f} s", flush=True)
+                      f"max R-hat {fmt(w['max_rhat'], 4)}, min ESS {fmt(w['min_ess_bulk'], 3)}, {w['total_s']:.0f} s",
+                      flush=True)  # R-hat and ESS are None with one chain or too few draws
     posterior = _stitch([r["posterior"] for r in results], dataset["frame"].values)
     return WindowedResult(posterior=posterior, windows=[r["info"] for r in results], wall_s=time.perf_counter() - t0)
 
 
+# free variables that re-express per-frame positions in a window's own coordinates (root_dynamics="noncentered"):
+# the stitched deterministic ``x`` holds what they encode, and their lengths differ between windows
+WINDOW_LOCAL = ("root_steps", "root_start", "x_nonroot")
+
+
 def _stitch(parts: list[xr.Dataset], frames: np.ndarray) -> xr.Dataset:
+    """Per-frame variables joined along ``frame``; global ones stacked along a new ``window`` dimension."""
     per_frame = [v for v in parts[0].data_vars if "frame" in parts[0][v].dims]
     stitched = {v: xr.concat([p[v] for p in parts], dim="frame") for v in per_frame}
-    globals_ = {v: xr.concat([p[v] for p in parts], dim="window") for v in parts[0].data_vars if v not in per_frame}
+    globals_ = {v: xr.concat([p[v] for p in parts], dim="window") for v in parts[0].data_vars
+                if v not in per_frame and v not in WINDOW_LOCAL}
     out = xr.Dataset({**stitched, **globals_})
     return out.assign_coords(frame=frames, window=np.arange(len(parts)))

@@ -36,6 +36,45 @@ def test_a_group_that_writes_nothing_is_a_crash_in_the_summary(tmp_path, monkeyp
     err = json.loads((io.make_paths(group_desc("1"), "gone", tmp_path).debug_dir / "runner_error.json").read_text())
     assert "FileNotFoundError" in err["traceback"] and "NoneType: None" not in err["traceback"]
     assert summary_markdown([], "none").count("No group produced results") == 1
+    from gimbal.divergence.book import generate_pages
+
+    out, _ = generate_pages(tmp_path, "gone", tmp_path / "project")  # the book of such a run still builds its pages
+    page = (out / "report_summary.md").read_text()
+    assert "Group 2 (gradient_sanity) crashed" in page and "{doc}`groups/group_2_gradient_sanity`" in page
+    assert "no results" in (out / "groups" / "group_1_build_only_sanity.md").read_text()
+
+
+def test_groups_4_and_5_compare_only_with_a_like_for_like_group_3(tmp_path):
+    from gimbal.divergence.groups import _load_reference
+
+    header = {"dataset": "v0.2.1_L00_minimal", "T": 20, "K": 4, "seed": 1, "sampling_settings": {"chains": 2}}
+    path = io.make_paths(group_desc("3"), "r1", tmp_path).results_run
+    io.write_json(path, {"header": header, "status": "ok", "sampling": {"divergences": 7}})
+    assert _load_reference(tmp_path, "3", "r1", header) == {"divergences": 7}
+    assert _load_reference(tmp_path, "3", "other-run", header) is None
+    assert _load_reference(tmp_path, "3", "r1", {**header, "T": 200}) is None
+    assert _load_reference(tmp_path, "3", "r1", {**header, "dataset": "mine.nc"}) is None
+
+
+def test_the_tree_depth_plot_draws_the_run_s_max_depth(tmp_path):
+    from types import SimpleNamespace
+
+    from gimbal.divergence.groups import _sampling_plots
+
+    run = SimpleNamespace(paths=SimpleNamespace(plots_run=tmp_path))
+    jobs = _sampling_plots(run, None, {}, {}, ["x"], maxdepth=5)
+    assert jobs["step_size_treedepth"][1][2] == 5
+
+
+def test_a_crashed_ablation_child_leaves_an_error_row(monkeypatch):
+    import benchmarks.ablation as ablation
+
+    def crashed(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, -11, stdout="", stderr="Fatal Python error: Segmentation fault")
+
+    monkeypatch.setattr(ablation.subprocess, "run", crashed)
+    row = ablation._run_isolated("v0.2.1_L00_minimal", True, 20, 2, 10, 10, "default", 60)
+    assert row["variant"] == "default" and "status -11" in row["error"] and "Segmentation fault" in row["error"]
 
 
 def test_a_running_result_of_a_dead_process_reads_as_interrupted():

@@ -50,3 +50,15 @@ def test_windows_fan_out_through_dask_distributed():
     assert [(w["keep_start"], w["keep_stop"]) for w in res.windows] == [(0, 15), (15, 30)]
     assert res.posterior["x"].sizes["frame"] == 30
     assert np.isfinite(res.posterior["x"].values).all()
+
+
+@pytest.mark.slow
+def test_one_chain_and_noncentered_windows_stitch_and_print(capsys):
+    """One chain has no R-hat (None): the progress line says n/a; per-window root steps are not stacked."""
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=25)
+    res = sample_windowed(ds, window=10, overlap=2, chains=1, tune=60, draws=30, seed=3, progress=True,
+                          model_options={"root_dynamics": "noncentered"})
+    assert "max R-hat n/a" in capsys.readouterr().out
+    assert res.posterior["x"].sizes["frame"] == 25 and np.isfinite(res.posterior["x"].values).all()
+    assert not {"root_steps", "root_start", "x_nonroot"} & set(res.posterior.data_vars)
+    assert res.posterior["bone_length"].sizes["window"] == len(res.windows)

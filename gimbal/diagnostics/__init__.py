@@ -11,6 +11,8 @@ from .checks import (
     safe_point_logps,
 )
 from .io import collect_environment, make_paths, save_text, write_json
+from .localization import divergence_localization
+from .multimodality import multimodality_check
 from .sampling import chance_max_rhat, convergence_table, normalize_sample_stats, rhat_against_chance, sampling_summary
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "convergence_table",
     "chance_max_rhat",
     "rhat_against_chance",
+    "multimodality_check",
+    "divergence_localization",
 ]

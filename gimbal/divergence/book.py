@@ -182,6 +182,8 @@ def _environment_page(results: list[dict], run_id: str) -> str:
         cmd = f"gimbal diag run --groups {h['group']} --run-id {run_id}-again --profile {h['profile']} --dataset {h['dataset']} --seed {h['seed']}"
         if p.get("max_T"):
             cmd += f" --max-T {p['max_T']}"
+        if p.get("max_K"):
+            cmd += f" --max-K {p['max_K']}"
         s = h.get("sampling_settings") or {}
         if s:
             cmd += f" --chains {s['chains']} --tune {s['tune']} --draws {s['draws']} --sampler {s['sampler']}"
@@ -397,8 +399,13 @@ def generate_pages(root, run_id: str | None = None, project_dir=".") -> tuple[Pa
         io.save_text(out / "notebooks" / "none.md", "# No executed notebooks\n\nNo executed notebook was found for run "
                      f"`{run_id}` under `{root}`: the groups were run without `gimbal diag run`.\n")
     io.save_text(out / "runs.md", _runs_page(root))
-    io.save_text(out / "data.md", _data_page(results, root, run_id, out))
-    io.save_text(out / "environment.md", _environment_page(results, run_id))
+    ran = [r for r in results if "environment" in r["header"]]  # groups that started (not no_results stand-ins)
+    if ran:
+        io.save_text(out / "data.md", _data_page(ran, root, run_id, out))
+        io.save_text(out / "environment.md", _environment_page(ran, run_id))
+    else:
+        for page, title in (("data.md", "The data"), ("environment.md", "Environment and how to reproduce")):
+            io.save_text(out / page, f"# {title}\n\nNo group of run `{run_id}` started, so there is nothing to show.\n")
     io.save_text(out / "performance.md", _performance_page(project, out))
     io.save_text(out / "ablation.md", _ablation_page(project))
     return out, run_id

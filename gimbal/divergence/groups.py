@@ -142,13 +142,18 @@ class _Run:
         return out
 
 
-def _load_reference(root, group) -> dict | None:
-    """The latest results of another group (e.g. group 3 for groups 4 and 5), if it has sampled."""
-    path = io.make_paths(group_desc(group), "latest", root).results_latest
+def _load_reference(root, group, run_id: str, header: dict) -> dict | None:
+    """Another group's sampling results (group 3 for groups 4 and 5) from the same run, data, T and sampler.
+
+    Only a like-for-like run is a reference: the same run id, dataset, T, K, seed and sampler settings.
+    """
+    path = io.make_paths(group_desc(group), run_id, root).results_run
     if not path.exists():
         return None
     data = io.read_json(path)
-    return data.get("sampling")
+    h = data.get("header", {})
+    same = all(h.get(k) == header.get(k) for k in ("dataset", "T", "K", "seed", "sampling_settings"))
+    return data.get("sampling") if same and data.get("status") == "ok" else None
 
 
 def _mixture_checks(dataset, model, init) -> dict:
@@ -218,14 +223,14 @@ def _hmm_micro_check(dataset_name, seed) -> dict:
     }
 
 
-def _sampling_plots(run: _Run, trace, summary, loc, selected):
+def _sampling_plots(run: _Run, trace, summary, loc, selected, maxdepth: int = 10):
     d = run.paths.plots_run
     jobs = {
         "trace_selected": (plots.plot_trace_selected, (trace, selected, d / "trace_selected.png"),
                            "Trace and marginal density of selected parameters per chain."),
         "energy": (plots.plot_energy, (trace, d / "energy.png", summary.get("ebfmi_per_chain")),
                    "Energy marginal vs transition; E-BFMI < 0.3 flags poor exploration."),
-        "step_size_treedepth": (plots.plot_step_size_treedepth, (trace, d / "step_size_treedepth.png"),
+        "step_size_treedepth": (plots.plot_step_size_treedepth, (trace, d / "step_size_treedepth.png", maxdepth),
                                 "Step-size adaptation and tree depth; many max-depth draws mean inefficiency."),
         "divergence_pairs": (plots.plot_divergence_pairs, (trace, selected, d / "divergence_pairs.png"),
                              "Pairs of selected parameters with divergent draws highlighted."),
@@ -426,15 +431,16 @@ def run_group(
 
             fit = run.step("sampling", sample)
             selected = [v for v in SELECTED_VARS if v in fit.trace["posterior"]]
-            summary = sampling.sampling_summary(fit.trace, selected, wall_time_s=fit.sample_s)
+            summary = sampling.sampling_summary(fit.trace, selected, max_treedepth=maxdepth, wall_time_s=fit.sample_s)
             summary["compile_s"] = fit.compile_s
             run.payload["sampling"] = summary
             run.payload["multimodality"] = multimodality.multimodality_check(fit.trace)
             loc = run.payload["localization"] = localization.divergence_localization(fit.trace)
             run.payload["position_error"] = position_errors(fit.trace, ds)
             run.flush()
-            run.step("plots", _draw_plots, run, _sampling_plots(run, fit.trace, summary, loc, selected or list(fit.trace["posterior"].data_vars)[:3]))
-            reference = _load_reference(paths.root, spec.reference) if spec.reference else None
+            run.step("plots", _draw_plots, run, _sampling_plots(run, fit.trace, summary, loc, selected or list(fit.trace["posterior"].data_vars)[:3],
+                                                        maxdepth))
+            reference = _load_reference(paths.root, spec.reference, run_id, header) if spec.reference else None
             # a too-high R-hat: within what chance gives over that many elements, or a real mixing problem?
             rhat_chance = None
             if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):

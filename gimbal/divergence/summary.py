@@ -8,7 +8,7 @@ from ..diagnostics import io
 from ..diagnostics.report import fmt, md_table
 from ..diagnostics.rules import rule_summary, rule_temporal
 from .groups import GROUPS, group_desc
-from .runs import missing_result, read_manifest, resolve_result
+from .runs import RUNS_DIR, missing_result, read_manifest, resolve_result
 
 __all__ = ["collect_run", "list_runs", "summary_rows", "summary_markdown", "write_summary", "temporal_series"]
 
@@ -32,11 +32,12 @@ def collect_run(root, run_id: str) -> list[dict]:
 
 
 def list_runs(root) -> list[str]:
-    """Every run id with at least one results file, oldest first (by file time)."""
-    results = Path(root) / "results"
+    """Every run id with a results file or a manifest (a run whose groups all crashed), oldest first (by file time)."""
+    results, manifests = Path(root) / "results", Path(root) / RUNS_DIR
     runs = {}
-    for p in results.glob("results_group_*__*.json") if results.is_dir() else []:
-        run_id = p.stem.split("__", 1)[1]
+    found = [(p, p.stem.split("__", 1)[1]) for p in results.glob("results_group_*__*.json")] if results.is_dir() else []
+    found += [(p, p.stem) for p in manifests.glob("*.json")] if manifests.is_dir() else []
+    for p, run_id in found:
         runs[run_id] = min(runs.get(run_id, p.stat().st_mtime), p.stat().st_mtime)
     return sorted(runs, key=runs.get)
 
