@@ -1,19 +1,16 @@
-"""Figures of a dataset and of a posterior against ground truth (matplotlib, Agg)."""
+"""Figures of a dataset and of a posterior against ground truth (matplotlib; saved to files)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from .cameras import triangulate_robust  # noqa: E402
-from .datasets import skeleton_of  # noqa: E402
-from .diagnostics.plots import save_figure  # noqa: E402
+from .cameras import triangulate_robust
+from .datasets import skeleton_of
+from .diagnostics.plots import save_figure  # its import selects a headless backend outside Jupyter
 
 __all__ = ["plot_skeleton_3d", "plot_detections", "plot_position_errors", "video_frame"]
 

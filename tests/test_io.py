@@ -475,7 +475,7 @@ def test_diagnostic_groups_and_book_run_on_an_imported_recording(tmp_path):
     import sys
 
     from gimbal.datasets import save_dataset
-    from gimbal.divergence.book import build_book
+    from gimbal.divergence.book import BOOK_DIR, book_source, build_book
 
     res = import_session(SESSION, SESSION / "calibration_valid.toml", MOUSE_SKELETON,
                          videos={"back": SESSION / "back" / "minimal_back.mp4"})
@@ -485,10 +485,12 @@ def test_diagnostic_groups_and_book_run_on_an_imported_recording(tmp_path):
            "1,2,6,7", "--run-id", "real", "--root", str(root), "--jobs", "2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    build_book(root, "real", REPO)
-    data = (REPO / "book" / "generated" / "data.md").read_text(encoding="utf-8")
+    landing = build_book(root, "real", tmp_path)
+    assert landing.is_file()
+    pages = book_source(tmp_path) / BOOK_DIR
+    data = (pages / "data.md").read_text(encoding="utf-8")
     assert "Calibration check at import" in data and "| side |" in data
-    assert (REPO / "book" / "generated" / "figures" / "data" / "detections.png").is_file()
+    assert (pages / "figures" / "data" / "detections.png").is_file()
     from gimbal.divergence.summary import collect_run
 
     results = collect_run(root, "real")

@@ -84,3 +84,17 @@ def test_the_start_gate_rejects_what_nutpie_rejects_and_names_it():
         pm.Normal("uninformed", 2.0, 1.5, shape=3, initval=np.array([2.0, 1.0, 2.0]))  # at its mode: gradient 0
     with pytest.raises(InitializationError, match=r"2 gradient component\(s\) exactly zero \(uninformed\[0\], uninformed\[2\]"):
         check_initial_point(model)
+
+
+def test_pixi_tasks_are_the_tasks_py_jobs():
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    pixi = tomllib.loads((repo / "pixi.toml").read_text())
+    tasks_py = (repo / "tasks.py").read_text()
+    for job in ("report", "test", "setup"):
+        assert pixi["tasks"][job] == f"python tasks.py {job}"
+        assert f'"{job}"' in tasks_py
+    assert pixi["dependencies"]["python"] == "3.12.*"
+    assert "pypi-dependencies" not in pixi  # versions come from constraints.txt through tasks.py, not a second list

@@ -1,7 +1,9 @@
 """Diagnostic plots for any NUTS trace; each returns the written path.
 
-Every figure has a title, axis labels and is saved with matplotlib's Agg
-backend (no display needed). ArviZ (``arviz_plots``) draws the trace, energy
+Every figure has a title, axis labels and is saved to a file, then closed.
+Outside Jupyter the Agg backend is selected (no display needed, no windows);
+inside a Jupyter kernel the backend is left alone, so a user's inline figures
+keep working. ArviZ (``arviz_plots``) draws the trace, energy
 and pair plots; step size / tree depth and the localization profile, which
 ArviZ has no plot for, are drawn here.
 """
@@ -9,11 +11,13 @@ ArviZ has no plot for, are drawn here.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # scripts, CLIs, workers: files only; a notebook keeps its inline backend
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402

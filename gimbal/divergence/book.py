@@ -1,9 +1,12 @@
-"""``gimbal diag book``: a Jupyter Book (1.x) generated from one run's artifacts.
+"""``gimbal diag book``: a Jupyter Book (1.x) generated from one run's artifacts, in any folder.
 
-Pages are written under ``book/generated/`` (never edited by hand, never
-committed) and built with ``jupyter-book build . -W -n --keep-going`` using the
-top-level ``_config.yml`` (``execute_notebooks: "off"``: papermill already ran
-the notebooks; the book never re-runs a model) and ``_toc.yml``.
+The book's configuration ships with the package (``book_template/``). For a
+project folder ``P`` (default: the current one) the source is
+``P/_build/book_source`` (the template's ``_config.yml`` and ``_toc.yml``, and the
+pages under ``book/generated/``, never edited by hand, never committed); it is
+built with ``jupyter-book build -W -n --keep-going`` (``execute_notebooks: "off"``:
+papermill already ran the notebooks; the book never re-runs a model) into
+``P/_build/html``. Benchmark tables come from ``P/benchmarks/results`` when present.
 """
 
 from __future__ import annotations
@@ -14,20 +17,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ..diagnostics import io
+from ..diagnostics.plots import save_figure  # its import selects a headless backend outside Jupyter
+from ..diagnostics.report import fmt, md_table, render_report
+from .groups import GROUPS, group_desc
+from .summary import collect_run, list_runs, summary_markdown, temporal_series, write_summary
 
-from ..diagnostics import io  # noqa: E402
-from ..diagnostics.plots import save_figure  # noqa: E402
-from ..diagnostics.report import fmt, md_table, render_report  # noqa: E402
-from .groups import GROUPS, group_desc  # noqa: E402
-from .summary import collect_run, list_runs, summary_markdown, temporal_series, write_summary  # noqa: E402
+__all__ = ["BOOK_DIR", "book_source", "generate_pages", "build_book", "register"]
 
-__all__ = ["BOOK_DIR", "generate_pages", "build_book", "register"]
+BOOK_DIR = Path("book") / "generated"  # pages, relative to the book source
+TEMPLATE = Path(__file__).resolve().parent / "book_template"
 
-BOOK_DIR = Path("book") / "generated"
+
+def book_source(project_dir=".") -> Path:
+    """Where the book's source (configuration + generated pages) of a project folder lives."""
+    return Path(project_dir).resolve() / "_build" / "book_source"
 
 
 def _temporal_figure(series, path) -> Path | None:
@@ -385,7 +391,7 @@ def generate_pages(root, run_id: str | None = None, project_dir=".") -> tuple[Pa
     if run_id not in runs:
         raise ValueError(f"run '{run_id}' not found under {root}; available: {', '.join(runs)}.")
     results = collect_run(root, run_id)
-    out = project / BOOK_DIR
+    out = book_source(project) / BOOK_DIR
     if out.exists():
         shutil.rmtree(out)  # generated pages only; regenerated from the artifacts every time
     (out / "groups").mkdir(parents=True)
@@ -412,15 +418,16 @@ def generate_pages(root, run_id: str | None = None, project_dir=".") -> tuple[Pa
 
 
 def build_book(root, run_id: str | None = None, project_dir=".", strict: bool = True) -> Path:
-    """Generate the pages and build the HTML; returns the landing page."""
+    """Generate the pages and build the HTML under ``project_dir/_build``; returns the landing page."""
     project = Path(project_dir).resolve()
-    for needed in ("_config.yml", "_toc.yml"):
-        if not (project / needed).exists():
-            raise FileNotFoundError(f"{project / needed} is missing: build the book from the gimbal project folder.")
+    source = book_source(project)
+    source.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copyfile(TEMPLATE / name, source / name)
     generate_pages(root, run_id, project)
-    args = ["build", str(project), "--keep-going"] + (["-W", "-n"] if strict else [])
+    args = ["build", str(source), "--path-output", str(project), "--keep-going"] + (["-W", "-n"] if strict else [])
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())", *args]
-    done = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=source, capture_output=True, text=True)
     if done.returncode != 0:
         log = (done.stdout + done.stderr).splitlines()
         problems = [line for line in log if "WARNING" in line or "ERROR" in line] or log[-30:]

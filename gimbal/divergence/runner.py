@@ -26,7 +26,7 @@ from .summary import write_summary
 
 __all__ = ["register", "run_groups", "parse_groups", "notebook_for", "NOTEBOOK_DIR"]
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"  # package data: installed with gimbal
 
 
 def parse_groups(text: str) -> list[str]:
@@ -50,7 +50,8 @@ def notebook_for(group: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
     name = "group_8_temporal_scaling.ipynb" if group.startswith("8") else f"group_{spec.id}_{spec.desc}.ipynb"
     path = Path(notebook_dir) / name
     if not path.exists():
-        raise FileNotFoundError(f"notebook {path} not found; run from a gimbal checkout (notebooks/ beside gimbal/).")
+        raise FileNotFoundError(f"notebook {path} not found: the gimbal installation is incomplete (gimbal/notebooks/ "
+                                "ships with the package); reinstall gimbal.")
     return path
 
 
@@ -211,8 +212,34 @@ def cmd_run(args) -> int:
     return 0
 
 
+def copy_notebooks(dest, overwrite: bool = False) -> list[Path]:
+    """Copy the group notebooks into ``dest`` for interactive use (JupyterLab: open one, run all)."""
+    import shutil
+
+    dest = Path(dest)
+    sources = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+    clashes = [dest / s.name for s in sources if (dest / s.name).exists()]
+    if clashes and not overwrite:
+        raise FileExistsError(f"{clashes[0]} already exists (and {len(clashes) - 1} more); pass --overwrite to replace them.")
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(s, dest / s.name)) for s in sources]
+
+
+def cmd_notebooks(args) -> int:
+    for path in copy_notebooks(args.dest, args.overwrite):
+        print(f"wrote {path}")
+    print(f"open them with `jupyter lab {args.dest}` (needs `pip install gimbal[interactive]`); each runs top to bottom "
+          "with its default parameters and writes the seed's tree under tests/diagnostics/ of the folder it runs in.")
+    return 0
+
+
 def register(dsub) -> None:
-    """Add ``gimbal diag run`` to the ``diag`` sub-parsers."""
+    """Add ``gimbal diag run`` and ``gimbal diag notebooks`` to the ``diag`` sub-parsers."""
+    q = dsub.add_parser("notebooks", help="copy the group notebooks into a folder, to run them in JupyterLab",
+                        description="Copy the group notebooks (shipped with gimbal) into DEST for interactive use.")
+    q.add_argument("dest", help="folder to copy them into")
+    q.add_argument("--overwrite", action="store_true", help="replace notebooks already there")
+    q.set_defaults(func=cmd_notebooks)
     p = dsub.add_parser("run", help="run diagnostic groups with papermill",
                         description="Execute each group's notebook with papermill and write the seed's artifacts.")
     p.add_argument("--groups", default="all", help="'all', or a comma list like 1,2,3 or 8 (= 8a-8e) (default: all)")
