@@ -44,8 +44,8 @@ def _gradient_ms(compiled, model, repeats: int = 30) -> float:
 def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
     from gimbal.diagnostics.sampling import sampling_summary
-    from gimbal.fitting import latent_names, position_errors, sample_model
-    from gimbal.pymc_model import build_model
+    from gimbal.model.fitting import latent_names, position_errors, sample_model
+    from gimbal.model.build import build_model
 
     model = build_model(ds, validate=False, **build_opts)
     fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, save_warmup=False,

@@ -36,8 +36,8 @@ def _by_name(flat, names, model) -> dict:
 
 def measure(dataset: str, T: int, variants=tuple(VARIANTS), n_evals: int = 100) -> list[dict]:
     """Compile time, logp+gradient time and agreement with numba for each variant at one ``T``."""
-    from gimbal.fitting import compile_nutpie, jax_device
-    from gimbal.pymc_model import build_model
+    from gimbal.model.fitting import compile_nutpie, jax_device
+    from gimbal.model.build import build_model
 
     ds = dataset_of_length(dataset, T)
     reference = build_model(ds, validate=False)  # numba-fused: the reference value and gradient
@@ -90,7 +90,7 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
             print(f"  T={T:5d} {row['variant']:22s} [{row['device']}] compile {row['compile_s']:6.1f} s  "
                   f"logp+grad {row['logp_grad_median_ms']:8.3f} ms  "
                   f"|dlogp| vs numba {row['logp_abs_diff_vs_numba']:.1e}, grad {row['grad_max_rel_diff_vs_numba']:.1e}", flush=True)
-    from gimbal.fitting import jax_device
+    from gimbal.model.fitting import jax_device
 
     device = (jax_device() or "none").split(":")[0]
     name = f"backends_{dataset}_{device}{'_quick' if quick else ''}"

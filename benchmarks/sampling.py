@@ -24,8 +24,8 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
 def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir, backend) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
     from gimbal.diagnostics.sampling import chance_max_rhat, sampling_summary
-    from gimbal.fitting import backend_model_options, jax_device, latent_names, position_errors, sample_model
-    from gimbal.pymc_model import build_model
+    from gimbal.model.fitting import backend_model_options, jax_device, latent_names, position_errors, sample_model
+    from gimbal.model.build import build_model
 
     ds = dataset_of_length(dataset, T)
     t0 = time.perf_counter()

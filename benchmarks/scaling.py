@@ -25,7 +25,7 @@ def measure_one(dataset: str, T: int, n_evals: int = 200) -> dict:
     """Run inside the worker process."""
     import nutpie
 
-    from gimbal.pymc_model import build_model
+    from gimbal.model.build import build_model
 
     ds = dataset_of_length(dataset, T)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Windowed inference (``gimbal.windowed``) on a long recording, next to full-sequence NUTS."""
+"""Windowed inference (``gimbal.model.windowed``) on a long recording, next to full-sequence NUTS."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def _extreme(pick, windows, key):
 
 def run(dataset: str = "rodent18_multistate", T: int = 1800, window: int = 200, overlap: int = 10, chains: int = 4,
         tune: int = 1000, draws: int = 1000, maxdepth: int = 10, target_accept: float = 0.8, quick: bool = False) -> dict:
-    from gimbal.fitting import position_errors
-    from gimbal.windowed import sample_windowed
+    from gimbal.model.fitting import position_errors
+    from gimbal.model.windowed import sample_windowed
 
     if quick:
         T, window, overlap, chains, tune, draws = 120, 40, 10, 2, 150, 100

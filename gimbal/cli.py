@@ -68,8 +68,8 @@ def cmd_fit(args) -> int:
     from .datasets import load_dataset, save_dataset
     from .diagnostics.io import collect_environment, write_json
     from .diagnostics.sampling import sampling_summary
-    from .fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
-    from .pymc_model import build_model
+    from .model.fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
+    from .model.build import build_model
 
     from .settings import SamplerSettings
 
@@ -137,8 +137,8 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     from ._atomic import atomic_path
     from .datasets import save_dataset
     from .diagnostics.io import collect_environment, write_json
-    from .fitting import position_errors
-    from .windowed import sample_windowed, window_bounds
+    from .model.fitting import position_errors
+    from .model.windowed import sample_windowed, window_bounds
 
     from .errors import UsageError
 

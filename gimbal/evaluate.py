@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ._atomic import write_text_atomic
-from .cameras import triangulate_robust
+from .model.cameras import triangulate_robust
 from .datasets import load_dataset, skeleton_of
 from .settings import SamplerSettings
 
@@ -133,8 +133,8 @@ def bone_length_cv(points: np.ndarray, dataset: xr.Dataset) -> float | None:
 
 def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, progress, model_options):
     from .diagnostics.sampling import sampling_summary
-    from .fitting import backend_model_options, sample_model
-    from .pymc_model import build_model
+    from .model.fitting import backend_model_options, sample_model
+    from .model.build import build_model
 
     keep = [str(n) for n in dataset["camera"].values if str(n) != camera]
     rest = dataset.sel(camera=keep)

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from .cameras import triangulate_robust
+from .model.cameras import triangulate_robust
 from .datasets import skeleton_of
 from .diagnostics.plots import save_figure  # its import selects a headless backend outside Jupyter
 

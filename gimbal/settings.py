@@ -108,7 +108,7 @@ class SamplerSettings:
         return asdict(self)
 
     def sample_kwargs(self) -> dict:
-        """The keyword arguments of :func:`gimbal.fitting.sample_model`."""
+        """The keyword arguments of :func:`gimbal.model.fitting.sample_model`."""
         return self.as_dict()
 
     @classmethod

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from gimbal.cameras import project
+from gimbal.model.cameras import project
 from gimbal.datasets import (
     DatasetFileError,
     DeepFly3DUnavailable,

@@ -7,7 +7,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import vonmises_fisher
 
-from gimbal.distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, vmf_log_normalizer, vmf_logp
+from gimbal.model.distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, vmf_log_normalizer, vmf_logp
 
 KAPPAS = np.logspace(-3, 4, 29)
 

@@ -9,7 +9,7 @@ import xarray as xr
 from pytensor.compile.builders import OpFromGraph
 
 from gimbal.diagnostics import checks, io, localization, multimodality, rules, sampling, schema
-from gimbal.fitting import sample_model
+from gimbal.model.fitting import sample_model
 
 EIGHT_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 EIGHT_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])

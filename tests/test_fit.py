@@ -7,8 +7,8 @@ import pytest
 
 from gimbal.datasets import load_dataset
 from gimbal.diagnostics.sampling import sampling_summary
-from gimbal.fitting import position_errors, sample_model
-from gimbal.pymc_model import build_model
+from gimbal.model.fitting import position_errors, sample_model
+from gimbal.model.build import build_model
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from gimbal.cameras import project, triangulate_dlt
+from gimbal.model.cameras import project, triangulate_dlt
 from gimbal.io import (
     CalibrationFileError,
     DetectionFileError,

@@ -6,8 +6,8 @@ import pytensor.tensor as pt
 import pytest
 
 from gimbal.datasets import load_dataset
-from gimbal.fitting import position_errors, sample_model
-from gimbal.pymc_model import build_model
+from gimbal.model.fitting import position_errors, sample_model
+from gimbal.model.build import build_model
 
 jax = pytest.importorskip("jax")
 

@@ -10,9 +10,9 @@ from scipy.special import logsumexp
 
 from gimbal.datasets import load_dataset
 from gimbal.diagnostics.checks import compile_logp_and_grad, finite_difference_check
-from gimbal.distributions import hmm_forward_logp, marginal_bone_logp
-from gimbal.kernels import bone_emission_logp, hmm_logp, observation_logp
-from gimbal.pymc_model import build_model, project_points
+from gimbal.model.distributions import hmm_forward_logp, marginal_bone_logp
+from gimbal.model.kernels import bone_emission_logp, hmm_logp, observation_logp
+from gimbal.model.build import build_model, project_points
 
 # the numba dispatch (nutpie) and the Op's Python `perform` (PyMC's default backend; the
 # whole-model test below runs through `perform` for all three kernels)

@@ -4,7 +4,7 @@ import numpy as np
 import pytensor
 import pytest
 
-from gimbal.cameras import triangulate_robust
+from gimbal.model.cameras import triangulate_robust
 
 from gimbal.datasets import load_dataset
 from gimbal.diagnostics.checks import (
@@ -14,8 +14,8 @@ from gimbal.diagnostics.checks import (
     gradient_report,
     safe_point_logps,
 )
-from gimbal.fit_params import InitializationError, check_initial_point, initialize_from_observations_dlt
-from gimbal.pymc_model import build_model
+from gimbal.model.initialization import InitializationError, check_initial_point, initialize_from_observations_dlt
+from gimbal.model.build import build_model
 
 
 @pytest.mark.parametrize("use_mixture,use_hmm", list(itertools.product([False, True], repeat=2)))
@@ -160,7 +160,7 @@ def test_student_t_likelihood_matches_scipy_and_replaces_the_mixture():
     import pytensor.tensor as pt
     from scipy.stats import multivariate_t
 
-    from gimbal.pymc_model import STUDENT_T_DOF, student_t_2d_logp
+    from gimbal.model.build import STUDENT_T_DOF, student_t_2d_logp
 
     resid = np.array([[0.5, -1.0], [12.0, 5.0], [400.0, -250.0]])
     ours = pytensor.function([], student_t_2d_logp(pt.as_tensor((resid**2).sum(-1)), 2.5))()

@@ -77,7 +77,7 @@ def test_degenerate_cameras_and_keypoints_nobody_sees_are_refused(minimal80):
 
 
 def test_the_start_gate_rejects_what_nutpie_rejects_and_names_it():
-    from gimbal.fit_params import InitializationError, check_initial_point
+    from gimbal.model.initialization import InitializationError, check_initial_point
 
     with pm.Model() as model:
         pm.Normal("informed", 0.0, 1.0, initval=0.5)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from gimbal.cameras import camera_matrix, intrinsics, look_at, project, reprojection_error, triangulate_dlt, triangulate_robust
-from gimbal.skeleton import Skeleton, validate_parents
+from gimbal.model.cameras import camera_matrix, intrinsics, look_at, project, reprojection_error, triangulate_dlt, triangulate_robust
+from gimbal.model.skeleton import Skeleton, validate_parents
 
 
 @pytest.mark.parametrize(

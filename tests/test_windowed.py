@@ -5,8 +5,8 @@ import pytest
 import xarray as xr
 
 from gimbal.datasets import load_dataset
-from gimbal.fitting import position_errors
-from gimbal.windowed import sample_windowed, window_bounds
+from gimbal.model.fitting import position_errors
+from gimbal.model.windowed import sample_windowed, window_bounds
 
 
 @pytest.mark.parametrize("T,window,overlap", [(1800, 200, 25), (100, 30, 5), (95, 30, 0), (10, 30, 5), (61, 20, 3)])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..skeleton import Skeleton, validate_parents
+from ..model.skeleton import Skeleton, validate_parents
 
 FORMAT_VERSION = 1
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..cameras import camera_matrix
+from ..model.cameras import camera_matrix
 from .container import from_arrays
 
 __all__ = ["load_deepfly3d", "FLY_PARENTS", "DeepFly3DUnavailable"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..cameras import camera_matrix, intrinsics, look_at, project
+from ..model.cameras import camera_matrix, intrinsics, look_at, project
 from .container import from_arrays
 
 GENERATOR_VERSION = 1

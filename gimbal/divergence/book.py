@@ -254,7 +254,7 @@ def _performance_page(project: Path, out: Path) -> str:
                                   [[f"{r['chains']} x {r['draws']}", r["n_elements"], r["ess_fraction"], r["ess_bulk"],
                                     fmt(r["chance_max_rhat"], 5)] for r in rows]) + "\n")
         elif data["benchmark"] == "windowed":
-            lines.append("Windowed inference (`gimbal.windowed.sample_windowed`): each window is sampled on its own and "
+            lines.append("Windowed inference (`gimbal.model.windowed.sample_windowed`): each window is sampled on its own and "
                          "only its core frames are kept; R-hat and ESS are the worst over all windows.\n")
             lines.append(md_table(["T", "windows", "chains x draws", "max depth", "divergences", "max R-hat (latents)",
                                    "min bulk / tail ESS", "grad/draw", "sampling s", "wall s",

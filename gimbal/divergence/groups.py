@@ -158,8 +158,8 @@ def _load_reference(root, group, run_id: str, header: dict) -> dict | None:
 
 def _mixture_checks(dataset, model, init) -> dict:
     """Group 4's extra checks: uniform density, normal-logp spread, inlier probability, masked observations."""
-    from ..cameras import project
-    from ..pymc_model import build_model
+    from ..model.cameras import project
+    from ..model.build import build_model
 
     area = dataset["image_size"].values.prod(axis=-1)
     uniform_logp = (-np.log(area)).tolist()
@@ -200,7 +200,7 @@ def _hmm_micro_check(dataset_name, seed) -> dict:
     from scipy.special import logsumexp
 
     from ..datasets import load_dataset
-    from ..pymc_model import build_model
+    from ..model.build import build_model
 
     tiny = load_dataset(dataset_name, max_T=5, max_K=2)
     model = build_model(tiny, use_mixture=False, use_directional_hmm=True, n_states=2, state_params="learned",
@@ -305,7 +305,7 @@ def run_group(
     chains, tune, draws, sampler, profile
         Sampling settings (defaults: the profile's).
     target_accept, maxdepth
-        NUTS step-size target and largest tree depth (see :func:`gimbal.fitting.sample_model`).
+        NUTS step-size target and largest tree depth (see :func:`gimbal.model.fitting.sample_model`).
     backend : {"numba", "jax"}
         ``"jax"`` builds the plain-graph model with the tree-form HMM and compiles it
         with JAX (on a GPU where a CUDA build of JAX is installed); ``"numba"`` uses the
@@ -326,9 +326,9 @@ def run_group(
         After recording the failure, when any step raised.
     """
     from ..datasets import load_dataset, save_dataset, truncate
-    from ..fit_params import init_point_for
-    from ..fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
-    from ..pymc_model import build_model
+    from ..model.initialization import init_point_for
+    from ..model.fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
+    from ..model.build import build_model
 
     spec = _spec(group)
     backend_options = backend_model_options(backend)  # checks the name before anything is written

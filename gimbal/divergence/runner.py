@@ -149,7 +149,7 @@ def run_groups(args) -> list[dict]:
         resolve_settings(g, args.profile, args.max_T, args.max_K, args.chains, args.tune, args.draws)
     SamplerSettings.from_args(args)  # the same checks as the command line's, for callers that build args themselves
     if args.backend == "jax" and importlib.util.find_spec("jax") is None:
-        from ..fitting import JAX_INSTALL_HINT
+        from ..model.fitting import JAX_INSTALL_HINT
 
         raise UsageError(f"--backend jax needs JAX: {JAX_INSTALL_HINT}.")
     moved = io.archive_legacy(root)

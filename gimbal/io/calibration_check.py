@@ -1,7 +1,7 @@
 """Is a calibration consistent with the detections? Per-camera reprojection errors at import.
 
 For each camera, confident detections of the *other* cameras are triangulated
-(outlier-resistant consensus, :func:`gimbal.cameras.triangulate_robust`) and
+(outlier-resistant consensus, :func:`gimbal.model.cameras.triangulate_robust`) and
 reprojected into it; the median distance to its own confident detections is its
 held-out error. A camera whose held-out error is far above the others' is named,
 with the likely cause: parameters identical to another camera's (a copied
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..cameras import project, triangulate_robust
+from ..model.cameras import project, triangulate_robust
 
 __all__ = ["CameraCheck", "CalibrationReport", "check_calibration", "FLAG_RATIO", "FLAG_MIN_PX"]
 

@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from .._atomic import atomic_path
-from ..cameras import project
+from ..model.cameras import project
 from .importer import calibration_from_dataset
 
 __all__ = ["PosteriorPoses", "posterior_poses", "load_fit", "to_movement", "to_anipose_csv", "to_dlc_files",

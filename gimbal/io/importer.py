@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from ..datasets.container import from_arrays
-from ..skeleton import Skeleton
+from ..model.skeleton import Skeleton
 from .calibration import Calibration, Camera, load_calibration
 from .calibration_check import CalibrationReport, check_calibration
 from .detections import DetectionFileError, load_detections, load_slp_session_detections

@@ -1,6 +1,6 @@
 """Skeleton files: a small YAML, the DANNCE skeleton ``.mat``, anipose's ``constraints``, a SLEAP ``.slp``.
 
-GIMBAL needs a rooted tree in topological order (:class:`gimbal.skeleton.Skeleton`).
+GIMBAL needs a rooted tree in topological order (:class:`gimbal.model.skeleton.Skeleton`).
 Files give either names with parents, or an edge list (which may contain cycles,
 as DANNCE's does: ears and snout form a triangle). An edge list becomes a tree by
 breadth-first search from a chosen root (default: the graph's centre, the keypoint
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..skeleton import Skeleton
+from ..model.skeleton import Skeleton
 
 __all__ = ["SkeletonFileError", "load_skeleton", "tree_from_edges", "tree_from_parents"]
 

@@ -323,7 +323,7 @@ def save_trace(trace: xr.DataTree, path, overwrite: bool = False, float32_vars: 
     are stored as fixed-width strings. Variables named in ``float32_vars`` are
     down-cast (3D positions need no float64 precision on disk: halves the size).
     """
-    from ._atomic import atomic_path
+    from .._atomic import atomic_path
 
     path = Path(path)
     if path.exists() and not overwrite:

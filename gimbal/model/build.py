@@ -16,7 +16,7 @@
 
 Every piece is vectorized over frames, so the graph is the same size for any ``T``.
 The three hot spots (pose emissions, HMM forward algorithm, observation likelihood)
-run as fused numba kernels from :mod:`gimbal.kernels` by default (``kernels="fused"``);
+run as fused numba kernels from :mod:`gimbal.model.kernels` by default (``kernels="fused"``);
 ``kernels="graph"`` builds them from plain PyTensor operations instead (the reference
 implementation, and what the JAX backend compiles); there the HMM runs frame by frame
 (``hmm_algorithm="sequential"``) or as a log-depth tree over frames (``"parallel"``, for GPUs).
@@ -34,9 +34,9 @@ import xarray as xr
 from scipy.special import gammaln
 
 from .cameras import split_missing
-from .datasets import skeleton_of
+from ..datasets import skeleton_of
 from .distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, vmf_logp
-from .fit_params import Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt
+from .initialization import Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt
 from .kernels import bone_emission_logp, hmm_logp, observation_logp
 
 __all__ = [
@@ -352,7 +352,7 @@ def build_model(
         triangulation estimates (default) or learn them (funnel-prone).
     kernels : {"fused", "graph"}
         Compute the observation likelihood and the HMM forward algorithm with the
-        fused numba kernels of :mod:`gimbal.kernels` (default; value and gradient in
+        fused numba kernels of :mod:`gimbal.model.kernels` (default; value and gradient in
         one pass, about 2x faster per gradient) or as plain PyTensor graphs (the
         reference implementation; needed by the JAX backend).
     root_dynamics : {"centered", "noncentered"}
@@ -364,7 +364,7 @@ def build_model(
     hmm_algorithm : {"sequential", "parallel"}
         With ``kernels="graph"``: the forward algorithm one frame after another
         (default), or the same sum as a tree of log-space matrix products of depth
-        ``ceil(log2 T)`` (:func:`gimbal.distributions.hmm_parallel_logp`), which
+        ``ceil(log2 T)`` (:func:`gimbal.model.distributions.hmm_parallel_logp`), which
         suits a GPU. Equal to rounding error.
     outlier_model : {"uniform", "student_t"}
         With ``use_mixture``: outlier detections as a second class, uniform over the
@@ -374,9 +374,9 @@ def build_model(
         the inlier/outlier transition zone (about 3 to 10 noise sd away); the Student-t
         turns that into one smooth tail (an ablation row).
     init : Initialization, optional
-        Precomputed :func:`gimbal.fit_params.initialize_from_observations_dlt` result.
+        Precomputed :func:`gimbal.model.initialization.initialize_from_observations_dlt` result.
     validate : bool
-        Raise :class:`gimbal.fit_params.InitializationError` if logp or its
+        Raise :class:`gimbal.model.initialization.InitializationError` if logp or its
         gradient is not finite at the initial point.
     seed : int
         Seed for the pose-state clustering.
@@ -385,7 +385,7 @@ def build_model(
     -------
     pymc.Model
         With ``model.gimbal_config`` (a :class:`ModelConfig`), ``model.gimbal_init``
-        (the :class:`~gimbal.fit_params.Initialization`) and ``model.gimbal_terms``
+        (the :class:`~gimbal.model.initialization.Initialization`) and ``model.gimbal_terms``
         (intermediate tensors such as the HMM ``emission``) attached.
     """
     if n_states is None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from .diagnostics.report import fmt
+from ..diagnostics.report import fmt
 
 __all__ = ["window_bounds", "WindowedResult", "sample_windowed"]
 
@@ -64,10 +64,10 @@ class WindowedResult:
 
 
 def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_options: dict, seed: int) -> dict:
-    from .diagnostics.sampling import sampling_summary
-    from .fit_params import check_initial_point
+    from ..diagnostics.sampling import sampling_summary
+    from .initialization import check_initial_point
     from .fitting import latent_names, sample_model
-    from .pymc_model import build_model
+    from .build import build_model
 
     start, stop, keep_start, keep_stop = bounds
     part = dataset.isel(frame=slice(start, stop))
@@ -124,9 +124,9 @@ def sample_windowed(
     window, overlap : int
         Kept frames per window, and extra frames sampled on each side of it.
     model_options : dict, optional
-        Passed to :func:`gimbal.pymc_model.build_model` (e.g. ``{"use_mixture": False}``).
+        Passed to :func:`gimbal.model.build.build_model` (e.g. ``{"use_mixture": False}``).
     chains, tune, draws, seed, target_accept, adaptation, maxdepth :
-        Passed to :func:`gimbal.fitting.sample_model` (window ``i`` uses ``seed + i``).
+        Passed to :func:`gimbal.model.fitting.sample_model` (window ``i`` uses ``seed + i``).
     client : distributed.Client, optional
         Run the windows as Dask tasks (on a cluster: one window per worker).
         Without it the windows run one after another in this process.

@@ -17,7 +17,7 @@ import xarray as xr
 from scipy.cluster.vq import kmeans2
 
 from .cameras import project, triangulate_robust
-from .datasets import skeleton_of
+from ..datasets import skeleton_of
 
 __all__ = [
     "Initialization",
@@ -264,7 +264,7 @@ def check_initial_point(model, point=None) -> None:
     That is: a non-finite log-density term, a non-finite gradient, or a gradient component that is exactly zero
     (nutpie scales its initial mass matrix by 1/|gradient|); each problem names its variables.
     """
-    from .diagnostics.checks import compile_logp_and_grad, gradient_report, safe_point_logps
+    from ..diagnostics.checks import compile_logp_and_grad, gradient_report, safe_point_logps
 
     point = model.initial_point() if point is None else point
     logps = safe_point_logps(model, point)

@@ -1,7 +1,7 @@
 """Fused numba kernels for the two hot spots of the GIMBAL log-density, as PyTensor Ops.
 
-The plain PyTensor graphs (:func:`gimbal.distributions.hmm_forward_logp` and the
-projection + mixture graph in :mod:`gimbal.pymc_model`) are the reference
+The plain PyTensor graphs (:func:`gimbal.model.distributions.hmm_forward_logp` and the
+projection + mixture graph in :mod:`gimbal.model.build`) are the reference
 implementation and what the JAX backend compiles. On the numba backend (nutpie's
 default) they cost most of a gradient evaluation: the mixture's ``logaddexp`` and
 its derivative recompute the same exponentials in separate elementwise passes,
@@ -12,7 +12,7 @@ reverse mode). Each Op here computes its value *and* its Jacobian in one pass:
   (projection into every camera, Gaussian or inlier/outlier mixture, missing
   detections skipped);
 * :class:`BoneEmissionLogp` - ``log p(pose_t | state s)`` with the bone directions
-  integrated out (the marginal density of :func:`gimbal.distributions.marginal_bone_logp`,
+  integrated out (the marginal density of :func:`gimbal.model.distributions.marginal_bone_logp`,
   summed over bones), for every frame and state;
 * :class:`HMMLogp` - the HMM marginal log-likelihood by scaled forward-backward;
   its gradient is the posterior state marginals and expected transition counts.
@@ -183,7 +183,7 @@ def observation_logp(x, omega, logodds, cameras, observations, log_uniform, mixt
 
 # --- pose emissions with bone directions integrated out ---------------------------------
 
-_NORM_EPS = 1e-12  # as gimbal.distributions.safe_norm's default eps
+_NORM_EPS = 1e-12  # as gimbal.model.distributions.safe_norm's default eps
 
 
 _LARGE_KAPPA = 20.0  # above it exp(-2 kappa) < 5e-18: the sinh correction is below double precision
@@ -454,5 +454,5 @@ FUSED_OPS = (ObservationLogp, BoneEmissionLogp, HMMLogp)
 
 def hmm_logp(log_emission, log_init, log_transition):
     """HMM marginal log-likelihood through :class:`HMMLogp` (same contract as
-    :func:`gimbal.distributions.hmm_forward_logp`)."""
+    :func:`gimbal.model.distributions.hmm_forward_logp`)."""
     return HMMLogp()(log_emission, log_init, log_transition)[0]
