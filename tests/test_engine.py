@@ -8,7 +8,9 @@ import pytest
 import xarray as xr
 from pytensor.compile.builders import OpFromGraph
 
-from gimbal.diagnostics import checks, io, localization, multimodality, rules, sampling, schema
+from gimbal.diagnostics import checks, io, localization, multimodality, rules, sampling
+from gimbal.divergence import schema
+from gimbal.divergence.paths import archive_legacy, make_paths
 from gimbal.model.fitting import sample_model
 
 EIGHT_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
@@ -166,13 +168,13 @@ def test_temporal_and_summary_rules():
 
 
 def test_paths_json_and_archive(tmp_path):
-    p = io.make_paths("group_3_sampling_baseline_minimal", "2025-12-19T21-00-00", tmp_path)
+    p = make_paths("group_3_sampling_baseline_minimal", "2025-12-19T21-00-00", tmp_path)
     assert p.results_run.name == "results_group_3_sampling_baseline_minimal__2025-12-19T21-00-00.json"
     assert p.results_latest.name == "results_group_3_sampling_baseline_minimal.json"
     assert p.report_run.name == "report_group_3_sampling_baseline_minimal__2025-12-19T21-00-00.md"
     assert p.plots_latest.as_posix().endswith("plots/group_3_sampling_baseline_minimal")
     with pytest.raises(ValueError, match="run_id"):
-        io.make_paths("group_3_x", "bad/id", tmp_path)
+        make_paths("group_3_x", "bad/id", tmp_path)
     io.write_json(tmp_path / "a.json", {"b": float("-inf"), "a": np.float32(1.5), "c": [np.nan]})
     text = (tmp_path / "a.json").read_text()
     assert text.index('"a"') < text.index('"b"') and json.loads(text) == {"a": 1.5, "b": "-Infinity", "c": ["NaN"]}
@@ -180,7 +182,7 @@ def test_paths_json_and_archive(tmp_path):
     (tmp_path / "report_tg1_old.md").write_text("old")
     (tmp_path / "archive").mkdir()
     (tmp_path / "archive" / "report_tg1_old.md").write_text("older")
-    moved = io.archive_legacy(tmp_path)
+    moved = archive_legacy(tmp_path)
     assert [m.name for m in moved] == ["report_tg1_old.1.md"]
     assert (tmp_path / "archive" / "report_tg1_old.md").read_text() == "older"
 

@@ -103,7 +103,8 @@ def test_diagnostic_group_runs_with_the_jax_backend_and_its_sampler_settings(tmp
     import sys
     from pathlib import Path
 
-    from gimbal.diagnostics import io, schema
+    from gimbal.divergence import schema
+    from gimbal.divergence.paths import make_paths
     from gimbal.divergence.book import _environment_page
     from gimbal.divergence.groups import group_desc
 
@@ -111,7 +112,7 @@ def test_diagnostic_group_runs_with_the_jax_backend_and_its_sampler_settings(tmp
            "--maxdepth", "6", "--target-accept", "0.85", "--run-id", "jax-run", "--root", str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    payload = json.loads(io.make_paths(group_desc("6"), "jax-run", tmp_path).results_run.read_text())
+    payload = json.loads(make_paths(group_desc("6"), "jax-run", tmp_path).results_run.read_text())
     schema.validate_results(payload)
     h = payload["header"]
     assert payload["status"] == "ok" and h["config"]["kernels"] == "graph" and h["config"]["hmm_algorithm"] == "parallel"
@@ -125,4 +126,4 @@ def test_diagnostic_group_runs_with_the_jax_backend_and_its_sampler_settings(tmp
     assert "--seed 123 --max-T" in _environment_page([unsampled], "x") and "--backend jax" in _environment_page([unsampled], "x")
     bad = subprocess.run(cmd[:-4] + ["--maxdepth", "0", "--run-id", "bad", "--root", str(tmp_path)], capture_output=True,
                          text=True, timeout=300)
-    assert bad.returncode != 0 and "--maxdepth must be an integer from 1 to 20" in bad.stderr
+    assert bad.returncode == 2 and "--maxdepth: the value must be an integer from 1 to 20, got '0'" in bad.stderr

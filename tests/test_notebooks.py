@@ -8,8 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gimbal.diagnostics import io, schema
-from gimbal.diagnostics.report import REPORT_SECTIONS
+from gimbal.divergence import schema
+from gimbal.divergence.paths import make_paths
+from gimbal.divergence.report import REPORT_SECTIONS
 from gimbal.divergence.groups import GROUPS, group_desc
 from gimbal.divergence.runner import NOTEBOOK_DIR
 
@@ -44,7 +45,7 @@ def test_all_groups_run_under_papermill_and_write_the_seed_tree(quick_run):
     for sub in ("results", "plots", "debug_outputs", "archive"):
         assert (root / sub).is_dir()
     for g, spec in GROUPS.items():
-        p = io.make_paths(group_desc(g), RUN_ID, root)
+        p = make_paths(group_desc(g), RUN_ID, root)
         payload = json.loads(p.results_run.read_text())
         schema.validate_results(payload)
         assert payload["status"] == "ok" and payload["verdict"]["status"] in ("pass", "finding", "fail")
@@ -62,9 +63,9 @@ def test_all_groups_run_under_papermill_and_write_the_seed_tree(quick_run):
             assert payload["sampling"]["total_draws"] == 200
         for name in produced:
             assert (p.plots_run / name).stat().st_size > 1000 and (p.plots_latest / name).exists()
-    g4 = json.loads(io.make_paths(group_desc("4"), RUN_ID, root).results_run.read_text())
+    g4 = json.loads(make_paths(group_desc("4"), RUN_ID, root).results_run.read_text())
     assert g4["gradient_checks"]["component_checks"]["mixture"]["missing_contributes_exactly_zero"] is True
-    g5 = json.loads(io.make_paths(group_desc("5"), RUN_ID, root).results_run.read_text())
+    g5 = json.loads(make_paths(group_desc("5"), RUN_ID, root).results_run.read_text())
     assert g5["gradient_checks"]["component_checks"]["hmm_micro_gradient"]["passed"] is True
     assert g5["header"]["config"]["n_states"] >= 2
     summary = (root / "report_summary.md").read_text()
@@ -88,7 +89,7 @@ def test_forced_failure_still_leaves_valid_json_and_report(tmp_path):
     with pytest.raises(pm.PapermillExecutionError):
         pm.execute_notebook(str(NOTEBOOK_DIR / "group_3_sampling_baseline_minimal.ipynb"), str(out), parameters=params,
                             progress_bar=False, kernel_name="python3", cwd=str(Path(__file__).resolve().parents[1]))
-    p = io.make_paths(group_desc("3"), "boom", tmp_path)
+    p = make_paths(group_desc("3"), "boom", tmp_path)
     payload = json.loads(p.results_run.read_text())
     schema.validate_results(payload)
     assert payload["status"] == "failed" and payload["error"]["step"] == "sampling"

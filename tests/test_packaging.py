@@ -27,7 +27,7 @@ def test_a_wheel_runs_group_1_and_builds_the_book_from_an_empty_folder(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert sum(n.startswith("gimbal/notebooks/") and n.endswith(".ipynb") for n in names) == 8
     assert {"gimbal/divergence/book_template/_config.yml", "gimbal/divergence/book_template/_toc.yml",
-            "gimbal/schemas/results.schema.json"} <= set(names)
+            "gimbal/divergence/schemas/results.schema.json"} <= set(names)
     site = tmp_path / "site"
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                                 str(wheel)], capture_output=True, text=True, timeout=600)

@@ -12,6 +12,7 @@ import pytest
 
 from gimbal.cli import build_parser
 from gimbal.diagnostics import io
+from gimbal.divergence.paths import make_paths
 from gimbal.divergence import runner
 from gimbal.divergence.groups import group_desc
 from gimbal.divergence.runs import read_manifest, resolve_result
@@ -33,7 +34,7 @@ def test_a_group_that_writes_nothing_is_a_crash_in_the_summary(tmp_path, monkeyp
     text = summary_markdown(results, "gone")
     assert "Every group passed" not in text and "ready for production" not in text
     assert "Group 1 (build_only_sanity) crashed" in text and "not found" in text
-    err = json.loads((io.make_paths(group_desc("1"), "gone", tmp_path).debug_dir / "runner_error.json").read_text())
+    err = json.loads((make_paths(group_desc("1"), "gone", tmp_path).debug_dir / "runner_error.json").read_text())
     assert "FileNotFoundError" in err["traceback"] and "NoneType: None" not in err["traceback"]
     assert summary_markdown([], "none").count("No group produced results") == 1
     from gimbal.divergence.book import generate_pages
@@ -48,7 +49,7 @@ def test_groups_4_and_5_compare_only_with_a_like_for_like_group_3(tmp_path):
     from gimbal.divergence.groups import _load_reference
 
     header = {"dataset": "v0.2.1_L00_minimal", "T": 20, "K": 4, "seed": 1, "sampling_settings": {"chains": 2}}
-    path = io.make_paths(group_desc("3"), "r1", tmp_path).results_run
+    path = make_paths(group_desc("3"), "r1", tmp_path).results_run
     io.write_json(path, {"header": header, "status": "ok", "sampling": {"divergences": 7}})
     assert _load_reference(tmp_path, "3", "r1", header) == {"divergences": 7}
     assert _load_reference(tmp_path, "3", "other-run", header) is None
@@ -95,7 +96,7 @@ def test_a_killed_run_is_marked_interrupted_and_resume_finishes_it(tmp_path):
     root = tmp_path / "diag"
     cmd = [sys.executable, "-m", "gimbal.cli", "diag", "run", "--groups", "1,6", "--run-id", "kill", "--root", str(root)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    target = io.make_paths(group_desc("6"), "kill", root).results_run
+    target = make_paths(group_desc("6"), "kill", root).results_run
     deadline = time.time() + 600
     while time.time() < deadline:  # wait until group 6 is under way (its results file exists and says running)
         if target.exists() and json.loads(target.read_text()).get("status") == "running":

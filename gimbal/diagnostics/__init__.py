@@ -1,6 +1,7 @@
 """The generic divergence-diagnostic engine: works on any PyMC model.
 
-It never imports the GIMBAL model; the notebooks combine the two.
+It never imports the GIMBAL model nor the seed's study (groups, output tree, schema, report
+sections, GIMBAL advice: :mod:`gimbal.divergence`); the study composes the two.
 """
 
 from .checks import (
@@ -10,13 +11,12 @@ from .checks import (
     perturbation_check,
     safe_point_logps,
 )
-from .io import collect_environment, make_paths, save_text, write_json
+from .io import collect_environment, save_text, write_json
 from .localization import divergence_localization
 from .multimodality import multimodality_check
 from .sampling import chance_max_rhat, convergence_table, normalize_sample_stats, rhat_against_chance, sampling_summary
 
 __all__ = [
-    "make_paths",
     "collect_environment",
     "write_json",
     "save_text",

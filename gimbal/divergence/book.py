@@ -20,8 +20,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..diagnostics import io
+from .paths import DEFAULT_ROOT, make_paths
 from ..diagnostics.plots import save_figure  # its import selects a headless backend outside Jupyter
-from ..diagnostics.report import fmt, md_table, render_report
+from ..diagnostics.report import fmt, md_table
+from .report import render_report
 from .groups import GROUPS, group_desc
 from .summary import collect_run, list_runs, summary_markdown, temporal_series, write_summary
 
@@ -67,7 +69,7 @@ def _copy_notebook(src: Path, dst: Path, title: str) -> None:
 def _group_page(result: dict, root: Path, run_id: str, out: Path) -> str:
     g = result["header"]["group"]
     gd = group_desc(g)
-    paths = io.make_paths(gd, run_id, root)
+    paths = make_paths(gd, run_id, root)
     if not paths.results_run.exists():  # requested, but it crashed before writing anything
         v = result["verdict"]
         return (f"# Group {g}: no results\n\n```{{error}}\n{v['interpretation']}\n```\n\n**What to do next.** "
@@ -122,7 +124,7 @@ def _data_page(results: list[dict], root: Path, run_id: str, out: Path) -> str:
 
     name = results[0]["header"]["dataset"]
     lines = [f"# The data: `{name}`\n"]
-    saved = [(r, io.make_paths(group_desc(r["header"]["group"]), run_id, root).debug_dir) for r in results]
+    saved = [(r, make_paths(group_desc(r["header"]["group"]), run_id, root).debug_dir) for r in results]
     saved = [(r, d) for r, d in saved if (d / DATASET_ARTIFACT).is_file()]
     if not saved:
         return "\n".join(lines + ["No group of this run saved its dataset (runs before gimbal 0.4 did not), so there "
@@ -445,6 +447,6 @@ def register(dsub) -> None:
     p = dsub.add_parser("book", help="build the report book from a run's artifacts",
                         description="Generate the report pages from a run's artifacts and build them with Jupyter Book.")
     p.add_argument("--run-id", default=None, help="which run (default: the latest)")
-    p.add_argument("--root", default=str(io.DEFAULT_ROOT), help=f"diagnostics root (default: {io.DEFAULT_ROOT.as_posix()})")
+    p.add_argument("--root", default=str(DEFAULT_ROOT), help=f"diagnostics root (default: {DEFAULT_ROOT.as_posix()})")
     p.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     p.set_defaults(func=cmd_book)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diagnostics import checks, io, localization, multimodality, plots, report, rules, sampling, schema
+from ..diagnostics import checks, io, localization, multimodality, plots, rules, sampling
+from . import report, schema
+from .paths import DEFAULT_ROOT, DiagPaths, archive_legacy, make_paths
 
 __all__ = ["GroupSpec", "GROUPS", "PROFILES", "run_group", "group_desc", "resolve_settings", "GroupFailed"]
 
@@ -114,7 +116,7 @@ def resolve_settings(group, profile="quick", max_T=None, max_K=None, chains=None
 class _Run:
     """Accumulates the payload and rewrites the results JSON after every step."""
 
-    def __init__(self, paths: io.DiagPaths, header: dict):
+    def __init__(self, paths: DiagPaths, header: dict):
         self.paths = paths
         self.payload = {"schema_version": schema.SCHEMA_VERSION, "header": header, "status": "running", "steps": [],
                         "model_checks": None, "gradient_checks": None, "sampling": None, "multimodality": None,
@@ -147,7 +149,7 @@ def _load_reference(root, group, run_id: str, header: dict) -> dict | None:
 
     Only a like-for-like run is a reference: the same run id, dataset, T, K, seed and sampler settings.
     """
-    path = io.make_paths(group_desc(group), run_id, root).results_run
+    path = make_paths(group_desc(group), run_id, root).results_run
     if not path.exists():
         return None
     data = io.read_json(path)
@@ -285,7 +287,7 @@ def run_group(
     maxdepth: int = 10,
     backend: str = "numba",
     profile: str = "quick",
-    root=io.DEFAULT_ROOT,
+    root=DEFAULT_ROOT,
     fail_at: str | None = None,
     progress: bool = False,
 ) -> dict:
@@ -333,11 +335,11 @@ def run_group(
     spec = _spec(group)
     backend_options = backend_model_options(backend)  # checks the name before anything is written
     run_id = io.validate_run_id(run_id or io.default_run_id())
-    paths = io.make_paths(group_desc(spec.id), run_id, root)
+    paths = make_paths(group_desc(spec.id), run_id, root)
     if paths.exists() and not overwrite:
         raise FileExistsError(f"run '{run_id}' of {group_desc(spec.id)} already exists under {paths.root}; pass overwrite=True (--overwrite).")
     paths.create()
-    io.archive_legacy(paths.root)
+    archive_legacy(paths.root)
     settings = resolve_settings(spec.id, profile, max_T, max_K, chains, tune, draws)
     header = {
         "group": spec.id, "description": spec.desc, "title": spec.title, "purpose": spec.purpose, "run_id": run_id,

@@ -21,6 +21,7 @@ from ..diagnostics import io
 from ..errors import UsageError
 from ..settings import SamplerSettings, add_data_arguments, add_sampler_arguments, positive_int
 from .groups import GROUPS, PROFILES, group_desc, resolve_settings
+from .paths import DEFAULT_ROOT, archive_legacy, make_paths
 from .runs import groups_to_resume, missing_result, read_manifest, resolve_result, write_manifest
 from .summary import write_summary
 
@@ -58,7 +59,7 @@ def notebook_for(group: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
 def _execute(group, args, root: Path, lock) -> dict:
     import papermill as pm
 
-    paths = io.make_paths(group_desc(group), args.run_id, root)
+    paths = make_paths(group_desc(group), args.run_id, root)
     params = dict(group=group, run_id=args.run_id, dataset_name=args.dataset, max_T=args.max_T, max_K=args.max_K,
                   seed=args.seed, overwrite=args.overwrite, profile=args.profile, chains=args.chains, tune=args.tune,
                   draws=args.draws, sampler=args.sampler, target_accept=args.target_accept, maxdepth=args.maxdepth,
@@ -104,7 +105,7 @@ def _on_terminate(root: Path, run_id: str, groups: list[str]):
         import psutil
 
         for g in groups:
-            path = io.make_paths(group_desc(g), run_id, root).results_run
+            path = make_paths(group_desc(g), run_id, root).results_run
             if path.exists():
                 data = io.read_json(path)
                 if data.get("status") == "running":
@@ -141,7 +142,7 @@ def run_groups(args) -> list[dict]:
     else:
         groups = requested = parse_groups(args.groups)
     args.run_id = io.validate_run_id(args.run_id or io.default_run_id())
-    clashes = [g for g in groups if io.make_paths(group_desc(g), args.run_id, root).exists()]
+    clashes = [g for g in groups if make_paths(group_desc(g), args.run_id, root).exists()]
     if clashes and not args.overwrite:
         raise FileExistsError(f"run '{args.run_id}' already exists for groups {', '.join(clashes)} under {root}; "
                               "pass --overwrite or choose another --run-id.")
@@ -152,7 +153,7 @@ def run_groups(args) -> list[dict]:
         from ..model.fitting import JAX_INSTALL_HINT
 
         raise UsageError(f"--backend jax needs JAX: {JAX_INSTALL_HINT}.")
-    moved = io.archive_legacy(root)
+    moved = archive_legacy(root)
     if moved:
         print(f"moved {len(moved)} legacy tg* artifact(s) into {root / 'archive'}")
     write_manifest(root, args.run_id, requested, "running", settings={k: getattr(args, k, None) for k in RUN_SETTINGS})
@@ -252,5 +253,5 @@ def register(dsub) -> None:
     add_data_arguments(p, "v0.2.1_L00_minimal")
     add_sampler_arguments(p, profile_decides=True, adaptation=False)
     p.add_argument("--jobs", type=positive_int, default=1, help="groups run in parallel (each in its own kernel)")
-    p.add_argument("--root", default=str(io.DEFAULT_ROOT), help=f"diagnostics root (default: {io.DEFAULT_ROOT.as_posix()})")
+    p.add_argument("--root", default=str(DEFAULT_ROOT), help=f"diagnostics root (default: {DEFAULT_ROOT.as_posix()})")
     p.set_defaults(func=cmd_run, fail_at=None)

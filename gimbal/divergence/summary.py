@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..diagnostics import io
+from .paths import make_paths
 from ..diagnostics.report import fmt, md_table
 from ..diagnostics.rules import rule_summary, rule_temporal
 from .groups import GROUPS, group_desc
@@ -23,7 +24,7 @@ def collect_run(root, run_id: str) -> list[dict]:
     requested = set(manifest["groups"]) if manifest else set()
     out = []
     for g in GROUPS:
-        path = io.make_paths(group_desc(g), run_id, root).results_run
+        path = make_paths(group_desc(g), run_id, root).results_run
         if path.exists():
             out.append(resolve_result(io.read_json(path)))
         elif g in requested:

@@ -1,4 +1,4 @@
-"""The versioned JSON schema of a group's results, and its validator."""
+"""The versioned JSON schema of a group's results (the seed's study), and its validator."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ SCHEMA_VERSION = "1.1"
 
 
 def load_schema() -> dict:
-    return json.loads(resources.files("gimbal").joinpath("schemas/results.schema.json").read_text(encoding="utf-8"))
+    return json.loads(resources.files("gimbal.divergence").joinpath("schemas/results.schema.json").read_text(encoding="utf-8"))
 
 
 def validate_results(payload: dict) -> None:
