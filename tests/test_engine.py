@@ -9,6 +9,7 @@ import xarray as xr
 from pytensor.compile.builders import OpFromGraph
 
 from gimbal.diagnostics import checks, io, localization, multimodality, rules, sampling
+from gimbal.divergence import rules as study_rules
 from gimbal.divergence import schema
 from gimbal.divergence.paths import archive_legacy, make_paths
 from gimbal.model.fitting import sample_model
@@ -40,7 +41,7 @@ def test_engine_reports_divergences_and_points_at_small_tau(eight_schools_trace)
     tau = next(v for v in loc["variables"] if v["name"] == "tau")
     assert tau["z"] < -0.3  # divergent draws sit at smaller tau than the rest: the funnel's neck
     assert loc["variables"][0]["name"] in ("tau", "theta")
-    verdict = rules.rule_sampling("3", s)
+    verdict = study_rules.rule_sampling("3", s)
     assert verdict.status == "finding" and "divergences" in verdict.problems
 
 
@@ -148,23 +149,23 @@ def _summary(**kw):
     ],
 )
 def test_decision_rules_reach_each_verdict(group, summary, mm, ref, code):
-    assert rules.rule_sampling(group, summary, mm, ref).code == code
+    assert study_rules.rule_sampling(group, summary, mm, ref).code == code
 
 
 def test_temporal_and_summary_rules():
     sudden = [{"T": 80, "divergence_fraction": 0.0}, {"T": 200, "divergence_fraction": 0.5}, {"T": 500, "divergence_fraction": 0.6}]
-    v = rules.rule_temporal(sudden)
+    v = study_rules.rule_temporal(sudden)
     assert v.code == "temporal_threshold" and "T=80 and T=200" in v.interpretation and "suddenly" in v.interpretation
     gradual = [{"T": 80, "divergence_fraction": 0.0}, {"T": 200, "divergence_fraction": 0.01}, {"T": 500, "divergence_fraction": 0.05},
                {"T": 1000, "divergence_fraction": 0.09}]
-    assert "gradually" in rules.rule_temporal(gradual).interpretation
-    assert rules.rule_temporal([{"T": 1800, "divergence_fraction": 0.0}]).code == "temporal_stable"
+    assert "gradually" in study_rules.rule_temporal(gradual).interpretation
+    assert study_rules.rule_temporal([{"T": 1800, "divergence_fraction": 0.0}]).code == "temporal_stable"
     results = [
         {"group": "1", "verdict": {"status": "pass"}},
         {"group": "3", "description": "baseline", "verdict": {"status": "finding", "problems": ["divergences"], "interpretation": "x", "next_action": "y"}},
     ]
-    assert rules.rule_summary(results).code == "first_failure_group_3"
-    assert rules.rule_summary(results[:1]).code == "all_clear"
+    assert study_rules.rule_summary(results).code == "first_failure_group_3"
+    assert study_rules.rule_summary(results[:1]).code == "all_clear"
 
 
 def test_paths_json_and_archive(tmp_path):
@@ -306,7 +307,7 @@ def test_rhat_against_chance_tells_a_chance_maximum_from_a_stuck_element():
     res = sampling.rhat_against_chance(_summary_of(xr.Dataset({"x": (("chain", "draw", "e"), stuck)})), seed=3)
     assert res["verdict"] == "beyond" and res["max_rhat"] > 1.05
     # the verdict names it and says what to do; one chain has no R-hat
-    v = rules.rule_sampling("8e", {**converged, "divergences": 0, "max_rhat_all": res["max_rhat"], "min_ess_bulk_all": 900.0,
+    v = study_rules.rule_sampling("8e", {**converged, "divergences": 0, "max_rhat_all": res["max_rhat"], "min_ess_bulk_all": 900.0,
                                    "chains": 4}, rhat_chance=res)
     assert v.code == "not_converged" and "more than twice as far from 1" in v.interpretation and "'x'" in v.next_action
     assert f"slowest element's bulk ESS is {res['min_ess_bulk']:.0f}" in v.interpretation and res["min_ess_bulk"] < 100

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..diagnostics import checks, io, localization, multimodality, plots, rules, sampling
 from . import report, schema
+from . import rules as study_rules
 from .paths import DEFAULT_ROOT, DiagPaths, archive_legacy, make_paths
 
 __all__ = ["GroupSpec", "GROUPS", "PROFILES", "run_group", "group_desc", "resolve_settings", "GroupFailed"]
@@ -448,7 +449,7 @@ def run_group(
             if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):
                 rhat_chance = run.payload["rhat_chance"] = run.step("rhat_chance", sampling.rhat_against_chance,
                                                                     summary, seed=seed)
-            verdict = rules.rule_sampling(spec.id, summary, run.payload["multimodality"], reference, extra_ok,
+            verdict = study_rules.rule_sampling(spec.id, summary, run.payload["multimodality"], reference, extra_ok,
                                           rhat_chance=rhat_chance)
         run.payload["verdict"] = verdict.as_dict()
         run.payload["status"] = "ok"

@@ -7,8 +7,8 @@ from pathlib import Path
 from ..diagnostics import io
 from .paths import make_paths
 from ..diagnostics.report import fmt, md_table
-from ..diagnostics.rules import rule_summary, rule_temporal
 from .groups import GROUPS, group_desc
+from .rules import rule_summary, rule_temporal
 from .runs import RUNS_DIR, missing_result, read_manifest, resolve_result
 
 __all__ = ["collect_run", "list_runs", "summary_rows", "summary_markdown", "write_summary", "temporal_series"]
