@@ -175,3 +175,18 @@ def test_student_t_likelihood_matches_scipy_and_replaces_the_mixture():
         build_model(ds, outlier_model="student_t")
     with pytest.raises(ValueError, match="outlier_model"):
         build_model(ds, kernels="graph", outlier_model="cauchy")
+
+
+def test_freezing_at_a_truth_with_gaps_uses_the_initialization_where_markers_were_lost(minimal80):
+    """Real motion capture loses markers (NaN): group 7's frozen positions must stay finite."""
+    from gimbal.datasets import truncate
+    from gimbal.model.build import build_model
+
+    ds = truncate(minimal80, max_T=12).copy(deep=True)
+    ds["positions_true"].values[3:6, 2] = np.nan
+    model = build_model(ds, freeze_latents="truth")  # validates the start point (raises when not finite)
+    from gimbal.diagnostics.checks import evaluate_at
+
+    per_frame = np.asarray(evaluate_at(model, model["log_obs_t"]))
+    assert per_frame.shape == (12,) and np.isfinite(per_frame).all()
+    assert np.isfinite(model.compile_logp()(model.initial_point()))

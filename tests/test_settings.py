@@ -98,3 +98,25 @@ def test_pixi_tasks_are_the_tasks_py_jobs():
         assert f'"{job}"' in tasks_py
     assert pixi["dependencies"]["python"] == "3.12.*"
     assert "pypi-dependencies" not in pixi  # versions come from constraints.txt through tasks.py, not a second list
+
+
+def test_a_sampler_that_refuses_the_start_is_explained_without_a_backtrace(monkeypatch):
+    import nutpie
+
+    from gimbal.model.fitting import SamplerFailed, sample_model
+    from gimbal.model.initialization import InitializationError
+
+    with pm.Model() as ok_model:
+        pm.Normal("a", 0.0, 1.0, initval=0.3)
+    with pm.Model() as flat_model:
+        pm.Normal("b", 1.0, 1.0, initval=1.0)  # at its mode: zero gradient, which nutpie refuses
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Logp function returned error: ErrorCode(3)\nstack backtrace:\n   0: nuts_rs::chain")
+
+    monkeypatch.setattr(nutpie, "sample", refuse)
+    with pytest.raises(InitializationError, match=r"exactly zero \(b\)"):
+        sample_model(flat_model, chains=1, tune=5, draws=5, progress=False)
+    with pytest.raises(SamplerFailed) as failed:
+        sample_model(ok_model, chains=1, tune=5, draws=5, progress=False)
+    assert "ErrorCode(3)" in str(failed.value) and "backtrace" not in str(failed.value)

@@ -375,6 +375,12 @@ def run_group(
             options = dict(spec.model)
             if options.get("freeze_latents") == "truth" and "positions_true" not in ds:
                 options["freeze_latents"] = "init"  # real data has no ground truth: freeze at the initialisation
+                header["frozen_at"] = "the initialization (the dataset has no ground truth)"
+            elif options.get("freeze_latents") == "truth":
+                known = np.isfinite(ds["positions_true"].values).all(-1)
+                header["frozen_at"] = ("the ground truth" if known.all() else
+                                       f"the ground truth where known ({int(known.sum())} of {known.size} keypoint "
+                                       "positions), the initialization where motion capture lost a marker")
             if options.get("use_directional_hmm"):
                 # a one-state dataset would reduce the HMM to a single vMF: exercise at least two states
                 options.setdefault("n_states", max(2, int(ds.attrs.get("n_states", 1))))

@@ -70,7 +70,7 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
                 ("sampler", ", ".join(f"{k}={v}" for k, v in (h.get("sampling_settings") or {}).items()) or "not sampled"),
                 ("seed", h.get("seed")),
                 ("status", status),
-            ],
+            ] + ([("positions frozen at", h["frozen_at"])] if h.get("frozen_at") else []),
         )
         + "\n"
     )

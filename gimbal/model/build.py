@@ -112,7 +112,9 @@ def latent_positions(dataset: xr.Dataset, init: Initialization, config: ModelCon
     if config.freeze_latents == "truth":
         if "positions_true" not in dataset:
             raise ValueError("freeze_latents='truth' needs ground-truth positions; this dataset has none (use 'init').")
-        return pt.as_tensor_variable(dataset["positions_true"].values)
+        truth = dataset["positions_true"].values
+        # motion capture loses markers: frozen at the truth where it is known, at the initialization elsewhere
+        return pt.as_tensor_variable(np.where(np.isfinite(truth), truth, init.positions))
     if config.freeze_latents == "init":
         return pt.as_tensor_variable(init.positions)
     if config.root_dynamics == "noncentered" and init.positions.shape[0] > 1:

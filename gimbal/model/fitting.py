@@ -12,13 +12,12 @@ import pymc as pm
 import pytensor
 import xarray as xr
 
+from ..settings import BACKENDS, SAMPLERS
 from .cameras import triangulate_robust
 
-__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "backend_model_options", "compile_nutpie", "jax_device", "sample_model", "read_back", "latent_names",
+__all__ = ["SAMPLERS", "BACKENDS", "FitResult", "SamplerFailed", "backend_model_options", "compile_nutpie", "jax_device", "sample_model", "read_back", "latent_names",
            "position_errors"]
 
-SAMPLERS = ("nutpie", "pymc")
-BACKENDS = ("numba", "jax")
 JAX_INSTALL_HINT = "pip install 'gimbal[jax]' (CPU) or a CUDA build such as 'jax[cuda12]' (NVIDIA GPU)"
 
 
@@ -177,15 +176,10 @@ def sample_model(
     -------
     FitResult
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
-    for name, value in (("chains", chains), ("tune", tune), ("draws", draws)):
-        if int(value) < (0 if name == "tune" else 1):
-            raise ValueError(f"{name} must be a positive integer, got {value}.")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
-    if not 1 <= int(maxdepth) <= 20:
-        raise ValueError(f"maxdepth must be an integer from 1 to 20, got {maxdepth}.")
+    from ..settings import SamplerSettings
+
+    SamplerSettings(chains=int(chains), tune=int(tune), draws=int(draws), sampler=sampler, target_accept=target_accept,
+                    maxdepth=int(maxdepth), adaptation=adaptation, backend=backend, seed=int(seed))  # the one validation
     if backend == "jax":
         _check_jax_ready(model)
     if trace_dir is not None:
@@ -206,20 +200,23 @@ def sample_model(
             trace_dir.mkdir(parents=True, exist_ok=True)
             store = nutpie.zarr_store.LocalStore(str(trace_dir.resolve()))
         t1 = time.perf_counter()
-        trace = nutpie.sample(
-            compiled,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores,
-            seed=seed,
-            target_accept=target_accept,
-            progress_bar=progress,
-            adaptation=adaptation,
-            maxdepth=int(maxdepth),
-            save_warmup=save_warmup,
-            zarr_store=store,
-        )
+        try:
+            trace = nutpie.sample(
+                compiled,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=cores,
+                seed=seed,
+                target_accept=target_accept,
+                progress_bar=progress,
+                adaptation=adaptation,
+                maxdepth=int(maxdepth),
+                save_warmup=save_warmup,
+                zarr_store=store,
+            )
+        except Exception as err:  # nutpie reports a refused start as a Rust error with a backtrace
+            raise _explain_sampler_failure(model, err) from err
     else:
         with model:
             t1 = time.perf_counter()  # PyMC compiles lazily inside pm.sample
@@ -242,6 +239,26 @@ def sample_model(
         trace = read_back(trace, float32_vars=float32_vars, keep_warmup=save_warmup)
     return FitResult(trace=trace, compile_s=t1 - t0, sample_s=t2 - t1, sampler=sampler, compiled=compiled,
                      read_back_s=time.perf_counter() - t2)
+
+
+class SamplerFailed(RuntimeError):
+    """The sampler stopped; the message names the cause in words (never a raw backtrace)."""
+
+
+def _explain_sampler_failure(model: pm.Model, err: BaseException) -> Exception:
+    """Translate a sampler error: run the start gate (naming non-finite terms or zero gradients), else one line."""
+    from .initialization import InitializationError, check_initial_point
+
+    try:
+        check_initial_point(model)
+    except InitializationError as gate:
+        return gate
+    except Exception:  # the gate itself could not run: fall through to the sampler's own words
+        pass
+    text = str(err).strip().splitlines()
+    first = next((line for line in text if line.strip() and "backtrace" not in line.lower()), type(err).__name__)
+    return SamplerFailed(f"the sampler stopped: {first.strip()[:300]} (the start point passes the checks of logp and "
+                         "gradient; rerun with progress to see where it stopped).")
 
 
 def read_back(lazy: xr.DataTree, float32_vars: tuple[str, ...] = (), keep_warmup: bool = False) -> xr.DataTree:
