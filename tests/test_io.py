@@ -496,3 +496,9 @@ def test_diagnostic_groups_and_book_run_on_an_imported_recording(tmp_path):
     results = collect_run(root, "real")
     assert sorted(r["header"]["group"] for r in results) == ["1", "2", "6", "7"]
     assert all(r["status"] != "failed" for r in results), [(r["header"]["group"], r.get("verdict")) for r in results]
+    g6 = next(r for r in results if r["header"]["group"] == "6")
+    if g6["sampling"]["max_rhat_all"] > 1.01:  # R-hat flagged: localized onto frames x keypoints, pattern named
+        conv = g6["convergence_localization"]["x"]
+        assert conv["dims"] == ["frame", "keypoint", "xyz"] and conv["worst"] and conv["pattern"]
+        assert g6["verdict"]["code"] != "not_converged" and "keypoint" in g6["verdict"]["interpretation"]
+        assert "Worst elements of `x`" in (pages / "groups" / "group_6_sampling_full_truncated.md").read_text()

@@ -205,3 +205,33 @@ def write_manifest(directory, produced: dict, failed: dict, captions: dict | Non
 def read_manifest(directory) -> dict:
     path = Path(directory) / "artifacts_manifest.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"files": [], "failed": {}}
+
+
+def plot_rhat_map(conv, path) -> Path:
+    """Where a variable fails to converge: per-element R-hat over its first two dims (seaborn heatmap).
+
+    ``conv`` is a :class:`~gimbal.diagnostics.convergence.VariableConvergence`. Further dims are reduced by their
+    maximum (a keypoint's worst coordinate); a 1-D variable is drawn as one row. Cells above the flag threshold
+    are outlined by the colour scale's upper part; the worst elements are listed in the report.
+    """
+    import seaborn as sns
+
+    rhat = conv.rhat
+    dims = list(rhat.dims)
+    if len(dims) > 2:
+        rhat = rhat.max(dims[2:])
+        dims = dims[:2]
+    table = rhat.to_pandas() if len(dims) == 2 else rhat.to_pandas().to_frame().T if dims else None
+    if table is None:
+        raise ValueError(f"{conv.variable} is a scalar: nothing to map.")
+    if len(dims) == 2 and table.shape[0] > table.shape[1]:
+        table = table.T  # long axis (frames) horizontal
+    width = min(18.0, 3.0 + 0.12 * table.shape[1])
+    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.32 * table.shape[0]), layout="constrained")
+    vmax = max(1.05, float(np.nanmax(table.values)) if np.isfinite(table.values).any() else 1.05)
+    sns.heatmap(table, ax=ax, cmap="rocket_r", vmin=1.0, vmax=vmax, cbar_kws={"label": "R-hat (rank-normalized, folded)"},
+                xticklabels=max(1, table.shape[1] // 25), yticklabels=True)
+    ax.set(title=f"R-hat of '{conv.variable}' per element ({conv.n_flagged} above {conv.rhat_threshold}; "
+                 f"pattern: {(conv.pattern or 'none').replace('_', ' ')})",
+           xlabel=str(table.columns.name or ""), ylabel=str(table.index.name or ""))
+    return save_figure(fig, path)

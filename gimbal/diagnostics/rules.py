@@ -24,6 +24,7 @@ __all__ = [
     "rule_gradient",
     "rule_convergence",
     "rule_error",
+    "PATTERN_VERDICTS",
 ]
 
 THRESHOLDS = {
@@ -144,9 +145,45 @@ def rule_gradient(gradient: dict, finite_diff: dict | None = None, perturbation:
     )
 
 
+PATTERN_VERDICTS = {
+    # pattern of the worst elements -> (verdict code, what it means, what to do)
+    "separate_modes": ("chains_in_different_modes",
+                       "chains sit in different modes there (their means are several within-chain sds apart)",
+                       "More draws will not help: start every chain from one consistent initialization or strengthen "
+                       "the prior at those elements."),
+    "switching_chains": ("chains_switching_modes",
+                         "some chains switch between two explanations there while others stay in one (their "
+                         "within-chain spreads differ)",
+                         "More draws will not help: the posterior has two explanations at those elements; make the "
+                         "initialization and the prior agree on one (or model the ambiguity)."),
+    "slow_mixing": ("slow_mixing",
+                    "the chains agree in mean and spread there but explore slowly (low ESS)",
+                    "Run longer (more tune and draws) or raise target_accept; this is the one pattern more draws fix."),
+    "within_chance": ("too_few_draws",
+                      "the worst R-hat is no higher than exactly converged chains reach by chance over that many "
+                      "elements",
+                      "Too few draws to judge convergence: run more draws (e.g. --profile full) before concluding."),
+}
+
+
+def _localized(localization: dict | None):
+    """The variable with the highest R-hat among localization results that flagged something, or None."""
+    flagged = [v for v in (localization or {}).values() if v.get("n_flagged") and v.get("pattern")]
+    return max(flagged, key=lambda v: v.get("max_rhat") or 0.0) if flagged else None
+
+
+def _where_text(loc: dict) -> str:
+    parts = []
+    for dim, values in (loc.get("where") or {}).items():
+        shown = ", ".join(str(v) for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        parts.append(f"{dim} {shown}")
+    return "; ".join(parts)
+
+
 def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chance: dict | None = None, *,
                      lead: str = "No divergences.", hints: dict | None = None,
-                     on_pass: str = "Nothing to fix for this configuration.") -> Verdict:
+                     on_pass: str = "Nothing to fix for this configuration.",
+                     localization: dict | None = None) -> Verdict:
     """Verdict of a run without divergences: converged, label switching, separate modes, not converged, inefficient.
 
     Parameters
@@ -161,6 +198,10 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
         ``"chains_in_different_modes"``, ``"slow_elements"``): the engine knows no model, its caller does.
     on_pass : str
         The next action when everything is within thresholds.
+    localization : dict, optional
+        ``{variable: VariableConvergence.to_json()}`` from
+        :func:`~gimbal.diagnostics.convergence.convergence_localization`: the worst variable's dominant pattern
+        decides the verdict and its next action, and the interpretation says where (which elements) it sits.
     """
     hints = hints or {}
     probs = sampling_problems(summary, multimodality)
@@ -171,6 +212,27 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
                        lead + " But chains disagree only up to a relabelling of pose states: the posterior is "
                        "label-symmetric, which inflates R-hat without any divergence.",
                        "Fix or order the label-symmetric parameters." + _hint(hints, "label_switching"), tuple(probs))
+    loc = _localized(localization) if ("rhat" in probs or "chains_in_different_modes" in probs) else None
+    if loc is not None:
+        code, meaning, action = PATTERN_VERDICTS[loc["pattern"]]
+        chains = len(summary.get("ebfmi_per_chain") or []) or 1
+        per_chain = (summary.get("total_draws") or 0) / chains
+        if loc["pattern"] in ("slow_mixing", "within_chance") and per_chain < 2 * THRESHOLDS["ess_per_chain"]:
+            code = "too_few_draws"
+            meaning += (f"; with {per_chain:.0f} draws per chain an ESS above {THRESHOLDS['ess_per_chain']} per chain "
+                        "is out of reach, so these draws are too few to judge convergence")
+            action = ("Too few draws to judge convergence: run with more draws (--profile full or long) before "
+                      "concluding; no chain sits in a separate mode.")
+        counts = ", ".join(f"{n} {p.replace('_', ' ')}" for p, n in sorted(loc["patterns"].items(), key=lambda kv: -kv[1]))
+        hint_key = {"separate_modes": "chains_in_different_modes", "switching_chains": "chains_switching_modes",
+                    "slow_mixing": "slow_mixing"}.get(loc["pattern"]) if code != "too_few_draws" else None
+        return Verdict(
+            "finding", code,
+            lead + f" But {loc['n_flagged']} of {loc['n_elements']} elements of '{loc['variable']}' have R-hat above "
+            f"{loc['rhat_threshold']} (max {_num(loc.get('max_rhat')):.3f}, min bulk ESS "
+            f"{_num(loc.get('min_ess_bulk')):.0f}), at {_where_text(loc)}: {meaning}. Worst {len(loc['worst'])}: "
+            f"{counts}.",
+            action + (_hint(hints, hint_key) if hint_key else ""), tuple(probs) + (loc["pattern"],))
     if "chains_in_different_modes" in probs:
         return Verdict("finding", "chains_in_different_modes",
                        lead + " But chains settled in different modes (their means differ by more than "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diagnostics import checks, io, localization, multimodality, plots, rules, sampling
+from ..diagnostics import checks, convergence, io, localization, multimodality, plots, rules, sampling
 from . import report, schema
 from . import rules as study_rules
 from .paths import DEFAULT_ROOT, DiagPaths, archive_legacy, make_paths
@@ -243,6 +243,24 @@ def _sampling_plots(run: _Run, trace, summary, loc, selected, maxdepth: int = 10
     return jobs
 
 
+def _localize_nonconvergence(trace, summary: dict, rhat_chance: dict | None):
+    """Per-element R-hat/ESS and patterns of every variable whose max R-hat is over the threshold."""
+    flagged = [v for v, row in (summary.get("per_variable") or {}).items()
+               if (row.get("rhat") or 0.0) > rules.THRESHOLDS["rhat_max"]]
+    chance = {rhat_chance["variable"]: rhat_chance["chance_max_rhat"]} if rhat_chance else None
+    return convergence.convergence_localization(trace, flagged, chance_rhat=chance,
+                                                rhat_threshold=rules.THRESHOLDS["rhat_max"])
+
+
+def _convergence_plots(run: _Run, conv: dict) -> dict:
+    jobs = {}
+    for name, c in conv.items():
+        if c.n_flagged and c.rhat.ndim:
+            jobs[f"rhat_map_{name}"] = (plots.plot_rhat_map, (c, run.paths.plots_run / f"rhat_map_{name}.png"),
+                                        f"Per-element R-hat of '{name}': where in the model the chains disagree.")
+    return jobs
+
+
 def _draw_plots(run: _Run, jobs: dict):
     failed = {}
     for kind, (fn, args, caption) in jobs.items():
@@ -455,8 +473,13 @@ def run_group(
             if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):
                 rhat_chance = run.payload["rhat_chance"] = run.step("rhat_chance", sampling.rhat_against_chance,
                                                                     summary, seed=seed)
+            conv_json = None
+            if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):
+                conv = run.step("convergence_localization", _localize_nonconvergence, fit.trace, summary, rhat_chance)
+                conv_json = run.payload["convergence_localization"] = {k: v.to_json() for k, v in conv.items()}
+                run.step("convergence_plots", _draw_plots, run, _convergence_plots(run, conv))
             verdict = study_rules.rule_sampling(spec.id, summary, run.payload["multimodality"], reference, extra_ok,
-                                          rhat_chance=rhat_chance)
+                                                rhat_chance=rhat_chance, localization=conv_json)
         run.payload["verdict"] = verdict.as_dict()
         run.payload["status"] = "ok"
         _finish(run)

@@ -20,6 +20,30 @@ REPORT_SECTIONS = (
 )
 
 
+def _patterns(payload: dict) -> str:
+    conv = payload.get("convergence_localization")
+    if not conv:
+        return "not needed (R-hat within the threshold)" if payload.get("sampling") else "n/a"
+    parts = [f"{name}: {', '.join(f'{n} {p}' for p, n in v['patterns'].items()) or 'none'}" for name, v in conv.items()]
+    return "; ".join(parts)
+
+
+def _worst_elements(payload: dict, top: int = 10) -> list[str]:
+    """The table of the worst elements (where, R-hat, ESS, chain means and sds, pattern), per flagged variable."""
+    out = []
+    for name, v in (payload.get("convergence_localization") or {}).items():
+        if not v["worst"]:
+            continue
+        out.append(f"Worst elements of `{name}` ({v['n_flagged']} of {v['n_elements']} above R-hat {v['rhat_threshold']}"
+                   + (f"; chance maximum {fmt(v['chance_rhat'])}" if v.get("chance_rhat") else "") + "):\n")
+        rows = [[", ".join(f"{d}={c}" for d, c in e["index"].items()), fmt(e["rhat"], 4), fmt(e["ess_bulk"], 3),
+                 fmt(e["ess_tail"], 3), " / ".join(fmt(m, 4) for m in e["chain_means"]),
+                 " / ".join(fmt(sd, 3) for sd in e["chain_sds"]), e["pattern"].replace("_", " ")]
+                for e in v["worst"][:top]]
+        out.append(md_table(["element", "R-hat", "bulk ESS", "tail ESS", "chain means", "chain sds", "pattern"], rows) + "\n")
+    return out
+
+
 def _rel(target, start) -> str:
     return Path(os.path.relpath(target, start)).as_posix()
 
@@ -119,9 +143,11 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
             ("min bulk ESS (selected)", s.get("min_ess_bulk_selected")),
             ("max R-hat (all)", f"{fmt(s.get('max_rhat_all'))} [{s.get('max_rhat_all_var')}]"),
             ("min bulk / tail ESS (all)", f"{fmt(s.get('min_ess_bulk_all'))} / {fmt(s.get('min_ess_tail_all'))}"),
-            ("chains agree (multimodality check)", mm.get("verdict", "n/a")),
+            ("chain means agree (multimodality check, means only)", mm.get("verdict", "n/a")),
+            ("non-convergence pattern (per element: means and spreads)", _patterns(payload)),
             ("compile / sampling time (s)", f"{fmt(s.get('compile_s'))} / {fmt(s.get('wall_time_s'))}"),
         ]) + "\n")
+        out.extend(_worst_elements(payload))
         loc = payload.get("localization") or {}
         if loc.get("variables"):
             where = ", ".join(f"{v['name']} (z={v['z']:.2f})" for v in loc["variables"][:3])

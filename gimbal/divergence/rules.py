@@ -13,8 +13,13 @@ __all__ = ["rule_sampling", "rule_temporal", "rule_summary", "GIMBAL_HINTS"]
 
 GIMBAL_HINTS = {
     "label_switching": "In GIMBAL: state_params='empirical' fits the pose states from data, as the original does.",
-    "chains_in_different_modes": "In GIMBAL these are often keypoints whose detections the outlier component absorbed.",
+    "chains_in_different_modes": "In GIMBAL these are often keypoints whose detections are wrong in several cameras "
+                                 "(or absorbed by the outlier component): a skeleton-consistent initialization or a "
+                                 "trained pose prior (stronger bone-direction states) at those keypoints.",
+    "chains_switching_modes": "In GIMBAL: an occluded keypoint (elbow, knee) with two explanations in the detections; "
+                              "a skeleton-consistent initialization or a trained pose prior holds it in one.",
     "slow_elements": "in GIMBAL, often positions with a detection in the outlier mixture's transition zone",
+    "slow_mixing": "In GIMBAL, slowly mixing positions often have a detection in the outlier mixture's transition zone.",
 }
 
 
@@ -35,7 +40,8 @@ _GROUP_MEANING = {
 
 
 def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, reference: dict | None = None,
-                  extra_checks_ok: bool = True, rhat_chance: dict | None = None) -> Verdict:
+                  extra_checks_ok: bool = True, rhat_chance: dict | None = None,
+                  localization: dict | None = None) -> Verdict:
     """Groups 3-8: what the divergences (or their absence) imply for this group.
 
     Parameters
@@ -53,6 +59,8 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
     rhat_chance : dict, optional
         From :func:`gimbal.diagnostics.sampling.rhat_against_chance`: whether a
         too-high R-hat is within what chance gives over that many elements.
+    localization : dict, optional
+        Non-convergence localization (:func:`gimbal.diagnostics.convergence.convergence_localization`, as JSON).
     """
     probs = sampling_problems(summary, multimodality)
     div = summary.get("divergences", 0)
@@ -88,7 +96,8 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
         lead = "No divergences."
     on_pass = ("Nothing to fix for this configuration; move on to the next group." if group != "6"
                else "Run the temporal scaling groups (8a-8e) to test full length.")
-    return rule_convergence(summary, multimodality, rhat_chance, lead=lead, hints=GIMBAL_HINTS, on_pass=on_pass)
+    return rule_convergence(summary, multimodality, rhat_chance, lead=lead, hints=GIMBAL_HINTS, on_pass=on_pass,
+                            localization=localization)
 
 
 def rule_temporal(series: list[dict]) -> Verdict:

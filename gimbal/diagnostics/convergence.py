@@ -1,0 +1,196 @@
+"""Where chains fail to converge, and how: per-element R-hat/ESS on the model's dims, and a named pattern.
+
+Divergence localization (:mod:`.localization`) says where the integrator broke. Real models more often fail
+without a single divergence: chains disagree at a few elements. This module maps rank-normalized split
+R-hat (ArviZ's: the larger of bulk and folded) and bulk/tail ESS of every element back onto the variable's
+own dims, ranks the worst elements, and names each one's pattern from its chains' means and spreads:
+
+* ``separate_modes`` - chains agree within themselves but sit apart (means differ by more than
+  :data:`MODE_SEPARATION` pooled within-chain sds);
+* ``switching_chains`` - within-chain spreads differ by more than :data:`SPREAD_RATIO`: some chains hop
+  between explanations while others stay in one;
+* ``slow_mixing`` - chains agree in mean and spread, but the ESS is low: one mode, explored slowly;
+* ``within_chance`` - the element's R-hat is no higher than exactly converged chains reach by chance over
+  that many elements (:func:`.sampling.chance_max_rhat`): too few draws to judge.
+
+Chains that differ only by a relabelling (label switching) are told apart per variable by
+:func:`.multimodality.multimodality_check`. Nothing here knows the model: a caller turns patterns into advice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from .sampling import _group, _vectorized
+
+__all__ = ["ElementDiagnosis", "VariableConvergence", "PATTERNS", "MODE_SEPARATION", "SPREAD_RATIO",
+           "element_diagnostics", "classify_element", "convergence_localization"]
+
+PATTERNS = ("separate_modes", "switching_chains", "slow_mixing", "within_chance")
+MODE_SEPARATION = 3.0  # chain means this many pooled within-chain sds apart: separate modes
+SPREAD_RATIO = 2.0  # largest / smallest within-chain sd above this: some chains switch, others stay
+
+
+@dataclass(frozen=True)
+class ElementDiagnosis:
+    """One flagged element: where it is, how bad, and how its chains behave."""
+
+    index: dict  # dim name -> coordinate value
+    rhat: float
+    ess_bulk: float
+    ess_tail: float
+    chain_means: list
+    chain_sds: list
+    pattern: str
+
+
+@dataclass
+class VariableConvergence:
+    """Per-element diagnostics of one variable and its worst elements."""
+
+    variable: str
+    rhat: xr.DataArray  # the variable's own dims
+    ess_bulk: xr.DataArray
+    ess_tail: xr.DataArray
+    worst: list[ElementDiagnosis]
+    n_flagged: int
+    rhat_threshold: float
+    chance_rhat: float | None = None
+    patterns: dict = field(default_factory=dict)  # pattern -> count among the worst elements
+
+    @property
+    def pattern(self) -> str | None:
+        """The variable's dominant pattern (most frequent among its worst elements), None when nothing is flagged."""
+        return max(self.patterns, key=self.patterns.get) if self.patterns else None
+
+    def where(self, top: int = 5) -> dict:
+        """Coordinates of the worst elements, per dim (e.g. which frames and keypoints)."""
+        out = {}
+        for e in self.worst[:top]:
+            for dim, value in e.index.items():
+                out.setdefault(dim, [])
+                if value not in out[dim]:
+                    out[dim].append(value)
+        return out
+
+    def to_json(self) -> dict:
+        return {"variable": self.variable, "dims": list(self.rhat.dims), "n_elements": int(self.rhat.size),
+                "n_flagged": self.n_flagged, "rhat_threshold": self.rhat_threshold, "chance_rhat": self.chance_rhat,
+                "max_rhat": _finite_max(self.rhat.values), "min_ess_bulk": _finite_min(self.ess_bulk.values),
+                "pattern": self.pattern, "patterns": dict(self.patterns), "where": self.where(),
+                "worst": [asdict(e) for e in self.worst]}
+
+
+def _finite_max(a):
+    a = np.asarray(a, float)
+    return float(np.nanmax(a)) if np.isfinite(a).any() else None
+
+
+def _finite_min(a):
+    a = np.asarray(a, float)
+    return float(np.nanmin(a)) if np.isfinite(a).any() else None
+
+
+def element_diagnostics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """R-hat, bulk ESS and tail ESS of every element of ``values`` (chain, draw, n), in element order.
+
+    ArviZ's definitions (arviz_stats' vectorized functions; constant or non-finite elements get NaN).
+    """
+    from .sampling import _tail_ess
+
+    values = np.asarray(values, dtype=float)
+    n = values.shape[2]
+    rhat, bulk, tail = (np.full(n, np.nan) for _ in range(3))
+    finite = np.isfinite(values).all(axis=(0, 1))
+    regular = finite & (np.ptp(np.where(finite, values, 0.0), axis=(0, 1)) > np.finfo(float).resolution)
+    if regular.any() and values.shape[1] >= 4:
+        da = xr.DataArray(values[:, :, regular], dims=("chain", "draw", "element"))
+        if values.shape[0] > 1:
+            rhat[regular] = _vectorized().rhat(da).values
+        bulk[regular] = _vectorized().ess(da, method="bulk").values
+        tail[regular] = _tail_ess(da)
+    return rhat, bulk, tail
+
+
+def classify_element(chain_means, chain_sds, rhat: float, chance_rhat: float | None = None) -> str:
+    """The pattern of one element from its chains' means and sds (see the module docstring)."""
+    sds = np.asarray(chain_sds, float)
+    means = np.asarray(chain_means, float)
+    if chance_rhat is not None and np.isfinite(rhat) and rhat <= chance_rhat:
+        return "within_chance"
+    smallest = max(float(sds.min()), 1e-300)
+    if sds.max() / smallest > SPREAD_RATIO:
+        return "switching_chains"
+    pooled = float(np.sqrt(np.mean(sds**2)))
+    if pooled > 0 and (means.max() - means.min()) > MODE_SEPARATION * pooled:
+        return "separate_modes"
+    return "slow_mixing"
+
+
+def _index_of(da: xr.DataArray, flat: int) -> dict:
+    dims = [d for d in da.dims if d not in ("chain", "draw")]
+    shape = [da.sizes[d] for d in dims]
+    idx = np.unravel_index(flat, shape) if shape else ()
+    out = {}
+    for d, i in zip(dims, idx):
+        coord = da[d].values[i] if d in da.coords else i
+        out[d] = coord.item() if hasattr(coord, "item") else coord
+    return out
+
+
+def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_threshold: float = 1.01,
+                             chance_rhat: dict | float | None = None, max_elements: int = 2_000_000
+                             ) -> dict[str, VariableConvergence]:
+    """Per-element R-hat/ESS of each variable on its own dims, and its worst elements with their pattern.
+
+    Parameters
+    ----------
+    trace : xarray.DataTree
+        With a ``posterior`` group of at least two chains.
+    var_names : list of str, optional
+        Default: every posterior variable.
+    top : int
+        Worst elements kept per variable (by R-hat, then lowest bulk ESS).
+    rhat_threshold : float
+        Elements above it are flagged.
+    chance_rhat : float or dict of {variable: float}, optional
+        The max R-hat exactly converged chains reach by chance (:func:`.sampling.chance_max_rhat`); flagged
+        elements at or below it are ``within_chance``.
+    max_elements : int
+        Variables larger than this are skipped (their per-element arrays would not fit a report).
+    """
+    post = _group(trace, "posterior")
+    if post is None:
+        raise ValueError("the trace has no posterior group.")
+    names = list(var_names or post.data_vars)
+    out = {}
+    for name in names:
+        da = post[name]
+        if da.sizes.get("chain", 1) < 2 or da.size // max(1, da.sizes["chain"] * da.sizes["draw"]) > max_elements:
+            continue
+        dims = [d for d in da.dims if d not in ("chain", "draw")]
+        values = np.asarray(da.transpose("chain", "draw", *dims).values, dtype=float)
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        rhat, bulk, tail = element_diagnostics(flat)
+        shape = values.shape[2:]
+        coords = {d: da[d] for d in dims if d in da.coords}
+        as_da = lambda a: xr.DataArray(a.reshape(shape), dims=dims, coords=coords)  # noqa: E731
+        chance = chance_rhat.get(name) if isinstance(chance_rhat, dict) else chance_rhat
+        flagged = np.flatnonzero(np.nan_to_num(rhat, nan=-np.inf) > rhat_threshold)
+        order = flagged[np.lexsort((np.nan_to_num(bulk[flagged], nan=np.inf), -rhat[flagged]))][:top]
+        worst = []
+        for i in order:
+            means = flat[:, :, i].mean(axis=1)
+            sds = flat[:, :, i].std(axis=1)
+            worst.append(ElementDiagnosis(_index_of(da, int(i)), float(rhat[i]), float(bulk[i]), float(tail[i]),
+                                          [float(m) for m in means], [float(s) for s in sds],
+                                          classify_element(means, sds, float(rhat[i]), chance)))
+        patterns = {}
+        for e in worst:
+            patterns[e.pattern] = patterns.get(e.pattern, 0) + 1
+        out[name] = VariableConvergence(name, as_da(rhat), as_da(bulk), as_da(tail), worst, int(flagged.size),
+                                        rhat_threshold, chance, patterns)
+    return out

@@ -1,0 +1,86 @@
+"""Non-convergence localization: crafted traces whose pattern is known, mapped back onto the variable's dims."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from gimbal.diagnostics.convergence import classify_element, convergence_localization
+
+
+def _ar1(rng, phi, shape):
+    out = np.empty(shape)
+    out[:, 0] = rng.normal(0, 1, shape[:1] + shape[2:])
+    for t in range(1, shape[1]):
+        out[:, t] = phi * out[:, t - 1] + np.sqrt(1 - phi**2) * rng.normal(0, 1, shape[:1] + shape[2:])
+    return out
+
+
+@pytest.fixture(scope="module")
+def crafted():
+    """4 chains x 1000 draws of x (frame 4, keypoint 3): converged noise except at three planted elements."""
+    rng = np.random.default_rng(11)
+    C, D = 4, 1000
+    x = rng.normal(0, 1, (C, D, 4, 3))
+    x[2:, :, 1, 0] += 10.0  # separate modes: chains 2 and 3 sit 10 sd away
+    hop = rng.random((2, D)) < 0.5  # switching: chains 0 and 1 hop between 0 and 10, chains 2 and 3 stay at 0
+    x[:2, :, 2, 1] = np.where(hop, 10.0, 0.0) + rng.normal(0, 1, (2, D))
+    x[:, :, 0, 2] = _ar1(rng, 0.98, (C, D))  # slow mixing: one mode, explored slowly by every chain
+    post = xr.Dataset({"x": (("chain", "draw", "frame", "keypoint"), x)},
+                      coords={"frame": [10, 11, 12, 13], "keypoint": ["nose", "elbow", "knee"]})
+    return xr.DataTree.from_dict({"posterior": post})
+
+
+def test_each_planted_element_is_found_where_it_is_and_named(crafted):
+    loc = convergence_localization(crafted, ["x"])["x"]
+    assert loc.rhat.dims == ("frame", "keypoint") and loc.rhat.shape == (4, 3)
+    found = {(e.index["frame"], e.index["keypoint"]): e.pattern for e in loc.worst}
+    assert found[(11, "nose")] == "separate_modes"
+    assert found[(12, "elbow")] == "switching_chains"
+    assert found[(10, "knee")] == "slow_mixing"
+    assert loc.n_flagged == 3 and set(found) == {(11, "nose"), (12, "elbow"), (10, "knee")}
+    modes = next(e for e in loc.worst if e.pattern == "separate_modes")
+    assert np.allclose(sorted(modes.chain_means), [0, 0, 10, 10], atol=0.2)
+    switch = next(e for e in loc.worst if e.pattern == "switching_chains")
+    assert max(switch.chain_sds) > 4 and min(switch.chain_sds) < 1.2
+    data = loc.to_json()
+    assert data["where"]["frame"][:2] and data["patterns"] == {"separate_modes": 1, "switching_chains": 1, "slow_mixing": 1}
+
+
+def test_a_maximum_within_chance_is_too_few_draws_to_judge(crafted):
+    loc = convergence_localization(crafted, ["x"], chance_rhat=50.0)["x"]
+    assert {e.pattern for e in loc.worst} == {"within_chance"}
+    assert classify_element([0.0, 0.1], [1.0, 1.1], rhat=1.02, chance_rhat=1.03) == "within_chance"
+    assert classify_element([0.0, 0.1], [1.0, 1.1], rhat=1.05, chance_rhat=1.03) == "slow_mixing"
+
+
+def test_per_element_rhat_and_ess_equal_arviz(crafted):
+    import arviz_stats as azs
+
+    loc = convergence_localization(crafted, ["x"])["x"]
+    ref = crafted["posterior"].to_dataset()
+    np.testing.assert_allclose(loc.rhat.values, azs.rhat(ref)["x"].values, rtol=1e-10)
+    np.testing.assert_allclose(loc.ess_bulk.values, azs.ess(ref, method="bulk")["x"].values, rtol=1e-8)
+    np.testing.assert_allclose(loc.ess_tail.values, azs.ess(ref, method="tail")["x"].values, rtol=1e-8)
+
+
+@pytest.mark.parametrize("planted, code, words", [
+    ((1, 0), "chains_in_different_modes", "More draws will not help"),
+    ((2, 1), "chains_switching_modes", "More draws will not help"),
+    ((0, 2), "slow_mixing", "Run longer"),
+])
+def test_each_pattern_gets_its_own_verdict_and_next_action(crafted, planted, code, words):
+    from gimbal.diagnostics.rules import rule_convergence
+    from gimbal.divergence.rules import GIMBAL_HINTS
+
+    frame, kp = planted
+    only = crafted["posterior"].to_dataset()["x"].isel(frame=[frame], keypoint=[kp])
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": only})})
+    loc = {k: v.to_json() for k, v in convergence_localization(tree, ["x"]).items()}
+    summary = {"divergences": 0, "max_rhat_all": loc["x"]["max_rhat"], "min_ess_bulk_all": 50.0, "total_draws": 4000,
+               "ebfmi_per_chain": [1.0] * 4, "max_treedepth_fraction": 0.0}
+    v = rule_convergence(summary, {"verdict": "ok"}, None, localization=loc, hints=GIMBAL_HINTS)
+    assert v.code == code and words in v.next_action
+    assert f"frame {10 + frame}" in v.interpretation and "keypoint" in v.interpretation
+    few = rule_convergence({**summary, "total_draws": 400}, {"verdict": "ok"}, None, localization=loc)
+    # 100 draws per chain: slow mixing cannot be judged, separate modes still can
+    assert few.code == ("too_few_draws" if code == "slow_mixing" else code)
