@@ -11,6 +11,7 @@ from .checks import (
     perturbation_check,
     safe_point_logps,
 )
+from .convergence import convergence_localization
 from .io import collect_environment, save_text, write_json
 from .localization import divergence_localization
 from .multimodality import multimodality_check
@@ -32,4 +33,5 @@ __all__ = [
     "rhat_against_chance",
     "multimodality_check",
     "divergence_localization",
+    "convergence_localization",
 ]
