@@ -468,13 +468,11 @@ def run_group(
             run.step("plots", _draw_plots, run, _sampling_plots(run, fit.trace, summary, loc, selected or list(fit.trace["posterior"].data_vars)[:3],
                                                         maxdepth))
             reference = _load_reference(paths.root, spec.reference, run_id, header) if spec.reference else None
-            # a too-high R-hat: within what chance gives over that many elements, or a real mixing problem?
-            rhat_chance = None
+            # a too-high R-hat: within what chance gives over that many elements? where, and in which pattern?
+            rhat_chance = conv_json = None
             if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):
                 rhat_chance = run.payload["rhat_chance"] = run.step("rhat_chance", sampling.rhat_against_chance,
                                                                     summary, seed=seed)
-            conv_json = None
-            if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):
                 conv = run.step("convergence_localization", _localize_nonconvergence, fit.trace, summary, rhat_chance)
                 conv_json = run.payload["convergence_localization"] = {k: v.to_json() for k, v in conv.items()}
                 run.step("convergence_plots", _draw_plots, run, _convergence_plots(run, conv))

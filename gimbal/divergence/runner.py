@@ -23,7 +23,7 @@ from ..settings import SamplerSettings, add_data_arguments, add_sampler_argument
 from .groups import GROUPS, PROFILES, group_desc, resolve_settings
 from .paths import DEFAULT_ROOT, archive_legacy, make_paths
 from .runs import groups_to_resume, missing_result, read_manifest, resolve_result, write_manifest
-from .summary import write_summary
+from .summary import collect_run, write_summary
 
 __all__ = ["register", "run_groups", "parse_groups", "notebook_for", "NOTEBOOK_DIR"]
 
@@ -128,8 +128,6 @@ def run_groups(args) -> list[dict]:
     """Run the selected groups (``args`` as parsed by ``gimbal diag run``) and return their outcomes."""
     root = Path(args.root)
     if getattr(args, "resume", None):
-        from .summary import collect_run
-
         args.run_id = io.validate_run_id(args.resume)
         requested = _requested(root, args)
         for key, value in ((read_manifest(root, args.run_id) or {}).get("settings") or {}).items():

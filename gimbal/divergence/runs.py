@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..diagnostics import io
+from ..errors import UsageError
 
 __all__ = ["manifest_path", "write_manifest", "read_manifest", "process_alive", "resolve_result",
            "missing_result", "groups_to_resume", "RUNS_DIR"]
@@ -90,7 +91,7 @@ def groups_to_resume(root, run_id: str, collected: list[dict]) -> list[str]:
     """Requested groups of ``run_id`` whose results are missing, failed or interrupted."""
     manifest = read_manifest(root, run_id)
     if manifest is None:
-        raise FileNotFoundError(f"run '{run_id}' has no manifest under {Path(root) / RUNS_DIR}; it was not started by "
+        raise UsageError(f"run '{run_id}' has no manifest under {Path(root) / RUNS_DIR}; it was not started by "
                                 "`gimbal diag run` (or by an older gimbal): re-run it with --run-id and --overwrite.")
     done = {r["header"]["group"] for r in collected if r.get("status") == "ok"}
     return [g for g in manifest["groups"] if g not in done]

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import reader_for
+
 __all__ = ["Camera", "Calibration", "CalibrationFileError", "load_calibration"]
 
 N_DIST = 5
@@ -276,13 +278,6 @@ def load_calibration(path) -> Calibration:
         When the file is missing, of an unknown kind, or holds a camera with
         non-finite or malformed parameters (the message names the camera).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationFileError(f"calibration file {path} does not exist.")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise CalibrationFileError(
-            f"{path}: unknown calibration format {path.suffix!r}; gimbal reads aniposelib .toml, DANNCE/Label3D .mat "
-            "and SLEAP .slp sessions."
-        )
+    path, reader = reader_for(path, READERS, CalibrationFileError, "calibration",
+                              "gimbal reads aniposelib .toml, DANNCE/Label3D .mat and SLEAP .slp sessions")
     return reader(path)

@@ -113,13 +113,9 @@ def _mean_confidence(dataset: xr.Dataset) -> np.ndarray:
     if "confidence" not in dataset:
         return np.full((dataset.sizes["frame"], dataset.sizes["keypoint"]), np.nan)
     seen = np.isfinite(dataset["observations"].values).all(-1)
-    conf = np.where(seen, dataset["confidence"].values, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(conf, axis=1)
+    conf = np.where(seen, dataset["confidence"].values, 0.0)
+    n = seen.sum(axis=1)
+    return np.where(n > 0, conf.sum(axis=1) / np.maximum(n, 1), np.nan)
 
 
 def uncertainty_path(path) -> Path:

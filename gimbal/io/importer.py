@@ -20,6 +20,7 @@ pixels (:func:`calibration_from_dataset`).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,30 +80,24 @@ def parse_pairs(items, what: str) -> dict[str, str]:
 
 
 def _camera_file_in(folder: Path, name: str) -> Path | None:
-    """The detection file of camera ``name`` in a session folder (a sub-folder or a file named after it)."""
-    candidates = []
+    """The detection file of camera ``name`` in a session folder: in a sub-folder named after it, or a file whose
+    name has it as a word (``minimal_back.slp``); formats in :data:`DETECTION_SUFFIXES` order."""
     sub = folder / name
-    pool = list(sub.iterdir()) if sub.is_dir() else [p for p in folder.iterdir() if _name_tokens(p) & {name}]
+    pool = list(sub.iterdir()) if sub.is_dir() else [p for p in folder.iterdir() if name in _name_tokens(p)]
     for suffix in DETECTION_SUFFIXES:
         hits = sorted(p for p in pool if p.is_file() and p.name.lower().endswith(suffix))
+        if len(hits) > 1:
+            raise SessionImportError(f"camera {name!r}: several detection files {[str(h) for h in hits]}; name one "
+                                     f"with --detections {name}=FILE.")
         if hits:
-            candidates = hits
-            break
-    if not candidates and sub.is_dir() and any(sub.glob("*_keypoints.json")):
-        return sub
-    return candidates[0] if len(candidates) == 1 else None if not candidates else _ambiguous(name, candidates)
-
-
-def _ambiguous(name, candidates):
-    raise SessionImportError(f"camera {name!r}: several detection files {[str(c) for c in candidates]}; name one with "
-                       f"--detections {name}=FILE.")
+            return hits[0]
+    if sub.is_dir() and any(sub.glob("*_keypoints.json")):
+        return sub  # an OpenPose folder
+    return None
 
 
 def _name_tokens(path: Path) -> set[str]:
-    import re
-
-    stem = path.name.split(".")[0]
-    return set(re.split(r"[_\-\s]+", stem))
+    return set(re.split(r"[_\-\s]+", path.name.split(".")[0]))
 
 
 def read_detection_sources(detections, calibration: Calibration, individual=None, person=None) -> dict[str, xr.Dataset]:
@@ -275,6 +270,9 @@ def import_session(
     mapping = match_cameras(list(per_camera), calib, camera_map)
     per_camera = {mapping[d]: det for d, det in per_camera.items()}
     order = [n for n in calib.names if n in per_camera]  # the calibration's order
+    unknown_videos = sorted(set(videos or {}) - set(order))
+    if unknown_videos:
+        raise SessionImportError(f"--video names cameras {unknown_videos} that are not imported cameras {order}.")
     notes = []
     if len(order) < len(calib.names):
         notes.append(f"calibration cameras without detections, left out: {sorted(set(calib.names) - set(order))}")
@@ -314,7 +312,4 @@ def import_session(
         calibration_check=json.dumps(report.to_dict()),
         videos=json.dumps({str(k): str(Path(v).resolve()) for k, v in (videos or {}).items()}),
     )
-    unknown_videos = sorted(set(videos or {}) - set(order))
-    if unknown_videos:
-        raise SessionImportError(f"--video names cameras {unknown_videos} that are not imported cameras {order}.")
     return ImportResult(ds, report, tuple(notes))

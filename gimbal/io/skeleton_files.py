@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model.skeleton import Skeleton
+from ._files import reader_for
 
 __all__ = ["SkeletonFileError", "load_skeleton", "tree_from_edges", "tree_from_parents"]
 
@@ -179,13 +180,7 @@ def load_skeleton(path, root: str | None = None) -> Skeleton:
     root : str, optional
         The root keypoint; default: the file's root (YAML with parents) or the graph's centre.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SkeletonFileError(f"skeleton file {path} does not exist.")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise SkeletonFileError(
-            f"{path}: unknown skeleton format {path.suffix!r}; use a .yaml (keypoints + parents, or edges), a DANNCE "
-            "skeleton .mat, an anipose config.toml with constraints, or a SLEAP .slp."
-        )
+    path, reader = reader_for(path, READERS, SkeletonFileError, "skeleton",
+                              "use a .yaml (keypoints + parents, or edges), a DANNCE skeleton .mat, an anipose "
+                              "config.toml with constraints, or a SLEAP .slp")
     return reader(path, root)
