@@ -84,3 +84,14 @@ def test_each_pattern_gets_its_own_verdict_and_next_action(crafted, planted, cod
     few = rule_convergence({**summary, "total_draws": 400}, {"verdict": "ok"}, None, localization=loc)
     # 100 draws per chain: slow mixing cannot be judged, separate modes still can
     assert few.code == ("too_few_draws" if code == "slow_mixing" else code)
+
+
+def test_the_summary_says_plainly_when_draws_are_too_few_to_judge():
+    from gimbal.divergence.rules import rule_summary
+
+    few = {"status": "finding", "code": "too_few_draws", "interpretation": "x", "next_action": "y"}
+    results = [{"group": g, "description": "d", "verdict": few} for g in ("3", "6", "8a")]
+    v = rule_summary(results + [{"group": "1", "verdict": {"status": "pass", "code": "build_ok"}}])
+    assert v.code == "too_few_draws" and "(3, 6, 8a)" in v.interpretation and "--profile full" in v.next_action
+    slow = dict(few, code="slow_mixing")
+    assert rule_summary([{"group": "6", "description": "d", "verdict": slow}]).code == "first_finding_group_6"

@@ -381,9 +381,15 @@ def run_group(
     try:
         def load():
             maybe_fail("load_data")
-            ds = load_dataset(dataset_name, max_T=settings["max_T"])
-            ds = truncate(ds, max_K=settings["max_K"] or min(SEED_MAX_K, ds.sizes["keypoint"]))
+            ds = load_dataset(dataset_name)
+            want = settings["max_T"]
+            if max_T is None and want and want > ds.sizes["frame"]:
+                want = ds.sizes["frame"]  # the profile's T is longer than the recording: use all of it (the title says so)
+            ds = truncate(ds, max_T=want, max_K=settings["max_K"] or min(SEED_MAX_K, ds.sizes["keypoint"]))
             header.update(T=ds.sizes["frame"], K=ds.sizes["keypoint"], C=ds.sizes["camera"])
+            if ds.sizes["frame"] != spec.T:  # pages show the T that really ran, and the seed's beside it
+                header["title"] = f"{spec.title.split(', T=')[0]}, T={ds.sizes['frame']} (the seed's T={spec.T}, {profile} profile)"
+                header["purpose"] = f"{spec.purpose} Run here at T={ds.sizes['frame']}."
             save_dataset(ds, paths.debug_dir / DATASET_ARTIFACT, overwrite=True)  # the book reads this, never the source
             return ds
 

@@ -142,6 +142,15 @@ def rule_summary(results: list[dict]) -> Verdict:
                            f"Group {r['group']} ({r.get('description', '')}) is the first to fail: {v.get('interpretation', '')}",
                            v.get("next_action", ""))
     findings = [r for r in results if (r.get("verdict") or {}).get("status") == "finding"]
+    few = [r for r in findings if r["verdict"].get("code") == "too_few_draws"]
+    if findings and len(few) == len(findings):
+        groups = ", ".join(str(r["group"]) for r in few)
+        return Verdict("finding", "too_few_draws",
+                       f"No group diverges or fails. The sampling groups ({groups}) have too few draws to judge "
+                       "convergence: their chains show no separate modes, but R-hat and ESS cannot reach the "
+                       "thresholds with this many draws.",
+                       "Run the sampling groups with more draws (`--profile full`, or `--profile long` for 4 x "
+                       "(1000 + 1000)) before concluding that the model converges.")
     if findings:
         r = findings[0]
         return Verdict("finding", f"first_finding_group_{r['group']}",
