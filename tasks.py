@@ -67,7 +67,10 @@ def main(argv: list[str]) -> int:
     if command == "setup":
         return 0
     if command == "test":
-        return subprocess.call([str(py), "-m", "pytest", *extra], cwd=ROOT)
+        # the whole suite on up to 2 processes (one file per process, so module fixtures run once); any extra
+        # argument (a -k, a file, -n) is passed on instead
+        parallel = ["-n", str(min(2, os.cpu_count() or 1)), "--dist", "loadfile"] if not extra else []
+        return subprocess.call([str(py), "-m", "pytest", *parallel, *extra], cwd=ROOT)
     gimbal = [str(py), "-m", "gimbal.cli"]
     rc = subprocess.call([*gimbal, "diag", "run", "--groups", "all", "--profile", "quick", "--jobs", "2", *extra], cwd=ROOT)
     # a group that crashed still leaves artifacts: build the book either way, then report the status
