@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import xarray as xr
 
-from .sampling import _group, _vectorized
+from .sampling import _group, _vectorized, without_numbagg
 
 __all__ = ["ElementDiagnosis", "VariableConvergence", "PATTERNS", "MODE_SEPARATION", "SPREAD_RATIO",
            "element_diagnostics", "classify_element", "convergence_localization"]
@@ -108,10 +108,11 @@ def element_diagnostics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     regular = finite & (np.ptp(np.where(finite, values, 0.0), axis=(0, 1)) > np.finfo(float).resolution)
     if regular.any() and values.shape[1] >= 4:
         da = xr.DataArray(values[:, :, regular], dims=("chain", "draw", "element"))
-        if values.shape[0] > 1:
-            rhat[regular] = _vectorized().rhat(da).values
-        bulk[regular] = _vectorized().ess(da, method="bulk").values
-        tail[regular] = _tail_ess(da)
+        with without_numbagg():
+            if values.shape[0] > 1:
+                rhat[regular] = _vectorized().rhat(da).values
+            bulk[regular] = _vectorized().ess(da, method="bulk").values
+            tail[regular] = _tail_ess(da)
     return rhat, bulk, tail
 
 

@@ -227,7 +227,7 @@ def plot_rhat_map(conv, path) -> Path:
     if len(dims) == 2 and table.shape[0] > table.shape[1]:
         table = table.T  # long axis (frames) horizontal
     width = min(18.0, 3.0 + 0.12 * table.shape[1])
-    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.32 * table.shape[0]), layout="constrained")
+    fig, ax = plt.subplots(figsize=(width, 2.6 + 0.32 * table.shape[0]), layout="constrained")
     vmax = max(1.05, float(np.nanmax(table.values)) if np.isfinite(table.values).any() else 1.05)
     sns.heatmap(table, ax=ax, cmap="rocket_r", vmin=1.0, vmax=vmax, cbar_kws={"label": "R-hat (rank-normalized, folded)"},
                 xticklabels=max(1, table.shape[1] // 25), yticklabels=True)

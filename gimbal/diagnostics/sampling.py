@@ -78,6 +78,15 @@ def _vectorized():
     return diagnostics
 
 
+def without_numbagg():
+    """Context in which xarray does not route reductions through numbagg (when it is installed).
+
+    numbagg's kernels are compiled afresh in every process (its numba cache is off by default), which costs about
+    11 s before the first R-hat of each diagnostic group; xarray's numpy/bottleneck paths give the same numbers.
+    """
+    return xr.set_options(use_numbagg=False)
+
+
 def _tail_ess(da: xr.DataArray) -> np.ndarray:
     """ArviZ's tail ESS (``arviz_stats.ess(method="tail")``), vectorized over elements.
 
@@ -174,11 +183,12 @@ def convergence_table(
     names = list(var_names) if var_names else list(posterior.data_vars)
     jobs = [(name, block) for name in names for block in _variable_blocks(posterior[name], chunk_values)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-    if workers == 1:
-        results = [_block_extremes(block) for _, block in jobs]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda job: _block_extremes(job[1]), jobs))
+    with without_numbagg():
+        if workers == 1:
+            results = [_block_extremes(block) for _, block in jobs]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(lambda job: _block_extremes(job[1]), jobs))
     worst = {"rhat": [], "ess_bulk": [], "ess_tail": [], "ess_bulk_median": [], "n_elements": []}
     for name in names:
         mine = [r for (n, _), r in zip(jobs, results) if n == name]
@@ -237,9 +247,11 @@ def chance_max_rhat(
     rng = np.random.default_rng(seed)
     per_block = max(1, chunk_values // (n_chains * n_draws))
     worst = -np.inf
-    for start in range(0, n_elements, per_block):
-        chains = _stationary_ar1(rng, n_chains, n_draws, min(per_block, n_elements - start), ess_fraction)
-        worst = max(worst, float(np.nanmax(_vectorized().rhat(xr.DataArray(chains, dims=("chain", "draw", "element"))))))
+    with without_numbagg():
+        for start in range(0, n_elements, per_block):
+            chains = _stationary_ar1(rng, n_chains, n_draws, min(per_block, n_elements - start), ess_fraction)
+            rhat = _vectorized().rhat(xr.DataArray(chains, dims=("chain", "draw", "element")))
+            worst = max(worst, float(np.nanmax(rhat)))
     return float(worst)
 
 
