@@ -95,3 +95,13 @@ def test_the_summary_says_plainly_when_draws_are_too_few_to_judge():
     assert v.code == "too_few_draws" and "(3, 6, 8a)" in v.interpretation and "--profile full" in v.next_action
     slow = dict(few, code="slow_mixing")
     assert rule_summary([{"group": "6", "description": "d", "verdict": slow}]).code == "first_finding_group_6"
+
+
+def test_blocks_give_the_same_numbers_as_one_pass(crafted):
+    from gimbal.diagnostics.convergence import element_diagnostics
+
+    values = crafted["posterior"]["x"].values.reshape(4, 1000, -1).astype(np.float32)
+    whole = element_diagnostics(values)
+    blocked = element_diagnostics(values, block_values=4 * 1000 * 5)  # 5 elements per block
+    for a, b in zip(whole, blocked):
+        np.testing.assert_array_equal(a, b)

@@ -94,11 +94,24 @@ def _finite_min(a):
     return float(np.nanmin(a)) if np.isfinite(a).any() else None
 
 
-def element_diagnostics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+BLOCK_VALUES = 2**22  # values (32 MiB in float64) per block: long recordings are never copied whole
+
+
+def element_diagnostics(values: np.ndarray, block_values: int = BLOCK_VALUES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R-hat, bulk ESS and tail ESS of every element of ``values`` (chain, draw, n), in element order.
 
-    ArviZ's definitions (arviz_stats' vectorized functions; constant or non-finite elements get NaN).
+    ArviZ's definitions (arviz_stats' vectorized functions; constant or non-finite elements get NaN). Elements
+    are processed in blocks of at most ``block_values`` values, each converted to float64 on its own.
     """
+    n = values.shape[2]
+    step = max(1, block_values // max(1, values.shape[0] * values.shape[1]))
+    if n > step:
+        parts = [_element_block(values[:, :, i : i + step]) for i in range(0, n, step)]
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+    return _element_block(values)
+
+
+def _element_block(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from .sampling import _tail_ess
 
     values = np.asarray(values, dtype=float)
@@ -173,7 +186,7 @@ def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_thres
         if da.sizes.get("chain", 1) < 2 or da.size // max(1, da.sizes["chain"] * da.sizes["draw"]) > max_elements:
             continue
         dims = [d for d in da.dims if d not in ("chain", "draw")]
-        values = np.asarray(da.transpose("chain", "draw", *dims).values, dtype=float)
+        values = da.transpose("chain", "draw", *dims).values  # its own dtype (float32 positions stay float32)
         flat = values.reshape(values.shape[0], values.shape[1], -1)
         rhat, bulk, tail = element_diagnostics(flat)
         shape = values.shape[2:]
@@ -184,8 +197,8 @@ def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_thres
         order = flagged[np.lexsort((np.nan_to_num(bulk[flagged], nan=np.inf), -rhat[flagged]))][:top]
         worst = []
         for i in order:
-            means = flat[:, :, i].mean(axis=1)
-            sds = flat[:, :, i].std(axis=1)
+            means = flat[:, :, i].mean(axis=1, dtype=np.float64)
+            sds = flat[:, :, i].astype(np.float64).std(axis=1)
             worst.append(ElementDiagnosis(_index_of(da, int(i)), float(rhat[i]), float(bulk[i]), float(tail[i]),
                                           [float(m) for m in means], [float(s) for s in sds],
                                           classify_element(means, sds, float(rhat[i]), chance)))
