@@ -156,10 +156,12 @@ def _data_page(results: list[dict], root: Path, run_id: str, out: Path) -> str:
     # the posterior of the longest sampling group whose trace was kept
     candidates = [(r, d) for r, d in saved if r.get("sampling") and r["header"].get("T")]
     for r, ddir in sorted(candidates, key=lambda rd: -rd[0]["header"]["T"]):
-        ds = read_dataset_file(ddir / DATASET_ARTIFACT)
-        ref = "positions_true" if "positions_true" in ds else ("positions_reference" if "positions_reference" in ds else None)
         trace_path = ddir / "trace.nc"
-        if not trace_path.exists() or ref is None:
+        if not trace_path.exists():
+            continue
+        ds = full if ddir == wdir else read_dataset_file(ddir / DATASET_ARTIFACT)  # read each artifact once
+        ref = "positions_true" if "positions_true" in ds else ("positions_reference" if "positions_reference" in ds else None)
+        if ref is None:
             continue
         with xr.open_datatree(trace_path, engine="h5netcdf") as tree:
             if "x" not in tree["posterior"]:
