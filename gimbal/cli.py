@@ -333,8 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = diag.add_subparsers(dest="diag_command", required=True)
     from .divergence import book, runner
 
+    from .diagnostics import command
+
     runner.register(dsub)
     book.register(dsub)
+    command.register(dsub)
     return parser
 
 

@@ -12,6 +12,8 @@ from .checks import (
     safe_point_logps,
 )
 from .convergence import convergence_localization
+from .diagnose import Diagnosis, diagnose, write_diagnosis
+from .funnel import Funnel, funnel_check
 from .io import collect_environment, save_text, write_json
 from .localization import divergence_localization
 from .multimodality import multimodality_check
@@ -34,4 +36,9 @@ __all__ = [
     "multimodality_check",
     "divergence_localization",
     "convergence_localization",
+    "diagnose",
+    "Diagnosis",
+    "write_diagnosis",
+    "funnel_check",
+    "Funnel",
 ]

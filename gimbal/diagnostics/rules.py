@@ -24,6 +24,8 @@ __all__ = [
     "rule_gradient",
     "rule_convergence",
     "rule_error",
+    "rule_divergences",
+    "rule_model",
     "PATTERN_VERDICTS",
 ]
 
@@ -209,7 +211,7 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
         return Verdict("pass", "stable", lead + " R-hat, ESS, E-BFMI and tree depth are within thresholds.", on_pass)
     if "label_switching" in probs:
         return Verdict("finding", "label_switching",
-                       lead + " But chains disagree only up to a relabelling of pose states: the posterior is "
+                       lead + " But chains disagree only up to a relabelling of exchangeable components (states, mixture labels): the posterior is "
                        "label-symmetric, which inflates R-hat without any divergence.",
                        "Fix or order the label-symmetric parameters." + _hint(hints, "label_switching"), tuple(probs))
     loc = _localized(localization) if ("rhat" in probs or "chains_in_different_modes" in probs) else None
@@ -277,3 +279,89 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
 
 def _hint(hints: dict, code: str, form: str = " {}") -> str:
     return form.format(hints[code]) if hints.get(code) else ""
+
+
+def rule_divergences(summary: dict, localization: dict | None = None, funnels: list | None = None,
+                     min_divergent: int = 5, rare_fraction: float = 0.005) -> Verdict:
+    """Verdict of a run with divergences, for any model: a funnel, localized divergences, or too few to place.
+
+    Parameters
+    ----------
+    summary : dict
+        From :func:`~gimbal.diagnostics.sampling.sampling_summary` (``divergences`` > 0).
+    localization : dict, optional
+        From :func:`~gimbal.diagnostics.localization.divergence_localization`.
+    funnels : list of Funnel, optional
+        From :func:`~gimbal.diagnostics.funnel.funnel_check`, most pronounced first.
+    min_divergent, rare_fraction : int, float
+        Fewer divergent draws than ``min_divergent``, or a smaller fraction than ``rare_fraction``, with no funnel,
+        are reported as rare (a higher target_accept removes them), not localized.
+    """
+    div, frac = summary.get("divergences", 0), summary.get("divergence_fraction") or 0.0
+    head = f"{div} of {summary.get('total_draws')} draws diverged ({100 * frac:.2f}%)"
+    probs = ("divergences",)
+    if funnels:
+        f = funnels[0]
+        scale = f"log '{f.scale}'" if f.log_scale else f"'{f.scale}'"
+        return Verdict(
+            "finding", "funnel",
+            f"{head}. They sit where '{f.scale}' is small (divergent draws {abs(f.z_divergent):.2f} sds below the "
+            f"others on {scale}), and across draws the spread of '{f.variable}' shrinks with it (correlation "
+            f"{f.correlation:.2f} between {scale} and the log spread of '{f.variable}'): a funnel, whose narrow neck "
+            "no single step size fits. The draws there are biased, not just slow.",
+            f"Non-center '{f.variable}' on '{f.scale}': write {f.variable} = loc + "
+            + (f"{f.scale}" if f.log_scale else f"scale({f.scale})") + f" * {f.variable}_raw with "
+            f"{f.variable}_raw ~ Normal(0, 1) (a Deterministic for '{f.variable}'"
+            + ("" if f.log_scale else f"; scale({f.scale}) is the scale '{f.scale}' gives it, e.g. exp({f.scale} / 2)")
+            + "). A higher target_accept only "
+            "shrinks the step and hides part of the divergences; it leaves the neck unexplored.",
+            probs + ("funnel",))
+    if div < min_divergent or frac < rare_fraction:
+        return Verdict(
+            "finding", "rare_divergences",
+            f"{head}: rare (fewer than {min_divergent}, or under {100 * rare_fraction:.1f}% of the draws), and no "
+            "funnel shows in the draws.",
+            "Raise target_accept (0.9, then 0.95) and rerun: rare divergences of a well-posed geometry go away; "
+            "if they stay, rerun with more draws so that they can be localized.", probs)
+    where = ""
+    if localization and localization.get("variables"):
+        top = localization["variables"][:3]
+        where = " The divergent draws are most displaced in " + ", ".join(
+            f"'{v['name']}'{'[' + ', '.join(map(str, v['index'])) + ']' if v['index'] else ''} (z={v['z']:.2f})"
+            for v in top) + "."
+        peaks = "; ".join(f"{d} {p['peak']}" for d, p in (localization.get("profiles") or {}).items())
+        where += f" Peaks: {peaks}." if peaks else ""
+    return Verdict(
+        "finding", "divergences",
+        f"{head}, with no funnel among the variables.{where}",
+        "Look at the named variables' geometry (a pair plot with the divergent draws marked): a constraint "
+        "boundary, a heavy tail or a strong curvature there needs a reparameterization or a better-scaled prior; "
+        "raising target_accept is a stopgap.", probs)
+
+
+def rule_model(summary: dict, multimodality: dict | None = None, rhat_chance: dict | None = None, *,
+               divergence_localization: dict | None = None, funnels: list | None = None,
+               convergence: dict | None = None, hints: dict | None = None) -> Verdict:
+    """The verdict of one sampled model (the engine's entry :func:`~gimbal.diagnostics.diagnose.diagnose`):
+    divergences first (:func:`rule_divergences`), else convergence (:func:`rule_convergence`)."""
+    div = summary.get("divergences", 0)
+    at_neck = bool(funnels) and funnels[0].z_divergent <= -0.5  # divergent draws at the scale's low end
+    if div > 0 and (at_neck or not funnels):
+        return rule_divergences(summary, divergence_localization, funnels)
+    if funnels and (multimodality or {}).get("verdict") != "label_switching":
+        f = funnels[0]
+        lead = (f"{div} of {summary.get('total_draws')} draws diverged (too few to place)" if div else "No divergences")
+        row = (summary.get("per_variable") or {}).get(f.scale) or {}
+        scale = f"log '{f.scale}'" if f.log_scale else f"'{f.scale}'"
+        return Verdict(
+            "finding", "funnel",
+            f"{lead}, but '{f.scale}' mixes badly (R-hat {_num(row.get('rhat')):.3f}, bulk ESS "
+            f"{_num(row.get('ess_bulk')):.0f}) and across draws the spread of '{f.variable}' shrinks with it "
+            f"(correlation {f.correlation:.2f} between {scale} and the log spread of '{f.variable}'): a funnel whose "
+            "neck the sampler adapted around instead of exploring; the small values of "
+            f"'{f.scale}' are under-represented.",
+            f"Non-center '{f.variable}' on '{f.scale}': write {f.variable} = loc + "
+            + (f"{f.scale}" if f.log_scale else f"scale({f.scale})") + f" * {f.variable}_raw with "
+            f"{f.variable}_raw ~ Normal(0, 1). More draws do not fix a funnel.", ("rhat", "funnel"))
+    return rule_convergence(summary, multimodality, rhat_chance, hints=hints, localization=convergence,
+                            on_pass="Nothing to fix: the draws can be used.")
