@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .funnel import MAX_Z
+
 __all__ = [
     "Verdict",
     "THRESHOLDS",
@@ -281,6 +283,17 @@ def _hint(hints: dict, code: str, form: str = " {}") -> str:
     return form.format(hints[code]) if hints.get(code) else ""
 
 
+def _scale_label(f) -> str:
+    return f"log '{f.scale}'" if f.log_scale else f"'{f.scale}'"
+
+
+def _noncenter(f) -> str:
+    """The non-centered rewrite of a funnel's variable on its scale (the start of the next action)."""
+    factor = f.scale if f.log_scale else f"scale({f.scale})"
+    return (f"Non-center '{f.variable}' on '{f.scale}': write {f.variable} = loc + {factor} * {f.variable}_raw with "
+            f"{f.variable}_raw ~ Normal(0, 1)")
+
+
 def rule_divergences(summary: dict, localization: dict | None = None, funnels: list | None = None,
                      min_divergent: int = 5, rare_fraction: float = 0.005) -> Verdict:
     """Verdict of a run with divergences, for any model: a funnel, localized divergences, or too few to place.
@@ -302,16 +315,14 @@ def rule_divergences(summary: dict, localization: dict | None = None, funnels: l
     probs = ("divergences",)
     if funnels:
         f = funnels[0]
-        scale = f"log '{f.scale}'" if f.log_scale else f"'{f.scale}'"
+        scale = _scale_label(f)
         return Verdict(
             "finding", "funnel",
             f"{head}. They sit where '{f.scale}' is small (divergent draws {abs(f.z_divergent):.2f} sds below the "
             f"others on {scale}), and across draws the spread of '{f.variable}' shrinks with it (correlation "
             f"{f.correlation:.2f} between {scale} and the log spread of '{f.variable}'): a funnel, whose narrow neck "
             "no single step size fits. The draws there are biased, not just slow.",
-            f"Non-center '{f.variable}' on '{f.scale}': write {f.variable} = loc + "
-            + (f"{f.scale}" if f.log_scale else f"scale({f.scale})") + f" * {f.variable}_raw with "
-            f"{f.variable}_raw ~ Normal(0, 1) (a Deterministic for '{f.variable}'"
+            _noncenter(f) + f" (a Deterministic for '{f.variable}'"
             + ("" if f.log_scale else f"; scale({f.scale}) is the scale '{f.scale}' gives it, e.g. exp({f.scale} / 2)")
             + "). A higher target_accept only "
             "shrinks the step and hides part of the divergences; it leaves the neck unexplored.",
@@ -345,14 +356,14 @@ def rule_model(summary: dict, multimodality: dict | None = None, rhat_chance: di
     """The verdict of one sampled model (the engine's entry :func:`~gimbal.diagnostics.diagnose.diagnose`):
     divergences first (:func:`rule_divergences`), else convergence (:func:`rule_convergence`)."""
     div = summary.get("divergences", 0)
-    at_neck = bool(funnels) and funnels[0].z_divergent <= -0.5  # divergent draws at the scale's low end
+    at_neck = bool(funnels) and funnels[0].z_divergent <= MAX_Z  # divergent draws at the scale's low end
     if div > 0 and (at_neck or not funnels):
         return rule_divergences(summary, divergence_localization, funnels)
     if funnels and (multimodality or {}).get("verdict") != "label_switching":
         f = funnels[0]
         lead = (f"{div} of {summary.get('total_draws')} draws diverged (too few to place)" if div else "No divergences")
         row = (summary.get("per_variable") or {}).get(f.scale) or {}
-        scale = f"log '{f.scale}'" if f.log_scale else f"'{f.scale}'"
+        scale = _scale_label(f)
         return Verdict(
             "finding", "funnel",
             f"{lead}, but '{f.scale}' mixes badly (R-hat {_num(row.get('rhat')):.3f}, bulk ESS "
@@ -360,8 +371,6 @@ def rule_model(summary: dict, multimodality: dict | None = None, rhat_chance: di
             f"(correlation {f.correlation:.2f} between {scale} and the log spread of '{f.variable}'): a funnel whose "
             "neck the sampler adapted around instead of exploring; the small values of "
             f"'{f.scale}' are under-represented.",
-            f"Non-center '{f.variable}' on '{f.scale}': write {f.variable} = loc + "
-            + (f"{f.scale}" if f.log_scale else f"scale({f.scale})") + f" * {f.variable}_raw with "
-            f"{f.variable}_raw ~ Normal(0, 1). More draws do not fix a funnel.", ("rhat", "funnel"))
+            _noncenter(f) + ". More draws do not fix a funnel.", ("rhat", "funnel"))
     return rule_convergence(summary, multimodality, rhat_chance, hints=hints, localization=convergence,
                             on_pass="Nothing to fix: the draws can be used.")
