@@ -27,7 +27,7 @@ import xarray as xr
 from .sampling import _group, _vectorized, without_numbagg
 
 __all__ = ["ElementDiagnosis", "VariableConvergence", "PATTERNS", "MODE_SEPARATION", "SPREAD_RATIO",
-           "element_diagnostics", "classify_element", "convergence_localization"]
+           "element_diagnostics", "classify_element", "convergence_localization", "localize_flagged"]
 
 PATTERNS = ("separate_modes", "switching_chains", "slow_mixing", "within_chance")
 MODE_SEPARATION = 3.0  # chain means this many pooled within-chain sds apart: separate modes
@@ -208,3 +208,12 @@ def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_thres
         out[name] = VariableConvergence(name, as_da(rhat), as_da(bulk), as_da(tail), worst, int(flagged.size),
                                         rhat_threshold, chance, patterns)
     return out
+
+
+def localize_flagged(trace, summary: dict, rhat_chance: dict | None = None, rhat_threshold: float = 1.01) -> dict:
+    """:func:`convergence_localization` of every variable whose max R-hat in ``summary`` (from
+    :func:`~gimbal.diagnostics.sampling.sampling_summary`) is over ``rhat_threshold``, with the chance maximum of
+    ``rhat_chance`` (from :func:`~gimbal.diagnostics.sampling.rhat_against_chance`) for its variable."""
+    flagged = [v for v, row in (summary.get("per_variable") or {}).items() if (row.get("rhat") or 0.0) > rhat_threshold]
+    chance = {rhat_chance["variable"]: rhat_chance["chance_max_rhat"]} if rhat_chance else None
+    return convergence_localization(trace, flagged, chance_rhat=chance, rhat_threshold=rhat_threshold)

@@ -132,11 +132,8 @@ def diagnose(model=None, *, trace=None, name: str = "model", chains: int = 4, tu
     d.funnels = funnel_check(trace, free)
     if "rhat" in rules.sampling_problems(d.sampling, d.multimodality):
         d.rhat_chance = sampling.rhat_against_chance(d.sampling, seed=seed)
-        flagged = [v for v, row in (d.sampling.get("per_variable") or {}).items()
-                   if (row.get("rhat") or 0.0) > rules.THRESHOLDS["rhat_max"]]
-        chance = {d.rhat_chance["variable"]: d.rhat_chance["chance_max_rhat"]} if d.rhat_chance else None
-        d.convergence = convergence.convergence_localization(trace, flagged, chance_rhat=chance,
-                                                             rhat_threshold=rules.THRESHOLDS["rhat_max"])
+        d.convergence = convergence.localize_flagged(trace, d.sampling, d.rhat_chance,
+                                                     rhat_threshold=rules.THRESHOLDS["rhat_max"])
     if not d.funnels:  # no funnel at the divergences: one that NUTS adapted around shows as a slowly mixing scale
         bad = [v for v, row in (d.sampling.get("per_variable") or {}).items()
                if (row.get("rhat") or 0.0) > rules.THRESHOLDS["rhat_max"]

@@ -245,11 +245,7 @@ def _sampling_plots(run: _Run, trace, summary, loc, selected, maxdepth: int = 10
 
 def _localize_nonconvergence(trace, summary: dict, rhat_chance: dict | None):
     """Per-element R-hat/ESS and patterns of every variable whose max R-hat is over the threshold."""
-    flagged = [v for v, row in (summary.get("per_variable") or {}).items()
-               if (row.get("rhat") or 0.0) > rules.THRESHOLDS["rhat_max"]]
-    chance = {rhat_chance["variable"]: rhat_chance["chance_max_rhat"]} if rhat_chance else None
-    return convergence.convergence_localization(trace, flagged, chance_rhat=chance,
-                                                rhat_threshold=rules.THRESHOLDS["rhat_max"])
+    return convergence.localize_flagged(trace, summary, rhat_chance, rhat_threshold=rules.THRESHOLDS["rhat_max"])
 
 
 def _convergence_plots(run: _Run, conv: dict) -> dict:
