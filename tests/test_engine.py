@@ -11,6 +11,7 @@ from pytensor.compile.builders import OpFromGraph
 from gimbal.diagnostics import checks, io, localization, multimodality, rules, sampling
 from gimbal.divergence import rules as study_rules
 from gimbal.divergence import schema
+from gimbal.divergence.groups import GROUPS
 from gimbal.divergence.paths import archive_legacy, make_paths
 from gimbal.model.fitting import sample_model
 
@@ -322,3 +323,33 @@ def test_convergence_table_reports_nan_for_an_empty_variable():
     table = sampling.convergence_table(xr.DataTree.from_dict({"posterior": post}))
     assert np.isnan(table["rhat"].sel(var="empty")) and int(table["n_elements"].sel(var="empty")) == 0
     assert int(table["n_elements"].sel(var="a")) == 1 and np.isfinite(table["ess_bulk"].sel(var="a"))
+
+
+def test_a_contrast_run_is_shown_against_its_default_never_as_the_first_failure():
+    from gimbal.divergence.runner import notebook_for, parse_groups
+    from gimbal.divergence.summary import summary_markdown
+
+    assert GROUPS["6c"].contrast_of == "6" and notebook_for("6c").name == "group_6c_contrast_earlier_port.ipynb"
+    assert parse_groups("6c,6") == ["6", "6c"] and "6c" in parse_groups("all") and parse_groups("6") == ["6"]
+    loc = {"n_divergent": 60, "variables": [{"name": "u", "max_abs_z": 1.8, "z": -1.8, "index": [3, 2]}],
+           "profiles": {"frame": {"peak": 3}, "keypoint": {"peak": "nose"}}}
+    diverging = {"divergences": 60, "divergence_fraction": 0.3, "total_draws": 200, "max_rhat_all": 1.9}
+    v = study_rules.rule_sampling("6c", diverging, divergences=loc)
+    assert v.code == "earlier_port_diverges" and "'u'[3, 2] (z=-1.80)" in v.interpretation and "frame 3" in v.interpretation
+    assert "group 6" in v.next_action
+    clean = {"divergences": 0, "divergence_fraction": 0.0, "total_draws": 200, "max_rhat_all": 1.0}
+    rows = [{"group": "6", "description": "full", "status": "ok", "verdict": {"status": "pass", "code": "stable"},
+             "sampling": clean},
+            {"group": "6c", "description": "contrast", "status": "ok", "contrast_of": "6", "sampling": diverging,
+             "verdict": {**v.as_dict()}}]
+    assert study_rules.rule_summary(rows).code == "all_clear"  # the contrast's divergences are not the study's
+    c = study_rules.rule_contrast(rows[1], rows[0])
+    assert c.code == "contrast_default_removes_divergences"
+    assert "60 of 200 draws divergent: 60 divergent draws (30.0%)" in c.interpretation
+    assert "(group 6) had 0 of 200 draws divergent: the default removes them." in c.interpretation
+    assert study_rules.rule_contrast(rows[1], None).code == "contrast_inconclusive"
+    assert study_rules.rule_contrast({**rows[1], "status": "failed", "sampling": None}, rows[0]).code == "contrast_failed"
+    results = [{"header": {"group": g["group"], "description": g["description"], "T": 20, "title": g["group"]},
+                "status": "ok", "verdict": g["verdict"], "sampling": {**g["sampling"], "ebfmi_per_chain": []}} for g in rows]
+    text = summary_markdown(results, "r")
+    assert "**Contrast.** The contrast run (group 6c, contrast), 60 of 200 draws divergent" in text

@@ -105,3 +105,27 @@ def test_rule_divergences_cases():
     f = Funnel("tau", "theta", 0.9, -1.0, True)
     v = rule_divergences(many, funnels=[f])
     assert v.code == "funnel" and "theta = loc + tau * theta_raw" in v.next_action
+
+
+def test_the_model_pages_become_an_html_book(diagnoses, tmp_path, capsys):
+    import re
+
+    for d in diagnoses.values():
+        write_diagnosis(d, tmp_path)
+    assert main(["diag", "model", "--book", "--out", str(tmp_path)]) == 0
+    landing = tmp_path / "_build" / "html" / "index.html"
+    assert f"book built: {landing}" in capsys.readouterr().out
+    index = landing.read_text(encoding="utf-8")
+    for name, d in diagnoses.items():  # the overview lists every model with its verdict, and links its page
+        assert f"models/{name}/{name}.html" in index and d.verdict.code in index
+        page = (tmp_path / "_build" / "html" / "models" / name / f"{name}.html").read_text(encoding="utf-8")
+        assert "What to do next" in page
+        images = re.findall(r'<img[^>]+src="([^"]+)"', page)
+        assert images and all((landing.parent / "models" / name / src).resolve().is_file() for src in images), name
+
+
+def test_the_model_command_without_work_is_a_usage_error(tmp_path, capsys):
+    assert main(["diag", "model", "--out", str(tmp_path)]) == 2
+    assert "--book" in capsys.readouterr().err
+    assert main(["diag", "model", "--book", "--out", str(tmp_path)]) == 2  # no pages there yet
+    assert "no diagnosis pages" in capsys.readouterr().err

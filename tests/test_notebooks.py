@@ -63,6 +63,9 @@ def test_all_groups_run_under_papermill_and_write_the_seed_tree(quick_run):
             assert payload["sampling"]["total_draws"] == 200
         for name in produced:
             assert (p.plots_run / name).stat().st_size > 1000 and (p.plots_latest / name).exists()
+    g1 = json.loads(make_paths(group_desc("1"), RUN_ID, root).results_run.read_text())
+    assert [s["name"] for s in g1["steps"]] == ["load_data", "build_model", "model_checks", "gradient_checks", "plots",
+                                                "verdict"]  # the declared steps a build-only group applies
     g4 = json.loads(make_paths(group_desc("4"), RUN_ID, root).results_run.read_text())
     assert g4["gradient_checks"]["component_checks"]["mixture"]["missing_contributes_exactly_zero"] is True
     g5 = json.loads(make_paths(group_desc("5"), RUN_ID, root).results_run.read_text())
@@ -70,6 +73,15 @@ def test_all_groups_run_under_papermill_and_write_the_seed_tree(quick_run):
     assert g5["header"]["config"]["n_states"] >= 2
     summary = (root / "report_summary.md").read_text()
     assert "Which group fails first" in summary and "Temporal scaling" in summary
+    # the contrast run (the earlier port's parameterization) diverges on the default data, its page says where,
+    # and the summary sets it against group 6 without calling it the study's first failure
+    g6c = json.loads(make_paths(group_desc("6c"), RUN_ID, root).results_run.read_text())
+    g6 = json.loads(make_paths(group_desc("6"), RUN_ID, root).results_run.read_text())
+    assert g6c["sampling"]["divergences"] > 0 and g6c["verdict"]["code"] == "earlier_port_diverges"
+    assert "most displaced in" in g6c["verdict"]["interpretation"]
+    assert "**Contrast.** The contrast run (group 6c" in summary and "first_failure_group_6c" not in summary
+    if g6["sampling"]["divergences"] == 0:
+        assert "the default removes them." in summary
 
 
 @pytest.mark.slow

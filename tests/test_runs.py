@@ -62,8 +62,9 @@ def test_the_tree_depth_plot_draws_the_run_s_max_depth(tmp_path):
 
     from gimbal.divergence.groups import _sampling_plots
 
-    run = SimpleNamespace(paths=SimpleNamespace(plots_run=tmp_path))
-    jobs = _sampling_plots(run, None, {}, {}, ["x"], maxdepth=5)
+    ctx = SimpleNamespace(paths=SimpleNamespace(plots_run=tmp_path), fit=SimpleNamespace(trace=None), selected=["x"],
+                          result=SimpleNamespace(sampling={}, localization={}), options={"maxdepth": 5})
+    jobs = _sampling_plots(ctx)
     assert jobs["step_size_treedepth"][1][2] == 5
 
 

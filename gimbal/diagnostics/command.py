@@ -34,6 +34,11 @@ def cmd_model(args) -> int:
     if args.trace and len(args.files) > 1:
         raise UsageError("--trace diagnoses one model's trace: give one model file with it (or none).")
     out = Path(args.out)
+    if not args.files and not args.trace:
+        if not args.book:
+            raise UsageError("give model files (FILE.py defining `model`), --trace FILE.nc, or --book to build the "
+                             f"book of the pages already in {out}.")
+        return _book(out)
     jobs = [(Path(f).stem, f) for f in args.files] or [(Path(args.trace).stem, None)]
     for name, _ in jobs:  # nothing is sampled if a page would be overwritten
         if (out / name / f"{name}.md").exists() and not args.overwrite:
@@ -52,6 +57,17 @@ def cmd_model(args) -> int:
         page = write_diagnosis(d, out, overwrite=args.overwrite)
         print(f"  {d.verdict.status} ({d.verdict.code}): {d.verdict.interpretation}\n  next: {d.verdict.next_action}\n"
               f"  page: {page}")
+    return _book(out) if args.book else 0
+
+
+def _book(out: Path) -> int:
+    from .book import build_model_book
+
+    try:
+        landing = build_model_book(out)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"book built: {landing}")
     return 0
 
 
@@ -60,7 +76,8 @@ def register(dsub) -> None:
                         description="Run the engine's generic checks on any PyMC model: log density and gradient at "
                                     "the start point, finite differences, NUTS sampling, divergence and funnel "
                                     "localization, chains in modes and label switching, non-convergence "
-                                    "localization; writes a JSON, plots and a report page per model.")
+                                    "localization; writes a JSON, plots and a report page per model, and with --book an "
+                                    "HTML book of them (OUT/_build/html/index.html).")
     p.add_argument("files", nargs="*", help="Python files that each define a PyMC model named `model`")
     p.add_argument("--model-name", default="model", help="the model's variable name in the files (default: model)")
     p.add_argument("--trace", default=None, help="a saved NUTS trace (netCDF) to diagnose instead of sampling")
@@ -72,4 +89,6 @@ def register(dsub) -> None:
     p.add_argument("--maxdepth", type=tree_depth, default=10, help="largest NUTS tree depth (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace existing pages")
+    p.add_argument("--book", action="store_true",
+                   help="then build an HTML book of every page in --out (alone: only build the book)")
     p.set_defaults(func=cmd_model)

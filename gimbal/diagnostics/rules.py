@@ -15,6 +15,7 @@ A :class:`Verdict` has a ``status``:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from .funnel import MAX_Z
 
@@ -27,6 +28,7 @@ __all__ = [
     "rule_convergence",
     "rule_error",
     "rule_divergences",
+    "divergence_location",
     "rule_model",
     "PATTERN_VERDICTS",
 ]
@@ -42,11 +44,13 @@ THRESHOLDS = {
 
 @dataclass
 class Verdict:
-    status: str
+    """A decision rule's outcome: how bad (``status``), which case (``code``), what it means and what to do."""
+
+    status: Literal["pass", "finding", "fail", "error"]
     code: str
     interpretation: str
     next_action: str
-    problems: tuple = ()
+    problems: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -294,6 +298,22 @@ def _noncenter(f) -> str:
             f"{f.variable}_raw ~ Normal(0, 1)")
 
 
+def divergence_location(localization: dict | None) -> str:
+    """Where the divergent draws sit, in one sentence (empty when nothing was localized).
+
+    The three most displaced variables (their worst element and its ``z``) and each profile's peak, from
+    :func:`~gimbal.diagnostics.localization.divergence_localization`.
+    """
+    if not localization or not localization.get("variables"):
+        return ""
+    top = localization["variables"][:3]
+    where = " The divergent draws are most displaced in " + ", ".join(
+        f"'{v['name']}'{'[' + ', '.join(map(str, v['index'])) + ']' if v['index'] else ''} (z={v['z']:.2f})"
+        for v in top) + "."
+    peaks = "; ".join(f"{d} {p['peak']}" for d, p in (localization.get("profiles") or {}).items())
+    return where + (f" Peaks: {peaks}." if peaks else "")
+
+
 def rule_divergences(summary: dict, localization: dict | None = None, funnels: list | None = None,
                      min_divergent: int = 5, rare_fraction: float = 0.005) -> Verdict:
     """Verdict of a run with divergences, for any model: a funnel, localized divergences, or too few to place.
@@ -334,14 +354,7 @@ def rule_divergences(summary: dict, localization: dict | None = None, funnels: l
             "funnel shows in the draws.",
             "Raise target_accept (0.9, then 0.95) and rerun: rare divergences of a well-posed geometry go away; "
             "if they stay, rerun with more draws so that they can be localized.", probs)
-    where = ""
-    if localization and localization.get("variables"):
-        top = localization["variables"][:3]
-        where = " The divergent draws are most displaced in " + ", ".join(
-            f"'{v['name']}'{'[' + ', '.join(map(str, v['index'])) + ']' if v['index'] else ''} (z={v['z']:.2f})"
-            for v in top) + "."
-        peaks = "; ".join(f"{d} {p['peak']}" for d, p in (localization.get("profiles") or {}).items())
-        where += f" Peaks: {peaks}." if peaks else ""
+    where = divergence_location(localization)
     return Verdict(
         "finding", "divergences",
         f"{head}, with no funnel among the variables.{where}",

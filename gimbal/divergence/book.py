@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from ..diagnostics import io
+from ..diagnostics.book import run_jupyter_book
 from .paths import DEFAULT_ROOT, make_paths
 from ..diagnostics.plots import save_figure  # its import selects a headless backend outside Jupyter
 from ..diagnostics.report import fmt, md_table
@@ -429,14 +428,7 @@ def build_book(root, run_id: str | None = None, project_dir=".", strict: bool = 
     for name in ("_config.yml", "_toc.yml"):
         shutil.copyfile(TEMPLATE / name, source / name)
     generate_pages(root, run_id, project)
-    args = ["build", str(source), "--path-output", str(project), "--keep-going"] + (["-W", "-n"] if strict else [])
-    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())", *args]
-    done = subprocess.run(cmd, cwd=source, capture_output=True, text=True)
-    if done.returncode != 0:
-        log = (done.stdout + done.stderr).splitlines()
-        problems = [line for line in log if "WARNING" in line or "ERROR" in line] or log[-30:]
-        raise RuntimeError(f"jupyter-book build failed (exit {done.returncode}):\n" + "\n".join(problems[:40]))
-    return project / "_build" / "html" / BOOK_DIR / "report_summary.html"
+    return run_jupyter_book(source, project, strict=strict) / BOOK_DIR / "report_summary.html"
 
 
 def cmd_book(args) -> int:

@@ -7,10 +7,12 @@ results JSON as soon as it exists, so a crash still leaves valid JSON (status
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,10 +21,12 @@ import numpy as np
 
 from ..diagnostics import checks, convergence, io, localization, multimodality, plots, rules, sampling
 from . import report, schema
+from .results import SCHEMA_VERSION, GroupError, GroupResult, Header, StepRecord
 from . import rules as study_rules
 from .paths import DEFAULT_ROOT, DiagPaths, archive_legacy, make_paths
 
-__all__ = ["GroupSpec", "GROUPS", "PROFILES", "run_group", "group_desc", "resolve_settings", "GroupFailed"]
+__all__ = ["GroupSpec", "GROUPS", "PROFILES", "Step", "STEPS", "run_group", "group_desc", "resolve_settings",
+           "GroupFailed"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,18 @@ class GroupSpec:
     quick_T: int = 20
     extra: tuple[str, ...] = ()
     reference: str | None = None  # group whose sampling summary the decision rule compares against
+    contrast_of: str | None = None  # a contrast run: the group whose default parameterization it is set against
+    notebook: str | None = None  # the notebook file, when not group_<id>_<desc>.ipynb (8a-8e share one)
+
+    @property
+    def notebook_name(self) -> str:
+        return self.notebook or f"group_{self.id}_{self.desc}.ipynb"
 
 
 FULL = dict(use_mixture=True, use_directional_hmm=True)
+# the earlier port's parameterization: per-frame directions as free variables, learned noise scales and pose states
+EARLIER_PORT = dict(FULL, directions="explicit", scales="learned", state_params="learned", n_states=2)
+TEMPORAL_NOTEBOOK = "group_8_temporal_scaling.ipynb"
 GROUPS: dict[str, GroupSpec] = {
     g.id: g
     for g in [
@@ -61,14 +74,19 @@ GROUPS: dict[str, GroupSpec] = {
                   "Directional HMM, Gaussian likelihood, plus a T=5, K=2 micro check of the HMM log density and gradient.",
                   dict(use_mixture=False, use_directional_hmm=True), extra=("hmm_micro_gradient",), reference="3"),
         GroupSpec("6", "sampling_full_truncated", "Full model, truncated", "Mixture and HMM, truncated to T=80.", FULL),
+        GroupSpec("6c", "contrast_earlier_port", "Contrast: the earlier port's parameterization",
+                  "Group 6's data and model in the earlier port's parameterization (explicit per-frame bone "
+                  "directions, learned noise scales, learned pose states): a run that diverges, so that the report "
+                  "shows divergences localized next to the default parameterization (group 6) that removes them.",
+                  EARLIER_PORT, contrast_of="6"),
         GroupSpec("7", "likelihood_only_freeze_latents", "Likelihood only, latents frozen",
                   "3D positions fixed (ground truth when known, else the initialisation); only observation and "
                   "mixture parameters are sampled.", dict(use_mixture=True, use_directional_hmm=False, freeze_latents="truth")),
-        GroupSpec("8a", "temporal_T80", "Temporal scaling, T=80", "Full model at T=80.", FULL, T=80, quick_T=20),
-        GroupSpec("8b", "temporal_T200", "Temporal scaling, T=200", "Full model at T=200.", FULL, T=200, quick_T=30),
-        GroupSpec("8c", "temporal_T500", "Temporal scaling, T=500", "Full model at T=500.", FULL, T=500, quick_T=40),
-        GroupSpec("8d", "temporal_T1000", "Temporal scaling, T=1000", "Full model at T=1000.", FULL, T=1000, quick_T=50),
-        GroupSpec("8e", "temporal_T1800", "Temporal scaling, T=1800", "Full model at T=1800.", FULL, T=1800, quick_T=60),
+        GroupSpec("8a", "temporal_T80", "Temporal scaling, T=80", "Full model at T=80.", FULL, T=80, quick_T=20, notebook=TEMPORAL_NOTEBOOK),
+        GroupSpec("8b", "temporal_T200", "Temporal scaling, T=200", "Full model at T=200.", FULL, T=200, quick_T=30, notebook=TEMPORAL_NOTEBOOK),
+        GroupSpec("8c", "temporal_T500", "Temporal scaling, T=500", "Full model at T=500.", FULL, T=500, quick_T=40, notebook=TEMPORAL_NOTEBOOK),
+        GroupSpec("8d", "temporal_T1000", "Temporal scaling, T=1000", "Full model at T=1000.", FULL, T=1000, quick_T=50, notebook=TEMPORAL_NOTEBOOK),
+        GroupSpec("8e", "temporal_T1800", "Temporal scaling, T=1800", "Full model at T=1800.", FULL, T=1800, quick_T=60, notebook=TEMPORAL_NOTEBOOK),
     ]
 }
 
@@ -114,35 +132,34 @@ def resolve_settings(group, profile="quick", max_T=None, max_K=None, chains=None
     }
 
 
-class _Run:
-    """Accumulates the payload and rewrites the results JSON after every step."""
+@dataclass
+class _Context:
+    """One group's run as it proceeds: its settings, what each step produced, and the typed result it writes."""
 
-    def __init__(self, paths: DiagPaths, header: dict):
-        self.paths = paths
-        self.payload = {"schema_version": schema.SCHEMA_VERSION, "header": header, "status": "running", "steps": [],
-                        "model_checks": None, "gradient_checks": None, "sampling": None, "multimodality": None,
-                        "localization": None, "position_error": None, "plots": {}, "verdict": None, "error": None,
-                        # who writes this file: a "running" result whose process is gone reads as interrupted
-                        "process": {"pid": os.getpid(), "host": platform.node()}}
-        self.plot_paths: dict[str, Path] = {}
-        self.captions: dict[str, str] = {}
-        self.flush()
+    spec: GroupSpec
+    options: dict  # run_group's data and sampler arguments, with the profile's settings resolved
+    paths: DiagPaths
+    result: GroupResult
+    ds: object = None
+    model: object = None
+    point: dict | None = None
+    fit: object = None
+    selected: list = field(default_factory=list)
+    conv: dict = field(default_factory=dict)
+    plot_paths: dict = field(default_factory=dict)
+    captions: dict = field(default_factory=dict)
 
     def flush(self):
-        io.write_json(self.paths.results_run, self.payload)
+        io.write_json(self.paths.results_run, self.result.to_json())
 
-    def step(self, name, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as exc:
-            self.payload["steps"].append({"name": name, "status": "failed", "seconds": time.perf_counter() - t0})
-            self.payload["error"] = {"step": name, "type": type(exc).__name__, "message": str(exc),
-                                     "traceback": traceback.format_exc()}
-            raise
-        self.payload["steps"].append({"name": name, "status": "ok", "seconds": time.perf_counter() - t0})
-        self.flush()
-        return out
+
+@dataclass(frozen=True)
+class Step:
+    """A named step of a group's run; ``when`` says whether it applies (a build-only group does not sample)."""
+
+    name: str
+    run: Callable[[_Context], None]
+    when: Callable[[_Context], bool] = lambda ctx: True
 
 
 def _load_reference(root, group, run_id: str, header: dict) -> dict | None:
@@ -226,9 +243,11 @@ def _hmm_micro_check(dataset_name, seed) -> dict:
     }
 
 
-def _sampling_plots(run: _Run, trace, summary, loc, selected, maxdepth: int = 10):
-    d = run.paths.plots_run
-    jobs = {
+def _sampling_plots(ctx: _Context) -> dict:
+    d, trace, summary = ctx.paths.plots_run, ctx.fit.trace, ctx.result.sampling
+    selected = ctx.selected or list(trace["posterior"].data_vars)[:3]
+    maxdepth = ctx.options["maxdepth"]
+    return {
         "trace_selected": (plots.plot_trace_selected, (trace, selected, d / "trace_selected.png"),
                            "Trace and marginal density of selected parameters per chain."),
         "energy": (plots.plot_energy, (trace, d / "energy.png", summary.get("ebfmi_per_chain")),
@@ -237,50 +256,216 @@ def _sampling_plots(run: _Run, trace, summary, loc, selected, maxdepth: int = 10
                                 "Step-size adaptation and tree depth; many max-depth draws mean inefficiency."),
         "divergence_pairs": (plots.plot_divergence_pairs, (trace, selected, d / "divergence_pairs.png"),
                              "Pairs of selected parameters with divergent draws highlighted."),
-        "divergence_localization": (plots.plot_localization, (loc, d / "divergence_localization.png"),
+        "divergence_localization": (plots.plot_localization, (ctx.result.localization, d / "divergence_localization.png"),
                                     "Where divergent draws are displaced: per frame, per keypoint, per variable."),
     }
-    return jobs
 
 
-def _localize_nonconvergence(trace, summary: dict, rhat_chance: dict | None):
-    """Per-element R-hat/ESS and patterns of every variable whose max R-hat is over the threshold."""
-    return convergence.localize_flagged(trace, summary, rhat_chance, rhat_threshold=rules.THRESHOLDS["rhat_max"])
-
-
-def _convergence_plots(run: _Run, conv: dict) -> dict:
-    jobs = {}
-    for name, c in conv.items():
-        if c.n_flagged and c.rhat.ndim:
-            jobs[f"rhat_map_{name}"] = (plots.plot_rhat_map, (c, run.paths.plots_run / f"rhat_map_{name}.png"),
-                                        f"Per-element R-hat of '{name}': where in the model the chains disagree.")
-    return jobs
-
-
-def _draw_plots(run: _Run, jobs: dict):
+def _draw_plots(ctx: _Context, jobs: dict):
     failed = {}
     for kind, (fn, args, caption) in jobs.items():
         try:
-            run.plot_paths[kind] = fn(*args)
-            run.captions[kind] = caption
+            ctx.plot_paths[kind] = fn(*args)
+            ctx.captions[kind] = caption
         except Exception as exc:  # a plot that cannot be drawn is recorded, never fatal
             failed[kind] = f"{type(exc).__name__}: {exc}"
-    plots.write_manifest(run.paths.plots_run, run.plot_paths, failed, run.captions)
-    run.payload["plots"] = {"produced": {k: io.to_jsonable(p) for k, p in run.plot_paths.items()}, "failed": failed}
+    plots.write_manifest(ctx.paths.plots_run, ctx.plot_paths, failed, ctx.captions)
+    ctx.result.plots = {"produced": {k: io.to_jsonable(p) for k, p in ctx.plot_paths.items()}, "failed": failed}
 
 
-def _finish(run: _Run):
+# ---- the steps, in order ---------------------------------------------------------------------------------------
+
+def _load_data(ctx: _Context):
+    from ..datasets import load_dataset, save_dataset, truncate
+
+    o, h, spec = ctx.options, ctx.result.header, ctx.spec
+    ds = load_dataset(o["dataset_name"])
+    want = o["max_T"]
+    if not o["explicit_T"] and want and want > ds.sizes["frame"]:
+        want = ds.sizes["frame"]  # the profile's T is longer than the recording: use all of it (the title says so)
+    ds = truncate(ds, max_T=want, max_K=o["max_K"] or min(SEED_MAX_K, ds.sizes["keypoint"]))
+    h.T, h.K, h.C = ds.sizes["frame"], ds.sizes["keypoint"], ds.sizes["camera"]
+    if ds.sizes["frame"] != spec.T:  # pages show the T that really ran, and the seed's beside it
+        h.title = f"{spec.title.split(', T=')[0]}, T={ds.sizes['frame']} (the seed's T={spec.T}, {h.profile} profile)"
+        h.purpose = f"{spec.purpose} Run here at T={ds.sizes['frame']}."
+    save_dataset(ds, ctx.paths.debug_dir / DATASET_ARTIFACT, overwrite=True)  # the book reads this, never the source
+    ctx.ds = ds
+
+
+def _build_model(ctx: _Context):
+    from ..model.build import build_model
+    from ..model.initialization import init_point_for
+
+    ds, h = ctx.ds, ctx.result.header
+    options = dict(ctx.spec.model)
+    if options.get("freeze_latents") == "truth" and "positions_true" not in ds:
+        options["freeze_latents"] = "init"  # real data has no ground truth: freeze at the initialisation
+        h.frozen_at = "the initialization (the dataset has no ground truth)"
+    elif options.get("freeze_latents") == "truth":
+        known = np.isfinite(ds["positions_true"].values).all(-1)
+        h.frozen_at = ("the ground truth" if known.all() else
+                       f"the ground truth where known ({int(known.sum())} of {known.size} keypoint "
+                       "positions), the initialization where motion capture lost a marker")
+    if options.get("use_directional_hmm"):
+        # a one-state dataset would reduce the HMM to a single vMF: exercise at least two states
+        options.setdefault("n_states", max(2, int(ds.attrs.get("n_states", 1))))
+    options.update(ctx.options["backend_options"])
+    ctx.model = build_model(ds, seed=ctx.options["seed"], validate=False, **options)
+    h.config = ctx.model.gimbal_config.as_dict()
+    ctx.point = init_point_for(ctx.model, ctx.model.gimbal_init)
+
+
+def _model_checks(ctx: _Context):
+    lp = checks.safe_point_logps(ctx.model, ctx.point)
+    ctx.result.model_checks = {"total": lp["total"], "finite": lp["finite"], "nonfinite_terms": lp["nonfinite_terms"],
+                               "worst_terms": [{"term": k, "logp": v} for k, v in list(lp["terms"].items())[:10]],
+                               "n_terms": len(lp["terms"])}
+
+
+def _gradient_checks(ctx: _Context):
+    spec, point, seed = ctx.spec, ctx.point, ctx.options["seed"]
+    checker = checks.compile_logp_and_grad(ctx.model, point)
+    out = {"at_initial_point": checks.gradient_report(checker, point)}
+    if "finite_difference" in spec.extra:
+        out["finite_difference"] = checks.finite_difference_check(checker, point, max_components=300, seed=seed)
+    if "perturbation" in spec.extra:
+        out["perturbation"] = checks.perturbation_check(checker, point, n_points=3, seed=seed)
+    out["component_checks"] = {}
+    if "mixture_checks" in spec.extra:
+        out["component_checks"]["mixture"] = _mixture_checks(ctx.ds, ctx.model, ctx.model.gimbal_init)
+    if "hmm_micro_gradient" in spec.extra:
+        out["component_checks"]["hmm_micro_gradient"] = _hmm_micro_check(ctx.options["dataset_name"], seed)
+    ctx.result.gradient_checks = out
+
+
+def _sample(ctx: _Context):
+    from ..model.fitting import sample_model, save_trace
+
+    o = ctx.options
+    ctx.fit = sample_model(ctx.model, sampler=o["sampler"], chains=o["chains"], tune=o["tune"], draws=o["draws"],
+                           seed=o["seed"], progress=o["progress"], target_accept=o["target_accept"],
+                           maxdepth=o["maxdepth"], backend=o["backend"])
+    save_trace(ctx.fit.trace, ctx.paths.debug_dir / "trace.nc", overwrite=True, float32_vars=("x",))
+
+
+def _summarize(ctx: _Context):
+    from ..model.fitting import position_errors
+
+    trace, r = ctx.fit.trace, ctx.result
+    ctx.selected = [v for v in SELECTED_VARS if v in trace["posterior"]]
+    r.sampling = sampling.sampling_summary(trace, ctx.selected, max_treedepth=ctx.options["maxdepth"],
+                                           wall_time_s=ctx.fit.sample_s)
+    r.sampling["compile_s"] = ctx.fit.compile_s
+    r.multimodality = multimodality.multimodality_check(trace)
+    r.localization = localization.divergence_localization(trace)
+    r.position_error = position_errors(trace, ctx.ds)
+
+
+def _plots(ctx: _Context):
+    d = ctx.paths.plots_run
+    if ctx.spec.samples:
+        jobs = _sampling_plots(ctx)
+    elif ctx.spec.id == "1":
+        worst = {t["term"]: t["logp"] for t in ctx.result.model_checks["worst_terms"]}
+        jobs = {"logp_terms": (plots.plot_logp_terms, (worst, d / "logp_terms.png"),
+                               "The ten worst log-density terms at the initial point.")}
+    else:
+        per_var = ctx.result.gradient_checks["at_initial_point"]["per_variable"]
+        jobs = {"gradient_by_variable": (plots.plot_gradient_by_variable, (per_var, d / "gradient_by_variable.png"),
+                                         "Largest gradient component per variable at the initial point.")}
+    _draw_plots(ctx, jobs)
+
+
+def _rhat_chance(ctx: _Context):
+    ctx.result.rhat_chance = sampling.rhat_against_chance(ctx.result.sampling, seed=ctx.options["seed"])
+
+
+def _convergence_localization(ctx: _Context):
+    """Per-element R-hat/ESS and patterns of every variable whose max R-hat is over the threshold."""
+    ctx.conv = convergence.localize_flagged(ctx.fit.trace, ctx.result.sampling, ctx.result.rhat_chance,
+                                            rhat_threshold=rules.THRESHOLDS["rhat_max"])
+    ctx.result.convergence_localization = {k: v.to_json() for k, v in ctx.conv.items()}
+
+
+def _convergence_plots(ctx: _Context):
+    jobs = {f"rhat_map_{name}": (plots.plot_rhat_map, (c, ctx.paths.plots_run / f"rhat_map_{name}.png"),
+                                 f"Per-element R-hat of '{name}': where in the model the chains disagree.")
+            for name, c in ctx.conv.items() if c.n_flagged and c.rhat.ndim}
+    _draw_plots(ctx, jobs)
+
+
+def _verdict(ctx: _Context):
+    r, spec = ctx.result, ctx.spec
+    if spec.id == "1":
+        r.verdict = rules.rule_build(r.model_checks)
+    elif not spec.samples:
+        gc = r.gradient_checks
+        r.verdict = rules.rule_gradient(gc["at_initial_point"], gc.get("finite_difference"), gc.get("perturbation"))
+    else:
+        extra_ok = all(c.get("passed", True) for c in r.gradient_checks["component_checks"].values())
+        reference = (_load_reference(ctx.paths.root, spec.reference, r.header.run_id, dataclasses.asdict(r.header))
+                     if spec.reference else None)
+        r.verdict = study_rules.rule_sampling(spec.id, r.sampling, r.multimodality, reference, extra_ok,
+                                              rhat_chance=r.rhat_chance, localization=r.convergence_localization,
+                                              divergences=r.localization)
+
+
+def _samples(ctx: _Context) -> bool:
+    return ctx.spec.samples
+
+
+def _rhat_flagged(ctx: _Context) -> bool:
+    """A too-high R-hat: is it within what chance gives over that many elements? where, and in which pattern?"""
+    return ctx.spec.samples and "rhat" in rules.sampling_problems(ctx.result.sampling, ctx.result.multimodality)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("load_data", _load_data),
+    Step("build_model", _build_model),
+    Step("model_checks", _model_checks),
+    Step("gradient_checks", _gradient_checks),
+    Step("sampling", _sample, _samples),
+    Step("sampling_summary", _summarize, _samples),
+    Step("plots", _plots),
+    Step("rhat_chance", _rhat_chance, _rhat_flagged),
+    Step("convergence_localization", _convergence_localization, _rhat_flagged),
+    Step("convergence_plots", _convergence_plots, _rhat_flagged),
+    Step("verdict", _verdict),
+)
+"""Every group's run, in order: a step whose ``when`` is false for the group is skipped (and not recorded)."""
+
+
+def _run_steps(ctx: _Context, steps=STEPS, fail_at: str | None = None):
+    """Run the steps in order, recording each (name, status, seconds) and rewriting the results after each one."""
+    for step in steps:
+        if not step.when(ctx):
+            continue
+        t0 = time.perf_counter()
+        try:
+            if fail_at == step.name:
+                raise RuntimeError(f"injected failure at step '{step.name}' (fail_at parameter)")
+            step.run(ctx)
+        except Exception as exc:
+            ctx.result.steps.append(StepRecord(step.name, "failed", time.perf_counter() - t0))
+            ctx.result.error = GroupError(step.name, type(exc).__name__, str(exc), traceback.format_exc())
+            raise
+        ctx.result.steps.append(StepRecord(step.name, "ok", time.perf_counter() - t0))
+        ctx.flush()
+
+
+def _finish(ctx: _Context):
     """Validate, write the report, and refresh the 'latest' copies."""
-    paths = run.paths
-    schema.validate_results(io.to_jsonable(run.payload))
-    run.flush()
-    text = report.render_report(run.payload, paths.report_run, paths.results_run, run.plot_paths, run.captions)
+    paths = ctx.paths
+    payload = ctx.result.to_json()
+    schema.validate_results(payload)
+    ctx.flush()
+    text = report.render_report(payload, paths.report_run, paths.results_run, ctx.plot_paths, ctx.captions)
     io.save_text(paths.report_run, text)
     # latest copies: results, report (links rewritten for the latest location are identical: same folder)
     io.copy_latest(paths.results_run, paths.results_latest)
     io.save_text(paths.report_latest, text)
     latest_dir = paths.plots_latest
-    for p in list(run.plot_paths.values()) + [paths.plots_run / "artifacts_manifest.json"]:
+    for p in list(ctx.plot_paths.values()) + [paths.plots_run / "artifacts_manifest.json"]:
         if Path(p).exists():
             io.copy_latest(p, latest_dir / Path(p).name)
 
@@ -305,13 +490,13 @@ def run_group(
     root=DEFAULT_ROOT,
     fail_at: str | None = None,
     progress: bool = False,
-) -> dict:
+) -> GroupResult:
     """Run one diagnostic group end to end and write its artifacts.
 
     Parameters
     ----------
     group : str
-        "1" ... "7", "8a" ... "8e".
+        "1" ... "7", "6c" (the contrast run), "8a" ... "8e".
     run_id : str, optional
         Defaults to an ISO timestamp.
     dataset_name, max_T, max_K, seed
@@ -330,22 +515,19 @@ def run_group(
     root : path
         Diagnostics root (default ``tests/diagnostics/v0_2_1_divergence``).
     fail_at : str, optional
-        Inject a failure at the named step (for testing the failure path).
+        Inject a failure at the named step (one of :data:`STEPS`; for testing the failure path).
 
     Returns
     -------
-    dict
-        The results payload (also written to disk).
+    GroupResult
+        The typed results (also written to disk, as :meth:`GroupResult.to_json`).
 
     Raises
     ------
     GroupFailed
         After recording the failure, when any step raised.
     """
-    from ..datasets import load_dataset, save_dataset, truncate
-    from ..model.initialization import init_point_for
-    from ..model.fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
-    from ..model.build import build_model
+    from ..model.fitting import backend_model_options, jax_device
 
     spec = _spec(group)
     backend_options = backend_model_options(backend)  # checks the name before anything is written
@@ -356,140 +538,34 @@ def run_group(
     paths.create()
     archive_legacy(paths.root)
     settings = resolve_settings(spec.id, profile, max_T, max_K, chains, tune, draws)
-    header = {
-        "group": spec.id, "description": spec.desc, "title": spec.title, "purpose": spec.purpose, "run_id": run_id,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": dict(spec.model),
-        "dataset": str(dataset_name), "T": None, "K": None, "C": None, "seed": int(seed), "profile": profile,
-        "samples": spec.samples,
-        "sampling_settings": ({"sampler": sampler, **{k: settings[k] for k in ("chains", "tune", "draws")},
-                               "target_accept": float(target_accept), "maxdepth": int(maxdepth), "backend": backend,
-                               "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
-        "parameters": {"max_T": settings["max_T"], "max_K": settings["max_K"], "overwrite": bool(overwrite),
-                       "backend": backend},  # also shapes the model (plain graph for JAX) where nothing is sampled
-        "environment": io.collect_environment(),
-    }
-    run = _Run(paths, header)
-
-    def maybe_fail(step):
-        if fail_at == step:
-            raise RuntimeError(f"injected failure at step '{step}' (fail_at parameter)")
-
+    header = Header(
+        group=spec.id, description=spec.desc, title=spec.title, purpose=spec.purpose, run_id=run_id,
+        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=dict(spec.model),
+        dataset=str(dataset_name), T=None, K=None, C=None, seed=int(seed), profile=profile, samples=spec.samples,
+        sampling_settings=({"sampler": sampler, **{k: settings[k] for k in ("chains", "tune", "draws")},
+                            "target_accept": float(target_accept), "maxdepth": int(maxdepth), "backend": backend,
+                            "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
+        parameters={"max_T": settings["max_T"], "max_K": settings["max_K"], "overwrite": bool(overwrite),
+                    "backend": backend},  # also shapes the model (plain graph for JAX) where nothing is sampled
+        environment=io.collect_environment())
+    result = GroupResult(schema_version=SCHEMA_VERSION, header=header, status="running", steps=[], verdict=None,
+                         process={"pid": os.getpid(), "host": platform.node()})
+    options = dict(settings, dataset_name=dataset_name, explicit_T=max_T is not None, seed=int(seed), sampler=sampler,
+                   target_accept=float(target_accept), maxdepth=int(maxdepth), backend=backend,
+                   backend_options=backend_options, progress=progress)
+    ctx = _Context(spec, options, paths, result)
+    ctx.flush()
     try:
-        def load():
-            maybe_fail("load_data")
-            ds = load_dataset(dataset_name)
-            want = settings["max_T"]
-            if max_T is None and want and want > ds.sizes["frame"]:
-                want = ds.sizes["frame"]  # the profile's T is longer than the recording: use all of it (the title says so)
-            ds = truncate(ds, max_T=want, max_K=settings["max_K"] or min(SEED_MAX_K, ds.sizes["keypoint"]))
-            header.update(T=ds.sizes["frame"], K=ds.sizes["keypoint"], C=ds.sizes["camera"])
-            if ds.sizes["frame"] != spec.T:  # pages show the T that really ran, and the seed's beside it
-                header["title"] = f"{spec.title.split(', T=')[0]}, T={ds.sizes['frame']} (the seed's T={spec.T}, {profile} profile)"
-                header["purpose"] = f"{spec.purpose} Run here at T={ds.sizes['frame']}."
-            save_dataset(ds, paths.debug_dir / DATASET_ARTIFACT, overwrite=True)  # the book reads this, never the source
-            return ds
-
-        ds = run.step("load_data", load)
-        def build():
-            maybe_fail("build_model")
-            options = dict(spec.model)
-            if options.get("freeze_latents") == "truth" and "positions_true" not in ds:
-                options["freeze_latents"] = "init"  # real data has no ground truth: freeze at the initialisation
-                header["frozen_at"] = "the initialization (the dataset has no ground truth)"
-            elif options.get("freeze_latents") == "truth":
-                known = np.isfinite(ds["positions_true"].values).all(-1)
-                header["frozen_at"] = ("the ground truth" if known.all() else
-                                       f"the ground truth where known ({int(known.sum())} of {known.size} keypoint "
-                                       "positions), the initialization where motion capture lost a marker")
-            if options.get("use_directional_hmm"):
-                # a one-state dataset would reduce the HMM to a single vMF: exercise at least two states
-                options.setdefault("n_states", max(2, int(ds.attrs.get("n_states", 1))))
-            options.update(backend_options)
-            return build_model(ds, seed=seed, validate=False, **options)
-
-        model = run.step("build_model", build)
-        header["config"] = model.gimbal_config.as_dict()
-        point = init_point_for(model, model.gimbal_init)
-
-        def model_checks():
-            maybe_fail("model_checks")
-            lp = checks.safe_point_logps(model, point)
-            return {"total": lp["total"], "finite": lp["finite"], "nonfinite_terms": lp["nonfinite_terms"],
-                    "worst_terms": [{"term": k, "logp": v} for k, v in list(lp["terms"].items())[:10]],
-                    "n_terms": len(lp["terms"])}
-
-        run.payload["model_checks"] = run.step("model_checks", model_checks)
-
-        def gradient_checks():
-            maybe_fail("gradient_checks")
-            checker = checks.compile_logp_and_grad(model, point)
-            out = {"at_initial_point": checks.gradient_report(checker, point)}
-            if "finite_difference" in spec.extra:
-                out["finite_difference"] = checks.finite_difference_check(checker, point, max_components=300, seed=seed)
-            if "perturbation" in spec.extra:
-                out["perturbation"] = checks.perturbation_check(checker, point, n_points=3, seed=seed)
-            out["component_checks"] = {}
-            if "mixture_checks" in spec.extra:
-                out["component_checks"]["mixture"] = _mixture_checks(ds, model, model.gimbal_init)
-            if "hmm_micro_gradient" in spec.extra:
-                out["component_checks"]["hmm_micro_gradient"] = _hmm_micro_check(dataset_name, seed)
-            return out
-
-        gc = run.payload["gradient_checks"] = run.step("gradient_checks", gradient_checks)
-        extra_ok = all(c.get("passed", True) for c in gc["component_checks"].values())
-
-        if not spec.samples:
-            if spec.id == "1":
-                verdict = rules.rule_build(run.payload["model_checks"])
-                worst = {t["term"]: t["logp"] for t in run.payload["model_checks"]["worst_terms"]}
-                jobs = {"logp_terms": (plots.plot_logp_terms, (worst, paths.plots_run / "logp_terms.png"),
-                                       "The ten worst log-density terms at the initial point.")}
-            else:
-                verdict = rules.rule_gradient(gc["at_initial_point"], gc.get("finite_difference"), gc.get("perturbation"))
-                jobs = {"gradient_by_variable": (plots.plot_gradient_by_variable, (gc["at_initial_point"]["per_variable"], paths.plots_run / "gradient_by_variable.png"),
-                                                 "Largest gradient component per variable at the initial point.")}
-            run.step("plots", _draw_plots, run, jobs)
-        else:
-            def sample():
-                maybe_fail("sampling")
-                fit = sample_model(model, sampler=sampler, chains=settings["chains"], tune=settings["tune"],
-                                   draws=settings["draws"], seed=seed, progress=progress, target_accept=target_accept,
-                                   maxdepth=maxdepth, backend=backend)
-                save_trace(fit.trace, paths.debug_dir / "trace.nc", overwrite=True, float32_vars=("x",))
-                return fit
-
-            fit = run.step("sampling", sample)
-            selected = [v for v in SELECTED_VARS if v in fit.trace["posterior"]]
-            summary = sampling.sampling_summary(fit.trace, selected, max_treedepth=maxdepth, wall_time_s=fit.sample_s)
-            summary["compile_s"] = fit.compile_s
-            run.payload["sampling"] = summary
-            run.payload["multimodality"] = multimodality.multimodality_check(fit.trace)
-            loc = run.payload["localization"] = localization.divergence_localization(fit.trace)
-            run.payload["position_error"] = position_errors(fit.trace, ds)
-            run.flush()
-            run.step("plots", _draw_plots, run, _sampling_plots(run, fit.trace, summary, loc, selected or list(fit.trace["posterior"].data_vars)[:3],
-                                                        maxdepth))
-            reference = _load_reference(paths.root, spec.reference, run_id, header) if spec.reference else None
-            # a too-high R-hat: within what chance gives over that many elements? where, and in which pattern?
-            rhat_chance = conv_json = None
-            if "rhat" in rules.sampling_problems(summary, run.payload["multimodality"]):
-                rhat_chance = run.payload["rhat_chance"] = run.step("rhat_chance", sampling.rhat_against_chance,
-                                                                    summary, seed=seed)
-                conv = run.step("convergence_localization", _localize_nonconvergence, fit.trace, summary, rhat_chance)
-                conv_json = run.payload["convergence_localization"] = {k: v.to_json() for k, v in conv.items()}
-                run.step("convergence_plots", _draw_plots, run, _convergence_plots(run, conv))
-            verdict = study_rules.rule_sampling(spec.id, summary, run.payload["multimodality"], reference, extra_ok,
-                                                rhat_chance=rhat_chance, localization=conv_json)
-        run.payload["verdict"] = verdict.as_dict()
-        run.payload["status"] = "ok"
-        _finish(run)
-        return run.payload
+        _run_steps(ctx, STEPS, fail_at)
+        result.status = "ok"
+        _finish(ctx)
+        return result
     except Exception as exc:
-        err = run.payload.get("error") or {"step": "unknown", "type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
-        run.payload["error"] = err
-        run.payload["status"] = "failed"
-        run.payload["verdict"] = rules.rule_error(err["step"], f"{err['type']}: {err['message']}").as_dict()
+        result.error = result.error or GroupError("unknown", type(exc).__name__, str(exc), traceback.format_exc())
+        err = result.error
+        result.status = "failed"
+        result.verdict = rules.rule_error(err.step, f"{err.type}: {err.message}")
         if not (paths.plots_run / "artifacts_manifest.json").exists():
-            plots.write_manifest(paths.plots_run, run.plot_paths, {"all": "group failed before plotting"}, run.captions)
-        _finish(run)
-        raise GroupFailed(f"group {spec.id} failed at step '{err['step']}': {err['type']}: {err['message']}") from exc
+            plots.write_manifest(paths.plots_run, ctx.plot_paths, {"all": "group failed before plotting"}, ctx.captions)
+        _finish(ctx)
+        raise GroupFailed(f"group {spec.id} failed at step '{err.step}': {err.type}: {err.message}") from exc

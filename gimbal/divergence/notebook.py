@@ -11,6 +11,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from ..diagnostics.report import fmt
+from .results import GroupResult
 
 __all__ = ["show_header", "show_checks", "show_sampling", "show_plots", "show_verdict"]
 
@@ -19,15 +20,15 @@ def _table(rows, columns=("quantity", "value")):
     display(pd.DataFrame([(a, fmt(b)) for a, b in rows], columns=list(columns)).style.hide(axis="index"))
 
 
-def show_header(result: dict) -> None:
-    h = result["header"]
-    _table([("group", h["group"]), ("run_id", h["run_id"]), ("dataset", h["dataset"]), ("T, K, C", f"{h['T']}, {h['K']}, {h['C']}"),
-            ("profile", h["profile"]), ("status", result["status"])]
-           + [(k, v) for k, v in h["config"].items()])
+def show_header(result: GroupResult) -> None:
+    h = result.header
+    _table([("group", h.group), ("run_id", h.run_id), ("dataset", h.dataset), ("T, K, C", f"{h.T}, {h.K}, {h.C}"),
+            ("profile", h.profile), ("status", result.status)]
+           + ([("frozen at", h.frozen_at)] if h.frozen_at else []) + [(k, v) for k, v in h.config.items()])
 
 
-def show_checks(result: dict) -> None:
-    mc, gc = result.get("model_checks"), result.get("gradient_checks")
+def show_checks(result: GroupResult) -> None:
+    mc, gc = result.model_checks, result.gradient_checks
     if mc:
         display(Markdown(f"**Log density at the initial point: {fmt(mc['total'])}** - worst terms:"))
         _table([(t["term"], t["logp"]) for t in mc["worst_terms"]], ("term", "log density"))
@@ -42,8 +43,8 @@ def show_checks(result: dict) -> None:
             display(Markdown(f"**Finite differences:** {fd['n_checked'] - fd['n_failed']} of {fd['n_checked']} components agree."))
 
 
-def show_sampling(result: dict) -> None:
-    s = result.get("sampling")
+def show_sampling(result: GroupResult) -> None:
+    s = result.sampling
     if not s:
         display(Markdown("_This group does not sample._"))
         return
@@ -54,18 +55,18 @@ def show_sampling(result: dict) -> None:
         ("E-BFMI per chain", ", ".join(fmt(b, 3) for b in s["ebfmi_per_chain"])),
         ("max tree depth fraction", s["max_treedepth_fraction"]),
         ("gradient evaluations / draw", s.get("mean_grad_evals_per_draw")),
-        ("chains agree", (result.get("multimodality") or {}).get("verdict")),
+        ("chains agree", (result.multimodality or {}).get("verdict")),
         ("sampling time (s)", s.get("wall_time_s")),
     ])
 
 
-def show_plots(result: dict) -> None:
-    for kind, path in (result.get("plots") or {}).get("produced", {}).items():
+def show_plots(result: GroupResult) -> None:
+    for kind, path in (result.plots or {}).get("produced", {}).items():
         if Path(path).exists():
             display(Markdown(f"**{kind.replace('_', ' ')}**"))
             display(Image(filename=str(path)))
 
 
-def show_verdict(result: dict) -> None:
-    v = result["verdict"]
-    display(Markdown(f"**Interpretation ({v['status']}, {v['code']}).** {v['interpretation']}\n\n**Next action.** {v['next_action']}"))
+def show_verdict(result: GroupResult) -> None:
+    v = result.verdict
+    display(Markdown(f"**Interpretation ({v.status}, {v.code}).** {v.interpretation}\n\n**Next action.** {v.next_action}"))

@@ -7,9 +7,9 @@ temporal-scaling rule across T and the run summary.
 
 from __future__ import annotations
 
-from ..diagnostics.rules import Verdict, rule_convergence, sampling_problems
+from ..diagnostics.rules import Verdict, divergence_location, rule_convergence, sampling_problems
 
-__all__ = ["rule_sampling", "rule_temporal", "rule_summary", "GIMBAL_HINTS"]
+__all__ = ["rule_sampling", "rule_temporal", "rule_summary", "rule_contrast", "GIMBAL_HINTS"]
 
 GIMBAL_HINTS = {
     "label_switching": "In GIMBAL: state_params='empirical' fits the pose states from data, as the original does.",
@@ -36,12 +36,17 @@ _GROUP_MEANING = {
           "Compare with groups 4 and 5 to see which component the divergences follow."),
     "7": ("observation_model_culprit", "the observation model itself is the culprit (latents are frozen)",
           "Rework the observation noise / mixture parameterization; the latent geometry is not involved."),
+    "6c": ("earlier_port_diverges", "the earlier port's parameterization (per-frame bone directions as free "
+           "variables, learned noise scales and pose states) diverges on the same data and model as group 6",
+           "Use the default parameterization (group 6): bone directions marginalized into the positions, noise "
+           "scales fixed from the detections and pose states fitted from data. Compare the two pages: the "
+           "variables named here are the ones the default no longer samples or no longer couples."),
 }
 
 
 def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, reference: dict | None = None,
                   extra_checks_ok: bool = True, rhat_chance: dict | None = None,
-                  localization: dict | None = None) -> Verdict:
+                  localization: dict | None = None, divergences: dict | None = None) -> Verdict:
     """Groups 3-8: what the divergences (or their absence) imply for this group.
 
     Parameters
@@ -61,6 +66,9 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
         too-high R-hat is within what chance gives over that many elements.
     localization : dict, optional
         Non-convergence localization (:func:`gimbal.diagnostics.convergence.convergence_localization`, as JSON).
+    divergences : dict, optional
+        Divergence localization (:func:`gimbal.diagnostics.localization.divergence_localization`): a finding with
+        divergences says where they sit.
     """
     probs = sampling_problems(summary, multimodality)
     div = summary.get("divergences", 0)
@@ -83,13 +91,17 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
         else:
             code, meaning, action = _GROUP_MEANING.get(group, ("diverges", "the model diverges", "Localize and reparameterize."))
         return Verdict("finding", code,
-                       f"{div} divergent draws ({100 * frac:.1f}%): {meaning}.", action, tuple(probs))
+                       f"{div} divergent draws ({100 * frac:.1f}%): {meaning}.{divergence_location(divergences)}",
+                       action, tuple(probs))
     # no divergences
     if group in ("4", "5") and ref_div:
         stab = "The mixture" if group == "4" else "The HMM"
         lead = f"No divergences here while the baseline (group 3) had {ref_div}: {stab.lower()[4:]} stabilizes the model."
     elif group == "7":
         lead = "No divergences with frozen latents: the observation model is fine; any divergences come from the latent geometry/parameterization."
+    elif group == "6c":
+        lead = ("The earlier port's parameterization did not diverge in this run, so this contrast shows no "
+                "divergences to localize; a longer run or another seed may.")
     elif group == "6":
         lead = "The truncated full model samples without divergences: if the full-size model fails, the issue is scaling/identifiability, not a hard bug."
     else:
@@ -130,8 +142,38 @@ def rule_temporal(series: list[dict]) -> Verdict:
                    ("temporal_threshold",))
 
 
+def rule_contrast(contrast: dict, default: dict | None) -> Verdict:
+    """A contrast run (e.g. group 6c, the earlier port's parameterization) set against its default group.
+
+    Both are summary rows (``group``, ``description``, ``status``, ``verdict``, ``sampling``); ``default`` is None
+    when the default group did not run. The contrast is shown, never counted as the study's first failure.
+    """
+    g, s = contrast["group"], contrast.get("sampling") or {}
+    if contrast.get("status") in ("failed", "interrupted") or not s:
+        return Verdict("error", "contrast_failed", f"The contrast run (group {g}) produced no sampling results.",
+                       "Open its page for the failing step.")
+    ds = (default or {}).get("sampling") or {}
+    vs = contrast.get("verdict") or {}
+    head = (f"The contrast run (group {g}, {contrast.get('description', '')}), {s['divergences']} of "
+            f"{s['total_draws']} draws divergent: {vs.get('interpretation', '')}")
+    if not ds:
+        against = f" Its default (group {contrast.get('contrast_of')}) did not run, so there is nothing to set it against."
+    else:
+        against = (f" The default parameterization on the same data (group {default['group']}) had "
+                   f"{ds['divergences']} of {ds['total_draws']} draws divergent")
+    if s["divergences"] and ds and not ds["divergences"]:
+        return Verdict("finding", "contrast_default_removes_divergences", head + against + ": the default removes them.",
+                       vs.get("next_action", ""))
+    return Verdict("finding", "contrast_inconclusive", head + against + ("." if ds else ""),
+                   "Nothing to conclude about the default from this contrast; read the group pages.")
+
+
 def rule_summary(results: list[dict]) -> Verdict:
-    """Which group fails first, in the seed's order, and what it implies (never success without results)."""
+    """Which group fails first, in the seed's order, and what it implies (never success without results).
+
+    Contrast runs (rows with a ``contrast_of``) are left out: :func:`rule_contrast` reads them.
+    """
+    results = [r for r in results if not r.get("contrast_of")]
     if not results:
         return Verdict("error", "no_results", "No group produced results, so nothing can be concluded.",
                        "Run the groups (`gimbal diag run`) and read the runner's output for why they wrote nothing.")

@@ -47,9 +47,7 @@ def parse_groups(text: str) -> list[str]:
 
 
 def notebook_for(group: str, notebook_dir: Path = NOTEBOOK_DIR) -> Path:
-    spec = GROUPS[group]
-    name = "group_8_temporal_scaling.ipynb" if group.startswith("8") else f"group_{spec.id}_{spec.desc}.ipynb"
-    path = Path(notebook_dir) / name
+    path = Path(notebook_dir) / GROUPS[group].notebook_name
     if not path.exists():
         raise FileNotFoundError(f"notebook {path} not found: the gimbal installation is incomplete (gimbal/notebooks/ "
                                 "ships with the package); reinstall gimbal.")

@@ -1,19 +1,20 @@
-"""The versioned JSON schema of a group's results (the seed's study), and its validator."""
+"""The versioned JSON schema of a group's results (the seed's study), and its validator.
+
+The schema is derived from :class:`~gimbal.divergence.results.GroupResult`; the shipped file is that derivation
+(:func:`~gimbal.divergence.results.write_schema` rewrites it).
+"""
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 import jsonschema
+
+from .results import SCHEMA_VERSION, shipped_schema
 
 __all__ = ["SCHEMA_VERSION", "load_schema", "validate_results"]
 
-SCHEMA_VERSION = "1.1"
-
 
 def load_schema() -> dict:
-    return json.loads(resources.files("gimbal.divergence").joinpath("schemas/results.schema.json").read_text(encoding="utf-8"))
+    return shipped_schema()
 
 
 def validate_results(payload: dict) -> None:

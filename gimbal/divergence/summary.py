@@ -8,7 +8,7 @@ from ..diagnostics import io
 from .paths import make_paths
 from ..diagnostics.report import fmt, md_table
 from .groups import GROUPS, group_desc
-from .rules import rule_summary, rule_temporal
+from .rules import rule_contrast, rule_summary, rule_temporal
 from .runs import RUNS_DIR, missing_result, read_manifest, resolve_result
 
 __all__ = ["collect_run", "list_runs", "summary_rows", "summary_markdown", "write_summary", "temporal_series"]
@@ -45,8 +45,9 @@ def list_runs(root) -> list[str]:
 
 def _flatten(r: dict) -> dict:
     h, s, v = r.get("header", {}), r.get("sampling") or {}, r.get("verdict") or {}
+    spec = GROUPS.get(str(h.get("group")))
     return {"group": h.get("group"), "description": h.get("description"), "status": r.get("status"),
-            "verdict": v, "T": h.get("T"), "sampling": s}
+            "verdict": v, "T": h.get("T"), "sampling": s, "contrast_of": spec.contrast_of if spec else None}
 
 
 def summary_rows(results: list[dict]) -> list[list]:
@@ -98,6 +99,11 @@ def summary_markdown(results: list[dict], run_id: str, book: bool = False, figur
             f"Group {f['group']} ({f['description']}) {'was interrupted' if f['status'] == 'interrupted' else 'crashed'}: "
             f"{f['verdict'].get('interpretation', '')} See {link(f)}." for f in failed) + "\n```\n")
     lines.append(f"**Which group fails first.** {verdict.interpretation}\n")
+    by_group = {f["group"]: f for f in flat}
+    for f in flat:
+        if f["contrast_of"]:
+            cv = rule_contrast(f, by_group.get(f["contrast_of"]))
+            lines.append(f"**Contrast.** {cv.interpretation} {cv.next_action}\n")
     series = temporal_series(results)
     if series:
         tv = rule_temporal(series)
