@@ -25,7 +25,8 @@ def test_a_wheel_runs_group_1_and_builds_the_book_from_an_empty_folder(tmp_path)
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next(dist.glob("gimbal-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert sum(n.startswith("gimbal/notebooks/") and n.endswith(".ipynb") for n in names) == 8
+    shipped = {n.removeprefix("gimbal/notebooks/") for n in names if n.startswith("gimbal/notebooks/") and n.endswith(".ipynb")}
+    assert shipped == {p.name for p in (REPO / "gimbal" / "notebooks").glob("*.ipynb")} and len(shipped) == 9
     assert {"gimbal/divergence/book_template/_config.yml", "gimbal/divergence/book_template/_toc.yml",
             "gimbal/divergence/schemas/results.schema.json"} <= set(names)
     site = tmp_path / "site"
