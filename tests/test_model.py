@@ -69,6 +69,31 @@ def test_graph_size_does_not_grow_with_T():
     assert _compiled_node_count(small) == _compiled_node_count(large)
 
 
+@pytest.mark.parametrize("options", [dict(n_states=2), dict(kernels="graph", n_states=2),
+                                     dict(directions="explicit", scales="learned", state_params="learned", n_states=2)])
+def test_the_logp_graph_holds_no_data_so_one_compilation_serves_every_recording(options):
+    """The data and everything estimated from them enter as shared inputs, never as constants (a constant is part
+    of the compiled function's identity, so PyTensor's numba cache would miss for every new recording): two
+    recordings of different T and different values give graphs with the same constants and the same types."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor import TensorConstant
+
+    def identity(ds):
+        m = build_model(ds, validate=False, **options)
+        nodes = list(ancestors([m.logp()]))
+        consts = sorted(repr(np.asarray(v.data).tolist()) for v in nodes if isinstance(v, TensorConstant))
+        shared = sorted((v.name, str(v.type)) for v in nodes if isinstance(v, SharedVariable))
+        return consts, shared, {v.name: v for v in nodes if isinstance(v, SharedVariable)}
+
+    a_consts, a_shared, a = identity(load_dataset("v0.2.1_L00_minimal", max_T=10))
+    b_consts, b_shared, b = identity(load_dataset("v0.2.1_L01_noise", max_T=17))
+    assert a_consts == b_consts and a_shared == b_shared
+    assert max(len(c) for c in a_consts) < 200  # no array of data hides among the constants
+    assert a["observations_filled"].get_value().shape[0] == 10 and b["observations_filled"].get_value().shape[0] == 17
+    assert not np.allclose(a["observations_filled"].get_value(), b["observations_filled"].get_value()[:10])
+
+
 def test_missing_observations_contribute_exactly_zero():
     ds = load_dataset("v0.2.1_L00_minimal", max_T=10)
     holes = ds.copy(deep=True)

@@ -107,6 +107,20 @@ class ModelConfig:
 # --- pieces ---------------------------------------------------------------------------
 
 
+def _data(value, name: str, dtype: str = "float64", per_frame: bool = False):
+    """An array taken from the data or the initialization, as a shared input of the graph, not a constant.
+
+    Constants are part of a compiled function's identity: PyTensor's on-disk numba cache would then miss for
+    every new recording, truncation or initialization and compile the model again (tens of seconds for the
+    logp, as much for its gradient and for the sampler's). As shared inputs, one compiled function serves
+    every dataset of the same configuration and sizes; ``per_frame`` arrays (frame first) leave T unfixed, so
+    that it serves every T as well. The other axes keep their static lengths (broadcasting needs them).
+    """
+    value = np.asarray(value, dtype=dtype)
+    shape = (None, *value.shape[1:]) if per_frame else value.shape
+    return pytensor.shared(value, name=name, shape=shape)
+
+
 def latent_positions(dataset: xr.Dataset, init: Initialization, config: ModelConfig):
     """3D keypoint positions: a free variable, or a constant when latents are frozen."""
     if config.freeze_latents == "truth":
@@ -133,9 +147,10 @@ def _noncentered_root_positions(init: Initialization):
     linear with a fixed step size.
     """
     x0 = init.values["x"]
-    step = float(init.values["step_sigma"][0])
+    step0 = float(init.values["step_sigma"][0])
+    step = _data(step0, "root_step")
     start = pm.Flat("root_start", shape=3, initval=x0[0, 0])
-    steps = pm.Normal("root_steps", 0.0, 1.0, shape=(x0.shape[0] - 1, 3), initval=np.diff(x0[:, 0], axis=0) / step)
+    steps = pm.Normal("root_steps", 0.0, 1.0, shape=(x0.shape[0] - 1, 3), initval=np.diff(x0[:, 0], axis=0) / step0)
     others = pm.Flat("x_nonroot", shape=(x0.shape[0], x0.shape[1] - 1, 3), initval=x0[:, 1:])
     root = pt.concatenate([start[None], start[None] + step * pt.cumsum(steps, axis=0)], axis=0)
     return pm.Deterministic("x", pt.concatenate([root[:, None], others], axis=1), dims=("frame", "keypoint", "xyz"))
@@ -149,10 +164,11 @@ def bone_parameters(init: Initialization, config: ModelConfig):
     triangulation estimate, as the original GIMBAL fixes its scales from training data.
     """
     rho0, sigma0 = init.values["bone_length"], init.values["bone_sigma"]
-    rho = pm.LogNormal("bone_length", mu=np.log(rho0), sigma=0.5, dims="bone", initval=rho0)
+    rho = pm.LogNormal("bone_length", mu=pt.log(_data(rho0, "bone_length_prior")), sigma=0.5, dims="bone", initval=rho0)
     if config.scales == "fixed":
-        return rho, pt.as_tensor_variable(sigma0)
-    sigma = pm.LogNormal("bone_sigma", mu=np.log(sigma0), sigma=1.0, dims="bone", initval=sigma0)
+        return rho, _data(sigma0, "bone_sigma_fixed")
+    sigma = pm.LogNormal("bone_sigma", mu=pt.log(_data(sigma0, "bone_sigma_prior")), sigma=1.0, dims="bone",
+                         initval=sigma0)
     return rho, sigma
 
 
@@ -160,15 +176,15 @@ def pose_state_parameters(init: Initialization, config: ModelConfig):
     """Mean directions ``(S, B, 3)`` and concentrations ``(S, B)`` of the pose states."""
     states = init.pose_states
     if config.state_params == "empirical":
-        return pt.as_tensor_variable(states.mean_directions), pt.as_tensor_variable(states.kappa)
+        return _data(states.mean_directions, "state_mean_fixed"), _data(states.kappa, "state_kappa_fixed")
     raw = pm.Normal("state_mean_raw", 0.0, 1.0, dims=("state", "bone", "xyz"), initval=states.mean_directions)
     mean = pm.Deterministic("state_mean", raw / safe_norm(raw)[..., None], dims=("state", "bone", "xyz"))
     kappa = pm.LogNormal("state_kappa", mu=np.log(20.0), sigma=1.0, dims=("state", "bone"), initval=states.kappa)
     return mean, kappa
 
 
-def _bone_vectors(x, skeleton):
-    return x[:, skeleton.bones, :] - x[:, skeleton.bone_parents, :]
+def _bone_vectors(x, children, parents):
+    return x[:, children, :] - x[:, parents, :]
 
 
 def pose_emissions(x, skeleton, rho, sigma, mean, kappa, init: Initialization, config: ModelConfig):
@@ -180,9 +196,10 @@ def pose_emissions(x, skeleton, rho, sigma, mean, kappa, init: Initialization, c
     and bone gets a unit vector ``u = z / |z|`` and the emission is its vMF
     density; the Gaussian bone term is then added separately by :func:`pose_prior`.
     """
+    children, parents = _data(skeleton.bones, "bone_child", "int64"), _data(skeleton.bone_parents, "bone_parent", "int64")
     if config.directions == "marginal" and config.kernels == "fused":
-        return bone_emission_logp(x, skeleton.bones, skeleton.bone_parents, rho, sigma, mean, kappa)
-    delta = _bone_vectors(x, skeleton)[:, None]  # (T, 1, B, 3)
+        return bone_emission_logp(x, children, parents, rho, sigma, mean, kappa)
+    delta = _bone_vectors(x, children, parents)[:, None]  # (T, 1, B, 3)
     if config.directions == "marginal":
         return marginal_bone_logp(delta, rho, sigma, mean[None], kappa[None]).sum(axis=-1)
     raw = pm.Normal("direction_raw", 0.0, 1.0, dims=("frame", "bone", "xyz"), initval=init.values["direction_raw"])
@@ -219,11 +236,12 @@ def temporal_prior(x, init: Initialization, config: ModelConfig):
     """
     step0 = init.values["step_sigma"]
     if config.scales == "fixed":
-        step = pt.as_tensor_variable(step0)
+        step = _data(step0, "step_sigma_fixed")
     else:
-        step = pm.LogNormal("step_sigma", mu=np.log(step0), sigma=1.0, dims="keypoint", initval=step0)
-    spread = 10.0 * float(np.max(init.values["bone_length"], initial=1.0))
-    anchor = -0.5 * pt.sum((x[0, 0] - init.center) ** 2) / spread**2
+        step = pm.LogNormal("step_sigma", mu=pt.log(_data(step0, "step_sigma_prior")), sigma=1.0, dims="keypoint",
+                            initval=step0)
+    spread = _data(10.0 * float(np.max(init.values["bone_length"], initial=1.0)), "anchor_spread")
+    anchor = -0.5 * pt.sum((x[0, 0] - _data(init.center, "anchor_center")) ** 2) / spread**2
     if init.positions.shape[0] > 1:
         d = x[1:] - x[:-1]
         walk = -0.5 * pt.sum(d**2, axis=-1) / step**2 - 3 * pt.log(step) - 1.5 * np.log(2 * np.pi)
@@ -234,7 +252,7 @@ def temporal_prior(x, init: Initialization, config: ModelConfig):
 
 
 def project_points(x, cameras):
-    """Project ``(T, K, 3)`` points with ``(C, 3, 4)`` cameras to ``(T, C, K, 2)`` pixels."""
+    """Project ``(T, K, 3)`` points with ``(C, 3, 4)`` cameras (an array or a tensor) to ``(T, C, K, 2)`` pixels."""
     P = pt.as_tensor_variable(cameras)
     homog = pt.tensordot(x, P[:, :, :3], axes=[[2], [2]]) + P[:, :, 3]  # (T, K, C, 3)
     homog = homog.dimshuffle(0, 2, 1, 3)
@@ -265,23 +283,26 @@ def observation_loglik(x, dataset: xr.Dataset, init: Initialization, config: Mod
     of freedom. Missing detections are masked to contribute exactly 0: the NaNs
     are replaced in the data before the graph is built, never multiplied.
     """
-    obs = dataset["observations"].values
-    omega = pm.LogNormal("obs_sigma", mu=np.log(float(init.values["obs_sigma"])), sigma=1.0, initval=init.values["obs_sigma"])
-    log_uniform = -np.log(dataset["image_size"].values.prod(axis=-1))  # (C,)
+    filled, seen_mask = split_missing(dataset["observations"].values)
+    y = _data(filled, "observations_filled", per_frame=True)
+    seen = _data(seen_mask, "observations_seen", "bool", per_frame=True)
+    cameras = _data(dataset["camera_matrix"].values, "camera_matrix")
+    omega0 = float(init.values["obs_sigma"])
+    omega = pm.LogNormal("obs_sigma", mu=pt.log(_data(omega0, "obs_sigma_prior")), sigma=1.0, initval=omega0)
+    log_uniform = _data(-np.log(dataset["image_size"].values.prod(axis=-1)), "log_uniform")  # (C,)
     student_t = config.use_mixture and config.outlier_model == "student_t"
     if config.use_mixture and not student_t:
         logodds = pm.Normal("logodds_inlier", mu=2.0, sigma=1.5, dims="keypoint", initval=init.values["logodds_inlier"])
     else:
-        logodds = pt.zeros(obs.shape[2])
+        logodds = pt.zeros(y.shape[2])
     if config.kernels == "fused":
-        return observation_logp(x, omega, logodds, dataset["camera_matrix"].values, obs, log_uniform, config.use_mixture)
-    y, seen = split_missing(obs)  # (T, C, K, 2), (T, C, K)
-    resid2 = pt.sum((project_points(x, dataset["camera_matrix"].values) - y) ** 2, axis=-1)
+        return observation_logp(x, omega, logodds, cameras, y, log_uniform, config.use_mixture, seen=seen)
+    resid2 = pt.sum((project_points(x, cameras) - y) ** 2, axis=-1)  # (T, C, K)
     log_normal = -0.5 * resid2 / omega**2 - 2 * pt.log(omega) - np.log(2 * np.pi)
     if student_t:
         per_obs = student_t_2d_logp(resid2, omega)
     elif config.use_mixture:
-        outlier = pt.as_tensor_variable(log_uniform)[None, :, None]
+        outlier = log_uniform[None, :, None]
         per_obs = pt.logaddexp(-pt.softplus(-logodds) + log_normal, -pt.softplus(logodds) + outlier)
     else:
         per_obs = log_normal

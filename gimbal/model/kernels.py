@@ -29,6 +29,7 @@ import math
 import numba
 import numpy as np
 import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
@@ -170,15 +171,19 @@ def _numba_observation_logp(op, node=None, **kwargs):
     return observation_logp
 
 
-def observation_logp(x, omega, logodds, cameras, observations, log_uniform, mixture: bool = True):
+def observation_logp(x, omega, logodds, cameras, observations, log_uniform, mixture: bool = True, seen=None):
     """Per-frame observation log-likelihood ``(T,)`` through :class:`ObservationLogp`.
 
     ``observations`` is a ``(T, C, K, 2)`` array with NaN where a keypoint was not
-    detected; those entries contribute exactly 0. ``logodds`` is ignored (any
-    ``(K,)`` tensor) when ``mixture`` is False.
+    detected; those entries contribute exactly 0. With ``seen`` (``(T, C, K)``, the mask of
+    detected keypoints) ``observations`` are the detections with missing entries already
+    filled (:func:`gimbal.model.cameras.split_missing`), as arrays or tensors (shared inputs).
+    ``logodds`` is ignored (any ``(K,)`` tensor) when ``mixture`` is False.
     """
-    y, seen = split_missing(observations)
-    return ObservationLogp(mixture)(x, omega, logodds, np.asarray(cameras, float), y, seen, np.asarray(log_uniform, float))[0]
+    y = observations
+    if seen is None:
+        y, seen = split_missing(observations)
+    return ObservationLogp(mixture)(x, omega, logodds, cameras, y, seen, log_uniform)[0]
 
 
 # --- pose emissions with bone directions integrated out ---------------------------------
@@ -342,14 +347,16 @@ def _numba_bone_emission(op, node=None, **kwargs):
 
 
 def _is_constant(v) -> bool:
-    return isinstance(v, (np.ndarray, float, int)) or isinstance(v, pt.TensorConstant)
+    """Not differentiated: a number, an array, a constant, or a shared input (data, fixed scales)."""
+    return isinstance(v, (np.ndarray, float, int, pt.TensorConstant, SharedVariable))
 
 
 def bone_emission_logp(x, children, parents, rho, sigma, mean, kappa):
     """``(T, S)`` pose emissions through :class:`BoneEmissionLogp` (Jacobians of constant
     ``sigma``, ``mean``, ``kappa`` skipped)."""
     op = BoneEmissionLogp(grad_sigma=not _is_constant(sigma), grad_states=not (_is_constant(mean) and _is_constant(kappa)))
-    return op(x, np.asarray(children), np.asarray(parents), rho, sigma, mean, kappa)[0]
+    as_index = (lambda v: v) if isinstance(children, SharedVariable) else np.asarray
+    return op(x, as_index(children), as_index(parents), rho, sigma, mean, kappa)[0]
 
 
 # --- HMM forward-backward ------------------------------------------------------------
@@ -444,9 +451,6 @@ def _numba_hmm_logp(op, node=None, **kwargs):
         return np.asarray(logp), g_em, g_init, g_trans
 
     return hmm_logp
-
-
-FUSED_OPS = (ObservationLogp, BoneEmissionLogp, HMMLogp)
 
 
 FUSED_OPS = (ObservationLogp, BoneEmissionLogp, HMMLogp)
