@@ -60,8 +60,10 @@ def test_a_group_notebook_runs_top_to_bottom_as_a_user_runs_it(tmp_path):
 
     from gimbal.divergence.runner import copy_notebooks
 
+    from gimbal.divergence.runner import NOTEBOOK_DIR
+
     paths = copy_notebooks(tmp_path)
-    assert len(paths) == 8
+    assert sorted(p.name for p in paths) == sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) and len(paths) == 9
     with pytest.raises(FileExistsError, match="--overwrite"):
         copy_notebooks(tmp_path)
     nb = nbformat.read(tmp_path / "group_1_build_only_sanity.ipynb", as_version=4)
