@@ -163,11 +163,11 @@ def test_noncentered_root_is_the_same_posterior_over_positions():
 
 def test_parallel_hmm_model_equals_the_sequential_one():
     """hmm_algorithm='parallel' (for GPUs) is the same density as the frame-by-frame forward algorithm."""
-    ds = load_dataset("rodent18_multistate", max_T=33)
+    ds = load_dataset("rodent18_multistate", max_T=11)  # not a power of two: the tree pads its last level
     init = initialize_from_observations_dlt(ds, n_states=int(ds.attrs["n_states"]))
     assert init.pose_states.n_states > 1  # the HMM is in the model
-    seq = build_model(ds, init=init, kernels="graph")
-    par = build_model(ds, init=init, kernels="graph", hmm_algorithm="parallel")
+    seq = build_model(ds, init=init, kernels="graph", validate=False)
+    par = build_model(ds, init=init, kernels="graph", hmm_algorithm="parallel", validate=False)
     point = seq.initial_point()
     point["x"] = point["x"] + np.random.default_rng(5).normal(scale=0.2, size=point["x"].shape)
     values = [f(point) for f in (seq.compile_logp(), par.compile_logp())]
