@@ -105,3 +105,17 @@ def test_blocks_give_the_same_numbers_as_one_pass(crafted):
     blocked = element_diagnostics(values, block_values=4 * 1000 * 5)  # 5 elements per block
     for a, b in zip(whole, blocked):
         np.testing.assert_array_equal(a, b)
+
+
+def test_chains_in_separate_modes_are_never_read_as_too_few_draws():
+    """A real-session run (group 8e): R-hat 1.995, ESS 3, chain means apart, yet the per-element pattern said
+    'within chance' and the verdict 'too few draws'. Chains in different modes win over that reading."""
+    from gimbal.diagnostics.rules import rule_convergence
+
+    summary = {"divergences": 0, "total_draws": 200, "max_rhat_all": 1.995, "min_ess_bulk_all": 3.0,
+               "ebfmi_per_chain": [0.9, 0.9], "max_treedepth_fraction": 0.0, "chains": 2}
+    loc = {"x": {"variable": "x", "n_flagged": 1139, "n_elements": 1440, "rhat_threshold": 1.01, "max_rhat": 1.995,
+                 "min_ess_bulk": 3.0, "pattern": "within_chance", "patterns": {"within_chance": 20}, "worst": [{}] * 20,
+                 "where": {"frame": [39]}}}
+    v = rule_convergence(summary, {"verdict": "chains_in_different_modes", "threshold": 3}, localization=loc)
+    assert v.code == "chains_in_different_modes" and "too few" not in v.next_action.lower()

@@ -221,6 +221,8 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
                        "label-symmetric, which inflates R-hat without any divergence.",
                        "Fix or order the label-symmetric parameters." + _hint(hints, "label_switching"), tuple(probs))
     loc = _localized(localization) if ("rhat" in probs or "chains_in_different_modes" in probs) else None
+    if loc is not None and loc["pattern"] in ("slow_mixing", "within_chance") and "chains_in_different_modes" in probs:
+        loc = None  # chain means apart: never "chance" or "too few draws"; the chains-in-modes verdict below says so
     if loc is not None:
         code, meaning, action = PATTERN_VERDICTS[loc["pattern"]]
         chains = len(summary.get("ebfmi_per_chain") or []) or 1
