@@ -119,3 +119,8 @@ def test_chains_in_separate_modes_are_never_read_as_too_few_draws():
                  "where": {"frame": [39]}}}
     v = rule_convergence(summary, {"verdict": "chains_in_different_modes", "threshold": 3}, localization=loc)
     assert v.code == "chains_in_different_modes" and "too few" not in v.next_action.lower()
+    # a variable whose elements do show the modes is the one the verdict names and places
+    loc["u"] = {**loc["x"], "variable": "u", "max_rhat": 1.5, "pattern": "separate_modes",
+                "patterns": {"separate_modes": 5}, "where": {"frame": [3]}}
+    v = rule_convergence(summary, {"verdict": "chains_in_different_modes", "threshold": 3}, localization=loc)
+    assert v.code == "chains_in_different_modes" and "of 'u'" in v.interpretation and "frame 3" in v.interpretation

@@ -174,9 +174,15 @@ PATTERN_VERDICTS = {
 }
 
 
-def _localized(localization: dict | None):
-    """The variable with the highest R-hat among localization results that flagged something, or None."""
+def _localized(localization: dict | None, modes: bool = False):
+    """The variable with the highest R-hat among localization results that flagged something, or None.
+
+    With ``modes`` (the chains' means sit apart) only a variable whose elements show that (separate modes or
+    switching chains) is taken: a worst element read as chance or slow mixing would hide the modes.
+    """
     flagged = [v for v in (localization or {}).values() if v.get("n_flagged") and v.get("pattern")]
+    if modes:
+        flagged = [v for v in flagged if v["pattern"] in ("separate_modes", "switching_chains")]
     return max(flagged, key=lambda v: v.get("max_rhat") or 0.0) if flagged else None
 
 
@@ -220,9 +226,8 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
                        lead + " But chains disagree only up to a relabelling of exchangeable components (states, mixture labels): the posterior is "
                        "label-symmetric, which inflates R-hat without any divergence.",
                        "Fix or order the label-symmetric parameters." + _hint(hints, "label_switching"), tuple(probs))
-    loc = _localized(localization) if ("rhat" in probs or "chains_in_different_modes" in probs) else None
-    if loc is not None and loc["pattern"] in ("slow_mixing", "within_chance") and "chains_in_different_modes" in probs:
-        loc = None  # chain means apart: never "chance" or "too few draws"; the chains-in-modes verdict below says so
+    loc = (_localized(localization, modes="chains_in_different_modes" in probs)
+           if ("rhat" in probs or "chains_in_different_modes" in probs) else None)
     if loc is not None:
         code, meaning, action = PATTERN_VERDICTS[loc["pattern"]]
         chains = len(summary.get("ebfmi_per_chain") or []) or 1
