@@ -316,6 +316,33 @@ def test_rhat_against_chance_tells_a_chance_maximum_from_a_stuck_element():
     assert sampling.rhat_against_chance(one_chain) is None
 
 
+def test_rhat_against_chance_cannot_judge_chains_that_barely_move():
+    """Chains that barely move (a real session's group 8e: ESS 3, R-hat 2.0): the chance reference calibrated at
+    that ESS admits nearly any R-hat, so it must say it cannot judge, and nothing is read as 'too few draws'."""
+    from gimbal.diagnostics.convergence import localize_flagged
+    from gimbal.diagnostics.rules import rule_convergence
+
+    rng = np.random.default_rng(5)
+    walk = np.cumsum(rng.normal(size=(4, 50, 300)), axis=1)  # random walks: ESS of a few per chain
+    post = xr.Dataset({"x": (("chain", "draw", "e"), walk)})
+    summary = _summary_of(post)
+    res = sampling.rhat_against_chance(summary, seed=3)
+    assert res["median_ess_bulk"] / 4 < sampling.MIN_CHANCE_ESS_PER_CHAIN and res["max_rhat"] > 1.5
+    assert res["verdict"] == "cannot_judge"
+    # what the old reading did: at this ESS the simulated chance maximum admits the measured one
+    assert res["chance_max_rhat"] > 1.2
+    tree = xr.DataTree.from_dict({"posterior": post})
+    loc = {k: v.to_json() for k, v in localize_flagged(tree, summary, res).items()}
+    assert "within_chance" not in loc["x"]["patterns"]
+    full = {**summary, "divergences": 0, "min_ess_bulk_all": res["min_ess_bulk"], "total_draws": 200,
+            "ebfmi_per_chain": [1.0] * 4, "max_treedepth_fraction": 0.0}
+    v = rule_convergence(full, {"verdict": "ok"}, res, localization=loc)
+    assert v.code != "too_few_draws" and "barely move" in v.interpretation
+    v = rule_convergence(full, {"verdict": "ok"}, res)  # without localization: the not-converged text says so
+    assert v.code == "not_converged" and "cannot be told from non-convergence" in v.interpretation
+    assert "Do not read this as too few draws" in v.next_action
+
+
 def test_convergence_table_reports_nan_for_an_empty_variable():
     """A variable with no elements (e.g. no missing detections to impute) gives NaN, not an error."""
     rng = np.random.default_rng(5)

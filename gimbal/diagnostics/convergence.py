@@ -213,7 +213,9 @@ def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_thres
 def localize_flagged(trace, summary: dict, rhat_chance: dict | None = None, rhat_threshold: float = 1.01) -> dict:
     """:func:`convergence_localization` of every variable whose max R-hat in ``summary`` (from
     :func:`~gimbal.diagnostics.sampling.sampling_summary`) is over ``rhat_threshold``, with the chance maximum of
-    ``rhat_chance`` (from :func:`~gimbal.diagnostics.sampling.rhat_against_chance`) for its variable."""
+    ``rhat_chance`` (from :func:`~gimbal.diagnostics.sampling.rhat_against_chance`) for its variable, unless that
+    reference cannot judge (chains barely moving): then no element is read as within chance."""
     flagged = [v for v, row in (summary.get("per_variable") or {}).items() if (row.get("rhat") or 0.0) > rhat_threshold]
-    chance = {rhat_chance["variable"]: rhat_chance["chance_max_rhat"]} if rhat_chance else None
+    judged = rhat_chance and rhat_chance.get("verdict") != "cannot_judge"
+    chance = {rhat_chance["variable"]: rhat_chance["chance_max_rhat"]} if judged else None
     return convergence_localization(trace, flagged, chance_rhat=chance, rhat_threshold=rhat_threshold)

@@ -232,7 +232,11 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
         code, meaning, action = PATTERN_VERDICTS[loc["pattern"]]
         chains = len(summary.get("ebfmi_per_chain") or []) or 1
         per_chain = (summary.get("total_draws") or 0) / chains
-        if loc["pattern"] in ("slow_mixing", "within_chance") and per_chain < 2 * THRESHOLDS["ess_per_chain"]:
+        stuck = bool(rhat_chance) and rhat_chance.get("verdict") == "cannot_judge"
+        if stuck:
+            meaning += (f"; the median element has {rhat_chance['median_ess_bulk'] / chains:.1f} effective draws per "
+                        "chain, so the chains barely move and their R-hat cannot be read as chance")
+        elif loc["pattern"] in ("slow_mixing", "within_chance") and per_chain < 2 * THRESHOLDS["ess_per_chain"]:
             code = "too_few_draws"
             meaning += (f"; with {per_chain:.0f} draws per chain an ESS above {THRESHOLDS['ess_per_chain']} per chain "
                         "is out of reach, so these draws are too few to judge convergence")
@@ -262,7 +266,13 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
             where = (f" Exactly converged chains reach a max R-hat of {c['chance_max_rhat']:.4f} by chance over the "
                      f"{c['n_elements']} elements of '{c['variable']}' at their median bulk ESS "
                      f"({c['median_ess_bulk']:.0f}); the measured {c['max_rhat']:.4f} is ")
-            if c["verdict"] == "beyond":
+            if c["verdict"] == "cannot_judge":
+                chance_text = (f" The median element of '{c['variable']}' has a bulk ESS of {c['median_ess_bulk']:.0f} "
+                               f"over {summary.get('chains', 'its')} chains: the chains barely move, so chance cannot be told "
+                               "from non-convergence.")
+                action = ("Do not read this as too few draws: chains this stuck need a look at step size and tree "
+                          "depth (raise target_accept, or reparameterize) and a run with more tuning.")
+            elif c["verdict"] == "beyond":
                 slowest = (f" (its slowest element's bulk ESS is {c['min_ess_bulk']:.0f})"
                            if c.get("min_ess_bulk") is not None else "")
                 chance_text = (where + "more than twice as far from 1: some elements really mix more slowly than the "

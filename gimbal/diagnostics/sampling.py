@@ -255,6 +255,10 @@ def chance_max_rhat(
     return float(worst)
 
 
+MIN_CHANCE_ESS_PER_CHAIN = 10
+"""Median bulk ESS per chain below which :func:`rhat_against_chance` cannot judge (chains barely move)."""
+
+
 def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
     """The worst variable's max R-hat next to what exactly converged chains reach by chance.
 
@@ -271,6 +275,13 @@ def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
     one, ``"beyond"`` only when its excess over 1 is more than twice the
     simulated excess, and ``"near"`` (one run cannot tell) in between.
 
+    The reference is calibrated at the measured ESS, which is circular when the
+    chains barely move: chains stuck in different places have a tiny ESS, and
+    converged chains at that ESS reach almost any R-hat by chance. Below
+    :data:`MIN_CHANCE_ESS_PER_CHAIN` effective draws per chain (median element)
+    the verdict is ``"cannot_judge"``: chance cannot be told from
+    non-convergence, and no element may be read as within chance.
+
     Parameters
     ----------
     summary : dict
@@ -282,7 +293,8 @@ def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
     -------
     dict or None
         ``variable``, ``max_rhat``, ``n_elements``, ``median_ess_bulk``,
-        ``min_ess_bulk``, ``chance_max_rhat`` and ``verdict`` ("within", "near" or "beyond");
+        ``min_ess_bulk``, ``chance_max_rhat`` and ``verdict`` ("within", "near", "beyond" or
+        "cannot_judge");
         None when the summary has no R-hat (a single chain) or no per-variable
         table.
     """
@@ -297,6 +309,8 @@ def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
     chance = chance_max_rhat(chains, draws, row["n_elements"], ess_fraction=fraction, seed=seed)
     excess, chance_excess = row["rhat"] - 1.0, chance - 1.0
     verdict = "within" if excess <= chance_excess else "beyond" if excess > 2.0 * chance_excess else "near"
+    if row["ess_bulk_median"] / chains < MIN_CHANCE_ESS_PER_CHAIN:
+        verdict = "cannot_judge"
     return {"variable": name, "max_rhat": row["rhat"], "n_elements": row["n_elements"],
             "median_ess_bulk": row["ess_bulk_median"], "min_ess_bulk": row.get("ess_bulk"),
             "chance_max_rhat": chance, "verdict": verdict}
