@@ -234,7 +234,7 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
         per_chain = (summary.get("total_draws") or 0) / chains
         stuck = bool(rhat_chance) and rhat_chance.get("verdict") == "cannot_judge"
         if stuck:
-            meaning += (f"; the median element has {rhat_chance['median_ess_bulk'] / chains:.1f} effective draws per "
+            meaning += (f"; the median element has {rhat_chance['median_ess_per_chain']:.1f} effective draws per "
                         "chain, so the chains barely move and their R-hat cannot be read as chance")
         elif loc["pattern"] in ("slow_mixing", "within_chance") and per_chain < 2 * THRESHOLDS["ess_per_chain"]:
             code = "too_few_draws"
@@ -267,9 +267,8 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
                      f"{c['n_elements']} elements of '{c['variable']}' at their median bulk ESS "
                      f"({c['median_ess_bulk']:.0f}); the measured {c['max_rhat']:.4f} is ")
             if c["verdict"] == "cannot_judge":
-                chance_text = (f" The median element of '{c['variable']}' has a bulk ESS of {c['median_ess_bulk']:.0f} "
-                               f"over {summary.get('chains', 'its')} chains: the chains barely move, so chance cannot be told "
-                               "from non-convergence.")
+                chance_text = (f" The median element of '{c['variable']}' has {c['median_ess_per_chain']:.1f} effective "
+                               "draws per chain: the chains barely move, so chance cannot be told from non-convergence.")
                 action = ("Do not read this as too few draws: chains this stuck need a look at step size and tree "
                           "depth (raise target_accept, or reparameterize) and a run with more tuning.")
             elif c["verdict"] == "beyond":

@@ -293,7 +293,7 @@ def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
     -------
     dict or None
         ``variable``, ``max_rhat``, ``n_elements``, ``median_ess_bulk``,
-        ``min_ess_bulk``, ``chance_max_rhat`` and ``verdict`` ("within", "near", "beyond" or
+        ``median_ess_per_chain``, ``min_ess_bulk``, ``chance_max_rhat`` and ``verdict`` ("within", "near", "beyond" or
         "cannot_judge");
         None when the summary has no R-hat (a single chain) or no per-variable
         table.
@@ -309,10 +309,12 @@ def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
     chance = chance_max_rhat(chains, draws, row["n_elements"], ess_fraction=fraction, seed=seed)
     excess, chance_excess = row["rhat"] - 1.0, chance - 1.0
     verdict = "within" if excess <= chance_excess else "beyond" if excess > 2.0 * chance_excess else "near"
-    if row["ess_bulk_median"] / chains < MIN_CHANCE_ESS_PER_CHAIN:
+    per_chain = row["ess_bulk_median"] / chains
+    if per_chain < MIN_CHANCE_ESS_PER_CHAIN:
         verdict = "cannot_judge"
     return {"variable": name, "max_rhat": row["rhat"], "n_elements": row["n_elements"],
-            "median_ess_bulk": row["ess_bulk_median"], "min_ess_bulk": row.get("ess_bulk"),
+            "median_ess_bulk": row["ess_bulk_median"], "median_ess_per_chain": per_chain,
+            "min_ess_bulk": row.get("ess_bulk"),
             "chance_max_rhat": chance, "verdict": verdict}
 
 
