@@ -1,4 +1,5 @@
-"""The ``gimbal`` command: ``datasets``, ``import``, ``fit``, ``export``, ``evaluate``, ``diag run``, ``diag book``."""
+"""The ``gimbal`` command: ``datasets``, ``import``, ``prior fit``, ``fit``, ``export``, ``evaluate``, ``diag run``,
+``diag book``, ``diag model``."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--outlier-model", choices=("uniform", "student_t"), default="uniform",
         help="outlier detections as a uniform second class (default) or a heavy-tailed Student-t likelihood "
              "(needs --kernels graph)",
+    )
+    g.add_argument(
+        "--prior", default=None, metavar="FILE.npz",
+        help="a trained pose prior (gimbal prior fit, or the original GIMBAL's trained-parameter .npz): its "
+             "body-frame pose states, bone scales and step sizes replace the ones estimated from the data",
     )
     g.add_argument(
         "--hmm-algorithm", choices=("sequential", "parallel"), default=None,
@@ -95,7 +101,11 @@ def cmd_fit(args) -> int:
         root_dynamics=args.root_dynamics,
         kernels=args.kernels,
         outlier_model=args.outlier_model,
+        prior=_prior_for(args.prior, ds),
     )
+    if not ds.attrs.get("frames_consecutive", 1):  # sparse labelled frames: no random walk, no state dynamics
+        model_options.update(temporal=False, use_directional_hmm=False)
+        print("      frames are not consecutive: no temporal prior; pose states on each frame independently")
     model_options.update(backend_model_options(args.backend))  # JAX: plain graph, tree-form HMM
     if args.hmm_algorithm:
         model_options["hmm_algorithm"] = args.hmm_algorithm  # an explicit choice wins
@@ -129,6 +139,20 @@ def cmd_fit(args) -> int:
     print(f"[4/4] wrote {trace_path} and {summary_path}\n")
     _print_fit_summary(summary, errors, result)
     return 0
+
+
+def _prior_for(path, ds):
+    """The ``--prior`` file matched to the dataset's skeleton; a file that cannot serve is a usage error."""
+    if path is None:
+        return None
+    from .datasets import skeleton_of
+    from .errors import UsageError
+    from .model.prior import PriorFileError, load_prior
+
+    try:
+        return load_prior(path).for_skeleton(skeleton_of(ds))
+    except PriorFileError as exc:
+        raise UsageError(f"--prior {path}: {exc}") from exc
 
 
 def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0) -> int:
@@ -186,6 +210,8 @@ def cmd_import(args) -> int:
     if out.exists() and not args.overwrite:
         print(f"error: {out} already exists; pass --overwrite to replace it.", file=sys.stderr)
         return 2
+    if len(args.detections) == 1 and Path(args.detections[0]).suffix.lower() == ".mat":
+        return _import_label3d(args, out)
     if len(args.detections) == 1 and "=" not in args.detections[0]:
         detections = args.detections[0]  # a session folder or a multi-camera .slp
     else:
@@ -208,6 +234,76 @@ def cmd_import(args) -> int:
         print(f"warning: the calibration check flagged camera(s) {names}; fits with them will be biased. Fix the "
               "calibration, or import without them.", file=sys.stderr)
         return 1 if args.strict else 0
+    return 0
+
+
+def _import_label3d(args, out: Path) -> int:
+    from .datasets import save_dataset
+    from .errors import UsageError
+    from .io.label3d import load_label3d
+
+    if args.skeleton is None:
+        raise UsageError("Label3D files carry no joint names: pass --skeleton with the DANNCE skeleton .mat "
+                         "(its joint_names are the labels' order).")
+    if Path(args.calibration).resolve() != Path(args.detections[0]).resolve():
+        raise UsageError("a Label3D file holds its own calibration: pass the same file as --calibration.")
+    ds = load_label3d(args.detections[0], args.skeleton, root=args.root, name=args.name)
+    print(f"imported {ds.sizes['frame']} labelled frames (sparse) x {ds.sizes['camera']} cameras x "
+          f"{ds.sizes['keypoint']} keypoints, with their 3D labels as ground truth")
+    save_dataset(ds, out, overwrite=args.overwrite)
+    print(f"wrote {out}  (use it as --dataset {out}, or to train a prior: gimbal prior fit --dataset {out} ...)")
+    return 0
+
+
+def cmd_prior_fit(args) -> int:
+    import numpy as np
+
+    from .datasets import load_dataset
+    from .errors import UsageError
+    from .model.initialization import triangulate_sequence
+    from .model.prior import PriorFileError, fit_prior, save_prior
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise UsageError(f"--out must be a .npz file, got {out}.")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} already exists; pass --overwrite to replace it.")
+    heading = [h.strip() for h in args.heading.split(",")]
+    vertical = [float(v) for v in args.vertical.split(",")]
+    if len(heading) != 2 or len(vertical) != 3:
+        raise UsageError("--heading takes two keypoint names (BASE,TIP) and --vertical three numbers (x,y,z).")
+    sequences, names, parents, consecutive = [], None, None, True
+    for path in args.dataset:
+        ds = load_dataset(path)
+        ds_names = [str(k) for k in ds["keypoint"].values]
+        if names is None:
+            names, parents = ds_names, ds["parents"].values
+        elif ds_names != names or not np.array_equal(ds["parents"].values, parents):
+            raise UsageError(f"{path} has another skeleton than {args.dataset[0]}; train a prior on one skeleton.")
+        if args.source == "truth":
+            if "positions_true" not in ds:
+                raise UsageError(f"{path} has no ground-truth positions; use --source triangulation.")
+            sequences.append(ds["positions_true"].values)
+        else:
+            sequences.append(triangulate_sequence(ds))
+        consecutive &= bool(ds.attrs.get("frames_consecutive", 1))
+    missing = [h for h in heading if h not in names]
+    if missing:
+        raise UsageError(f"--heading names {missing}, which are not keypoints {names}.")
+    try:
+        prior = fit_prior(sequences, parents, [names.index(h) for h in heading], n_states=args.states,
+                          keypoint_names=names, consecutive=consecutive, normal=vertical, seed=args.seed,
+                          source=f"{args.source} of {', '.join(map(str, args.dataset))}")
+    except (ValueError, PriorFileError) as exc:
+        raise UsageError(str(exc)) from exc
+    save_prior(prior, out, overwrite=args.overwrite)
+    frames = sum(len(s) for s in sequences)
+    print(f"fitted a prior with {prior.n_states} pose states on {frames} frames ({args.source}; heading "
+          f"{heading[0]} -> {heading[1]}; step variances {'fitted' if consecutive else 'not fitted: frames not consecutive'})")
+    print(f"  bone lengths {np.round(prior.bone_length[1:], 2).tolist()}")
+    print(f"  state probabilities {np.round(prior.state_probability, 3).tolist()}; median concentration per state "
+          f"{np.round(np.median(prior.state_concentrations[:, 1:], axis=1), 1).tolist()}")
+    print(f"wrote {out}  (use it with gimbal fit --prior {out})")
     return 0
 
 
@@ -305,6 +401,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windowed inference for long recordings: kept frames per window (default: the whole sequence)")
     p.add_argument("--overlap", type=int, default=10, help="with --window: extra frames sampled on each side (default 10)")
     p.set_defaults(func=cmd_fit)
+
+    prior = sub.add_parser("prior", help="train a pose prior on 3D data", description="Trained pose priors.")
+    psub = prior.add_subparsers(dest="prior_command", required=True)
+    p = psub.add_parser(
+        "fit", help="fit a pose prior to 3D positions",
+        description="Fit a pose prior - body-frame pose states (a von Mises-Fisher mixture by EM on heading-aligned "
+                    "bone directions), transition counts, bone lengths and spreads, step variances - to the 3D "
+                    "positions of one or more datasets: their ground truth (motion capture, manual labels) or their "
+                    "robust triangulation. Write it as .npz for gimbal fit --prior.")
+    p.add_argument("--dataset", action="append", required=True, help="a .nc dataset or registered name (repeatable)")
+    p.add_argument("--source", choices=("truth", "triangulation"), default="truth",
+                   help="train on the datasets' ground-truth positions (default) or on their robust triangulation")
+    p.add_argument("--heading", required=True, metavar="BASE,TIP",
+                   help="two keypoints whose direction (projected on the floor) is the body's heading, e.g. SpineM,SpineF")
+    p.add_argument("--states", type=positive_int, default=1, help="pose states (default 1)")
+    p.add_argument("--vertical", default="0,0,1", help="the world's vertical axis (default 0,0,1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the EM start (default 0)")
+    p.add_argument("--out", required=True, help="the prior file to write (.npz)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing prior file")
+    p.set_defaults(func=cmd_prior_fit)
 
     p = sub.add_parser("export", help="write a fit's posterior 3D poses for other tools",
                        description="Export a gimbal fit folder's posterior: a movement poses dataset (.nc), an "

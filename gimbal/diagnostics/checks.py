@@ -52,7 +52,7 @@ class LogpGrad:
         return np.asarray(self.dlogp_point(self.unflatten(vector)), dtype=float)
 
 
-def compile_logp_and_grad(model: pm.Model, point=None) -> LogpGrad:
+def compile_logp_and_grad(model: pm.Model, point=None, mode=None) -> LogpGrad:
     """Compile ``model.compile_logp()`` and ``model.compile_dlogp()`` (PyTensor autodiff).
 
     Parameters
@@ -61,11 +61,15 @@ def compile_logp_and_grad(model: pm.Model, point=None) -> LogpGrad:
     point : dict, optional
         Any point of the model (default: ``model.initial_point()``), used only
         to fix the layout of the flat unconstrained vector.
+    mode : str, optional
+        PyTensor compilation mode (default: PyTensor's, numba). ``"FAST_COMPILE"`` evaluates the graph with
+        PyTensor's Python implementations: no compilation, slower calls (a reference to compare against).
     """
     point = model.initial_point() if point is None else point
     names = [v.name for v in model.value_vars]
     template = DictToArrayBijection.map({n: point[n] for n in names})
-    return LogpGrad(model, model.compile_logp(), model.compile_dlogp(), template)
+    kwargs = {} if mode is None else {"mode": mode}
+    return LogpGrad(model, model.compile_logp(**kwargs), model.compile_dlogp(**kwargs), template)
 
 
 def safe_point_logps(model: pm.Model, point=None) -> dict:

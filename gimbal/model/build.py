@@ -38,6 +38,7 @@ from ..datasets import skeleton_of
 from .distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, vmf_logp
 from .initialization import Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt
 from .kernels import bone_emission_logp, hmm_logp, observation_logp
+from .prior import PosePrior, canonical_positions, load_prior, with_prior
 
 __all__ = [
     "ModelConfig",
@@ -70,6 +71,8 @@ class ModelConfig:
     root_dynamics: str = "centered"
     hmm_algorithm: str = "sequential"
     outlier_model: str = "uniform"
+    heading: bool = False
+    prior: str | None = None
 
     def __post_init__(self):
         if self.directions not in ("marginal", "explicit"):
@@ -99,6 +102,8 @@ class ModelConfig:
                              "heavy-tailed likelihood built as a plain graph: use it with kernels='graph'.")
         if self.n_states < 1:
             raise ValueError(f"n_states must be >= 1, got {self.n_states}.")
+        if self.heading and self.directions != "marginal":
+            raise ValueError("a trained prior's body-frame pose states (heading) need directions='marginal'.")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -197,6 +202,10 @@ def pose_emissions(x, skeleton, rho, sigma, mean, kappa, init: Initialization, c
     density; the Gaussian bone term is then added separately by :func:`pose_prior`.
     """
     children, parents = _data(skeleton.bones, "bone_child", "int64"), _data(skeleton.bone_parents, "bone_parent", "int64")
+    if config.heading:  # the states' directions are in the body frame: rotate each frame's pose into it
+        states = init.pose_states
+        x = canonical_positions(x, _data(states.heading_keypoints, "heading_keypoints", "int64"),
+                                _data(states.frame_axes, "frame_axes"), xp=pt)
     if config.directions == "marginal" and config.kernels == "fused":
         return bone_emission_logp(x, children, parents, rho, sigma, mean, kappa)
     delta = _bone_vectors(x, children, parents)[:, None]  # (T, 1, B, 3)
@@ -213,11 +222,18 @@ def pose_emissions(x, skeleton, rho, sigma, mean, kappa, init: Initialization, c
 
 def pose_prior(emission, init: Initialization, config: ModelConfig):
     """The directional HMM (states summed out) or the single-state prior, as ``pose_prior``."""
-    S = init.pose_states.n_states
+    states = init.pose_states
+    S = states.n_states
+    initial = np.full(S, 1.0 / S) if states.initial is None else states.initial
+    log_init = _data(np.log(np.maximum(initial, 1e-300)), "state_log_initial")
+    if S > 1 and not config.use_directional_hmm:  # a trained prior's states on independent (sparse) frames
+        return pm.Potential("pose_prior", pt.logsumexp(emission + log_init[None], axis=1).sum())
     if config.use_directional_hmm and S > 1:
-        alpha = 1.0 + 9.0 * np.eye(S)  # sticky: pose states last many frames
-        trans = pm.Dirichlet("transition", a=alpha, dims=("state", "state_to"), initval=init.values["transition"])
-        log_init, log_trans = pt.full((S,), -np.log(S)), pt.log(trans)
+        # sticky by default: pose states last many frames; a trained prior brings its own counts
+        alpha = 1.0 + 9.0 * np.eye(S) if states.transition_counts is None else states.transition_counts
+        trans = pm.Dirichlet("transition", a=_data(alpha, "transition_counts"), dims=("state", "state_to"),
+                             initval=init.values["transition"])
+        log_trans = pt.log(trans)
         if config.kernels == "fused":
             logp = hmm_logp(emission, log_init, log_trans)
         elif config.hmm_algorithm == "parallel":
@@ -341,6 +357,7 @@ def build_model(
     root_dynamics: str = "centered",
     hmm_algorithm: str = "sequential",
     outlier_model: str = "uniform",
+    prior: PosePrior | str | None = None,
     init: Initialization | None = None,
     validate: bool = True,
     seed: int = 0,
@@ -396,6 +413,14 @@ def build_model(
         mixture's posterior over a keypoint has a shoulder where a detection lies in
         the inlier/outlier transition zone (about 3 to 10 noise sd away); the Student-t
         turns that into one smooth tail (an ablation row).
+    prior : PosePrior or path, optional
+        A trained pose prior (:func:`gimbal.model.prior.fit_prior`, ``gimbal prior fit``, or the original
+        GIMBAL's trained-parameter ``.npz``), matched to the dataset's skeleton by keypoint name. Its pose
+        states (in the body frame: each frame's pose is rotated about the vertical so that its heading points
+        along the prior's reference axis), their transition counts and first-frame probabilities, bone lengths,
+        bone spreads and step sizes replace the ones estimated from the data; ``n_states`` is the prior's.
+        With ``use_directional_hmm=False`` its states are a mixture on every frame independently (for sparse
+        labelled frames, with ``temporal=False``).
     init : Initialization, optional
         Precomputed :func:`gimbal.model.initialization.initialize_from_observations_dlt` result.
     validate : bool
@@ -411,12 +436,18 @@ def build_model(
         (the :class:`~gimbal.model.initialization.Initialization`) and ``model.gimbal_terms``
         (intermediate tensors such as the HMM ``emission``) attached.
     """
-    if n_states is None:
+    skeleton = skeleton_of(dataset)
+    if prior is not None:
+        prior = (load_prior(prior) if not isinstance(prior, PosePrior) else prior).for_skeleton(skeleton)
+        if n_states is not None and n_states != prior.n_states:
+            raise ValueError(f"n_states={n_states} but the prior has {prior.n_states} pose states; leave n_states unset.")
+        n_states = prior.n_states
+    elif n_states is None:
         n_states = int(dataset.attrs.get("n_states", 1))
     config = ModelConfig(
         use_mixture=bool(use_mixture),
         use_directional_hmm=bool(use_directional_hmm),
-        n_states=int(n_states) if use_directional_hmm else 1,
+        n_states=int(n_states) if use_directional_hmm or prior is not None else 1,
         directions=directions,
         state_params=state_params,
         freeze_latents=freeze_latents,
@@ -426,10 +457,14 @@ def build_model(
         root_dynamics=root_dynamics,
         hmm_algorithm=hmm_algorithm,
         outlier_model=outlier_model,
+        heading=prior is not None,
+        prior=None if prior is None else (prior.source or "given"),
     )
-    if init is None or init.pose_states.n_states != config.n_states:
+    if prior is not None:
+        if init is None or init.pose_states.heading_keypoints is None:
+            init = with_prior(init or initialize_from_observations_dlt(dataset, n_states=1, seed=seed), prior, skeleton)
+    elif init is None or init.pose_states.n_states != config.n_states:
         init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed)
-    skeleton = skeleton_of(dataset)
     terms = {}
     with pm.Model(coords=_coords(dataset, config.n_states)) as model:
         x = latent_positions(dataset, init, config)

@@ -38,12 +38,23 @@ class InitializationError(ValueError):
 
 @dataclass
 class PoseStates:
-    """Per-state mean bone directions and concentrations, with the frame labels they came from."""
+    """Per-state mean bone directions and concentrations, with the frame labels they came from.
+
+    The directions are in the world frame, or - when ``heading_keypoints`` is set (a trained
+    :class:`~gimbal.model.prior.PosePrior`) - in each frame's body frame (see
+    :func:`gimbal.model.prior.canonical_positions`). ``transition_counts`` and ``initial`` are the Dirichlet
+    pseudo-counts of the transition rows and the first frame's state probabilities; None means the model's
+    defaults (sticky counts, uniform start).
+    """
 
     mean_directions: np.ndarray  # (S, B, 3) unit vectors
     kappa: np.ndarray  # (S, B)
     labels: np.ndarray  # (T,)
     transition: np.ndarray  # (S, S) row-stochastic
+    transition_counts: np.ndarray | None = None  # (S, S)
+    initial: np.ndarray | None = None  # (S,)
+    heading_keypoints: np.ndarray | None = None  # (2,) base and tip keypoint of the heading
+    frame_axes: np.ndarray | None = None  # (3, 3) rows: reference axis, second axis, vertical
 
     @property
     def n_states(self) -> int:
