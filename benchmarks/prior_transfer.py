@@ -117,7 +117,7 @@ def run(*, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 10
             "wall_s": round(time.perf_counter() - t0, 1),
         }
         print(label, rows[label], flush=True)
-    result = {"train": "markerless_mouse_1", "test": "markerless_mouse_2", "frames_test": int(noisy.sizes["frame"]),
+    result = {"benchmark": "prior_transfer", "dataset": "dannce_markerless_mouse", "train": "markerless_mouse_1", "test": "markerless_mouse_2", "frames_test": int(noisy.sizes["frame"]),
               "noise": "5 px Gaussian, 5% missing, 10% uniform outliers, 5% left/right swaps per pair and camera, 15% of "
                        "keypoints occluded (seen by one camera; missing or a guess 40 px off in the others)",
               "chains": chains, "tune": tune, "draws": draws, "n_states": n_states, "heading": list(HEADING), "seed": seed,

@@ -183,7 +183,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     save_dataset(ds, out / "dataset.nc", overwrite=True)
     payload = {
         "dataset": {"name": label, "T": ds.sizes["frame"], "C": ds.sizes["camera"], "K": ds.sizes["keypoint"]},
-        "model": model_options,
+        "model": {**model_options, "prior": getattr(model_options.get("prior"), "source", None)},  # JSON: the prior's source
         "windowed": {"window": args.window, "overlap": args.overlap, "windows": res.windows, "wall_s": res.wall_s},
         "sampler": {k: getattr(args, k) for k in ("chains", "tune", "draws", "seed", "target_accept", "adaptation", "maxdepth")},
         "position_error": errors,

@@ -20,3 +20,16 @@ def minimal80():
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def python_mode():
+    """PyTensor's Python implementations only: no numba and no C compilation (``cxx`` unset while the test runs).
+
+    For reference graphs that a test compares against: the values are PyTensor's, computed without compiling the
+    graph (a numba or C compile of a scan or a parallel-HMM tree costs tens of seconds on a fresh machine).
+    """
+    import pytensor
+
+    with pytensor.config.change_flags(cxx=""):
+        yield "FAST_COMPILE"

@@ -136,14 +136,14 @@ def test_parallel_hmm_matches_brute_force_enumeration(T, S):
 
 
 @pytest.mark.parametrize("T", [37, 200, 1025])
-def test_parallel_hmm_value_and_gradients_match_the_forward_algorithm(hmm_fn, T):
+def test_parallel_hmm_value_and_gradients_match_the_forward_algorithm(hmm_fn, T, python_mode):
     E, init, A = _random_hmm(np.random.default_rng(T), T, 4)
     E = 5 * E  # sharp emissions: large log-space ranges in the products
     e, a, b = pt.dmatrix(), pt.dvector(), pt.dmatrix()
     out = hmm_parallel_logp(e, a, b, T)
-    # Python implementations (FAST_COMPILE): the arithmetic is compared, not a numba compile of each tree depth
-    f = pytensor.function([e, a, b], [out, *pytensor.grad(out, [e, a, b])], mode="FAST_COMPILE")
-    g = pytensor.function([e, a, b], [o := hmm_forward_logp(e, a, b), *pytensor.grad(o, [e, a, b])], mode="FAST_COMPILE")
+    # Python implementations: the arithmetic is compared, not a numba compile of each tree depth
+    f = pytensor.function([e, a, b], [out, *pytensor.grad(out, [e, a, b])], mode=python_mode)
+    g = pytensor.function([e, a, b], [o := hmm_forward_logp(e, a, b), *pytensor.grad(o, [e, a, b])], mode=python_mode)
     par, seq = f(E, init, A), g(E, init, A)
     assert par[0] == pytest.approx(seq[0], rel=1e-12)
     for x, y in zip(par[1:], seq[1:]):

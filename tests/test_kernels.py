@@ -119,15 +119,15 @@ def test_bone_emission_kernel_matches_graph(mode="NUMBA"):
 
 
 @pytest.mark.parametrize("options", [dict(), dict(state_params="learned", scales="learned")])
-def test_fused_model_equals_graph_model(rodent, options):
+def test_fused_model_equals_graph_model(rodent, options, python_mode):
     """The whole model: same log-density and gradient with either implementation.
 
     The fused model runs as sampled (numba); the plain-graph reference is evaluated by PyTensor's Python
-    implementations (FAST_COMPILE): the same graph, without a numba compile of its scan (about 70 s cold).
+    implementations: the same graph, without a numba compile of its scan (about 70 s cold).
     """
     fused = build_model(rodent, **options)
     graph = build_model(rodent, kernels="graph", init=fused.gimbal_init, validate=False, **options)
-    f_fused, f_graph = compile_logp_and_grad(fused), compile_logp_and_grad(graph, mode="FAST_COMPILE")
+    f_fused, f_graph = compile_logp_and_grad(fused), compile_logp_and_grad(graph, mode=python_mode)
     start = f_fused.flatten(fused.initial_point())
     q = start + np.random.default_rng(4).normal(scale=0.05, size=start.shape)
     assert f_fused.logp(q) == pytest.approx(f_graph.logp(q), rel=1e-10)

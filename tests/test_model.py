@@ -161,7 +161,7 @@ def test_noncentered_root_is_the_same_posterior_over_positions():
         build_model(ds, init=init, root_dynamics="noncentered", scales="learned")
 
 
-def test_parallel_hmm_model_equals_the_sequential_one():
+def test_parallel_hmm_model_equals_the_sequential_one(python_mode):
     """hmm_algorithm='parallel' (for GPUs) is the same density as the frame-by-frame forward algorithm."""
     ds = load_dataset("rodent18_multistate", max_T=11)  # not a power of two: the tree pads its last level
     init = initialize_from_observations_dlt(ds, n_states=int(ds.attrs["n_states"]))
@@ -172,9 +172,9 @@ def test_parallel_hmm_model_equals_the_sequential_one():
     point["x"] = point["x"] + np.random.default_rng(5).normal(scale=0.2, size=point["x"].shape)
     # the two graphs compared by PyTensor's Python implementations: the same arithmetic without a numba compile of
     # each (the parallel form is the JAX backend's; tests/test_jax_backend.py compiles it there)
-    values = [m.compile_logp(mode="FAST_COMPILE")(point) for m in (seq, par)]
+    values = [m.compile_logp(mode=python_mode)(point) for m in (seq, par)]
     assert values[1] == pytest.approx(values[0], rel=1e-12)
-    grads = [m.compile_dlogp(vars=[m["x"]], mode="FAST_COMPILE")(point) for m in (seq, par)]
+    grads = [m.compile_dlogp(vars=[m["x"]], mode=python_mode)(point) for m in (seq, par)]
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="kernels='graph'"):
         build_model(ds, init=init, hmm_algorithm="parallel")

@@ -298,3 +298,27 @@ def test_ablation_page_shows_positions_and_failed_variants(tmp_path):
     page = _ablation_page(tmp_path)
     assert "| default | 10 | 0 | 1.017 (x) | 1428 | 1.012, 2601 |" in page
     assert "`directions=explicit` failed: did not finish within 240 s" in page
+
+
+def test_ablation_page_shows_the_trained_prior_against_the_model_without_it(tmp_path):
+    """`python -m benchmarks prior-transfer` JSON becomes a table on the Ablation page, never on Performance."""
+    from gimbal.divergence.book import _ablation_page, _performance_page
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    e = lambda m: {"mean": m, "median": m / 2, "p90": 2 * m, "n": 10}  # noqa: E731
+    payload = {"benchmark": "prior_transfer", "dataset": "dannce_markerless_mouse", "train": "m1", "test": "m2",
+               "frames_test": 91, "noise": "5 px", "chains": 4, "tune": 1000, "draws": 1000, "n_states": 4,
+               "heading": ["SpineM", "Snout"], "seed": 0, "quick": False, "machine": {"platform": "test", "cpu_count": 2},
+               "rows": {"triangulation": {"errors": e(6.0), "errors_wrong_in_3_cameras": e(18.0)},
+                        "trained prior (4 states)": {"errors": e(1.4), "errors_wrong_in_3_cameras": e(3.4),
+                                                     "divergences": 0, "max_rhat_x": 2.38,
+                                                     "fraction_x_rhat_above_1.01": 0.053, "wall_s": 78.2}}}
+    (results / "prior_transfer.json").write_text(json.dumps(payload), encoding="utf-8")
+    (results / "stray.json").write_text(json.dumps({"rows": []}), encoding="utf-8")  # not a benchmark result
+    page = _ablation_page(tmp_path)
+    assert "train on `m1`, test on `m2`" in page and "heading SpineM -> Snout" in page
+    assert "| triangulation | 6 / 3 / 12 | 18 / 9 / 36 |" in page
+    assert "| trained prior (4 states) | 1.4 / 0.7 / 2.8 | 3.4 / 1.7 / 6.8 | 0 | 2.38 | 5.3% | 78.2 |" in page
+    perf = _performance_page(tmp_path, tmp_path / "out")
+    assert "m1" not in perf and "`stray.json` is not a benchmark result" in perf

@@ -28,14 +28,14 @@ def test_window_bounds_reject_bad_sizes():
 
 @pytest.mark.slow
 def test_windowed_posterior_covers_every_frame_and_beats_triangulation():
-    ds = load_dataset("v0.2.1_L02_outliers", max_T=60)
+    ds = load_dataset("v0.2.1_L02_outliers", max_T=40)
     res = sample_windowed(ds, window=20, overlap=5, chains=2, tune=150, draws=100, seed=1, progress=False, maxdepth=4)
-    assert len(res.windows) == 3
+    assert len(res.windows) == 2
     assert all(w["mean_grad_evals_per_draw"] <= 15 for w in res.windows)  # the depth cap reaches the sampler
     x = res.posterior["x"]
-    assert x.sizes == {"chain": 2, "draw": 100, "frame": 60, "keypoint": 4, "xyz": 3}
+    assert x.sizes == {"chain": 2, "draw": 100, "frame": 40, "keypoint": 4, "xyz": 3}
     np.testing.assert_array_equal(res.posterior["frame"].values, ds["frame"].values)
-    assert res.posterior["bone_length"].sizes["window"] == 3
+    assert res.posterior["bone_length"].sizes["window"] == 2
     assert all(w["divergences"] == 0 for w in res.windows)
     err = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds)
     assert err["posterior_mean"]["median"] < 0.8 * err["triangulation"]["median"]
@@ -55,10 +55,10 @@ def test_windows_fan_out_through_dask_distributed():
 @pytest.mark.slow
 def test_one_chain_and_noncentered_windows_stitch_and_print(capsys):
     """One chain has no R-hat (None): the progress line says n/a; per-window root steps are not stacked."""
-    ds = load_dataset("v0.2.1_L00_minimal", max_T=25)
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=20)
     res = sample_windowed(ds, window=10, overlap=2, chains=1, tune=60, draws=30, seed=3, progress=True,
                           model_options={"root_dynamics": "noncentered"})
     assert "max R-hat n/a" in capsys.readouterr().out
-    assert res.posterior["x"].sizes["frame"] == 25 and np.isfinite(res.posterior["x"].values).all()
+    assert len(res.windows) == 2 and res.posterior["x"].sizes["frame"] == 20 and np.isfinite(res.posterior["x"].values).all()
     assert not {"root_steps", "root_start", "x_nonroot"} & set(res.posterior.data_vars)
     assert res.posterior["bone_length"].sizes["window"] == len(res.windows)

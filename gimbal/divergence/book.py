@@ -217,8 +217,11 @@ def _performance_page(project: Path, out: Path) -> str:
         return "\n".join(lines)
     for f in files:
         data = json.loads(f.read_text(encoding="utf-8"))
-        if data.get("benchmark") == "ablation":
-            continue  # its own page
+        if data.get("benchmark") in ("ablation", "prior_transfer"):
+            continue  # on the Ablation page
+        if "benchmark" not in data or "dataset" not in data:
+            lines.append(f"`{f.name}` is not a benchmark result this page knows (no `benchmark`/`dataset`); skipped.\n")
+            continue
         rows = [r for r in data.get("rows", []) if "error" not in r]
         if data.get("benchmark") == "loco":
             lines.append(_loco_section(data))
@@ -347,15 +350,40 @@ def _backends_section(rows: list[dict]) -> str:
     return text + "\n" + table + "\n"
 
 
+def _prior_transfer_section(data: dict) -> str:
+    """``benchmarks/results/prior_transfer*.json``: the trained prior against the model without it, on real labels."""
+    def errs(e):
+        return f"{fmt(e['mean'], 3)} / {fmt(e['median'], 3)} / {fmt(e['p90'], 3)}"
+
+    rows = []
+    for name, r in data["rows"].items():
+        frac = r.get("fraction_x_rhat_above_1.01")
+        rows.append([name, errs(r["errors"]), errs(r["errors_wrong_in_3_cameras"]), r.get("divergences", ""),
+                     fmt(r.get("max_rhat_x"), 3) if r.get("max_rhat_x") is not None else "",
+                     f"{100 * frac:.1f}%" if frac is not None else "", r.get("wall_s", "")])
+    return "\n".join([
+        f"## A trained pose prior: train on `{data['train']}`, test on `{data['test']}`{' (quick)' if data.get('quick') else ''}\n",
+        f"The prior ({data['n_states']} pose states in the body frame, heading {' -> '.join(data['heading'])}) is fitted "
+        f"on the training animal's manual 3D labels; the test animal's {data['frames_test']} labelled frames get "
+        f"detector-like errors ({data['noise']}). 3D error of the posterior mean against the test animal's 3D labels, "
+        f"{data['chains']} chains x ({data['tune']} + {data['draws']}); machine: {data['machine']['platform']}, "
+        f"{data['machine']['cpu_count']} CPUs.\n",
+        md_table(["reconstruction", "all keypoints: mean / median / p90", "wrong in >= 3 cameras: mean / median / p90",
+                  "divergences", "max R-hat (x)", "positions with R-hat > 1.01", "wall s"], rows) + "\n",
+    ])
+
+
 def _ablation_page(project: Path) -> str:
     """One table per ``benchmarks/results/ablation_*.json`` (``python -m benchmarks ablation``)."""
     files = sorted((project / "benchmarks" / "results").glob("ablation_*.json"))
+    transfer = sorted((project / "benchmarks" / "results").glob("prior_transfer*.json"))
     lines = [
         "# Ablation: what each model choice buys\n",
         "Each row switches one default of `build_model` (or of the sampler) back to its alternative and samples the "
         "same data with the same seed, chains and draws. The first row is the default model. *Failure removed* names "
         "what the default choice is there to prevent; the numbers show whether the alternative runs into it.\n",
     ]
+    lines.extend(_prior_transfer_section(json.loads(f.read_text(encoding="utf-8"))) for f in transfer)
     if not files:
         lines.append("No ablation results yet. Run `python -m benchmarks ablation` (add `--quick` for a smoke run).\n")
         return "\n".join(lines)
