@@ -267,3 +267,33 @@ def test_label3d_mice_load_with_ground_truth_and_train_a_prior(tmp_path):
     from gimbal.datasets import skeleton_of
 
     assert load_prior(path).for_skeleton(skeleton_of(other)).n_states == 4
+
+
+@needs_dannce
+def test_cli_imports_label3d_fits_a_prior_and_refuses_what_cannot_serve(tmp_path, capsys):
+    """`gimbal import` of a Label3D file, `gimbal prior fit`, and `gimbal fit --prior` usage errors (status 2)."""
+    from gimbal.cli import main
+
+    mat, skeleton = DANNCE / "markerless_mouse_1" / "label3d_dannce.mat", DANNCE / "mouse22_skeleton.mat"
+    nc, prior = tmp_path / "mouse1.nc", tmp_path / "prior.npz"
+    assert main(["import", "--detections", str(mat), "--calibration", str(mat), "--skeleton", str(skeleton),
+                 "--out", str(nc)]) == 0
+    assert main(["import", "--detections", str(mat), "--calibration", str(mat), "--out", str(tmp_path / "x.nc")]) == 2
+    assert "--skeleton" in capsys.readouterr().err
+    assert main(["prior", "fit", "--dataset", str(nc), "--heading", "SpineM,Snout", "--states", "2",
+                 "--out", str(prior)]) == 0
+    out = capsys.readouterr().out
+    assert "2 pose states on 81 frames" in out and "not fitted: frames not consecutive" in out
+    assert load_prior(prior).keypoint_names[0] == "SpineF"
+    assert main(["prior", "fit", "--dataset", str(nc), "--heading", "SpineM,Snout", "--out", str(prior)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["prior", "fit", "--dataset", str(nc), "--heading", "SpineM,Nose", "--out", str(tmp_path / "y.npz")]) == 2
+    assert "Nose" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="heading baseline"):  # the rearing mouse's spine, seen from above
+        assert main(["prior", "fit", "--dataset", str(nc), "--heading", "SpineM,SpineF", "--out",
+                     str(tmp_path / "z.npz")]) == 0
+    # a prior of another skeleton is a usage error before anything is built or sampled
+    other = fit_prior(_poses(np.random.default_rng(8), T=30)[0], PARENTS, [0, 1], keypoint_names=NAMES)
+    save_prior(other, tmp_path / "other.npz")
+    assert main(["fit", "--dataset", str(nc), "--prior", str(tmp_path / "other.npz"), "--out", str(tmp_path / "fit")]) == 2
+    assert "--prior" in capsys.readouterr().err and not (tmp_path / "fit").exists()
