@@ -111,6 +111,13 @@ def _kappa_from_resultant(r: np.ndarray) -> np.ndarray:
     return np.clip(r * (3 - r**2) / (1 - r**2), 0.1, KAPPA_MAX)
 
 
+def _vmf_product_loglik(u: np.ndarray, means: np.ndarray, kappa: np.ndarray) -> np.ndarray:
+    """``sum_b log vMF(u[n, b]; means[s, b], kappa[s, b])`` as ``(N, S)``; bones with NaN directions count 0."""
+    seen = np.isfinite(u).all(axis=-1)  # (N, B)
+    ll = np.einsum("sbd,nbd->nsb", means * kappa[..., None], np.where(seen[..., None], u, 0.0))
+    return np.where(seen[:, None, :], ll + vmf_log_normalizer_np(kappa)[None], 0.0).sum(axis=-1)
+
+
 def fit_vmf_mixture(u: np.ndarray, n_states: int, *, seed: int = 0, n_iter: int = 200, tol: float = 1e-6):
     """EM for a mixture of products of vMFs: each state has a mean direction and a concentration per bone.
 
@@ -147,8 +154,7 @@ def fit_vmf_mixture(u: np.ndarray, n_states: int, *, seed: int = 0, n_iter: int 
         means = summed / np.maximum(length, 1e-12)[..., None]
         kappa = _kappa_from_resultant(length / counts)
         # E step
-        loglik = np.einsum("sbd,nbd->nsb", means * kappa[..., None], u0) + vmf_log_normalizer_np(kappa)[None]
-        loglik = np.where(seen[:, None, :], loglik, 0.0).sum(axis=-1) + np.log(weights)[None]
+        loglik = _vmf_product_loglik(u, means, kappa) + np.log(weights)[None]
         total = logsumexp(loglik, axis=1)
         resp = np.exp(loglik - total[:, None])
         history.append(float(total.sum()))
@@ -305,11 +311,7 @@ class PosePrior:
     def state_loglik(self, positions: np.ndarray) -> np.ndarray:
         """``log p(heading-aligned directions of each frame | state)`` as ``(T, S)`` (vMF part only)."""
         u, _ = heading_aligned_directions(positions, self.parents, self.heading_keypoints, self.axes)
-        seen = np.isfinite(u).all(axis=-1)
-        kappa = self.state_concentrations[:, 1:]
-        ll = np.einsum("sbd,tbd->tsb", self.state_directions[:, 1:] * kappa[..., None], np.where(seen[..., None], u, 0))
-        ll = ll + vmf_log_normalizer_np(kappa)[None]
-        return np.where(seen[:, None, :], ll, 0.0).sum(axis=-1)
+        return _vmf_product_loglik(u, self.state_directions[:, 1:], self.state_concentrations[:, 1:])
 
 
 def _robust_var(values: np.ndarray, floor: float) -> float:
@@ -370,7 +372,8 @@ def fit_prior(
         3D positions (motion capture, manual labels, or confident triangulation); NaN where unknown.
     parents : (K,) ints
     heading_keypoints : (base, tip) ints
-        The heading runs from ``base`` to ``tip`` (e.g. the mid spine to the front spine).
+        The heading runs from ``base`` to ``tip``: two keypoints far apart seen from above (e.g. the mid spine
+        and the snout; a pair that stands on top of itself when the animal rears is warned about).
     n_states : int
         Number of pose states (vMF mixture components).
     keypoint_names : sequence of str, optional
