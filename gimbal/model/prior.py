@@ -325,7 +325,7 @@ def _robust_var(values: np.ndarray, floor: float) -> float:
 SHORT_HEADING = 0.25  # a heading baseline shorter than this fraction of its median length (on the floor) is ill-posed
 
 
-def _check_heading_baseline(seqs, heading_keypoints, axes) -> None:
+def _check_heading_baseline(seqs, heading_keypoints, axes, names=None) -> None:
     """Warn when the heading's two keypoints often stand nearly on top of each other (seen from above).
 
     The body frame turns with the heading, so where its floor-plane length is short (a rearing animal's spine) a
@@ -342,9 +342,10 @@ def _check_heading_baseline(seqs, heading_keypoints, axes) -> None:
     if length.size == 0:
         raise ValueError("the heading keypoints are never both known in the training positions.")
     short = np.mean(length < SHORT_HEADING * np.median(length))
+    label = f"{names[base]} -> {names[tip]}" if names is not None else f"keypoints {base} -> {tip}"
     if short > 0.01:
         warnings.warn(
-            f"the heading baseline (keypoints {base} -> {tip}) is shorter than {SHORT_HEADING:.0%} of its median "
+            f"the heading baseline ({label}) is shorter than {SHORT_HEADING:.0%} of its median "
             f"length, seen from above, in {short:.1%} of the training frames (shortest {length.min():.3g}): there the "
             "heading is ill-defined and sampling may diverge. Choose two keypoints further apart along the body "
             "(e.g. the mid spine and the snout).", stacklevel=3)
@@ -397,7 +398,7 @@ def fit_prior(
         if s.ndim != 3 or s.shape[1:] != (K, 3):
             raise ValueError(f"training positions must be (T, {K}, 3) for {K} keypoints, got {s.shape}.")
     axes = _frame_axes(abscissa, normal)
-    _check_heading_baseline(seqs, heading_keypoints, axes)
+    _check_heading_baseline(seqs, heading_keypoints, axes, keypoint_names)
     dirs, lengths = zip(*(heading_aligned_directions(s, parents, heading_keypoints, axes) for s in seqs))
     u, length = np.concatenate(dirs), np.concatenate(lengths)
     usable = np.isfinite(u).all(axis=-1).any(axis=-1)
