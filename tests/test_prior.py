@@ -242,11 +242,14 @@ def test_a_prior_in_other_units_is_refused():
 
 @needs_dannce
 def test_label3d_mice_load_with_ground_truth_and_train_a_prior(tmp_path):
-    from gimbal.io.label3d import load_label3d
+    from gimbal.io.label3d import Label3DFileError, load_label3d
     from gimbal.model.cameras import project
 
     skeleton = DANNCE / "mouse22_skeleton.mat"
     ds = load_label3d(DANNCE / "markerless_mouse_1" / "label3d_dannce.mat", skeleton)
+    yaml_skeleton = Path(__file__).resolve().parents[1] / "examples" / "skeletons" / "sleap_anipose_mouse.yaml"
+    with pytest.raises(Label3DFileError, match="joint_names"):  # the labels' order is only in DANNCE's skeleton
+        load_label3d(DANNCE / "markerless_mouse_1" / "label3d_dannce.mat", yaml_skeleton)
     assert ds.sizes == {**ds.sizes, "frame": 81, "camera": 6, "keypoint": 22}
     resid = np.linalg.norm(project(ds["positions_true"].values, ds["camera_matrix"].values) - ds["observations"].values, axis=-1)
     assert np.nanmax(resid) < 1e-4  # the undistorted 2D labels are the 3D labels' pinhole projections

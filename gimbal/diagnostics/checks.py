@@ -62,8 +62,9 @@ def compile_logp_and_grad(model: pm.Model, point=None, mode=None) -> LogpGrad:
         Any point of the model (default: ``model.initial_point()``), used only
         to fix the layout of the flat unconstrained vector.
     mode : str, optional
-        PyTensor compilation mode (default: PyTensor's, numba). ``"FAST_COMPILE"`` evaluates the graph with
-        PyTensor's Python implementations: no compilation, slower calls (a reference to compare against).
+        PyTensor compilation mode (default: PyTensor's, numba). ``"FAST_COMPILE"`` skips numba: PyTensor's
+        Python implementations (and its C ones where a C compiler is configured), slower calls; a reference to
+        compare against.
     """
     point = model.initial_point() if point is None else point
     names = [v.name for v in model.value_vars]

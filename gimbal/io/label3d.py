@@ -29,7 +29,15 @@ class Label3DFileError(ValueError):
 def _joint_order(skeleton_path: Path) -> list[str]:
     from scipy.io import loadmat
 
-    return [str(n) for n in np.atleast_1d(loadmat(skeleton_path, simplify_cells=True)["joint_names"])]
+    try:
+        mat = loadmat(skeleton_path, simplify_cells=True)
+    except Exception as exc:  # scipy raises several types for non-MAT files
+        raise Label3DFileError(f"{skeleton_path} could not be read as a MATLAB file ({type(exc).__name__}); a Label3D "
+                               "import needs DANNCE's skeleton .mat, whose joint_names give the labels' order.") from exc
+    if "joint_names" not in mat:
+        raise Label3DFileError(f"{skeleton_path} has no 'joint_names': a Label3D import needs DANNCE's skeleton .mat, "
+                               "whose joint_names give the labels' order.")
+    return [str(n) for n in np.atleast_1d(mat["joint_names"])]
 
 
 def load_label3d(path, skeleton, *, root: str | None = None, name: str | None = None) -> xr.Dataset:
