@@ -68,10 +68,11 @@ def detector_errors(ds, *, seed: int = 0, noise_px: float = 5.0, missing: float 
 
 
 def _errors(estimate, truth) -> dict:
+    """Mean / median / p90 of the 3D error (the fits' own statistics) and how many positions were scored."""
+    from gimbal.model.fitting import _error_stats
+
     err = np.linalg.norm(estimate - truth, axis=-1)
-    err = err[np.isfinite(err)]
-    return {"mean": float(err.mean()), "median": float(np.median(err)), "p90": float(np.percentile(err, 90)),
-            "n": int(err.size)}
+    return {**_error_stats(err), "n": int(np.isfinite(err).sum())}
 
 
 def run(*, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,

@@ -27,6 +27,7 @@ from scipy.cluster.vq import kmeans2
 from scipy.special import logsumexp
 
 from .._atomic import atomic_path
+from .initialization import _vmf_kappa  # the same concentration estimate (and range) as the data's pose states
 from .skeleton import Skeleton, validate_parents
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "with_prior",
 ]
 
-KAPPA_MAX = 500.0
 HEADING_EPS = 1e-9  # squared length (units^2) added under the heading's norm: finite gradient when it is vertical
 
 
@@ -105,12 +105,6 @@ def vmf_log_normalizer_np(kappa) -> np.ndarray:
                     np.log(k) - np.log(2 * np.pi) - k - np.log(-np.expm1(-2.0 * k)))
 
 
-def _kappa_from_resultant(r: np.ndarray) -> np.ndarray:
-    """Banerjee et al. (2005) approximation of the vMF concentration on S^2 from the mean resultant length."""
-    r = np.clip(r, 1e-6, 1 - 1e-6)
-    return np.clip(r * (3 - r**2) / (1 - r**2), 0.1, KAPPA_MAX)
-
-
 def _vmf_product_loglik(u: np.ndarray, means: np.ndarray, kappa: np.ndarray) -> np.ndarray:
     """``sum_b log vMF(u[n, b]; means[s, b], kappa[s, b])`` as ``(N, S)``; bones with NaN directions count 0."""
     seen = np.isfinite(u).all(axis=-1)  # (N, B)
@@ -152,7 +146,7 @@ def fit_vmf_mixture(u: np.ndarray, n_states: int, *, seed: int = 0, n_iter: int 
         counts = np.einsum("ns,nb->sb", resp, seen.astype(float)) + 1e-9
         length = np.linalg.norm(summed, axis=-1)
         means = summed / np.maximum(length, 1e-12)[..., None]
-        kappa = _kappa_from_resultant(length / counts)
+        kappa = _vmf_kappa(length / counts)
         # E step
         loglik = _vmf_product_loglik(u, means, kappa) + np.log(weights)[None]
         total = logsumexp(loglik, axis=1)
