@@ -35,9 +35,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="fused numba kernels for the likelihood and HMM (default) or the plain PyTensor graph (used with --backend jax)",
     )
     g.add_argument(
-        "--outlier-model", choices=("uniform", "student_t"), default="uniform",
-        help="outlier detections as a uniform second class (default) or a heavy-tailed Student-t likelihood "
-             "(needs --kernels graph)",
+        "--outlier-model", choices=("uniform", "gaussian", "student_t"), default="uniform",
+        help="outlier detections as a second class uniform over the image (default) or a wide Gaussian around the "
+             "projection (the original GIMBAL's), or a heavy-tailed Student-t likelihood (needs --kernels graph)",
+    )
+    g.add_argument(
+        "--observation", choices=("shared", "camera_keypoint"), default="shared",
+        help="one pixel noise and per-keypoint outlier rates (default), or both per (camera, keypoint), pooled",
+    )
+    g.add_argument(
+        "--confidence", action="store_true",
+        help="the detector's scores (imported with the detections) inform each detection's inlier probability",
     )
     g.add_argument(
         "--prior", default=None, metavar="FILE.npz",
@@ -91,21 +99,7 @@ def cmd_fit(args) -> int:
     ds = load_dataset(args.dataset, max_T=args.max_T, max_K=args.max_K)
     T, C, K = ds.sizes["frame"], ds.sizes["camera"], ds.sizes["keypoint"]
     print(f"[1/4] dataset {label}: T={T} frames, C={C} cameras, K={K} keypoints")
-    model_options = dict(
-        use_mixture=not args.no_mixture,
-        use_directional_hmm=not args.no_hmm,
-        n_states=args.n_states,
-        directions=args.directions,
-        state_params=args.state_params,
-        scales=args.scales,
-        root_dynamics=args.root_dynamics,
-        kernels=args.kernels,
-        outlier_model=args.outlier_model,
-        prior=_prior_for(args.prior, ds),
-    )
-    if not ds.attrs.get("frames_consecutive", 1):  # sparse labelled frames: no random walk, no state dynamics
-        model_options.update(temporal=False, use_directional_hmm=False)
-        print("      frames are not consecutive: no temporal prior; pose states on each frame independently")
+    model_options = _model_options(args, ds, label)
     model_options.update(backend_model_options(args.backend))  # JAX: plain graph, tree-form HMM
     if args.hmm_algorithm:
         model_options["hmm_algorithm"] = args.hmm_algorithm  # an explicit choice wins
@@ -120,7 +114,8 @@ def cmd_fit(args) -> int:
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}")
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
                           float32_vars=("x",))
-    summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "transition"],
+    summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "obs_sigma_ck",
+                                              "logodds_inlier_ck", "confidence_slope", "transition"],
                                max_treedepth=settings.maxdepth, wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
@@ -139,6 +134,35 @@ def cmd_fit(args) -> int:
     print(f"[4/4] wrote {trace_path} and {summary_path}\n")
     _print_fit_summary(summary, errors, result)
     return 0
+
+
+def _model_options(args, ds, label: str) -> dict:
+    """``build_model`` options from the command line's model arguments, checked against the dataset."""
+    import numpy as np
+
+    from .errors import UsageError
+
+    if args.confidence and ("confidence" not in ds or not np.isfinite(ds["confidence"].values).any()):
+        raise UsageError(f"--confidence needs the detector's scores, and {label} has none: import the detections "
+                         "with `gimbal import` from files that carry scores, or drop --confidence.")
+    options = dict(
+        use_mixture=not args.no_mixture,
+        use_directional_hmm=not args.no_hmm,
+        n_states=args.n_states,
+        directions=args.directions,
+        state_params=args.state_params,
+        scales=args.scales,
+        root_dynamics=args.root_dynamics,
+        kernels=args.kernels,
+        outlier_model=args.outlier_model,
+        observation=args.observation,
+        confidence=args.confidence,
+        prior=_prior_for(args.prior, ds),
+    )
+    if not ds.attrs.get("frames_consecutive", 1):  # sparse labelled frames: no random walk, no state dynamics
+        options.update(temporal=False, use_directional_hmm=False)
+        print("      frames are not consecutive: no temporal prior; pose states on each frame independently")
+    return options
 
 
 def _prior_for(path, ds):
@@ -321,10 +345,15 @@ def cmd_evaluate(args) -> int:
 
     from .settings import SamplerSettings
 
+    from .datasets import load_dataset
+
+    sampler = SamplerSettings.from_args(args)
+    label = Path(args.dataset).stem if args.dataset and Path(args.dataset).suffix == ".nc" else args.dataset
+    options = _model_options(args, load_dataset(args.dataset, max_T=args.max_T), label) if args.dataset else None
     report = leave_one_camera_out(
         args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
-        sampler=SamplerSettings.from_args(args), min_confidence=args.min_confidence, overwrite=args.overwrite,
-        progress=not args.quiet,
+        sampler=sampler, min_confidence=args.min_confidence, overwrite=args.overwrite,
+        progress=not args.quiet, model_options=options,
     )
     print(report.text())
     print(f"wrote {report.path}")
@@ -439,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", default=None, help="comma-separated cameras to hold out (default: every camera)")
     p.add_argument("--min-confidence", type=float, default=0.5,
                    help="held-out detections at least this confident are scored (default 0.5)")
+    _add_model_args(p)
     _add_sampler_args(p, chains=2, tune=300, draws=200)
     p.add_argument("--out", default=None, help="JSON to write (default: benchmarks/results/loco_<dataset>.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

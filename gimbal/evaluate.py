@@ -139,7 +139,7 @@ def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, 
     keep = [str(n) for n in dataset["camera"].values if str(n) != camera]
     rest = dataset.sel(camera=keep)
     t0 = time.perf_counter()
-    options = {**backend_model_options(sampler.backend), **(model_options or {})}
+    options = {**(model_options or {}), **backend_model_options(sampler.backend)}  # as `gimbal fit`: the backend's needs win
     model = build_model(rest, seed=sampler.seed, **options)
     fit = sample_model(model, chains=sampler.chains, tune=sampler.tune, draws=sampler.draws, seed=sampler.seed,
                        sampler=sampler.sampler, target_accept=sampler.target_accept, maxdepth=sampler.maxdepth,
@@ -147,6 +147,14 @@ def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, 
     summary = sampling_summary(fit.trace, ["x"])
     mean = fit.trace["posterior"]["x"].mean(("chain", "draw")).values
     return rest, mean, summary, time.perf_counter() - t0
+
+
+def _describe_options(options: dict) -> dict:
+    """Model options as JSON values: a prior object is named by where it came from."""
+    prior = options.get("prior")
+    if prior is not None and not isinstance(prior, (str, Path)):
+        options = {**options, "prior": getattr(prior, "source", None) or "given"}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
 
 
 def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras=None,
@@ -203,7 +211,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
             r = rows[-1]
             print(f"    posterior median {r.posterior.median} px vs triangulation {r.triangulation.median} px", flush=True)
     settings = {**sampler.as_dict(), "min_confidence": min_confidence, "max_T": max_T,
-                "model_options": model_options or {}}
+                "model_options": _describe_options(model_options or {})}
     report = LocoReport(label, int(ds.sizes["frame"]), int(ds.sizes["keypoint"]), rows, settings, path)
     write_text_atomic(path, json.dumps(report.to_json(), indent=2, default=float) + "\n")
     return report

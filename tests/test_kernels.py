@@ -40,25 +40,32 @@ def rodent():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("mixture", [True, False])
-def test_observation_kernel_matches_graph(rodent, mixture, mode):
+@pytest.mark.parametrize("kind", ["uniform", "gaussian", "none"])
+def test_observation_kernel_matches_graph(rodent, kind, mode):
+    """Per-(camera, keypoint) noise, per-detection log-odds, each outlier class: values and gradients."""
     obs, cams = rodent["observations"].values, rodent["camera_matrix"].values
     seen = np.all(np.isfinite(obs), axis=-1)
     y = np.where(seen[..., None], obs, 0.0)
-    log_uniform = -np.log(rodent["image_size"].values.prod(axis=-1))
-    x, omega, logodds = pt.dtensor3("x"), pt.dscalar("omega"), pt.dvector("logodds")
-    log_normal = -0.5 * pt.sum((project_points(x, cams) - y) ** 2, -1) / omega**2 - 2 * pt.log(omega) - np.log(2 * np.pi)
-    if mixture:
-        per = pt.logaddexp(-pt.softplus(-logodds) + log_normal, -pt.softplus(logodds) + log_uniform[None, :, None])
+    T, C, K = seen.shape
+    x, omega, logodds = pt.dtensor3("x"), pt.dmatrix("omega"), pt.dtensor3("logodds")
+    if kind == "gaussian":
+        outlier = np.linspace(150.0, 250.0, C)[:, None] * np.ones((1, K))
     else:
+        outlier = -np.log(rodent["image_size"].values.prod(axis=-1))[:, None] * np.ones((1, K))
+    resid2 = pt.sum((project_points(x, cams) - y) ** 2, -1)
+    log_normal = -0.5 * resid2 / omega[None] ** 2 - 2 * pt.log(omega[None]) - np.log(2 * np.pi)
+    if kind == "none":
         per = log_normal
+    else:
+        out = (-0.5 * resid2 / outlier**2 - 2 * np.log(outlier) - np.log(2 * np.pi)) if kind == "gaussian" else outlier
+        per = pt.logaddexp(-pt.softplus(-logodds) + log_normal, -pt.softplus(logodds) + out)
     ref = pt.where(seen, per, 0.0).sum(axis=(1, 2))
-    new = observation_logp(x, omega, logodds, cams, obs, log_uniform, mixture=mixture)
+    new = observation_logp(x, omega, logodds, cams, obs, outlier, kind)
     rng = np.random.default_rng(0)
-    T, K = obs.shape[0], obs.shape[2]
     # perturbed positions put some detections on either side of the inlier/outlier boundary
-    args = [rodent["positions_true"].values + rng.normal(scale=2.0, size=(T, K, 3)), 2.5, np.linspace(-1, 3, K)]
-    wrt = [x, omega, logodds] if mixture else [x, omega]
+    args = [rodent["positions_true"].values + rng.normal(scale=2.0, size=(T, K, 3)),
+            rng.uniform(1.5, 4.0, size=(C, K)), rng.normal(1.0, 2.0, size=(T, C, K))]
+    wrt = [x, omega] if kind == "none" else [x, omega, logodds]
     _compare([x, omega, logodds], ref, new, wrt, (T,), args, mode)
 
 
@@ -118,13 +125,21 @@ def test_bone_emission_kernel_matches_graph(mode="NUMBA"):
     _compare([x, rho, sigma, mean, kappa], ref, new, wrt, (T, S), args, mode, rtol=1e-9)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(state_params="learned", scales="learned")])
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(state_params="learned", scales="learned"),
+    dict(observation="camera_keypoint", outlier_model="gaussian", confidence=True),
+])
 def test_fused_model_equals_graph_model(rodent, options, python_mode):
     """The whole model: same log-density and gradient with either implementation.
 
     The fused model runs as sampled (numba); the plain-graph reference is evaluated by PyTensor's Python
     implementations: the same graph, without a numba compile of its scan (about 70 s cold).
     """
+    if options.get("confidence"):  # scores that track the outlier flags, with noise
+        flags = rodent["is_outlier"].values
+        score = np.where(flags, 0.3, 0.8) + np.random.default_rng(3).uniform(-0.2, 0.2, flags.shape)
+        rodent = rodent.assign(confidence=(("frame", "camera", "keypoint"), score))
     fused = build_model(rodent, **options)
     graph = build_model(rodent, kernels="graph", init=fused.gimbal_init, validate=False, **options)
     f_fused, f_graph = compile_logp_and_grad(fused), compile_logp_and_grad(graph, mode=python_mode)

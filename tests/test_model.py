@@ -187,7 +187,7 @@ def test_student_t_likelihood_matches_scipy_and_replaces_the_mixture():
     import pytensor.tensor as pt
     from scipy.stats import multivariate_t
 
-    from gimbal.model.build import STUDENT_T_DOF, student_t_2d_logp
+    from gimbal.model.observation import STUDENT_T_DOF, student_t_2d_logp
 
     resid = np.array([[0.5, -1.0], [12.0, 5.0], [400.0, -250.0]])
     ours = pytensor.function([], student_t_2d_logp(pt.as_tensor((resid**2).sum(-1)), 2.5))()

@@ -322,3 +322,26 @@ def test_ablation_page_shows_the_trained_prior_against_the_model_without_it(tmp_
     assert "| trained prior (4 states) | 1.4 / 0.7 / 2.8 | 3.4 / 1.7 / 6.8 | 0 | 2.38 | 5.3% | 78.2 |" in page
     perf = _performance_page(tmp_path, tmp_path / "out")
     assert "m1" not in perf and "`stray.json` is not a benchmark result" in perf
+
+
+def test_ablation_page_compares_observation_models_against_triangulation(tmp_path):
+    """`python -m benchmarks observation` JSON: one row per choice, with its ratio to triangulation."""
+    from gimbal.divergence.book import _ablation_page, _performance_page
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    e = lambda m: {"mean": m, "median": m / 2, "p90": 2 * m, "n": 10}  # noqa: E731
+    row = {"errors": e(2.0), "errors_wrong_in_3_cameras": e(3.0), "divergences": 0, "max_rhat_all": 1.004,
+           "max_rhat_variable": "x", "min_ess_bulk_all": 512.0, "min_ess_bulk_variable": "obs_sigma_ck",
+           "fraction_x_rhat_above_1.01": 0.0, "outlier_rate_correlation": 0.93, "wall_s": 150.0}
+    payload = {"benchmark": "observation_models", "dataset": "rodent18_realistic", "train": "rodent18_realistic_train",
+               "T": 100, "chains": 4, "tune": 1000, "draws": 1000, "n_states": 4, "heading": ["SpineM", "SpineF"],
+               "seed": 0, "quick": False, "machine": {"platform": "test", "cpu_count": 2},
+               "rows": {"triangulation": {"errors": e(5.0), "errors_wrong_in_3_cameras": e(9.0)},
+                        "per (camera, keypoint), uniform outliers": row}}
+    (results / "observation_models.json").write_text(json.dumps(payload), encoding="utf-8")
+    page = _ablation_page(tmp_path)
+    assert "## Observation models on `rodent18_realistic`, T=100" in page
+    assert ("| per (camera, keypoint), uniform outliers | 2 / 1 / 4 | 0.4 / 0.4 | 3 / 1.5 / 6 | 0 | 1.004 (x) | "
+            "512 (obs_sigma_ck) | 0.0% | 0.93 | 150 |") in page
+    assert "rodent18_realistic" not in _performance_page(tmp_path, tmp_path / "out")

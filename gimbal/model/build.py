@@ -28,16 +28,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pymc as pm
-import pytensor
 import pytensor.tensor as pt
 import xarray as xr
-from scipy.special import gammaln
 
-from .cameras import split_missing
 from ..datasets import skeleton_of
 from .distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, vmf_logp
 from .initialization import Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt
-from .kernels import bone_emission_logp, hmm_logp, observation_logp
+from ._inputs import data_input as _data
+from .kernels import bone_emission_logp, hmm_logp
+from .observation import observation_loglik, project_points, student_t_2d_logp
 from .prior import PosePrior, canonical_positions, load_prior, with_prior
 
 __all__ = [
@@ -71,6 +70,8 @@ class ModelConfig:
     root_dynamics: str = "centered"
     hmm_algorithm: str = "sequential"
     outlier_model: str = "uniform"
+    observation: str = "shared"
+    confidence: bool = False
     heading: bool = False
     prior: str | None = None
 
@@ -95,8 +96,13 @@ class ModelConfig:
         if self.hmm_algorithm == "parallel" and self.kernels != "graph":
             raise ValueError("hmm_algorithm='parallel' is a plain PyTensor graph (for the JAX backend); the fused numba "
                              "kernel runs sequentially. Use kernels='graph' (CLI: --kernels graph or --backend jax) with it.")
-        if self.outlier_model not in ("uniform", "student_t"):
-            raise ValueError(f"outlier_model must be 'uniform' or 'student_t', got {self.outlier_model!r}.")
+        if self.outlier_model not in ("uniform", "gaussian", "student_t"):
+            raise ValueError(f"outlier_model must be 'uniform', 'gaussian' or 'student_t', got {self.outlier_model!r}.")
+        if self.observation not in ("shared", "camera_keypoint"):
+            raise ValueError(f"observation must be 'shared' or 'camera_keypoint', got {self.observation!r}.")
+        if self.confidence and (not self.use_mixture or self.outlier_model == "student_t"):
+            raise ValueError("confidence=True makes the detector's score a covariate of the inlier probability: it needs "
+                             "the two-class mixture (use_mixture=True, outlier_model 'uniform' or 'gaussian').")
         if self.outlier_model == "student_t" and (not self.use_mixture or self.kernels != "graph"):
             raise ValueError("outlier_model='student_t' replaces the inlier/outlier mixture (use_mixture=True) by a "
                              "heavy-tailed likelihood built as a plain graph: use it with kernels='graph'.")
@@ -110,20 +116,6 @@ class ModelConfig:
 
 
 # --- pieces ---------------------------------------------------------------------------
-
-
-def _data(value, name: str, dtype: str = "float64", per_frame: bool = False):
-    """An array taken from the data or the initialization, as a shared input of the graph, not a constant.
-
-    Constants are part of a compiled function's identity: PyTensor's on-disk numba cache would then miss for
-    every new recording, truncation or initialization and compile the model again (tens of seconds for the
-    logp, as much for its gradient and for the sampler's). As shared inputs, one compiled function serves
-    every dataset of the same configuration and sizes; ``per_frame`` arrays (frame first) leave T unfixed, so
-    that it serves every T as well. The other axes keep their static lengths (broadcasting needs them).
-    """
-    value = np.asarray(value, dtype=dtype)
-    shape = (None, *value.shape[1:]) if per_frame else value.shape
-    return pytensor.shared(value, name=name, shape=shape)
 
 
 def latent_positions(dataset: xr.Dataset, init: Initialization, config: ModelConfig):
@@ -267,65 +259,6 @@ def temporal_prior(x, init: Initialization, config: ModelConfig):
     return pm.Potential("temporal_prior", anchor)
 
 
-def project_points(x, cameras):
-    """Project ``(T, K, 3)`` points with ``(C, 3, 4)`` cameras (an array or a tensor) to ``(T, C, K, 2)`` pixels."""
-    P = pt.as_tensor_variable(cameras)
-    homog = pt.tensordot(x, P[:, :, :3], axes=[[2], [2]]) + P[:, :, 3]  # (T, K, C, 3)
-    homog = homog.dimshuffle(0, 2, 1, 3)
-    return homog[..., :2] / homog[..., 2:3]
-
-
-STUDENT_T_DOF = 3.0  # heavy enough that a detection 100 sigma away pulls like an inlier 0.05 sigma off
-
-
-def student_t_2d_logp(resid2, scale, dof: float = STUDENT_T_DOF):
-    """Log density of an isotropic bivariate Student-t at squared distance ``resid2`` from its centre.
-
-    ``scale`` is the per-axis scale (pixels); ``dof`` the degrees of freedom.
-    """
-    if not isinstance(scale, pytensor.graph.basic.Variable):
-        scale = np.asarray(scale, dtype=float)  # a Python float would become a float32 constant
-    const = gammaln((dof + 2) / 2) - gammaln(dof / 2) - np.log(dof * np.pi)
-    return const - 2 * pt.log(scale) - (dof + 2) / 2 * pt.log1p(resid2 / (dof * scale**2))
-
-
-def observation_loglik(x, dataset: xr.Dataset, init: Initialization, config: ModelConfig):
-    """Per-frame log-likelihood of the 2D detections, shape ``(T,)``.
-
-    Gaussian with noise ``obs_sigma`` (pixels), or a mixture of that Gaussian
-    (probability ``sigmoid(logodds_inlier[k])``) and a uniform density over the
-    camera's image, or (``outlier_model="student_t"``) one heavy-tailed class: a
-    bivariate Student-t with scale ``obs_sigma`` and :data:`STUDENT_T_DOF` degrees
-    of freedom. Missing detections are masked to contribute exactly 0: the NaNs
-    are replaced in the data before the graph is built, never multiplied.
-    """
-    filled, seen_mask = split_missing(dataset["observations"].values)
-    y = _data(filled, "observations_filled", per_frame=True)
-    seen = _data(seen_mask, "observations_seen", "bool", per_frame=True)
-    cameras = _data(dataset["camera_matrix"].values, "camera_matrix")
-    omega0 = float(init.values["obs_sigma"])
-    omega = pm.LogNormal("obs_sigma", mu=pt.log(_data(omega0, "obs_sigma_prior")), sigma=1.0, initval=omega0)
-    log_uniform = _data(-np.log(dataset["image_size"].values.prod(axis=-1)), "log_uniform")  # (C,)
-    student_t = config.use_mixture and config.outlier_model == "student_t"
-    if config.use_mixture and not student_t:
-        logodds = pm.Normal("logodds_inlier", mu=2.0, sigma=1.5, dims="keypoint", initval=init.values["logodds_inlier"])
-    else:
-        logodds = pt.zeros(y.shape[2])
-    if config.kernels == "fused":
-        return observation_logp(x, omega, logodds, cameras, y, log_uniform, config.use_mixture, seen=seen)
-    resid2 = pt.sum((project_points(x, cameras) - y) ** 2, axis=-1)  # (T, C, K)
-    log_normal = -0.5 * resid2 / omega**2 - 2 * pt.log(omega) - np.log(2 * np.pi)
-    if student_t:
-        per_obs = student_t_2d_logp(resid2, omega)
-    elif config.use_mixture:
-        outlier = log_uniform[None, :, None]
-        per_obs = pt.logaddexp(-pt.softplus(-logodds) + log_normal, -pt.softplus(logodds) + outlier)
-    else:
-        per_obs = log_normal
-    per_obs = pt.where(seen, per_obs, 0.0)
-    return per_obs.sum(axis=(1, 2))
-
-
 # --- composition ----------------------------------------------------------------------
 
 
@@ -357,6 +290,8 @@ def build_model(
     root_dynamics: str = "centered",
     hmm_algorithm: str = "sequential",
     outlier_model: str = "uniform",
+    observation: str = "shared",
+    confidence: bool = False,
     prior: PosePrior | str | None = None,
     init: Initialization | None = None,
     validate: bool = True,
@@ -406,13 +341,21 @@ def build_model(
         (default), or the same sum as a tree of log-space matrix products of depth
         ``ceil(log2 T)`` (:func:`gimbal.model.distributions.hmm_parallel_logp`), which
         suits a GPU. Equal to rounding error.
-    outlier_model : {"uniform", "student_t"}
+    outlier_model : {"uniform", "gaussian", "student_t"}
         With ``use_mixture``: outlier detections as a second class, uniform over the
-        image (default, the seed's model), or no classes and a heavy-tailed bivariate
-        Student-t likelihood (``kernels="graph"`` only; no ``logodds_inlier``). The
-        mixture's posterior over a keypoint has a shoulder where a detection lies in
+        image (default, the seed's model) or a wide Gaussian around the projection (the
+        original GIMBAL's; sd 1/8 of the image diagonal), or no classes and a heavy-tailed
+        bivariate Student-t likelihood (``kernels="graph"`` only; no ``logodds_inlier``).
+        The mixture's posterior over a keypoint has a shoulder where a detection lies in
         the inlier/outlier transition zone (about 3 to 10 noise sd away); the Student-t
         turns that into one smooth tail (an ablation row).
+    observation : {"shared", "camera_keypoint"}
+        One pixel noise for all detections and an inlier log-odds per keypoint, or both per
+        (camera, keypoint), pooled towards the shared values with fixed spreads
+        (:mod:`gimbal.model.observation`).
+    confidence : bool
+        Use the detector's score (the dataset's ``confidence``) as a covariate of the inlier
+        log-odds, with a learned slope ``confidence_slope``.
     prior : PosePrior or path, optional
         A trained pose prior (:func:`gimbal.model.prior.fit_prior`, ``gimbal prior fit``, or the original
         GIMBAL's trained-parameter ``.npz``), matched to the dataset's skeleton by keypoint name. Its pose
@@ -457,6 +400,8 @@ def build_model(
         root_dynamics=root_dynamics,
         hmm_algorithm=hmm_algorithm,
         outlier_model=outlier_model,
+        observation=observation,
+        confidence=bool(confidence),
         heading=prior is not None,
         prior=None if prior is None else (prior.source or "given"),
     )

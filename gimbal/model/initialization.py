@@ -176,6 +176,27 @@ def fit_pose_states(directions: np.ndarray, n_states: int, seed: int = 0, sticki
     return PoseStates(means, kappas, labels.astype(np.int64), counts / counts.sum(axis=1, keepdims=True))
 
 
+def _per_pair_observation(resid, seen, inlier, sigma, frac, pseudo: float = 4.0):
+    """Per (camera, keypoint) noise and inlier log-odds, shrunk towards the shared values.
+
+    Each pair's inlier fraction is ``(inliers + pseudo * frac[k]) / (detections + pseudo)`` and its noise the
+    Rayleigh estimate of its inliers' residuals, weighted against ``sigma`` the same way. A pair with no
+    detections (no inliers, for the noise) would sit exactly at its prior's centre, where the gradient of its
+    value is 0 and nutpie cannot start: it is moved 0.05 (log noise) and 0.1 (log-odds) off.
+    """
+    n_seen, n_in = seen.sum(axis=0), inlier.sum(axis=0)  # (C, K)
+    p = np.clip((n_in + pseudo * frac[None, :]) / (n_seen + pseudo), 0.02, 0.98)
+    logodds = np.log(p) - np.log1p(-p)
+    r2 = np.where(inlier, resid, 0.0) ** 2
+    # Rayleigh: E[r^2] = 2 sigma^2 per inlier
+    var = (r2.sum(axis=0) / 2.0 + pseudo * sigma**2) / (n_in + pseudo)
+    noise = np.clip(np.sqrt(var), sigma / 3, 3 * sigma)
+    empty = n_seen == 0
+    logodds[empty] = np.log(frac / (1 - frac))[np.nonzero(empty)[1]] + 0.1
+    noise[n_in == 0] = sigma * np.exp(0.05)  # no inliers: the detections (if any) barely inform the noise
+    return noise, logodds
+
+
 def initialize_from_observations_dlt(
     dataset: xr.Dataset,
     *,
@@ -228,6 +249,7 @@ def initialize_from_observations_dlt(
     obs_sigma = float(np.median(resid[inlier]) / np.sqrt(2 * np.log(2))) if inlier.any() else threshold_px / 3
     frac = inlier.sum(axis=(0, 1)) / np.maximum(seen.sum(axis=(0, 1)), 1)
     frac = np.clip(frac, 0.5, 0.98)
+    sigma_ck, logodds_ck = _per_pair_observation(resid, seen, inlier, max(obs_sigma, 0.1), frac)
     directions = delta / np.maximum(lengths, 1e-12)[..., None]
     states = fit_pose_states(directions, n_states, seed=seed)
     values = {
@@ -237,6 +259,8 @@ def initialize_from_observations_dlt(
         "step_sigma": step_sigma,
         "obs_sigma": np.asarray(max(obs_sigma, 0.1)),
         "logodds_inlier": np.log(frac / (1 - frac)),
+        "obs_sigma_ck": sigma_ck,
+        "logodds_inlier_ck": logodds_ck,
         "transition": states.transition,
         "state_mean_raw": states.mean_directions,
         "state_kappa": states.kappa,

@@ -9,8 +9,9 @@ and the forward algorithm's ``scan`` pays a per-frame overhead twice (forward an
 reverse mode). Each Op here computes its value *and* its Jacobian in one pass:
 
 * :class:`ObservationLogp` - per-frame log-likelihood of the 2D detections
-  (projection into every camera, Gaussian or inlier/outlier mixture, missing
-  detections skipped);
+  (projection into every camera, Gaussian or inlier/outlier mixture with a uniform or a
+  wide-Gaussian outlier class, noise per camera and keypoint, inlier odds per detection,
+  missing detections skipped);
 * :class:`BoneEmissionLogp` - ``log p(pose_t | state s)`` with the bone directions
   integrated out (the marginal density of :func:`gimbal.model.distributions.marginal_bone_logp`,
   summed over bones), for every frame and state;
@@ -57,23 +58,19 @@ def _softplus(v):
     return v + math.log1p(math.exp(-v)) if v > 0 else math.log1p(math.exp(v))
 
 
+OUTLIER_NONE, OUTLIER_UNIFORM, OUTLIER_GAUSSIAN = 0, 1, 2
+OUTLIER_KINDS = {"none": OUTLIER_NONE, "uniform": OUTLIER_UNIFORM, "gaussian": OUTLIER_GAUSSIAN}
+
+
 @numba.njit(cache=True)
-def _observation_kernel(x, omega, logodds, cameras, y, seen, log_uniform, mixture):
+def _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind):
     T, K = x.shape[0], x.shape[1]
     C = cameras.shape[0]
     logp = np.zeros(T)
     jac_x = np.zeros((T, K, 3))
-    jac_omega = np.zeros(T)
-    jac_logodds = np.zeros((T, K))
-    inv_var = 1.0 / (omega * omega)
-    log_norm = -2.0 * math.log(omega) - math.log(2.0 * math.pi)
-    log_in = np.empty(K)  # log P(inlier) = -softplus(-logodds)
-    log_out = np.empty(K)
-    p_prior = np.empty(K)  # P(inlier)
-    for k in range(K):
-        log_in[k] = -_softplus(-logodds[k]) if mixture else 0.0
-        log_out[k] = -_softplus(logodds[k])
-        p_prior[k] = math.exp(log_in[k])
+    jac_omega = np.zeros((T, C, K))
+    jac_logodds = np.zeros((T, C, K))
+    two_pi = math.log(2.0 * math.pi)
     for t in range(T):
         for c in range(C):
             P = cameras[c]
@@ -87,9 +84,24 @@ def _observation_kernel(x, omega, logodds, cameras, y, seen, log_uniform, mixtur
                 du = u - y[t, c, k, 0]
                 dv = v - y[t, c, k, 1]
                 r2 = du * du + dv * dv
-                a = log_in[k] + log_norm - 0.5 * r2 * inv_var
-                if mixture:
-                    b = log_out[k] + log_uniform[c]
+                om = omega[c, k]
+                inv_var = 1.0 / (om * om)
+                # d/d r2 of the log density, summed over classes with their responsibilities
+                d_r2 = 0.0
+                if kind == OUTLIER_NONE:
+                    logp[t] += -2.0 * math.log(om) - two_pi - 0.5 * r2 * inv_var
+                    resp = 1.0
+                    d_r2 = -0.5 * inv_var
+                else:
+                    lo = logodds[t, c, k]
+                    log_in = -_softplus(-lo)  # log P(inlier)
+                    a = log_in - 2.0 * math.log(om) - two_pi - 0.5 * r2 * inv_var
+                    if kind == OUTLIER_UNIFORM:
+                        b = -_softplus(lo) + outlier[c, k]
+                        inv_var_out = 0.0
+                    else:  # a wide Gaussian around the projection, standard deviation outlier[c, k]
+                        inv_var_out = 1.0 / (outlier[c, k] * outlier[c, k])
+                        b = -_softplus(lo) - 2.0 * math.log(outlier[c, k]) - two_pi - 0.5 * r2 * inv_var_out
                     # logaddexp(a, b) and the inlier responsibility from one exponential
                     if a >= b:
                         e = math.exp(b - a)
@@ -99,14 +111,12 @@ def _observation_kernel(x, omega, logodds, cameras, y, seen, log_uniform, mixtur
                         e = math.exp(a - b)
                         logp[t] += b + math.log1p(e)
                         resp = 1.0 - 1.0 / (1.0 + e)
-                    jac_logodds[t, k] += resp - p_prior[k]
-                else:
-                    logp[t] += a
-                    resp = 1.0
+                    jac_logodds[t, c, k] = resp - math.exp(log_in)
+                    d_r2 = -0.5 * (resp * inv_var + (1.0 - resp) * inv_var_out)
                 # d a / d omega = r2 / omega^3 - 2 / omega
-                jac_omega[t] += resp * (r2 * inv_var - 2.0) / omega
-                gu = -resp * inv_var * du * inv_w
-                gv = -resp * inv_var * dv * inv_w
+                jac_omega[t, c, k] = resp * (r2 * inv_var - 2.0) / om
+                gu = 2.0 * d_r2 * du * inv_w
+                gv = 2.0 * d_r2 * dv * inv_w
                 for d in range(3):
                     jac_x[t, k, d] += gu * (P[0, d] - u * P[2, d]) + gv * (P[1, d] - v * P[2, d])
     return logp, jac_x, jac_omega, jac_logodds
@@ -115,75 +125,87 @@ def _observation_kernel(x, omega, logodds, cameras, y, seen, log_uniform, mixtur
 class ObservationLogp(Op):
     """Per-frame log-likelihood of 2D detections, with its per-frame Jacobians.
 
-    Inputs: ``x`` (T, K, 3) positions, ``omega`` scalar pixel noise, ``logodds``
-    (K,) inlier log-odds, ``cameras`` (C, 3, 4), ``y`` (T, C, K, 2) detections
-    (any value where unseen), ``seen`` (T, C, K) bool, ``log_uniform`` (C,) log
-    density of the outlier component. Outputs: ``logp`` (T,) and the Jacobians
-    of each frame's value with respect to ``x``, ``omega`` and ``logodds``.
+    Inputs: ``x`` (T, K, 3) positions, ``omega`` (C, K) inlier pixel noise, ``logodds``
+    (T, C, K) inlier log-odds, ``cameras`` (C, 3, 4), ``y`` (T, C, K, 2) detections
+    (any value where unseen), ``seen`` (T, C, K) bool, ``outlier`` (C, K): the outlier
+    class's log density (``outlier="uniform"``) or its standard deviation in pixels around
+    the projection (``"gaussian"``); ignored with ``"none"`` (one Gaussian class).
+    Outputs: ``logp`` (T,) and the Jacobians of each frame's value with respect to
+    ``x``, ``omega`` and ``logodds``. ``outlier`` is data (not differentiated).
     """
 
-    __props__ = ("mixture",)
+    __props__ = ("outlier",)
 
-    def __init__(self, mixture: bool = True):
-        self.mixture = bool(mixture)
+    def __init__(self, outlier: str = "uniform"):
+        if outlier not in OUTLIER_KINDS:
+            raise ValueError(f"outlier must be one of {sorted(OUTLIER_KINDS)}, got {outlier!r}.")
+        self.outlier = outlier
 
-    def make_node(self, x, omega, logodds, cameras, y, seen, log_uniform):
+    def make_node(self, x, omega, logodds, cameras, y, seen, outlier):
         x = pt.as_tensor_variable(x).astype("float64")
         omega = pt.as_tensor_variable(omega).astype("float64")
         logodds = pt.as_tensor_variable(logodds).astype("float64")
         cameras = pt.as_tensor_variable(cameras).astype("float64")
         y = pt.as_tensor_variable(y).astype("float64")
         seen = pt.as_tensor_variable(seen).astype("bool")
-        log_uniform = pt.as_tensor_variable(log_uniform).astype("float64")
-        inputs = [x, omega, logodds, cameras, y, seen, log_uniform]
-        outputs = [pt.dvector(), pt.dtensor3(), pt.dvector(), pt.dmatrix()]
+        outlier = pt.as_tensor_variable(outlier).astype("float64")
+        inputs = [x, omega, logodds, cameras, y, seen, outlier]
+        outputs = [pt.dvector(), pt.dtensor3(), pt.dtensor3(), pt.dtensor3()]
         return Apply(self, inputs, outputs)
 
     def perform(self, node, inputs, output_storage):
-        x, omega, logodds, cameras, y, seen, log_uniform = inputs
-        results = _observation_kernel(x, float(omega), logodds, cameras, y, seen, log_uniform, self.mixture)
+        x, omega, logodds, cameras, y, seen, outlier = inputs
+        results = _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, OUTLIER_KINDS[self.outlier])
         for storage, value in zip(output_storage, results):
             storage[0] = value
 
     def infer_shape(self, node, shapes):
-        x_shape = shapes[0]
-        return [(x_shape[0],), x_shape, (x_shape[0],), (x_shape[0], x_shape[1])]
+        x_shape, seen_shape = shapes[0], shapes[5]
+        return [(x_shape[0],), x_shape, seen_shape, seen_shape]
 
     def pullback(self, inputs, outputs, cotangents):
         _, jac_x, jac_omega, jac_logodds = outputs
         g = cotangents[0]  # the Jacobian outputs are not meant to be differentiated further
         return [
             g[:, None, None] * jac_x,
-            pt.sum(g * jac_omega),
-            pt.sum(g[:, None] * jac_logodds, axis=0),
+            pt.sum(g[:, None, None] * jac_omega, axis=0),
+            g[:, None, None] * jac_logodds,
             *(grad_not_implemented(self, i, inputs[i]) for i in range(3, 7)),
         ]
 
 
 @register_funcify_default_op_cache_key(ObservationLogp)
 def _numba_observation_logp(op, node=None, **kwargs):
-    mixture = op.mixture
+    kind = OUTLIER_KINDS[op.outlier]
 
     @numba.njit
-    def observation_logp(x, omega, logodds, cameras, y, seen, log_uniform):
-        return _observation_kernel(x, omega.item(), logodds, cameras, y, seen, log_uniform, mixture)
+    def observation_logp(x, omega, logodds, cameras, y, seen, outlier):
+        return _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind)
 
     return observation_logp
 
 
-def observation_logp(x, omega, logodds, cameras, observations, log_uniform, mixture: bool = True, seen=None):
+def observation_logp(x, omega, logodds, cameras, observations, outlier, kind: str = "uniform", seen=None):
     """Per-frame observation log-likelihood ``(T,)`` through :class:`ObservationLogp`.
 
     ``observations`` is a ``(T, C, K, 2)`` array with NaN where a keypoint was not
     detected; those entries contribute exactly 0. With ``seen`` (``(T, C, K)``, the mask of
     detected keypoints) ``observations`` are the detections with missing entries already
     filled (:func:`gimbal.model.cameras.split_missing`), as arrays or tensors (shared inputs).
-    ``logodds`` is ignored (any ``(K,)`` tensor) when ``mixture`` is False.
+    ``omega`` (inlier noise, pixels), ``logodds`` (inlier log-odds) and ``outlier`` (see
+    :class:`ObservationLogp`) broadcast against ``(C, K)``, ``(T, C, K)`` and ``(C, K)``: a scalar noise, per-keypoint
+    log-odds ``(K,)`` or a per-camera outlier density ``(C, 1)`` are all fine. ``logodds`` and ``outlier`` are
+    ignored when ``kind`` is ``"none"``.
     """
     y = observations
     if seen is None:
         y, seen = split_missing(observations)
-    return ObservationLogp(mixture)(x, omega, logodds, cameras, y, seen, log_uniform)[0]
+    y, seen = pt.as_tensor_variable(y), pt.as_tensor_variable(seen)
+    T, C, K = seen.shape[0], seen.shape[1], seen.shape[2]
+    omega = pt.broadcast_to(pt.as_tensor_variable(omega).astype("float64"), (C, K))
+    logodds = pt.broadcast_to(pt.as_tensor_variable(logodds).astype("float64"), (T, C, K))
+    outlier = pt.broadcast_to(pt.as_tensor_variable(outlier).astype("float64"), (C, K))
+    return ObservationLogp(kind)(x, omega, logodds, cameras, y, seen, outlier)[0]
 
 
 # --- pose emissions with bone directions integrated out ---------------------------------

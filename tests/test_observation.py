@@ -1,0 +1,117 @@
+"""The observation model's options and the simulated detector they are judged on."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from scipy.special import expit
+from scipy.stats import mannwhitneyu
+
+from gimbal.datasets import load_dataset
+from gimbal.datasets.detector_errors import DetectorErrors, add_detector_errors
+from gimbal.diagnostics.checks import compile_logp_and_grad
+
+
+def _run_lengths(series):
+    """Lengths of the runs of True in a 1D boolean series."""
+    padded = np.concatenate([[False], series, [False]]).astype(int)
+    edges = np.flatnonzero(np.diff(padded))
+    return edges[1::2] - edges[::2]
+
+
+def test_detector_errors_rates_runs_swaps_offsets_and_scores():
+    T, C = 6000, 3
+    names = ["Root", "PawL", "PawR", "Tail"]
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(200, 800, size=(T, C, len(names), 2))
+    errors = DetectorErrors(hard_keypoints=("Tail",), hard_cameras=1, run_frames=20.0, missing_rate=0.0,
+                            missing_in_run=0.0, swap_rate=0.05, offset_pairs=0.5)
+    sim = add_detector_errors(clean, np.full((C, 2), 1000.0), names, errors, seed=1)
+    tail = names.index("Tail")
+    assert sim.outlier_rate[:, tail].max() >= 0.5  # one camera sees the tail badly
+    others = np.delete(sim.outlier_rate, tail, axis=1)
+    assert others.min() >= 0.05 and others.max() <= 0.15
+    # each pair's realized rate of wrong detections (swaps excluded: Root and Tail have no partner) is its rate
+    for c in range(C):
+        for k in (0, tail):
+            realized = sim.is_outlier[:, c, k].mean()
+            assert realized == pytest.approx(sim.outlier_rate[c, k], abs=0.06)
+    # occlusions come in runs of about run_frames
+    lengths = np.concatenate([_run_lengths(sim.is_outlier[:, c, 0]) for c in range(C)])
+    assert 12 < lengths.mean() < 28
+    # a swap puts the right paw's point on the left paw (and vice versa), in runs
+    swapped = np.isclose(sim.observations[..., 1, :] - sim.offset[None, :, 1],
+                         clean[..., 2, :], atol=6 * errors.noise_px * np.exp(3 * errors.camera_noise_spread)).all(-1)
+    assert 0.02 < swapped.mean() < 0.08
+    # biased pairs are off by offset_px on average, the others are not
+    inlier = ~sim.is_outlier & np.isfinite(sim.observations).all(-1)
+    bias = np.nanmean(np.where(inlier[..., None], sim.observations - clean, np.nan), axis=0)  # (C, K, 2)
+    biased = np.linalg.norm(sim.offset, axis=-1) > 0
+    assert biased.any() and (~biased).any()
+    np.testing.assert_allclose(bias[biased], sim.offset[biased], atol=0.5)
+    assert np.abs(bias[~biased]).max() < 0.5
+    # scores are informative but overlap
+    seen = np.isfinite(sim.confidence)
+    good, bad = sim.confidence[seen & ~sim.is_outlier], sim.confidence[seen & sim.is_outlier]
+    auc = mannwhitneyu(good, bad).statistic / (good.size * bad.size)
+    assert 0.8 < auc < 0.99
+
+
+def test_detector_errors_name_unknown_hard_keypoints():
+    with pytest.raises(ValueError, match="Elbow"):
+        add_detector_errors(np.zeros((5, 2, 2, 2)), np.full((2, 2), 100.0), ["a", "b"],
+                            DetectorErrors(hard_keypoints=("Elbow",)))
+
+
+def test_realistic_recording_turns_and_has_scores():
+    ds = load_dataset("rodent18_realistic", max_T=1800)
+    heading = ds["heading_true"].values
+    assert np.ptp(heading) > 2 * np.pi  # the animal faces every way
+    rates = ds["outlier_rate_true"].values
+    assert rates.min() < 0.07 and rates.max() > 0.8
+    assert np.isfinite(ds["confidence"].values).mean() > 0.85
+    train = load_dataset("rodent18_realistic_train", max_T=50)
+    assert not np.allclose(train["positions_true"].values, ds["positions_true"].values[:50])
+
+
+def _map_observation_params(ds, **options):
+    """MAP of the observation parameters with the 3D positions frozen at the truth (scipy L-BFGS)."""
+    from gimbal.model.build import build_model
+
+    model = build_model(ds, freeze_latents="truth", **options)
+    f = compile_logp_and_grad(model)
+    start = f.flatten(model.initial_point())
+    res = minimize(lambda q: -f.logp(q), start, jac=lambda q: -f.dlogp(q), method="L-BFGS-B")
+    assert res.success, res.message
+    return f.unflatten(res.x)
+
+
+def test_per_pair_model_recovers_outlier_rates_and_score_slope():
+    """With positions known, the per-(camera, keypoint) rates track the simulated ones; the shared model cannot."""
+    ds = load_dataset("rodent18_realistic", max_T=600)
+    true_rate = ds["outlier_rate_true"].values  # (C, K)
+    per_pair = _map_observation_params(ds, observation="camera_keypoint")
+    est = 1 - expit(per_pair["logodds_inlier_ck"])
+    # detections at another keypoint or near the truth can fall inside the inlier zone: compare on the logit scale
+    corr = np.corrcoef(np.log(est / (1 - est)).ravel(), np.log(true_rate / (1 - true_rate)).ravel())[0, 1]
+    assert corr > 0.85
+    hard = true_rate > 0.5
+    assert np.median(est[hard]) > 0.4 and np.median(est[~hard]) < 0.2
+    shared = _map_observation_params(ds)
+    shared_est = np.broadcast_to(1 - expit(shared["logodds_inlier"]), true_rate.shape)
+    assert np.abs(shared_est - true_rate)[hard].mean() > 2 * np.abs(est - true_rate)[hard].mean()
+    scored = _map_observation_params(ds, observation="camera_keypoint", confidence=True)
+    assert scored["confidence_slope"] > 0.5  # higher scores, more likely inliers
+
+
+def test_confidence_without_scores_is_a_usage_error(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "gimbal.cli", "fit", "--dataset", "v0.2.1_L02_outliers", "--max-T", "10",
+         "--confidence", "--out", str(tmp_path / "fit"), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--confidence needs the detector's scores" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "fit").exists()
