@@ -100,3 +100,13 @@ def write_result(name: str, payload: dict, out_dir: Path = RESULTS) -> Path:
 
 def read_results(out_dir: Path = RESULTS) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))} if out_dir.is_dir() else {}
+
+
+def position_errors_3d(estimate, truth) -> dict:
+    """Mean / median / p90 of the 3D error (the fits' own statistics) and how many positions were scored."""
+    import numpy as np
+
+    from gimbal.model.fitting import _error_stats
+
+    err = np.linalg.norm(estimate - truth, axis=-1)
+    return {**_error_stats(err), "n": int(np.isfinite(err).sum())}

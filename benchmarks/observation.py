@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from .common import machine, write_result
+from .common import machine, position_errors_3d as _errors, write_result
 
 DATASET, TRAIN = "rodent18_realistic", "rodent18_realistic_train"
 HEADING = ("SpineM", "SpineF")
@@ -36,13 +36,6 @@ VARIANTS = {
     "per (camera, keypoint), uniform outliers, scores": dict(observation="camera_keypoint", confidence=True),
 }
 PRIOR_ROW = "+ trained prior"
-
-
-def _errors(estimate, truth) -> dict:
-    from gimbal.model.fitting import _error_stats
-
-    err = np.linalg.norm(estimate - truth, axis=-1)
-    return {**_error_stats(err), "n": int(np.isfinite(err).sum())}
 
 
 def _rate_recovery(post, ds) -> float | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import machine, write_result
+from .common import machine, position_errors_3d as _errors, write_result
 
 SHARED = Path(os.environ.get("GIMBAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DANNCE = SHARED / "dannce_markerless_mouse"
@@ -65,14 +65,6 @@ def detector_errors(ds, *, seed: int = 0, noise_px: float = 5.0, missing: float 
     out["observations"] = (("frame", "camera", "keypoint", "uv"), obs)
     out["is_outlier"] = (("frame", "camera", "keypoint"), bad & np.isfinite(obs).all(-1))
     return out
-
-
-def _errors(estimate, truth) -> dict:
-    """Mean / median / p90 of the 3D error (the fits' own statistics) and how many positions were scored."""
-    from gimbal.model.fitting import _error_stats
-
-    err = np.linalg.norm(estimate - truth, axis=-1)
-    return {**_error_stats(err), "n": int(np.isfinite(err).sum())}
 
 
 def run(*, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
