@@ -138,11 +138,10 @@ def cmd_fit(args) -> int:
 
 def _model_options(args, ds, label: str) -> dict:
     """``build_model`` options from the command line's model arguments, checked against the dataset."""
-    import numpy as np
-
     from .errors import UsageError
+    from .model.observation import has_scores
 
-    if args.confidence and ("confidence" not in ds or not np.isfinite(ds["confidence"].values).any()):
+    if args.confidence and not has_scores(ds):
         raise UsageError(f"--confidence needs the detector's scores, and {label} has none: import the detections "
                          "with `gimbal import` from files that carry scores, or drop --confidence.")
     options = dict(

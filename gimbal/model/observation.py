@@ -40,6 +40,7 @@ __all__ = [
     "LOGODDS_POOL_SD",
     "OUTLIER_SD_FRACTION",
     "STUDENT_T_DOF",
+    "has_scores",
     "confidence_covariate",
     "outlier_scale",
     "observation_parameters",
@@ -55,13 +56,18 @@ STUDENT_T_DOF = 3.0  # heavy enough that a detection 100 sigma away pulls like a
 _CONFIDENCE_CLIP = 1e-3  # scores are clipped to [clip, 1 - clip] before the logit (SLEAP's can exceed 1)
 
 
+def has_scores(dataset: xr.Dataset) -> bool:
+    """Whether the dataset carries detector scores (a ``confidence`` variable with at least one value)."""
+    return "confidence" in dataset and bool(np.isfinite(dataset["confidence"].values).any())
+
+
 def confidence_covariate(dataset: xr.Dataset) -> np.ndarray:
     """The detector's scores as a covariate of the inlier log-odds, shape ``(T, C, K)``.
 
     The logit of the score (clipped to ``[0.001, 0.999]``), minus its mean over the detections that have one;
     0 where there is no score or no detection. Raises ``ValueError`` when the dataset has no scores.
     """
-    if "confidence" not in dataset or not np.isfinite(dataset["confidence"].values).any():
+    if not has_scores(dataset):
         raise ValueError(
             "confidence=True needs the detector's scores (a 'confidence' variable); this dataset has none. "
             "Import the detections with `gimbal import` from files that carry scores, or leave confidence off."
