@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import dataset_of_length, logp_grad_callable, logp_grad_times, machine, read_results, write_result
+from .common import SEED_OBSERVATION, dataset_of_length, logp_grad_callable, logp_grad_times, machine, read_results, write_result
 
 # (label, build_model options, sampler options, the failure the default choice removes)
 VARIANTS = (
@@ -47,7 +47,7 @@ def run_variant(ds, label, build_opts, sampler_opts, chains, tune, draws, seed=1
     from gimbal.model.fitting import latent_names, position_errors, sample_model
     from gimbal.model.build import build_model
 
-    model = build_model(ds, validate=False, **build_opts)
+    model = build_model(ds, validate=False, **{**SEED_OBSERVATION, **build_opts})
     fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, save_warmup=False,
                        **sampler_opts)
     grad_ms = _gradient_ms(fit.compiled, model)

@@ -9,6 +9,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+# the speed and convergence benchmarks on the seed's synthetic data track the seed's observation model over time
+from gimbal.divergence.groups import SEED_OBSERVATION
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -89,6 +92,9 @@ def peak_rss_mib() -> float | None:
 
 def machine() -> dict:
     return {"platform": platform.platform(), "python": sys.version.split()[0], "cpu_count": os.cpu_count()}
+
+
+INIT_ROW = "skeleton-consistent least-squares triangulation (the initialization)"
 
 
 def write_result(name: str, payload: dict, out_dir: Path = RESULTS) -> Path:

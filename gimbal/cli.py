@@ -35,13 +35,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="fused numba kernels for the likelihood and HMM (default) or the plain PyTensor graph (used with --backend jax)",
     )
     g.add_argument(
-        "--outlier-model", choices=("uniform", "gaussian", "student_t"), default="uniform",
-        help="outlier detections as a second class uniform over the image (default) or a wide Gaussian around the "
-             "projection (the original GIMBAL's), or a heavy-tailed Student-t likelihood (needs --kernels graph)",
+        "--outlier-model", choices=("uniform", "gaussian", "student_t"), default="gaussian",
+        help="outlier detections as a second class, a wide Gaussian around the projection (the original GIMBAL's; "
+             "default) or uniform over the image (the seed's), or a heavy-tailed Student-t likelihood (needs "
+             "--kernels graph)",
     )
     g.add_argument(
-        "--observation", choices=("shared", "camera_keypoint"), default="shared",
-        help="one pixel noise and per-keypoint outlier rates (default), or both per (camera, keypoint), pooled",
+        "--observation", choices=("shared", "camera_keypoint"), default="camera_keypoint",
+        help="pixel noise and outlier rates per (camera, keypoint), pooled (default), or one noise and per-keypoint "
+             "rates (the seed's)",
     )
     g.add_argument(
         "--confidence", action="store_true",
@@ -114,8 +116,9 @@ def cmd_fit(args) -> int:
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}")
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
                           float32_vars=("x",))
-    summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "obs_sigma_ck",
-                                              "logodds_inlier_ck", "confidence_slope", "transition"],
+    summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "log_noise_camera",
+                                              "log_noise_keypoint", "logodds_inlier_ck", "confidence_slope",
+                                              "transition"],
                                max_treedepth=settings.maxdepth, wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))

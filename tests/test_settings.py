@@ -120,3 +120,14 @@ def test_a_sampler_that_refuses_the_start_is_explained_without_a_backtrace(monke
     with pytest.raises(SamplerFailed) as failed:
         sample_model(ok_model, chains=1, tune=5, draws=5, progress=False)
     assert "ErrorCode(3)" in str(failed.value) and "backtrace" not in str(failed.value)
+
+
+def test_cli_model_option_defaults_are_the_model_defaults():
+    """`gimbal fit`'s model options default to ModelConfig's (the CLI keeps them literal so it starts without PyMC)."""
+    from gimbal.cli import build_parser
+    from gimbal.model.build import ModelConfig
+
+    args = build_parser().parse_args(["fit"])
+    for option in ("directions", "state_params", "scales", "kernels", "root_dynamics", "outlier_model", "observation"):
+        assert getattr(args, option) == getattr(ModelConfig, option), option
+    assert args.confidence is ModelConfig.confidence

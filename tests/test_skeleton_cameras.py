@@ -85,3 +85,42 @@ def test_robust_triangulation_survives_20_percent_outliers():
     assert np.median(robust) < 0.2 * np.median(plain)
     assert np.percentile(robust, 95) < 1.0
     assert reprojection_error(X[:1], y[:1], P).shape == (1, 6)
+
+
+def test_refined_triangulation_is_scipy_least_squares_on_the_used_cameras():
+    from scipy.optimize import least_squares
+
+    from gimbal.model.cameras import refine_triangulation
+
+    rng = np.random.default_rng(3)
+    P = _ring_cameras(5)
+    X = rng.normal(scale=10, size=(40, 3))
+    y = np.moveaxis(project(X, P), 0, 1) + rng.normal(scale=2.0, size=(40, 5, 2))  # (N, C, 2)
+    used = rng.random((40, 5)) > 0.3
+    used[:, :2] = True  # at least two cameras per point
+    y[~used] += 300.0  # what the unused cameras see must not matter
+    start = triangulate_dlt(np.where(used[..., None], y, np.nan), P)
+    ours = refine_triangulation(start, y, P, used)
+
+    def scipy_fit(x0, obs, cams):
+        return least_squares(lambda q: (project(q[None], cams)[:, 0] - obs).ravel(), x0, xtol=1e-12, ftol=1e-12).x
+
+    ref = np.stack([scipy_fit(start[n], y[n, used[n]], P[used[n]]) for n in range(40)])
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    assert np.abs(start - ref).max() > 1e-2  # linear triangulation is not already the minimum
+
+
+def test_triangulation_covariance_is_the_spread_of_least_squares_triangulation():
+    from gimbal.model.cameras import refine_triangulation, triangulation_covariance
+
+    rng = np.random.default_rng(4)
+    P = _ring_cameras(3)
+    X = np.array([[3.0, -2.0, 5.0]])
+    y = project(X, P)[:, 0] + rng.normal(scale=2.0, size=(4000, 3, 2))  # (draws, C, 2)
+    used = np.ones((4000, 3), bool)
+    est = refine_triangulation(triangulate_dlt(y, P), y, P, used)
+    empirical = np.cov((est - X).T)
+    cov = triangulation_covariance(X[None], P, np.ones((1, 3, 1), bool), 2.0)[0, 0]
+    np.testing.assert_allclose(np.diag(empirical), np.diag(cov), rtol=0.1)
+    # with one camera there is no triangulation, hence no covariance
+    assert np.isnan(triangulation_covariance(X[None], P, np.array([[[True], [False], [False]]]), 2.0)).all()

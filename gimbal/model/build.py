@@ -69,8 +69,8 @@ class ModelConfig:
     kernels: str = "fused"
     root_dynamics: str = "centered"
     hmm_algorithm: str = "sequential"
-    outlier_model: str = "uniform"
-    observation: str = "shared"
+    outlier_model: str = "gaussian"
+    observation: str = "camera_keypoint"
     confidence: bool = False
     heading: bool = False
     prior: str | None = None
@@ -289,8 +289,8 @@ def build_model(
     kernels: str = "fused",
     root_dynamics: str = "centered",
     hmm_algorithm: str = "sequential",
-    outlier_model: str = "uniform",
-    observation: str = "shared",
+    outlier_model: str = ModelConfig.outlier_model,
+    observation: str = ModelConfig.observation,
     confidence: bool = False,
     prior: PosePrior | str | None = None,
     init: Initialization | None = None,
@@ -343,16 +343,19 @@ def build_model(
         suits a GPU. Equal to rounding error.
     outlier_model : {"uniform", "gaussian", "student_t"}
         With ``use_mixture``: outlier detections as a second class, uniform over the
-        image (default, the seed's model) or a wide Gaussian around the projection (the
+        image (the seed's model) or a wide Gaussian around the projection (default, the
         original GIMBAL's; sd 1/8 of the image diagonal), or no classes and a heavy-tailed
         bivariate Student-t likelihood (``kernels="graph"`` only; no ``logodds_inlier``).
         The mixture's posterior over a keypoint has a shoulder where a detection lies in
         the inlier/outlier transition zone (about 3 to 10 noise sd away); the Student-t
         turns that into one smooth tail (an ablation row).
     observation : {"shared", "camera_keypoint"}
-        One pixel noise for all detections and an inlier log-odds per keypoint, or both per
-        (camera, keypoint), pooled towards the shared values with fixed spreads
-        (:mod:`gimbal.model.observation`).
+        One pixel noise for all detections and an inlier log-odds per keypoint (the seed's
+        model), or both per (camera, keypoint) (default): the log-odds pooled towards the
+        keypoint's, the noise a camera factor times a keypoint factor
+        (:mod:`gimbal.model.observation`). The defaults won on a simulated real detector
+        (``python -m benchmarks observation``); ``observation="shared", outlier_model="uniform"``
+        is the seed's model.
     confidence : bool
         Use the detector's score (the dataset's ``confidence``) as a covariate of the inlier
         log-odds, with a learned slope ``confidence_slope``.

@@ -9,6 +9,7 @@ distortion is modelled: undistort detections before using them.
 from __future__ import annotations
 
 from itertools import combinations
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,6 +21,13 @@ __all__ = [
     "project",
     "triangulate_dlt",
     "triangulate_robust",
+    "triangulate_least_squares",
+    "triangulation_candidates",
+    "Candidates",
+    "triangulation_covariance",
+    "refine_triangulation",
+    "projection_jacobian",
+    "select_candidates",
     "reprojection_error",
 ]
 
@@ -147,6 +155,76 @@ def triangulate_dlt(observations, cameras) -> np.ndarray:
     return pts.reshape(*lead, 3)
 
 
+def projection_jacobian(points, cameras):
+    """Pixels and their Jacobian with respect to the point: ``(..., 3) -> (..., C, 2), (..., C, 2, 3)``."""
+    points = np.asarray(points, float)
+    cameras = np.asarray(cameras, float)
+    homog = np.einsum("cij,...j->...ci", cameras[:, :, :3], points) + cameras[:, :, 3]  # (..., C, 3)
+    uv = homog[..., :2] / homog[..., 2:3]
+    rows = cameras[:, :2, :3] - uv[..., None] * cameras[:, 2, None, :3]  # (..., C, 2, 3)
+    return uv, rows / homog[..., 2, None, None]
+
+
+def refine_triangulation(points, observations, cameras, used, iterations: int = 5) -> np.ndarray:
+    """Gauss-Newton steps on the reprojection error of the cameras in ``used`` (maximum likelihood under
+    isotropic pixel noise), starting from ``points``; points with fewer than two used cameras are left as given.
+
+    Linear (DLT) triangulation minimizes an algebraic error, not the pixel error: with few cameras or
+    ill-conditioned views its error can be several times the Cramér-Rao bound (:func:`triangulation_covariance`),
+    which these steps reach.
+
+    Parameters
+    ----------
+    points : (..., 3) array_like
+    observations : (..., C, 2) array_like
+    cameras : (C, 3, 4) array_like
+    used : (..., C) bool array_like
+    """
+    x = np.array(points, float)
+    obs = np.asarray(observations, float)
+    used = np.asarray(used, bool) & np.isfinite(obs).all(-1)
+    ok = (used.sum(-1) >= 2) & np.isfinite(x).all(-1)
+    for _ in range(iterations):
+        uv, jac = projection_jacobian(x, cameras)
+        w = (used & np.isfinite(uv).all(-1) & np.isfinite(jac).all((-1, -2)))[..., None]
+        r = np.where(w, uv - np.nan_to_num(obs), 0.0)  # (..., C, 2)
+        J = np.where(w[..., None], np.nan_to_num(jac), 0.0)
+        JtJ = np.einsum("...cai,...caj->...ij", J, J)
+        Jtr = np.einsum("...cai,...ca->...i", J, r)
+        good = ok & (np.linalg.cond(JtJ) < 1e12)
+        step = np.zeros_like(x)
+        step[good] = np.linalg.solve(JtJ[good], Jtr[good][..., None])[..., 0]
+        x = x - step
+    return x
+
+
+def triangulation_covariance(points, cameras, used, sigma_px: float) -> np.ndarray:
+    """First-order covariance of points triangulated from the cameras in ``used`` with pixel noise ``sigma_px``.
+
+    The inverse of the Fisher information ``sum_c J_c^T J_c / sigma_px^2`` over the used cameras, ``J_c`` the
+    Jacobian of camera ``c``'s projection at the point; ``NaN`` where fewer than two cameras are used.
+
+    Parameters
+    ----------
+    points : (T, K, 3) array_like
+    cameras : (C, 3, 4) array_like
+    used : (T, C, K) bool array_like
+    sigma_px : float
+
+    Returns
+    -------
+    (T, K, 3, 3) ndarray
+    """
+    _, jac = projection_jacobian(points, cameras)  # (T, K, C, 2, 3)
+    jac = np.moveaxis(jac, 2, 1)  # (T, C, K, 2, 3)
+    used = np.asarray(used, bool) & np.isfinite(jac).all(axis=(-1, -2))
+    info = np.einsum("tckai,tckaj->tkij", np.where(used[..., None, None], jac, 0.0), np.where(used[..., None, None], jac, 0.0))
+    enough = used.sum(axis=1) >= 2  # (T, K)
+    cov = np.full(info.shape, np.nan)
+    cov[enough] = np.linalg.inv(info[enough]) * sigma_px**2
+    return cov
+
+
 def reprojection_error(points, observations, cameras) -> np.ndarray:
     """Pixel distance between ``project(points)`` and the observations: ``(..., 3) -> (..., C)``."""
     proj = project(np.asarray(points)[..., None, :], cameras)[..., 0, :]  # (..., C, 2)
@@ -174,14 +252,67 @@ def triangulate_robust(observations, cameras, threshold_px: float = 20.0) -> np.
     -------
     (..., 3) ndarray
     """
+    return select_candidates(triangulation_candidates(observations, cameras, threshold_px))
+
+
+def triangulate_least_squares(observations, cameras, threshold_px: float = 20.0) -> np.ndarray:
+    """:func:`triangulate_robust`, then each point at the least-squares minimum of its inlier cameras' reprojection
+    error (:func:`refine_triangulation`): the cameras within ``threshold_px`` of the consensus point.
+
+    Parameters
+    ----------
+    observations : (..., C, 2) array_like
+    cameras : (C, 3, 4) array_like
+    threshold_px : float
+
+    Returns
+    -------
+    (..., 3) ndarray
+    """
+    obs = np.asarray(observations, float)
+    x = triangulate_robust(obs, cameras, threshold_px)
+    with np.errstate(invalid="ignore"):
+        used = reprojection_error(x, obs, cameras) <= threshold_px  # NaN compares False
+    return refine_triangulation(x, obs, cameras, used)
+
+
+class Candidates(NamedTuple):
+    """The candidate 3D points of :func:`triangulate_robust`, one per camera pair (:func:`triangulation_candidates`).
+
+    ``points`` (pairs, ..., 3): the re-fit of each pair's inlier cameras (those reprojecting within the
+    threshold of the pair's two-view estimate); ``support`` (pairs, ...): how many cameras are inliers;
+    ``score`` (pairs, ...): the support minus the inliers' median reprojection error over ``threshold + 1``,
+    ``-inf`` for a pair without two inliers; ``seen`` (...): how many cameras detected the point;
+    ``fallback`` (..., 3): the coordinate-wise median of the two-view estimates, for points no pair explains.
+    """
+
+    points: np.ndarray
+    support: np.ndarray
+    score: np.ndarray
+    seen: np.ndarray
+    fallback: np.ndarray
+
+
+def select_candidates(candidates: Candidates, score: np.ndarray | None = None) -> np.ndarray:
+    """Each point's best candidate by ``score`` (default: the candidates' own), else the fallback."""
+    score = candidates.score if score is None else score
+    best = np.argmax(score, axis=0)
+    chosen = np.take_along_axis(candidates.points, best[None, ..., None], axis=0)[0]
+    usable = np.isfinite(np.take_along_axis(score, best[None], axis=0)[0])
+    return np.where(usable[..., None], chosen, candidates.fallback)
+
+
+def triangulation_candidates(observations, cameras, threshold_px: float = 20.0) -> Candidates:
+    """One candidate 3D point per camera pair, with its support and score (:class:`Candidates`)."""
     obs = np.asarray(observations, float)
     cameras = np.asarray(cameras, float)
     C = cameras.shape[0]
     lead = obs.shape[:-2]
-    flat = obs.reshape(-1, C, 2)
-    N = flat.shape[0]
+    seen = np.isfinite(obs).all(-1).sum(-1)
     if C < 2:
-        return np.full((*lead, 3), np.nan)
+        return Candidates(np.full((1, *lead, 3), np.nan), np.zeros((1, *lead), int), np.full((1, *lead), -np.inf),
+                          seen, np.full((*lead, 3), np.nan))
+    flat = obs.reshape(-1, C, 2)
     proposals = []
     for i, j in combinations(range(C), 2):
         pair = np.full_like(flat, np.nan)
@@ -198,9 +329,9 @@ def triangulate_robust(observations, cameras, threshold_px: float = 20.0) -> np.
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: no usable proposal
             spread = np.nanmedian(np.where(inlier, err, np.nan), axis=-1)
             median = np.nanmedian(proposals, axis=0)
-    score = np.where(np.isfinite(spread), n_in - spread / (threshold_px + 1.0), -np.inf)
-    best = np.argmax(score, axis=0)  # (N,)
-    keep = inlier[best, np.arange(N)]  # (N, C)
-    refit = triangulate_dlt(np.where(keep[..., None], flat, np.nan), cameras)
-    out = np.where((keep.sum(-1) >= 2)[:, None], refit, median)
-    return out.reshape(*lead, 3)
+    score = np.where(np.isfinite(spread) & (n_in >= 2), n_in - spread / (threshold_px + 1.0), -np.inf)
+    refit = triangulate_dlt(np.where(inlier[..., None], flat[None], np.nan), cameras)  # (pairs, N, 3)
+    score = np.where(np.isfinite(refit).all(-1), score, -np.inf)
+    n_pairs = proposals.shape[0]
+    return Candidates(refit.reshape(n_pairs, *lead, 3), n_in.reshape(n_pairs, *lead), score.reshape(n_pairs, *lead),
+                      seen, median.reshape(*lead, 3))

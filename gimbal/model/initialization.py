@@ -13,10 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytensor.tensor as pt
 import xarray as xr
 from scipy.cluster.vq import kmeans2
 
-from .cameras import project, triangulate_robust
+from .cameras import (Candidates, project, refine_triangulation, reprojection_error, select_candidates,
+                      triangulation_candidates, triangulation_covariance)
+from .observation import NOISE_POOL_SD
 from ..datasets import skeleton_of
 
 __all__ = [
@@ -105,19 +108,30 @@ def _remove_spikes(track: np.ndarray, window: int = 5, n_mad: float = 6.0) -> np
     return out
 
 
-def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0) -> np.ndarray:
+def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skeleton_consistent: bool = True,
+                         refine: bool = True) -> np.ndarray:
     """Robust 3D reconstruction of every frame and keypoint, gaps filled.
 
-    Keypoints seen by fewer than two cameras in a frame are interpolated in
-    time; a keypoint never triangulated is placed one median bone length
-    above its parent (the root, if never seen, at the centroid of the others).
+    Each point is the best-supported camera-pair consensus (:func:`~gimbal.model.cameras.triangulate_robust`);
+    with ``skeleton_consistent`` the choice among the consensus candidates also weighs the bone lengths
+    (:func:`_prefer_consistent_bones`), so that where the cameras disagree the point the skeleton allows wins;
+    with ``refine`` each point then moves to the minimum of its inlier cameras' reprojection error
+    (:func:`~gimbal.model.cameras.refine_triangulation`; linear triangulation's error can be several times that).
+    Keypoints seen by fewer than two cameras in a frame are interpolated in time; a keypoint never triangulated
+    is placed one median bone length above its parent (the root, if never seen, at the centroid of the others).
     """
     obs = dataset["observations"].values  # (T, C, K, 2)
     P = dataset["camera_matrix"].values
-    x = triangulate_robust(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px)  # (T, K, 3)
+    candidates = triangulation_candidates(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px)
+    x = _cleaned(select_candidates(candidates))  # (T, K, 3)
     skel = skeleton_of(dataset)
-    for k in range(x.shape[1]):
-        x[:, k] = _fill_gaps(_remove_spikes(x[:, k]))
+    if skeleton_consistent and x.shape[1] > 1:
+        x = _cleaned(_prefer_consistent_bones(candidates, x, skel.parents))
+    if refine:  # the chosen points' cameras (those within threshold_px), to the reprojection-error minimum
+        per_point = np.moveaxis(obs, 1, 2)  # (T, K, C, 2)
+        with np.errstate(invalid="ignore"):
+            used = reprojection_error(x, per_point, P) <= threshold_px  # (T, K, C); NaN compares False
+        x = refine_triangulation(x, per_point, P, used)
     never = [k for k in range(x.shape[1]) if not np.isfinite(x[:, k]).all()]
     if len(never) == x.shape[1]:
         raise InitializationError(
@@ -133,6 +147,78 @@ def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0) -> np.
             if k > 0:
                 x[:, k] = x[:, skel.parents[k]] + np.array([0.0, 0.0, step])
     return x
+
+
+def _cleaned(x: np.ndarray) -> np.ndarray:
+    """Temporal spikes removed and gaps filled, per keypoint (a copy)."""
+    x = x.copy()
+    for k in range(x.shape[1]):
+        x[:, k] = _fill_gaps(_remove_spikes(x[:, k]))
+    return x
+
+
+BONE_TOLERANCE = 0.2  # relative bone-length deviation a candidate may have at no cost (bodies stretch)
+BONE_WEIGHT = 3.0  # cost, in supporting cameras, of each further 100% of deviation
+
+
+def _prefer_consistent_bones(candidates: Candidates, x, parents) -> np.ndarray:
+    """Re-choose each point among its consensus candidates, weighing camera support against bone lengths.
+
+    A candidate's score (supporting cameras, :class:`~gimbal.model.cameras.Candidates`) loses ``BONE_WEIGHT``
+    per unit of relative deviation beyond ``BONE_TOLERANCE`` of each bone it forms with its parent (already
+    re-chosen: keypoints go root first) and its children (from ``x``) against the bone's reference length
+    (:func:`_unanimous_bone_lengths`). Points with no candidate keep their value in ``x``.
+
+    Parameters
+    ----------
+    candidates : Candidates
+        Over ``(T, K)`` points.
+    x : (T, K, 3) ndarray
+        The plain choice, gaps filled.
+    parents : (K,) ndarray
+    """
+    K = x.shape[1]
+    children = [np.flatnonzero(parents == k) for k in range(K)]
+    length = _unanimous_bone_lengths(candidates, x, parents)
+    points, out = candidates.points, x.copy()
+
+    def cost(candidate, other, bone):
+        if not np.isfinite(length[bone]) or length[bone] <= 0:
+            return 0.0
+        dev = np.abs(np.linalg.norm(candidate - other, axis=-1) / length[bone] - 1.0)
+        return BONE_WEIGHT * np.nan_to_num(np.maximum(dev - BONE_TOLERANCE, 0.0))
+
+    for k in range(K):
+        total = candidates.score[:, :, k].copy()  # (pairs, T)
+        if k > 0:
+            total -= cost(points[:, :, k], out[None, :, parents[k]], k)
+        for c in children[k]:
+            total -= cost(points[:, :, k], x[None, :, c], c)
+        best = np.argmax(total, axis=0)
+        usable = np.isfinite(np.take_along_axis(total, best[None], axis=0)[0])
+        chosen = np.take_along_axis(points[:, :, k], best[None, :, None], axis=0)[0]
+        out[:, k] = np.where(usable[:, None], chosen, x[:, k])
+    return out
+
+
+def _unanimous_bone_lengths(candidates: Candidates, x, parents, min_frames: int = 5) -> np.ndarray:
+    """Each bone's median length over the frames where both ends are unanimous, shape ``(K,)`` (entry 0 unused).
+
+    A point is unanimous when its best candidate is supported by every camera that detected it (at least two):
+    where the cameras disagree, the plain choice may be wrong for most of a recording (an occluded elbow), and a
+    median over all frames would learn the wrong length. With fewer than ``min_frames`` such frames the median
+    over all frames is used.
+    """
+    best = np.argmax(candidates.score, axis=0)  # (T, K)
+    support = np.take_along_axis(candidates.support, best[None], axis=0)[0]
+    unanimous = (support == candidates.seen) & (candidates.seen >= 2)
+    length = np.full(x.shape[1], np.nan)
+    for k in range(1, x.shape[1]):
+        d = np.linalg.norm(x[:, k] - x[:, parents[k]], axis=-1)
+        both = unanimous[:, k] & unanimous[:, parents[k]] & np.isfinite(d)
+        pool = d[both] if both.sum() >= min_frames else d[np.isfinite(d)]
+        length[k] = np.median(pool) if pool.size else np.nan
+    return length
 
 
 def _vmf_kappa(mean_resultant: np.ndarray) -> np.ndarray:
@@ -177,24 +263,84 @@ def fit_pose_states(directions: np.ndarray, n_states: int, seed: int = 0, sticki
 
 
 def _per_pair_observation(resid, seen, inlier, sigma, frac, pseudo: float = 4.0):
-    """Per (camera, keypoint) noise and inlier log-odds, shrunk towards the shared values.
+    """The per-(camera, keypoint) observation model's values: noise factors and inlier log-odds.
 
-    Each pair's inlier fraction is ``(inliers + pseudo * frac[k]) / (detections + pseudo)`` and its noise the
-    Rayleigh estimate of its inliers' residuals, weighted against ``sigma`` the same way. A pair with no
-    detections (no inliers, for the noise) would sit exactly at its prior's centre, where the gradient of its
-    value is 0 and nutpie cannot start: it is moved 0.05 (log noise) and 0.1 (log-odds) off.
+    Returns the camera and keypoint factors of the log noise (:func:`_noise_factors`) and each pair's inlier
+    log-odds, from its inlier fraction ``(inliers + pseudo * frac[k]) / (detections + pseudo)``. A pair with no
+    detections would sit exactly at its prior's centre, where the gradient of its value is 0 and nutpie cannot
+    start: it is moved 0.1 off.
     """
     n_seen, n_in = seen.sum(axis=0), inlier.sum(axis=0)  # (C, K)
     p = np.clip((n_in + pseudo * frac[None, :]) / (n_seen + pseudo), 0.02, 0.98)
     logodds = np.log(p) - np.log1p(-p)
-    r2 = np.where(inlier, resid, 0.0) ** 2
-    # Rayleigh: E[r^2] = 2 sigma^2 per inlier
-    var = (r2.sum(axis=0) / 2.0 + pseudo * sigma**2) / (n_in + pseudo)
-    noise = np.clip(np.sqrt(var), sigma / 3, 3 * sigma)
     empty = n_seen == 0
     logodds[empty] = np.log(frac / (1 - frac))[np.nonzero(empty)[1]] + 0.1
-    noise[n_in == 0] = sigma * np.exp(0.05)  # no inliers: the detections (if any) barely inform the noise
-    return noise, logodds
+    camera, keypoint = _noise_factors(resid, inlier, sigma, pseudo)
+    return camera, keypoint, logodds
+
+
+def _noise_factors(resid, inlier, sigma, pseudo: float, sweeps: int = 10):
+    """Camera and keypoint factors of the log noise, each centred (zero sum), from the inliers' residuals.
+
+    Each pair's noise is the Rayleigh estimate of its inliers' residuals, shrunk towards ``sigma`` with
+    ``pseudo`` pseudo-inliers; ``log noise[c, k] - log sigma`` is then fitted as ``camera[c] + keypoint[k]`` by
+    alternating weighted means (weights: inliers + pseudo), clipped to +-3 x :data:`NOISE_POOL_SD`.
+    """
+    n_in = inlier.sum(axis=0)
+    r2 = np.where(inlier, resid, 0.0) ** 2
+    var = (r2.sum(axis=0) / 2.0 + pseudo * sigma**2) / (n_in + pseudo)  # Rayleigh: E[r^2] = 2 sigma^2 per inlier
+    log_ratio = 0.5 * np.log(var) - np.log(sigma)
+    w = n_in + pseudo
+    camera, keypoint = np.zeros(log_ratio.shape[0]), np.zeros(log_ratio.shape[1])
+    for _ in range(sweeps):
+        camera = ((log_ratio - keypoint[None, :]) * w).sum(axis=1) / w.sum(axis=1)
+        camera -= camera.mean()
+        keypoint = ((log_ratio - camera[:, None]) * w).sum(axis=0) / w.sum(axis=0)
+        keypoint -= keypoint.mean()
+    bound = 3 * NOISE_POOL_SD
+    camera, keypoint = np.clip(camera, -bound, bound), np.clip(keypoint, -bound, bound)
+    return camera - camera.mean(), keypoint - keypoint.mean()
+
+
+def _pixel_noise(resid: np.ndarray, inlier: np.ndarray) -> float:
+    """The detections' pixel noise from the inliers' residuals ``(T, C, K)`` at the triangulated points.
+
+    A point fitted to ``n`` cameras leaves ``2n - 3`` of its ``2n`` residual coordinates free, so each residual
+    is scaled by ``sqrt(2n / (2n - 3))``; 2D isotropic Gaussian residual norms are then Rayleigh(sigma), whose
+    median is ``sigma * sqrt(2 ln 2)``.
+    """
+    n = inlier.sum(axis=1, keepdims=True)  # (T, 1, K)
+    usable = inlier & (n >= 2)
+    if not usable.any():
+        return float(np.median(resid[inlier]) / np.sqrt(2 * np.log(2)))
+    scaled = resid * np.sqrt(2 * n / np.maximum(2 * n - 3, 1))
+    return float(np.median(scaled[usable]) / np.sqrt(2 * np.log(2)))
+
+
+SCALE_FLOOR = 0.25  # a scale less its triangulation noise keeps at least this fraction of its raw estimate
+
+
+def _less_noise(raw_sd: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
+    """``sqrt(raw_sd^2 - noise_var)``, at least ``SCALE_FLOOR * raw_sd`` (unknown noise counts as 0)."""
+    return np.sqrt(np.maximum(raw_sd**2 - np.nan_to_num(noise_var), (SCALE_FLOOR * raw_sd) ** 2))
+
+
+def _median_over_frames(v: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(v)
+    return np.array([np.median(v[finite[:, j], j]) if finite[:, j].any() else np.nan for j in range(v.shape[1])])
+
+
+def _step_noise_var(cov: np.ndarray) -> np.ndarray:
+    """Per keypoint, the per-axis variance triangulation noise adds to a frame-to-frame step, shape ``(K,)``."""
+    per_axis = np.trace(cov, axis1=-2, axis2=-1) / 3  # (T, K)
+    return _median_over_frames(per_axis[1:] + per_axis[:-1])
+
+
+def _bone_noise_var(delta: np.ndarray, cov: np.ndarray, children: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Per bone, the variance triangulation noise adds to its length (along the bone), shape ``(B,)``."""
+    u = delta / np.maximum(np.linalg.norm(delta, axis=-1, keepdims=True), 1e-12)  # (T, B, 3)
+    both = cov[:, children] + cov[:, parents]  # (T, B, 3, 3): child and parent, independent
+    return _median_over_frames(np.einsum("tbi,tbij,tbj->tb", u, both, u))
 
 
 def initialize_from_observations_dlt(
@@ -229,27 +375,29 @@ def initialize_from_observations_dlt(
     skel = skeleton_of(dataset)
     x = triangulate_sequence(dataset, threshold_px=threshold_px)
     T, K, _ = x.shape
-    delta = skel.bone_vectors(x)  # (T, B, 3)
-    lengths = np.linalg.norm(delta, axis=-1)
-    rho = np.maximum(np.median(lengths, axis=0), 1e-3)
-    mad = 1.4826 * np.median(np.abs(lengths - rho), axis=0)
-    sigma = np.maximum(mad, 0.02 * rho)
-    if T > 1:
-        steps = np.linalg.norm(np.diff(x, axis=0), axis=-1)  # (T-1, K)
-        scale_ref = np.median(rho) if rho.size else 1.0
-        step_sigma = np.maximum(np.median(steps, axis=0) / np.sqrt(3), 1e-3 * scale_ref)
-    else:
-        step_sigma = np.ones(K)
     # 2D residuals of the reconstruction: noise scale and inlier fraction per keypoint
     obs = dataset["observations"].values
     resid = np.linalg.norm(project(x, dataset["camera_matrix"].values) - obs, axis=-1)  # (T, C, K)
     seen = np.isfinite(resid)
     inlier = seen & (resid < threshold_px)
-    # 2D isotropic Gaussian residual norms are Rayleigh(sigma), whose median is sigma * sqrt(2 ln 2)
-    obs_sigma = float(np.median(resid[inlier]) / np.sqrt(2 * np.log(2))) if inlier.any() else threshold_px / 3
+    obs_sigma = _pixel_noise(resid, inlier) if inlier.any() else threshold_px / 3
     frac = inlier.sum(axis=(0, 1)) / np.maximum(seen.sum(axis=(0, 1)), 1)
     frac = np.clip(frac, 0.5, 0.98)
-    sigma_ck, logodds_ck = _per_pair_observation(resid, seen, inlier, max(obs_sigma, 0.1), frac)
+    noise_camera, noise_keypoint, logodds_ck = _per_pair_observation(resid, seen, inlier, max(obs_sigma, 0.1), frac)
+    # bone lengths and spreads, step sizes: from the reconstruction, less what its own noise adds
+    cov = triangulation_covariance(x, dataset["camera_matrix"].values, inlier, max(obs_sigma, 0.1))
+    delta = skel.bone_vectors(x)  # (T, B, 3)
+    lengths = np.linalg.norm(delta, axis=-1)
+    rho = np.maximum(np.median(lengths, axis=0), 1e-3)
+    mad = 1.4826 * np.median(np.abs(lengths - rho), axis=0)
+    sigma = np.maximum(_less_noise(mad, _bone_noise_var(delta, cov, skel.bones, skel.bone_parents)), 0.005 * rho)
+    if T > 1:
+        steps = np.linalg.norm(np.diff(x, axis=0), axis=-1)  # (T-1, K)
+        scale_ref = np.median(rho) if rho.size else 1.0
+        step_sigma = np.maximum(_less_noise(np.median(steps, axis=0) / np.sqrt(3), _step_noise_var(cov)),
+                                1e-3 * scale_ref)
+    else:
+        step_sigma = np.ones(K)
     directions = delta / np.maximum(lengths, 1e-12)[..., None]
     states = fit_pose_states(directions, n_states, seed=seed)
     values = {
@@ -259,7 +407,8 @@ def initialize_from_observations_dlt(
         "step_sigma": step_sigma,
         "obs_sigma": np.asarray(max(obs_sigma, 0.1)),
         "logodds_inlier": np.log(frac / (1 - frac)),
-        "obs_sigma_ck": sigma_ck,
+        "log_noise_camera": noise_camera,
+        "log_noise_keypoint": noise_keypoint,
         "logodds_inlier_ck": logodds_ck,
         "transition": states.transition,
         "state_mean_raw": states.mean_directions,
@@ -288,7 +437,7 @@ def init_point_for(model, init: Initialization) -> dict:
         transform = model.rvs_to_transforms.get(rv)
         val = np.asarray(init.values[rv.name], dtype=value_var.dtype)
         if transform is not None:
-            val = transform.forward(val, *rv.owner.inputs).eval()
+            val = transform.forward(pt.as_tensor_variable(val), *rv.owner.inputs).eval()  # some use tensor methods
         point[value_var.name] = np.asarray(val, dtype=value_var.dtype)
     return point
 
