@@ -500,5 +500,10 @@ def test_diagnostic_groups_and_book_run_on_an_imported_recording(tmp_path):
     if g6["sampling"]["max_rhat_all"] > 1.01:  # R-hat flagged: localized onto frames x keypoints, pattern named
         conv = g6["convergence_localization"]["x"]
         assert conv["dims"] == ["frame", "keypoint", "xyz"] and conv["worst"] and conv["pattern"]
-        assert g6["verdict"]["code"] != "not_converged" and "keypoint" in g6["verdict"]["interpretation"]
+        # the verdict localizes the flagged variable with the highest R-hat (x, or a global such as bone_length)
+        flagged = {k: v for k, v in g6["convergence_localization"].items() if v.get("n_flagged") and v.get("pattern")}
+        worst = max(flagged, key=lambda k: flagged[k]["max_rhat"])
+        text = g6["verdict"]["interpretation"]
+        assert g6["verdict"]["code"] != "not_converged" and f"'{worst}'" in text, (worst, text)
+        assert any(f"at {d} " in text for d in flagged[worst]["dims"]), text
         assert "Worst elements of `x`" in (pages / "groups" / "group_6_sampling_full_truncated.md").read_text()

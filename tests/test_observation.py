@@ -117,3 +117,20 @@ def test_confidence_without_scores_is_a_usage_error(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "--confidence needs the detector's scores" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "fit").exists()
+
+
+def test_noise_factors_are_zero_sum_normals():
+    """The camera/keypoint noise factors: an orthonormal zero-sum basis, so the free values' N(0, s) is PyMC's
+    ZeroSumNormal(s) on the factors (same log density up to a constant)."""
+    import pymc as pm
+
+    from gimbal.model.observation import NOISE_POOL_SD, zero_sum_basis
+
+    B = zero_sum_basis(6)
+    np.testing.assert_allclose(B.T @ B, np.eye(5), atol=1e-12)
+    np.testing.assert_allclose(B.sum(axis=0), 0.0, atol=1e-12)
+    rng = np.random.default_rng(0)
+    v = [rng.normal(size=5) for _ in range(3)]
+    ours = [float(pm.logp(pm.Normal.dist(0.0, NOISE_POOL_SD, shape=5), z).sum().eval()) for z in v]
+    ref = [float(pm.logp(pm.ZeroSumNormal.dist(sigma=NOISE_POOL_SD, shape=6), B @ z).eval()) for z in v]
+    np.testing.assert_allclose(np.diff(ours), np.diff(ref), rtol=1e-10)

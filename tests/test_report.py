@@ -262,12 +262,13 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
                               "settings": {"chains": 2, "tune": 300, "draws": 200, "min_confidence": 0.5},
                               "rows": [{"camera": "side", "posterior": stats(30.0, 47.2), "triangulation": stats(33.1, 49.8),
                                         "ratio_median_posterior_to_triangulation": 0.906, "bone_cv_posterior": 0.013,
-                                        "bone_cv_triangulation": 0.066, "divergences": 0, "max_rhat": 1.1, "fit_s": 69.0}]}
+                                        "bone_cv_triangulation": 0.066, "divergences": 0, "max_rhat": 1.1, "fit_s": 69.0,
+                                        "triangulation_least_squares": stats(31.5, 48.0)}]}
     for name, payload in payloads.items():
         (results / f"{name}.json").write_text(json.dumps(payload), encoding="utf-8")
     page = _performance_page(tmp_path, tmp_path / "out")
     assert "## Leave one camera out: `mouse` (T=120, K=15)" in page and "confidence >= 0.5" in page
-    assert "| side | 100 | 30 | 33.1 | 0.906 | 47.2 | 49.8 | 0.013 / 0.066 | 0 | 1.1 | 69 |" in page
+    assert "| side | 100 | 30 | 33.1 | 0.906 | 47.2 | 49.8 | 0.013 / 0.066 | 31.5 / 48 | 0 | 1.1 | 69 |" in page
     assert "numba, 2 CPUs" in page and "jax on gpu: TestCard, 16 CPUs" in page  # each sampling row names its machine
     assert "JAX device gpu: TestCard" in page and "| jax-graph-parallel | gpu: TestCard | 3 | 0.5 | 16 | 1e-09 |" in page
     assert "## sampling: `rodent`" in page and "1.012" in page and "901 / 700" in page and "disk (zarr)" in page

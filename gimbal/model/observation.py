@@ -10,7 +10,8 @@ Three choices shape it (:class:`~gimbal.model.build.ModelConfig`):
   spread (:data:`LOGODDS_POOL_SD`), so that a pair with few detections stays near its keypoint's value and a pair
   a detector nearly always gets wrong can still reach a 95% outlier rate. The noise ``obs_sigma_ck`` is
   ``obs_sigma * exp(log_noise_camera[c] + log_noise_keypoint[k])``: a camera factor (resolution, distance, blur)
-  times a keypoint factor (how sharp the landmark is), each zero-sum with spread :data:`NOISE_POOL_SD`. A noise
+  times a keypoint factor (how sharp the landmark is), each zero-sum with spread :data:`NOISE_POOL_SD`
+  (``log_noise_camera_free``, ``log_noise_keypoint_free``: the factors' coordinates in a zero-sum basis). A noise
   free per pair does not converge: for a pair the detector mostly gets wrong, "many outliers and a small noise"
   and "fewer outliers and a large noise" explain its detections equally well, and chains settle in either (R-hat
   1.5 on ``rodent18_realistic``); the factors are pinned by every pair of their camera or keypoint. The spreads
@@ -45,6 +46,7 @@ __all__ = [
     "OUTLIER_SD_FRACTION",
     "STUDENT_T_DOF",
     "has_scores",
+    "zero_sum_basis",
     "confidence_covariate",
     "outlier_scale",
     "observation_parameters",
@@ -92,6 +94,30 @@ def outlier_scale(dataset: xr.Dataset, outlier_model: str) -> np.ndarray:
     return -np.log(size.prod(axis=-1))[:, None]
 
 
+def zero_sum_basis(n: int) -> np.ndarray:
+    """An ``(n, n - 1)`` matrix whose orthonormal columns span the vectors that sum to zero (Helmert's contrasts)."""
+    basis = np.zeros((n, n - 1))
+    for j in range(1, n):
+        basis[:j, j - 1] = 1.0
+        basis[j, j - 1] = -j
+        basis[:, j - 1] /= np.sqrt(j * (j + 1))
+    return basis
+
+
+def _zero_sum_normal(name: str, initval: np.ndarray, dim: str):
+    """``name`` (dims ``dim``): isotropic Normal(0, NOISE_POOL_SD) on the zero-sum vectors, ``n - 1`` free values.
+
+    The same distribution as :class:`pymc.ZeroSumNormal`, written as a constant basis times free values so that the
+    graph is a matrix product (PyMC's transform slices by a symbolic length, which JAX cannot trace).
+    """
+    initval = np.asarray(initval, float)
+    if initval.size < 2:  # one camera or keypoint: its factor is 0
+        return pm.Deterministic(name, pt.zeros(initval.size), dims=dim)
+    basis = zero_sum_basis(initval.size)
+    free = pm.Normal(f"{name}_free", 0.0, NOISE_POOL_SD, shape=initval.size - 1, initval=basis.T @ initval)
+    return pm.Deterministic(name, pt.dot(pt.as_tensor_variable(basis), free), dims=dim)
+
+
 def observation_parameters(dataset: xr.Dataset, init, config):
     """The noise ``(C, K)``-broadcastable, the inlier log-odds ``(T, C, K)``-broadcastable, as model variables.
 
@@ -101,10 +127,8 @@ def observation_parameters(dataset: xr.Dataset, init, config):
     omega = pm.LogNormal("obs_sigma", mu=pt.log(_data(omega0, "obs_sigma_prior")), sigma=1.0, initval=omega0)
     per_pair = config.observation == "camera_keypoint"
     if per_pair:
-        camera = pm.ZeroSumNormal("log_noise_camera", sigma=NOISE_POOL_SD, dims="camera",
-                                  initval=init.values["log_noise_camera"])
-        keypoint = pm.ZeroSumNormal("log_noise_keypoint", sigma=NOISE_POOL_SD, dims="keypoint",
-                                    initval=init.values["log_noise_keypoint"])
+        camera = _zero_sum_normal("log_noise_camera", init.values["log_noise_camera"], "camera")
+        keypoint = _zero_sum_normal("log_noise_keypoint", init.values["log_noise_keypoint"], "keypoint")
         omega = pm.Deterministic("obs_sigma_ck", omega * pt.exp(camera[:, None] + keypoint[None, :]),
                                  dims=("camera", "keypoint"))
     if not config.use_mixture or config.outlier_model == "student_t":
