@@ -107,15 +107,16 @@ def zero_sum_basis(n: int) -> np.ndarray:
 def _zero_sum_normal(name: str, initval: np.ndarray, dim: str):
     """``name`` (dims ``dim``): isotropic Normal(0, NOISE_POOL_SD) on the zero-sum vectors, ``n - 1`` free values.
 
-    The same distribution as :class:`pymc.ZeroSumNormal`, written as a constant basis times free values so that the
-    graph is a matrix product (PyMC's transform slices by a symbolic length, which JAX cannot trace).
+    The same distribution as :class:`pymc.ZeroSumNormal`, written as a fixed basis times free values so that the
+    graph is a matrix product (PyMC's transform slices by a symbolic length, which JAX cannot trace). The basis is
+    a shared input, not a constant, so that one compiled function serves every recording.
     """
     initval = np.asarray(initval, float)
     if initval.size < 2:  # one camera or keypoint: its factor is 0
         return pm.Deterministic(name, pt.zeros(initval.size), dims=dim)
     basis = zero_sum_basis(initval.size)
     free = pm.Normal(f"{name}_free", 0.0, NOISE_POOL_SD, shape=initval.size - 1, initval=basis.T @ initval)
-    return pm.Deterministic(name, pt.dot(pt.as_tensor_variable(basis), free), dims=dim)
+    return pm.Deterministic(name, pt.dot(_data(basis, f"{name}_basis"), free), dims=dim)
 
 
 def observation_parameters(dataset: xr.Dataset, init, config):
