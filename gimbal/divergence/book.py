@@ -414,7 +414,21 @@ def _observation_models_section(data: dict) -> str:
         md_table(["reconstruction", "mean / median / p90", "ratio to triangulation (mean / p90)",
                   "wrong in >= 3 cameras", "divergences", "max R-hat (variable)", "min bulk ESS (variable)",
                   "positions with R-hat > 1.01", "outlier-rate correlation", "wall s"], rows) + "\n",
+        *(_unconverged_text(name, r["x_rhat_above_1.01"]) for name, r in data["rows"].items()
+          if (r.get("x_rhat_above_1.01") or {}).get("pairs")),
     ])
+
+
+def _unconverged_text(name: str, where: dict) -> str:
+    """Where a row's positions with R-hat > 1.01 sit, and whether the chains disagree (modes) or only mix slowly."""
+    top = sorted(where["keypoints"].items(), key=lambda kv: -kv[1])[:6]
+    spread = where["chain_mean_spread_mm"]
+    return (f"**{name}**: positions with R-hat > 1.01 at {where['pairs']} (frame, keypoint) pairs in "
+            f"{len(where['frame_runs'])} runs of frames; most at " + ", ".join(f"{k} ({n})" for k, n in top) + ". "
+            f"{100 * where['fraction_wrong_in_3_cameras']:.0f}% of those pairs have detections wrong in >= 3 cameras. "
+            f"The chains' means there lie {fmt(spread['median'], 3)} mm apart at the median (slow mixing) and up to "
+            f"{fmt(spread['max'], 3)} mm (chains in different explanations). 3D error there: posterior mean "
+            f"{fmt(where['error_mean_mm'], 3)} mm, triangulation {fmt(where['triangulation_error_mean_mm'], 3)} mm.\n")
 
 
 def _ablation_page(project: Path) -> str:
