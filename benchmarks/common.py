@@ -116,3 +116,11 @@ def position_errors_3d(estimate, truth) -> dict:
 
     err = np.linalg.norm(estimate - truth, axis=-1)
     return {**_error_stats(err), "n": int(np.isfinite(err).sum())}
+
+
+def wrong_in_cameras(dataset, n: int = 3):
+    """``(T, K)`` mask: (frame, keypoint) pairs whose detection is an outlier or missing in at least ``n`` cameras."""
+    import numpy as np
+
+    bad = dataset["is_outlier"].values.sum(axis=1) + (~np.isfinite(dataset["observations"].values).all(-1)).sum(axis=1)
+    return bad >= n

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SEED_OBSERVATION, INIT_ROW, machine, position_errors_3d as _errors, write_result
+from .common import SEED_OBSERVATION, INIT_ROW, machine, position_errors_3d as _errors, write_result, wrong_in_cameras
 
 DATASET, TRAIN = "rodent18_realistic", "rodent18_realistic_train"
 HEADING = ("SpineM", "SpineF")
@@ -63,7 +63,7 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
     chain_means = post["x"].mean("draw").values[:, bad]  # (chain, pairs, 3)
     spread = np.linalg.norm(chain_means[:, None] - chain_means[None], axis=-1).max(axis=(0, 1))
     truth = ds["positions_true"].values[bad]
-    mean = post["x"].mean(("chain", "draw")).values[bad]
+    mean = chain_means.mean(axis=0)  # the posterior mean (every chain has the same number of draws)
     return {
         "pairs": int(bad.sum()),
         "keypoints": {names[k]: int(n) for k, n in enumerate(bad.sum(axis=0)) if n},
@@ -107,7 +107,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
         T, chains, tune, draws = 20, 2, 150, 100
     ds = load_dataset(DATASET, max_T=T)
     truth = ds["positions_true"].values
-    wrong = ds["is_outlier"].values.sum(axis=1) + (~np.isfinite(ds["observations"].values).all(-1)).sum(axis=1) >= 3
+    wrong = wrong_in_cameras(ds)
     rows = {}
     # the baseline is plain robust triangulation (consensus, no refinement); the model starts from the initialization
     baseline = triangulate_sequence(ds, skeleton_consistent=False, refine=False)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import INIT_ROW, machine, position_errors_3d as _errors, write_result
+from .common import INIT_ROW, machine, position_errors_3d as _errors, write_result, wrong_in_cameras
 
 SHARED = Path(os.environ.get("GIMBAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DANNCE = SHARED / "dannce_markerless_mouse"
@@ -89,7 +89,7 @@ def run(*, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 10
                            seed=seed, source="markerless_mouse_1 3D labels") for S in sorted({1, n_states})}
     noisy = detector_errors(test, seed=seed)
     truth = noisy["positions_true"].values
-    occluded = noisy["is_outlier"].values.sum(axis=1) + (~np.isfinite(noisy["observations"].values).all(-1)).sum(axis=1) >= 3
+    occluded = wrong_in_cameras(noisy)
     rows = {}
     # the baseline is plain robust triangulation (consensus, no refinement); the model starts from the initialization
     plain = triangulate_sequence(noisy, skeleton_consistent=False, refine=False)

@@ -325,22 +325,29 @@ def test_ablation_page_shows_the_trained_prior_against_the_model_without_it(tmp_
     assert "m1" not in perf and "`stray.json` is not a benchmark result" in perf
 
 
+def _errors(m):
+    return {"mean": m, "median": m / 2, "p90": 2 * m, "n": 10}
+
+
+def _write_observation_result(project, name: str, T: int, rows: dict) -> None:
+    """A ``python -m benchmarks observation`` JSON with a triangulation row and ``rows``, under ``project``."""
+    results = project / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": "observation_models", "dataset": "rodent18_realistic", "train": "rodent18_realistic_train",
+               "T": T, "chains": 4, "tune": 1000, "draws": 1000, "n_states": 4, "heading": ["SpineM", "SpineF"],
+               "seed": 0, "quick": False, "machine": {"platform": "test", "cpu_count": 2},
+               "rows": {"triangulation": {"errors": _errors(5.0), "errors_wrong_in_3_cameras": _errors(9.0)}, **rows}}
+    (results / f"{name}.json").write_text(json.dumps(payload), encoding="utf-8")
+
+
 def test_ablation_page_compares_observation_models_against_triangulation(tmp_path):
     """`python -m benchmarks observation` JSON: one row per choice, with its ratio to triangulation."""
     from gimbal.divergence.book import _ablation_page, _performance_page
 
-    results = tmp_path / "benchmarks" / "results"
-    results.mkdir(parents=True)
-    e = lambda m: {"mean": m, "median": m / 2, "p90": 2 * m, "n": 10}  # noqa: E731
-    row = {"errors": e(2.0), "errors_wrong_in_3_cameras": e(3.0), "divergences": 0, "max_rhat_all": 1.004,
+    row = {"errors": _errors(2.0), "errors_wrong_in_3_cameras": _errors(3.0), "divergences": 0, "max_rhat_all": 1.004,
            "max_rhat_variable": "x", "min_ess_bulk_all": 512.0, "min_ess_bulk_variable": "obs_sigma_ck",
            "fraction_x_rhat_above_1.01": 0.0, "outlier_rate_correlation": 0.93, "wall_s": 150.0}
-    payload = {"benchmark": "observation_models", "dataset": "rodent18_realistic", "train": "rodent18_realistic_train",
-               "T": 100, "chains": 4, "tune": 1000, "draws": 1000, "n_states": 4, "heading": ["SpineM", "SpineF"],
-               "seed": 0, "quick": False, "machine": {"platform": "test", "cpu_count": 2},
-               "rows": {"triangulation": {"errors": e(5.0), "errors_wrong_in_3_cameras": e(9.0)},
-                        "per (camera, keypoint), uniform outliers": row}}
-    (results / "observation_models.json").write_text(json.dumps(payload), encoding="utf-8")
+    _write_observation_result(tmp_path, "observation_models", 100, {"per (camera, keypoint), uniform outliers": row})
     page = _ablation_page(tmp_path)
     assert "## Observation models on `rodent18_realistic`, T=100" in page
     assert ("| per (camera, keypoint), uniform outliers | 2 / 1 / 4 | 0.4 / 0.4 | 3 / 1.5 / 6 | 0 | 1.004 (x) | "
@@ -353,20 +360,13 @@ def test_ablation_page_says_where_unconverged_positions_sit(tmp_path):
     """A row with positions above R-hat 1.01 gets a paragraph: keypoints, frame runs, chain spread, errors there."""
     from gimbal.divergence.book import _ablation_page
 
-    results = tmp_path / "benchmarks" / "results"
-    results.mkdir(parents=True)
-    e = lambda m: {"mean": m, "median": m / 2, "p90": 2 * m, "n": 10}  # noqa: E731
     where = {"pairs": 3, "keypoints": {"ShinL": 2, "ArmR": 1}, "frame_runs": [[5, 6], [40, 40]],
              "chain_mean_spread_mm": {"median": 1.02, "max": 29.3}, "fraction_wrong_in_3_cameras": 0.67,
              "error_mean_mm": 4.2, "triangulation_error_mean_mm": 14.7}
-    row = {"errors": e(2.0), "errors_wrong_in_3_cameras": e(3.0), "divergences": 0, "max_rhat_all": 1.67,
+    row = {"errors": _errors(2.0), "errors_wrong_in_3_cameras": _errors(3.0), "divergences": 0, "max_rhat_all": 1.67,
            "max_rhat_variable": "x", "min_ess_bulk_all": 6.4, "min_ess_bulk_variable": "x",
            "fraction_x_rhat_above_1.01": 0.0025, "x_rhat_above_1.01": where, "wall_s": 2200.0}
-    payload = {"benchmark": "observation_models", "dataset": "rodent18_realistic", "train": "rodent18_realistic_train",
-               "T": 1800, "chains": 4, "tune": 1000, "draws": 1000, "n_states": 4, "heading": ["SpineM", "SpineF"],
-               "seed": 0, "quick": False, "machine": {"platform": "test", "cpu_count": 2},
-               "rows": {"triangulation": {"errors": e(5.0), "errors_wrong_in_3_cameras": e(9.0)}, "default": row}}
-    (results / "observation_models_T1800.json").write_text(json.dumps(payload), encoding="utf-8")
+    _write_observation_result(tmp_path, "observation_models_T1800", 1800, {"default": row})
     page = _ablation_page(tmp_path)
     assert ("**default**: positions with R-hat > 1.01 at 3 (frame, keypoint) pairs in 2 runs of frames; most at "
             "ShinL (2), ArmR (1). 67% of those pairs") in page
