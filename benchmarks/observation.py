@@ -53,15 +53,23 @@ def _rate_recovery(post, ds) -> float | None:
 
 def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: np.ndarray) -> dict:
     """Where the positions with R-hat above 1.01 sit: keypoints, frame runs, how far apart the chains' means are,
-    how many of those (frame, keypoint) pairs have detections wrong in >= 3 cameras, and the 3D error there."""
+    each pair's pattern (:func:`gimbal.diagnostics.convergence.classify_element` on its least converged coordinate:
+    slow mixing, separate modes, switching chains), how many of those pairs have detections wrong in >= 3 cameras,
+    and the 3D error there."""
+    from gimbal.diagnostics.convergence import classify_element
+
     bad = rhat_x.max(axis=-1) > 1.01  # (T, K)
     if not bad.any():
         return {"pairs": 0}
     names = [str(k) for k in ds["keypoint"].values]
     frames = np.flatnonzero(bad.any(axis=1))
     runs = np.split(frames, np.flatnonzero(np.diff(frames) > 1) + 1)
-    chain_means = post["x"].mean("draw").values[:, bad]  # (chain, pairs, 3)
+    draws = post["x"].values[:, :, bad].astype(np.float64)  # (chain, draw, pairs, 3)
+    chain_means, chain_sds = draws.mean(axis=1), draws.std(axis=1)  # (chain, pairs, 3)
     spread = np.linalg.norm(chain_means[:, None] - chain_means[None], axis=-1).max(axis=(0, 1))
+    worst = rhat_x[bad].argmax(axis=-1)  # each pair's least converged coordinate, classified as the engine does
+    patterns = [classify_element(chain_means[:, i, a], chain_sds[:, i, a], float(rhat_x[bad][i, a]))
+                for i, a in enumerate(worst)]
     truth = ds["positions_true"].values[bad]
     mean = chain_means.mean(axis=0)  # the posterior mean (every chain has the same number of draws)
     return {
@@ -69,6 +77,7 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
         "keypoints": {names[k]: int(n) for k, n in enumerate(bad.sum(axis=0)) if n},
         "frame_runs": [[int(r[0]), int(r[-1])] for r in runs],
         "chain_mean_spread_mm": {"median": float(np.median(spread)), "max": float(spread.max())},
+        "patterns": {p: patterns.count(p) for p in sorted(set(patterns))},
         "fraction_wrong_in_3_cameras": float(wrong[bad].mean()),
         "error_mean_mm": float(np.linalg.norm(mean - truth, axis=-1).mean()),
         "triangulation_error_mean_mm": float(np.linalg.norm(triangulated[bad] - truth, axis=-1).mean()),

@@ -361,7 +361,8 @@ def test_ablation_page_says_where_unconverged_positions_sit(tmp_path):
     from gimbal.divergence.book import _ablation_page
 
     where = {"pairs": 3, "keypoints": {"ShinL": 2, "ArmR": 1}, "frame_runs": [[5, 6], [40, 40]],
-             "chain_mean_spread_mm": {"median": 1.02, "max": 29.3}, "fraction_wrong_in_3_cameras": 0.67,
+             "chain_mean_spread_mm": {"median": 1.02, "max": 29.3}, "patterns": {"separate_modes": 1, "slow_mixing": 2},
+             "fraction_wrong_in_3_cameras": 0.67,
              "error_mean_mm": 4.2, "triangulation_error_mean_mm": 14.7}
     row = {"errors": _errors(2.0), "errors_wrong_in_3_cameras": _errors(3.0), "divergences": 0, "max_rhat_all": 1.67,
            "max_rhat_variable": "x", "min_ess_bulk_all": 6.4, "min_ess_bulk_variable": "x",
@@ -370,5 +371,6 @@ def test_ablation_page_says_where_unconverged_positions_sit(tmp_path):
     page = _ablation_page(tmp_path)
     assert ("**default**: positions with R-hat > 1.01 at 3 (frame, keypoint) pairs in 2 runs of frames; most at "
             "ShinL (2), ArmR (1). 67% of those pairs") in page
-    assert "1.02 mm apart at the median (slow mixing) and up to 29.3 mm" in page
+    assert ("1.02 mm apart at the median and up to 29.3 mm; pattern of each pair's least converged coordinate: "
+            "separate_modes 1, slow_mixing 2.") in page
     assert "posterior mean 4.2 mm, triangulation 14.7 mm" in page

@@ -426,8 +426,10 @@ def _unconverged_text(name: str, where: dict) -> str:
     return (f"**{name}**: positions with R-hat > 1.01 at {where['pairs']} (frame, keypoint) pairs in "
             f"{len(where['frame_runs'])} runs of frames; most at " + ", ".join(f"{k} ({n})" for k, n in top) + ". "
             f"{100 * where['fraction_wrong_in_3_cameras']:.0f}% of those pairs have detections wrong in >= 3 cameras. "
-            f"The chains' means there lie {fmt(spread['median'], 3)} mm apart at the median (slow mixing) and up to "
-            f"{fmt(spread['max'], 3)} mm (chains in different explanations). 3D error there: posterior mean "
+            f"The chains' means there lie {fmt(spread['median'], 3)} mm apart at the median and up to "
+            f"{fmt(spread['max'], 3)} mm; pattern of each pair's least converged coordinate: "
+            + (", ".join(f"{p} {n}" for p, n in where["patterns"].items()) if where.get("patterns") else "not recorded")
+            + f". 3D error there: posterior mean "
             f"{fmt(where['error_mean_mm'], 3)} mm, triangulation {fmt(where['triangulation_error_mean_mm'], 3)} mm.\n")
 
 
