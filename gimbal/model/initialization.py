@@ -1,8 +1,9 @@
 """Initial values from robust triangulation, and the validation gate.
 
-Every chain starts from a skeleton-free but outlier-resistant reconstruction:
-median-of-camera-pairs triangulation with reprojection-error rejection, then
-temporal spike removal and gap filling. Scale parameters (bone lengths,
+Every chain starts from an outlier-resistant reconstruction: camera-pair consensus
+triangulation with reprojection-error rejection; among the candidates, each keypoint's
+track through frames that best weighs camera support against bone lengths and
+continuity; least-squares refinement; then temporal spike removal and gap filling. Scale parameters (bone lengths,
 positional spread, per-frame step size, 2D noise, inlier fraction) and the
 pose states (clusters of bone directions, as the original GIMBAL fits them
 from training data) are estimated from that reconstruction.
@@ -28,6 +29,7 @@ __all__ = [
     "InitializationError",
     "initialize_from_observations_dlt",
     "triangulate_sequence",
+    "continuous_track",
     "fit_pose_states",
     "check_initial_point",
 ]
@@ -109,12 +111,16 @@ def _remove_spikes(track: np.ndarray, window: int = 5, n_mad: float = 6.0) -> np
 
 
 def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skeleton_consistent: bool = True,
-                         refine: bool = True) -> np.ndarray:
+                         refine: bool = True, temporal: bool | None = None) -> np.ndarray:
     """Robust 3D reconstruction of every frame and keypoint, gaps filled.
 
     Each point is the best-supported camera-pair consensus (:func:`~gimbal.model.cameras.triangulate_robust`);
     with ``skeleton_consistent`` the choice among the consensus candidates also weighs the bone lengths
-    (:func:`_prefer_consistent_bones`), so that where the cameras disagree the point the skeleton allows wins;
+    (:func:`_prefer_consistent_bones`), so that where the cameras disagree the point the skeleton allows wins,
+    and with ``temporal`` each keypoint's choices form the track through frames that best trades camera support
+    against continuity (:func:`continuous_track`), so that a tie the skeleton cannot see (three cameras for a
+    left/right swap, three for the truth) goes to the explanation of the frames around it (default: when the
+    dataset's frames are consecutive, i.e. not sparse labelled frames with ``attrs['frames_consecutive'] = 0``);
     with ``refine`` each point then moves to the minimum of its inlier cameras' reprojection error
     (:func:`~gimbal.model.cameras.refine_triangulation`; linear triangulation's error can be several times that).
     Keypoints seen by fewer than two cameras in a frame are interpolated in time; a keypoint never triangulated
@@ -125,8 +131,10 @@ def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skelet
     candidates = triangulation_candidates(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px)
     x = _cleaned(select_candidates(candidates))  # (T, K, 3)
     skel = skeleton_of(dataset)
+    if temporal is None:
+        temporal = bool(dataset.attrs.get("frames_consecutive", 1))
     if skeleton_consistent and x.shape[1] > 1:
-        x = _cleaned(_prefer_consistent_bones(candidates, x, skel.parents))
+        x = _cleaned(_prefer_consistent_bones(candidates, x, skel.parents, temporal=temporal))
     if refine:  # the chosen points' cameras (those within threshold_px), to the reprojection-error minimum
         per_point = np.moveaxis(obs, 1, 2)  # (T, K, C, 2)
         with np.errstate(invalid="ignore"):
@@ -161,13 +169,14 @@ BONE_TOLERANCE = 0.2  # relative bone-length deviation a candidate may have at n
 BONE_WEIGHT = 3.0  # cost, in supporting cameras, of each further 100% of deviation
 
 
-def _prefer_consistent_bones(candidates: Candidates, x, parents) -> np.ndarray:
+def _prefer_consistent_bones(candidates: Candidates, x, parents, temporal: bool = True) -> np.ndarray:
     """Re-choose each point among its consensus candidates, weighing camera support against bone lengths.
 
     A candidate's score (supporting cameras, :class:`~gimbal.model.cameras.Candidates`) loses ``BONE_WEIGHT``
     per unit of relative deviation beyond ``BONE_TOLERANCE`` of each bone it forms with its parent (already
     re-chosen: keypoints go root first) and its children (from ``x``) against the bone's reference length
-    (:func:`_unanimous_bone_lengths`). Points with no candidate keep their value in ``x``.
+    (:func:`_unanimous_bone_lengths`). Points with no candidate keep their value in ``x``. With ``temporal``
+    the choice is made for each keypoint's whole track at once (:func:`continuous_track`), not frame by frame.
 
     Parameters
     ----------
@@ -176,6 +185,8 @@ def _prefer_consistent_bones(candidates: Candidates, x, parents) -> np.ndarray:
     x : (T, K, 3) ndarray
         The plain choice, gaps filled.
     parents : (K,) ndarray
+    temporal : bool
+        Choose tracks (default) rather than points.
     """
     K = x.shape[1]
     children = [np.flatnonzero(parents == k) for k in range(K)]
@@ -188,17 +199,84 @@ def _prefer_consistent_bones(candidates: Candidates, x, parents) -> np.ndarray:
         dev = np.abs(np.linalg.norm(candidate - other, axis=-1) / length[bone] - 1.0)
         return BONE_WEIGHT * np.nan_to_num(np.maximum(dev - BONE_TOLERANCE, 0.0))
 
+    step = _step_scale(x) if temporal else None
     for k in range(K):
         total = candidates.score[:, :, k].copy()  # (pairs, T)
         if k > 0:
             total -= cost(points[:, :, k], out[None, :, parents[k]], k)
         for c in children[k]:
             total -= cost(points[:, :, k], x[None, :, c], c)
+        if temporal and x.shape[0] > 1:
+            out[:, k] = continuous_track(points[:, :, k], total, x[:, k], step[k])
+            continue
         best = np.argmax(total, axis=0)
         usable = np.isfinite(np.take_along_axis(total, best[None], axis=0)[0])
         chosen = np.take_along_axis(points[:, :, k], best[None, :, None], axis=0)[0]
         out[:, k] = np.where(usable[:, None], chosen, x[:, k])
     return out
+
+
+STEP_CAMERAS = 4.0  # the jump cost, in supporting cameras, is capped here: a jump that many cameras support is taken
+CAMERA_NATS = 4.0  # a supporting camera's worth in log density (an inlier at ~3 px against a ~200 px outlier: ~8)
+
+
+def _step_scale(x: np.ndarray) -> np.ndarray:
+    """Each keypoint's per-axis frame-to-frame step scale from the median step length, shape ``(K,)``.
+
+    For a 3D Gaussian step with per-axis sd ``s`` the median length is ``1.538 s``; the median ignores the few
+    jumps a wrong choice makes. Floored at a thousandth of the median step over all keypoints.
+    """
+    import warnings
+
+    steps = np.linalg.norm(np.diff(x, axis=0), axis=-1)  # (T - 1, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a keypoint never triangulated: all-NaN
+        med = np.nanmedian(steps, axis=0) / 1.538
+        floor = 1e-3 * max(float(np.nan_to_num(np.nanmedian(steps), nan=1.0)), 1e-9)
+    return np.maximum(np.nan_to_num(med, nan=floor), floor)
+
+
+def continuous_track(points: np.ndarray, score: np.ndarray, fallback: np.ndarray, step: float) -> np.ndarray:
+    """One keypoint's track through its candidates that best trades camera support against continuity.
+
+    The Viterbi path over frames: a frame's options are its candidates with a finite ``score`` (in supporting
+    cameras), or, where it has none, ``fallback`` (score 0); moving by ``d`` between frames costs
+    ``min(0.5 (d / step)^2 / CAMERA_NATS, STEP_CAMERAS)`` cameras. Where three cameras see a left/right swap and
+    three the truth, the per-frame choice is a coin toss; the path keeps the explanation of the frames around it.
+
+    Parameters
+    ----------
+    points : (P, T, 3) ndarray
+        The candidates (camera pairs' consensus points).
+    score : (P, T) ndarray
+        Their scores, ``-inf`` where a candidate is unusable.
+    fallback : (T, 3) ndarray
+        The track where a frame has no usable candidate (finite).
+    step : float
+        Per-axis step scale (:func:`_step_scale`).
+
+    Returns
+    -------
+    (T, 3) ndarray
+    """
+    usable = np.isfinite(score)
+    opts = np.concatenate([points, fallback[None]], axis=0)  # (P + 1, T, 3)
+    node = np.concatenate([np.where(usable, score, -np.inf), np.where(usable.any(0), -np.inf, 0.0)[None]], axis=0)
+    opts = np.where(np.isfinite(node)[..., None], opts, 0.0)  # unusable options: any finite point, never chosen
+    T = node.shape[1]
+    value = node[:, 0].copy()
+    back = np.zeros(node.shape, dtype=np.int64)
+    for t in range(1, T):
+        d2 = np.sum((opts[:, t, None] - opts[None, :, t - 1]) ** 2, axis=-1)  # (now, before)
+        jump = np.minimum(0.5 * d2 / step**2 / CAMERA_NATS, STEP_CAMERAS)
+        total = value[None, :] - jump
+        back[:, t] = np.argmax(total, axis=1)
+        value = total[np.arange(total.shape[0]), back[:, t]] + node[:, t]
+    path = np.empty(T, dtype=np.int64)
+    path[-1] = int(np.argmax(value))
+    for t in range(T - 1, 0, -1):
+        path[t - 1] = back[path[t], t]
+    return opts[path, np.arange(T)]
 
 
 def _unanimous_bone_lengths(candidates: Candidates, x, parents, min_frames: int = 5) -> np.ndarray:
