@@ -288,6 +288,8 @@ def test_continuous_track_keeps_the_explanation_of_the_frames_around_a_tie():
     np.testing.assert_allclose(track[20:23], fallback[20:23])
     np.testing.assert_allclose(track[30:], truth[30:])
     np.testing.assert_allclose(track[:10], truth[:10])
+    never = np.full((T, 3), np.nan)  # a keypoint no pair ever triangulated stays NaN (filled in later)
+    assert np.isnan(continuous_track(points, np.full((2, T), -np.inf), never, step=1.0)).all()
 
 
 def test_the_track_through_frames_corrects_a_swap_the_bones_cannot_see():

@@ -3,8 +3,8 @@
 Every chain starts from an outlier-resistant reconstruction: camera-pair consensus
 triangulation with reprojection-error rejection; among the candidates, each keypoint's
 track through frames that best weighs camera support against bone lengths and
-continuity; least-squares refinement; then temporal spike removal and gap filling. Scale parameters (bone lengths,
-positional spread, per-frame step size, 2D noise, inlier fraction) and the
+continuity; least-squares refinement; then temporal spike removal and gap filling.
+Scale parameters (bone lengths, positional spread, per-frame step size, 2D noise, inlier fraction) and the
 pose states (clusters of bone directions, as the original GIMBAL fits them
 from training data) are estimated from that reconstruction.
 """
@@ -260,6 +260,8 @@ def continuous_track(points: np.ndarray, score: np.ndarray, fallback: np.ndarray
     (T, 3) ndarray
     """
     usable = np.isfinite(score)
+    if not usable.any():  # nothing to choose from (a keypoint never triangulated: the fallback is NaN)
+        return fallback.copy()
     opts = np.concatenate([points, fallback[None]], axis=0)  # (P + 1, T, 3)
     node = np.concatenate([np.where(usable, score, -np.inf), np.where(usable.any(0), -np.inf, 0.0)[None]], axis=0)
     opts = np.where(np.isfinite(node)[..., None], opts, 0.0)  # unusable options: any finite point, never chosen
