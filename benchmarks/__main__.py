@@ -1,4 +1,4 @@
-"""``python -m benchmarks {scaling,sampling,backends,ablation,windowed,rhat-chance,prior-transfer,observation,all} [--quick] [--dataset NAME] [--T 80,200]``.
+"""``python -m benchmarks {scaling,sampling,backends,gradient,ablation,windowed,rhat-chance,prior-transfer,observation,all} [--quick] [--dataset NAME] [--T 80,200]``.
 
 Results are JSON files in benchmarks/results/; the report book's Performance and
 Ablation pages render them.
@@ -14,7 +14,7 @@ from gimbal.settings import add_sampler_arguments, positive_int
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="GIMBAL speed, memory and convergence benchmarks.")
-    p.add_argument("which", choices=("scaling", "sampling", "backends", "ablation", "windowed", "rhat-chance",
+    p.add_argument("which", choices=("scaling", "sampling", "backends", "gradient", "ablation", "windowed", "rhat-chance",
                                         "prior-transfer", "observation", "all"))
     p.add_argument("--quick", action="store_true", help="small T and few draws (a smoke run)")
     p.add_argument("--dataset", action="append",
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--variant-timeout", type=float, default=None,
                    help="ablation: run each variant in a child process and record it as timed out after this many seconds")
     p.add_argument("--states", type=positive_int, default=4,
-                   help="prior-transfer, observation: pose states of the trained prior")
+                   help="prior-transfer, observation, gradient: pose states of the trained prior")
     p.add_argument("--window", type=positive_int, default=200, help="windowed: kept frames per window")
     p.add_argument("--overlap", type=int, default=10, help="windowed: extra frames sampled on each side")
     p.add_argument("--repeats", type=positive_int, default=1, help="scaling: repeats per T (medians are reported)")
@@ -36,7 +36,12 @@ def main(argv=None) -> int:
     add_sampler_arguments(p, seed=1, profile_decides="the benchmark's")
     args = p.parse_args(argv)
     lengths = tuple(int(t) for t in args.T.split(",")) if args.T else None
-    from . import ablation, backends, observation, prior_transfer, rhat_chance, sampling, scaling, windowed
+    from . import ablation, backends, gradient, observation, prior_transfer, rhat_chance, sampling, scaling, windowed
+
+    if args.which == "gradient":
+        print("one logp + gradient of the seed's model and the default model (+ trained prior), side by side")
+        gradient.run(T=lengths[0] if lengths else 1800, n_states=args.states, quick=args.quick)
+        return 0
 
     if args.which == "prior-transfer":
         print("trained prior: train on DANNCE mouse 1's 3D labels, test on mouse 2 with detector-like errors")

@@ -69,6 +69,33 @@ def test_observation_kernel_matches_graph(rodent, kind, mode):
     _compare([x, omega, logodds], ref, new, wrt, (T,), args, mode)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["uniform", "gaussian"])
+def test_observation_kernel_with_the_same_log_odds_in_every_frame(rodent, kind, mode):
+    """Log-odds per (camera, keypoint), computed once per pair in the kernel: values and gradients, weighted frames."""
+    obs, cams = rodent["observations"].values, rodent["camera_matrix"].values
+    seen = np.all(np.isfinite(obs), axis=-1)
+    y = np.where(seen[..., None], obs, 0.0)
+    T, C, K = seen.shape
+    x, omega, logodds = pt.dtensor3("x"), pt.dmatrix("omega"), pt.dmatrix("logodds")
+    if kind == "gaussian":
+        outlier = np.linspace(150.0, 250.0, C)[:, None] * np.ones((1, K))
+        out = -0.5 * pt.sum((project_points(x, cams) - y) ** 2, -1) / outlier**2 - 2 * np.log(outlier) - np.log(2 * np.pi)
+    else:
+        outlier = out = -np.log(rodent["image_size"].values.prod(axis=-1))[:, None] * np.ones((1, K))
+    resid2 = pt.sum((project_points(x, cams) - y) ** 2, -1)
+    log_normal = -0.5 * resid2 / omega[None] ** 2 - 2 * pt.log(omega[None]) - np.log(2 * np.pi)
+    per = pt.logaddexp(-pt.softplus(-logodds[None]) + log_normal, -pt.softplus(logodds[None]) + out)
+    ref = pt.where(seen, per, 0.0).sum(axis=(1, 2))
+    new = observation_logp(x, omega, logodds, cams, obs, outlier, kind)
+    assert new.owner.inputs[2].type.shape[0] == 1  # passed on once, not per frame
+    rng = np.random.default_rng(1)
+    # both signs of the log-odds, and positions on either side of the inlier/outlier boundary
+    args = [rodent["positions_true"].values + rng.normal(scale=2.0, size=(T, K, 3)),
+            rng.uniform(1.5, 4.0, size=(C, K)), rng.normal(0.5, 3.0, size=(C, K))]
+    _compare([x, omega, logodds], ref, new, [x, omega, logodds], (T,), args, mode)
+
+
 def _random_hmm(rng, T, S):
     return (
         rng.normal(scale=3.0, size=(T, S)),
@@ -150,3 +177,19 @@ def test_fused_model_equals_graph_model(rodent, options, python_mode):
     np.testing.assert_allclose(f_fused.dlogp(q), gg, rtol=1e-7, atol=1e-8 * np.abs(gg).max())
     report = finite_difference_check(f_fused, max_components=60, seed=2)
     assert report["passed"], report["worst"][:3]
+
+
+def test_numba_cache_key_follows_the_kernel_source(monkeypatch):
+    """PyTensor keys its on-disk numba cache by Op class and properties: the kernels' source must be in the key,
+    or an upgraded gimbal would be served the old compiled kernel (a stale (T, C, K) kernel indexing new
+    (1, C, K) log-odds returned NaN)."""
+    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+
+    import gimbal.model.kernels as kernels
+
+    ops = [kernels.ObservationLogp("gaussian"), kernels.BoneEmissionLogp(), kernels.HMMLogp()]
+    keys = [numba_funcify_and_cache_key(op)[1] for op in ops]
+    assert all(key is not None for key in keys)
+    monkeypatch.setattr(kernels, "KERNEL_SOURCE_KEY", kernels.KERNEL_SOURCE_KEY + 1)
+    changed = [numba_funcify_and_cache_key(op)[1] for op in ops]
+    assert all(a != b for a, b in zip(keys, changed))

@@ -264,9 +264,17 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
                                         "ratio_median_posterior_to_triangulation": 0.906, "bone_cv_posterior": 0.013,
                                         "bone_cv_triangulation": 0.066, "divergences": 0, "max_rhat": 1.1, "fit_s": 69.0,
                                         "triangulation_least_squares": stats(31.5, 48.0)}]}
+    gradient_rows = [{"configuration": c, "dataset": d, "T": 1800, "n_states": 4, "n_parameters": 97216, "n_evals": 200,
+                      "logp_grad_median_ms": ms, "logp_grad_p10_ms": ms - 0.2, "logp_grad_p90_ms": ms + 0.5,
+                      "ratio_to_seed_model": r}
+                     for c, d, ms, r in (("seed's model", "rodent", 6.5, 1.0), ("default + prior", "realistic", 7.5, 1.154))]
+    payloads["gradient_T1800"] = {"benchmark": "gradient", "dataset": "rodent, realistic", "T": 1800, "rounds": 5,
+                                  "evals_per_round": 40, "machine": mach, "rows": gradient_rows}
     for name, payload in payloads.items():
         (results / f"{name}.json").write_text(json.dumps(payload), encoding="utf-8")
     page = _performance_page(tmp_path, tmp_path / "out")
+    assert "One logp + gradient at T = 1800 (median of 5 interleaved rounds of 40" in page
+    assert "| default + prior | realistic | 4 | 97,216 | 7.5 (7.3-8) | 1.15 |" in page
     assert "## Leave one camera out: `mouse` (T=120, K=15)" in page and "confidence >= 0.5" in page
     assert "| side | 100 | 30 | 33.1 | 0.906 | 47.2 | 49.8 | 0.013 / 0.066 | 31.5 / 48 | 0 | 1.1 | 69 |" in page
     assert "numba, 2 CPUs" in page and "jax on gpu: TestCard, 16 CPUs" in page  # each sampling row names its machine

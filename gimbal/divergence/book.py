@@ -206,6 +206,18 @@ def _environment_page(results: list[dict], run_id: str) -> str:
     return "\n".join(lines)
 
 
+def _gradient_section(data: dict, rows: list[dict]) -> str:
+    """``benchmarks/results/gradient_T*.json``: one logp + gradient per model, timed in interleaved rounds."""
+    text = (f"One logp + gradient at T = {data['T']} (median of {data['rounds']} interleaved rounds of "
+            f"{data['evals_per_round']} calls each, at the initial point). Sampling time is this cost times the "
+            "gradients per draw, so the ratio to the seed's model is what the default model costs per step.\n")
+    table = md_table(["configuration", "dataset", "states", "parameters", "logp+grad ms (p10-p90)", "ratio to the seed's"],
+                     [[r["configuration"], r["dataset"], r["n_states"], r["n_parameters"],
+                       f"{fmt(r['logp_grad_median_ms'], 3)} ({fmt(r['logp_grad_p10_ms'], 3)}-{fmt(r['logp_grad_p90_ms'], 3)})",
+                       fmt(r["ratio_to_seed_model"], 3)] for r in rows])
+    return text + "\n" + table + "\n"
+
+
 def _performance_page(project: Path, out: Path) -> str:
     """Tables and curves from ``benchmarks/results/*.json`` (written by ``python -m benchmarks``)."""
     results_dir = project / "benchmarks" / "results"
@@ -274,6 +286,8 @@ def _performance_page(project: Path, out: Path) -> str:
                                     r["peak_rss_mib"]] for r in rows]) + "\n")
         elif data["benchmark"] == "backends":
             lines.append(_backends_section(rows))
+        elif data["benchmark"] == "gradient":
+            lines.append(_gradient_section(data, rows))
         else:
             lines.append("Every row ran with nutpie; the *backend* column says which compiler built its logp and "
                          "gradient and on what machine (compare sampling times only between rows of the same machine). "

@@ -26,6 +26,8 @@ Tests check both against the reference graphs and finite differences.
 from __future__ import annotations
 
 import math
+import zlib
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -38,6 +40,12 @@ from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache
 
 from .cameras import split_missing
 from .distributions import _SMALL_KAPPA  # the same series/exact switch point as the graph version
+
+# PyTensor caches compiled numba functions on disk under a key made of the Op's class and properties only; the
+# kernels' source is added to the key so that a changed kernel (a new gimbal version) is never served from a
+# cache compiled from the old one
+KERNEL_SOURCE_KEY = zlib.crc32(b"".join(
+    (Path(__file__).parent / name).read_bytes() for name in ("kernels.py", "distributions.py")))
 
 __all__ = [
     "ObservationLogp",
@@ -63,6 +71,16 @@ OUTLIER_KINDS = {"none": OUTLIER_NONE, "uniform": OUTLIER_UNIFORM, "gaussian": O
 
 
 @numba.njit(cache=True)
+def _log_sigmoids(lo):
+    """``log sigmoid(lo)``, ``log sigmoid(-lo)`` and ``sigmoid(lo)`` from one exponential and one logarithm."""
+    e = math.exp(-abs(lo))
+    l1 = math.log1p(e)
+    if lo >= 0:
+        return -l1, -lo - l1, 1.0 / (1.0 + e)
+    return lo - l1, -l1, e / (1.0 + e)
+
+
+@numba.njit(cache=True)
 def _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind):
     T, K = x.shape[0], x.shape[1]
     C = cameras.shape[0]
@@ -71,6 +89,28 @@ def _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind):
     jac_omega = np.zeros((T, C, K))
     jac_logodds = np.zeros((T, C, K))
     two_pi = math.log(2.0 * math.pi)
+    # what depends on (camera, keypoint) only is computed once: the classes' log normalizers and inverse
+    # variances, and, when the log-odds are the same in every frame (no per-detection covariate), the log
+    # class probabilities
+    per_frame = logodds.shape[0] > 1
+    inv_var = np.empty((C, K))
+    norm_in = np.empty((C, K))
+    inv_var_out = np.zeros((C, K))
+    norm_out = np.zeros((C, K))
+    log_in = np.zeros((C, K))
+    log_out = np.zeros((C, K))
+    p_in = np.zeros((C, K))
+    for c in range(C):
+        for k in range(K):
+            inv_var[c, k] = 1.0 / (omega[c, k] * omega[c, k])
+            norm_in[c, k] = -2.0 * math.log(omega[c, k]) - two_pi
+            if kind == OUTLIER_UNIFORM:
+                norm_out[c, k] = outlier[c, k]
+            elif kind == OUTLIER_GAUSSIAN:  # a wide Gaussian around the projection, standard deviation outlier[c, k]
+                inv_var_out[c, k] = 1.0 / (outlier[c, k] * outlier[c, k])
+                norm_out[c, k] = -2.0 * math.log(outlier[c, k]) - two_pi
+            if kind != OUTLIER_NONE and not per_frame:
+                log_in[c, k], log_out[c, k], p_in[c, k] = _log_sigmoids(logodds[0, c, k])
     for t in range(T):
         for c in range(C):
             P = cameras[c]
@@ -84,24 +124,20 @@ def _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind):
                 du = u - y[t, c, k, 0]
                 dv = v - y[t, c, k, 1]
                 r2 = du * du + dv * dv
-                om = omega[c, k]
-                inv_var = 1.0 / (om * om)
+                iv = inv_var[c, k]
+                a = norm_in[c, k] - 0.5 * r2 * iv  # the inlier class's log density
                 # d/d r2 of the log density, summed over classes with their responsibilities
-                d_r2 = 0.0
                 if kind == OUTLIER_NONE:
-                    logp[t] += -2.0 * math.log(om) - two_pi - 0.5 * r2 * inv_var
+                    logp[t] += a
                     resp = 1.0
-                    d_r2 = -0.5 * inv_var
+                    d_r2 = -0.5 * iv
                 else:
-                    lo = logodds[t, c, k]
-                    log_in = -_softplus(-lo)  # log P(inlier)
-                    a = log_in - 2.0 * math.log(om) - two_pi - 0.5 * r2 * inv_var
-                    if kind == OUTLIER_UNIFORM:
-                        b = -_softplus(lo) + outlier[c, k]
-                        inv_var_out = 0.0
-                    else:  # a wide Gaussian around the projection, standard deviation outlier[c, k]
-                        inv_var_out = 1.0 / (outlier[c, k] * outlier[c, k])
-                        b = -_softplus(lo) - 2.0 * math.log(outlier[c, k]) - two_pi - 0.5 * r2 * inv_var_out
+                    if per_frame:
+                        li, lout, pin = _log_sigmoids(logodds[t, c, k])
+                    else:
+                        li, lout, pin = log_in[c, k], log_out[c, k], p_in[c, k]
+                    a += li
+                    b = lout + norm_out[c, k] - 0.5 * r2 * inv_var_out[c, k]
                     # logaddexp(a, b) and the inlier responsibility from one exponential
                     if a >= b:
                         e = math.exp(b - a)
@@ -110,11 +146,11 @@ def _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind):
                     else:
                         e = math.exp(a - b)
                         logp[t] += b + math.log1p(e)
-                        resp = 1.0 - 1.0 / (1.0 + e)
-                    jac_logodds[t, c, k] = resp - math.exp(log_in)
-                    d_r2 = -0.5 * (resp * inv_var + (1.0 - resp) * inv_var_out)
+                        resp = e / (1.0 + e)
+                    jac_logodds[t, c, k] = resp - pin
+                    d_r2 = -0.5 * (resp * iv + (1.0 - resp) * inv_var_out[c, k])
                 # d a / d omega = r2 / omega^3 - 2 / omega
-                jac_omega[t, c, k] = resp * (r2 * inv_var - 2.0) / om
+                jac_omega[t, c, k] = resp * (r2 * iv - 2.0) / omega[c, k]
                 gu = 2.0 * d_r2 * du * inv_w
                 gv = 2.0 * d_r2 * dv * inv_w
                 for d in range(3):
@@ -126,7 +162,8 @@ class ObservationLogp(Op):
     """Per-frame log-likelihood of 2D detections, with its per-frame Jacobians.
 
     Inputs: ``x`` (T, K, 3) positions, ``omega`` (C, K) inlier pixel noise, ``logodds``
-    (T, C, K) inlier log-odds, ``cameras`` (C, 3, 4), ``y`` (T, C, K, 2) detections
+    (T, C, K) inlier log-odds per detection, or (1, C, K) when they are the same in every frame
+    (then the class probabilities are computed once per camera and keypoint), ``cameras`` (C, 3, 4), ``y`` (T, C, K, 2) detections
     (any value where unseen), ``seen`` (T, C, K) bool, ``outlier`` (C, K): the outlier
     class's log density (``outlier="uniform"``) or its standard deviation in pixels around
     the projection (``"gaussian"``); ignored with ``"none"`` (one Gaussian class).
@@ -166,10 +203,13 @@ class ObservationLogp(Op):
     def pullback(self, inputs, outputs, cotangents):
         _, jac_x, jac_omega, jac_logodds = outputs
         g = cotangents[0]  # the Jacobian outputs are not meant to be differentiated further
+        g_logodds = g[:, None, None] * jac_logodds
+        if inputs[2].type.broadcastable[0]:  # one set of log-odds for every frame
+            g_logodds = pt.sum(g_logodds, axis=0, keepdims=True)
         return [
             g[:, None, None] * jac_x,
             pt.sum(g[:, None, None] * jac_omega, axis=0),
-            g[:, None, None] * jac_logodds,
+            g_logodds,
             *(grad_not_implemented(self, i, inputs[i]) for i in range(3, 7)),
         ]
 
@@ -182,7 +222,7 @@ def _numba_observation_logp(op, node=None, **kwargs):
     def observation_logp(x, omega, logodds, cameras, y, seen, outlier):
         return _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind)
 
-    return observation_logp
+    return observation_logp, KERNEL_SOURCE_KEY
 
 
 def observation_logp(x, omega, logodds, cameras, observations, outlier, kind: str = "uniform", seen=None):
@@ -194,7 +234,8 @@ def observation_logp(x, omega, logodds, cameras, observations, outlier, kind: st
     filled (:func:`gimbal.model.cameras.split_missing`), as arrays or tensors (shared inputs).
     ``omega`` (inlier noise, pixels), ``logodds`` (inlier log-odds) and ``outlier`` (see
     :class:`ObservationLogp`) broadcast against ``(C, K)``, ``(T, C, K)`` and ``(C, K)``: a scalar noise, per-keypoint
-    log-odds ``(K,)`` or a per-camera outlier density ``(C, 1)`` are all fine. ``logodds`` and ``outlier`` are
+    log-odds ``(K,)`` or a per-camera outlier density ``(C, 1)`` are all fine; log-odds of fewer than three
+    dimensions are the same in every frame and passed on as ``(1, C, K)``. ``logodds`` and ``outlier`` are
     ignored when ``kind`` is ``"none"``.
     """
     y = observations
@@ -203,7 +244,8 @@ def observation_logp(x, omega, logodds, cameras, observations, outlier, kind: st
     y, seen = pt.as_tensor_variable(y), pt.as_tensor_variable(seen)
     T, C, K = seen.shape[0], seen.shape[1], seen.shape[2]
     omega = pt.broadcast_to(pt.as_tensor_variable(omega).astype("float64"), (C, K))
-    logodds = pt.broadcast_to(pt.as_tensor_variable(logodds).astype("float64"), (T, C, K))
+    logodds = pt.as_tensor_variable(logodds).astype("float64")
+    logodds = pt.broadcast_to(logodds, (T if logodds.ndim == 3 else 1, C, K))
     outlier = pt.broadcast_to(pt.as_tensor_variable(outlier).astype("float64"), (C, K))
     return ObservationLogp(kind)(x, omega, logodds, cameras, y, seen, outlier)[0]
 
@@ -365,7 +407,7 @@ def _numba_bone_emission(op, node=None, **kwargs):
     def bone_emission(x, children, parents, rho, sigma, mean, kappa):
         return _bone_emission_kernel(x, children, parents, rho, sigma, mean, kappa, grad_sigma, grad_states)
 
-    return bone_emission
+    return bone_emission, KERNEL_SOURCE_KEY
 
 
 def _is_constant(v) -> bool:
@@ -472,7 +514,7 @@ def _numba_hmm_logp(op, node=None, **kwargs):
         logp, g_em, g_init, g_trans = _hmm_kernel(log_emission, log_init, log_transition)
         return np.asarray(logp), g_em, g_init, g_trans
 
-    return hmm_logp
+    return hmm_logp, KERNEL_SOURCE_KEY
 
 
 FUSED_OPS = (ObservationLogp, BoneEmissionLogp, HMMLogp)
