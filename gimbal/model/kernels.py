@@ -1,4 +1,4 @@
-"""Fused numba kernels for the two hot spots of the GIMBAL log-density, as PyTensor Ops.
+"""Fused numba kernels for the three hot spots of the GIMBAL log-density, as PyTensor Ops.
 
 The plain PyTensor graphs (:func:`gimbal.model.distributions.hmm_forward_logp` and the
 projection + mixture graph in :mod:`gimbal.model.build`) are the reference
@@ -11,14 +11,16 @@ reverse mode). Each Op here computes its value *and* its Jacobian in one pass:
 * :class:`ObservationLogp` - per-frame log-likelihood of the 2D detections
   (projection into every camera, Gaussian or inlier/outlier mixture with a uniform or a
   wide-Gaussian outlier class, noise per camera and keypoint, inlier odds per detection,
-  missing detections skipped);
+  missing detections skipped); what depends on the camera and keypoint only (class
+  normalizers, and the class probabilities unless a covariate varies them per detection)
+  is computed once per pair, leaving one exponential and one logarithm per detection;
 * :class:`BoneEmissionLogp` - ``log p(pose_t | state s)`` with the bone directions
   integrated out (the marginal density of :func:`gimbal.model.distributions.marginal_bone_logp`,
   summed over bones), for every frame and state;
 * :class:`HMMLogp` - the HMM marginal log-likelihood by scaled forward-backward;
   its gradient is the posterior state marginals and expected transition counts.
 
-Both Ops are differentiable once (enough for NUTS); ``perform`` calls the same
+Each Op is differentiable once (enough for NUTS); ``perform`` calls the same
 jitted kernel, so PyMC's own sampler and plain ``pytensor.function`` use it too.
 Tests check both against the reference graphs and finite differences.
 """
@@ -59,11 +61,6 @@ __all__ = [
 
 
 # --- observation likelihood ----------------------------------------------------------
-
-
-@numba.njit(cache=True)
-def _softplus(v):
-    return v + math.log1p(math.exp(-v)) if v > 0 else math.log1p(math.exp(v))
 
 
 OUTLIER_NONE, OUTLIER_UNIFORM, OUTLIER_GAUSSIAN = 0, 1, 2
@@ -163,8 +160,8 @@ class ObservationLogp(Op):
 
     Inputs: ``x`` (T, K, 3) positions, ``omega`` (C, K) inlier pixel noise, ``logodds``
     (T, C, K) inlier log-odds per detection, or (1, C, K) when they are the same in every frame
-    (then the class probabilities are computed once per camera and keypoint), ``cameras`` (C, 3, 4), ``y`` (T, C, K, 2) detections
-    (any value where unseen), ``seen`` (T, C, K) bool, ``outlier`` (C, K): the outlier
+    (then the class probabilities are computed once per camera and keypoint), ``cameras``
+    (C, 3, 4), ``y`` (T, C, K, 2) detections (any value where unseen), ``seen`` (T, C, K) bool, ``outlier`` (C, K): the outlier
     class's log density (``outlier="uniform"``) or its standard deviation in pixels around
     the projection (``"gaussian"``); ignored with ``"none"`` (one Gaussian class).
     Outputs: ``logp`` (T,) and the Jacobians of each frame's value with respect to
