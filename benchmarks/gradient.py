@@ -21,7 +21,7 @@ BASELINE = "seed's model (seed observation model, states from the data)"
 
 
 def _configurations(n_states: int):
-    """``(label, dataset, build_model options)`` for each row; the trained prior is built on first use."""
+    """``(label, dataset, build_model options)`` for each row (the trained prior is fitted once, for all rows)."""
     from .observation import DATASET, train_prior
 
     prior = train_prior(n_states, 0)
@@ -38,9 +38,8 @@ def _configurations(n_states: int):
 def run(*, T: int = 1800, n_states: int = 4, rounds: int = 5, evals_per_round: int = 40, quick: bool = False,
         out: bool = True) -> dict:
     """Compile every configuration at ``T`` frames, then time ``rounds`` x ``evals_per_round`` calls of each."""
-    import nutpie
-
     from gimbal.model.build import build_model
+    from gimbal.model.fitting import compile_nutpie
 
     if quick:
         T, rounds, evals_per_round = min(T, 100), 2, 10
@@ -49,7 +48,7 @@ def run(*, T: int = 1800, n_states: int = 4, rounds: int = 5, evals_per_round: i
         ds = dataset_of_length(dataset, T)
         t0 = time.perf_counter()
         model = build_model(ds, validate=False, **options)
-        compiled = nutpie.compile_pymc_model(model, jitter_rvs=set())
+        compiled = compile_nutpie(model, jitter=False)
         f, x0, _ = logp_grad_callable(compiled, model)
         logp, _ = f(x0)
         if not np.isfinite(logp):

@@ -40,14 +40,18 @@ def rodent():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", ["uniform", "gaussian", "none"])
-def test_observation_kernel_matches_graph(rodent, kind, mode):
-    """Per-(camera, keypoint) noise, per-detection log-odds, each outlier class: values and gradients."""
+@pytest.mark.parametrize("kind, per_frame", [("uniform", True), ("gaussian", True), ("none", True),
+                                             ("uniform", False), ("gaussian", False)])
+def test_observation_kernel_matches_graph(rodent, kind, per_frame, mode):
+    """Per-(camera, keypoint) noise, each outlier class, log-odds per detection or the same in every frame (computed
+    once per pair in the kernel): values and gradients."""
     obs, cams = rodent["observations"].values, rodent["camera_matrix"].values
     seen = np.all(np.isfinite(obs), axis=-1)
     y = np.where(seen[..., None], obs, 0.0)
     T, C, K = seen.shape
-    x, omega, logodds = pt.dtensor3("x"), pt.dmatrix("omega"), pt.dtensor3("logodds")
+    x, omega = pt.dtensor3("x"), pt.dmatrix("omega")
+    logodds = pt.dtensor3("logodds") if per_frame else pt.dmatrix("logodds")
+    lo = logodds if per_frame else logodds[None]
     if kind == "gaussian":
         outlier = np.linspace(150.0, 250.0, C)[:, None] * np.ones((1, K))
     else:
@@ -58,42 +62,17 @@ def test_observation_kernel_matches_graph(rodent, kind, mode):
         per = log_normal
     else:
         out = (-0.5 * resid2 / outlier**2 - 2 * np.log(outlier) - np.log(2 * np.pi)) if kind == "gaussian" else outlier
-        per = pt.logaddexp(-pt.softplus(-logodds) + log_normal, -pt.softplus(logodds) + out)
+        per = pt.logaddexp(-pt.softplus(-lo) + log_normal, -pt.softplus(lo) + out)
     ref = pt.where(seen, per, 0.0).sum(axis=(1, 2))
     new = observation_logp(x, omega, logodds, cams, obs, outlier, kind)
+    if not per_frame:
+        assert new.owner.inputs[2].type.shape[0] == 1  # passed on once, not per frame
     rng = np.random.default_rng(0)
-    # perturbed positions put some detections on either side of the inlier/outlier boundary
+    # perturbed positions put some detections on either side of the inlier/outlier boundary; log-odds of both signs
     args = [rodent["positions_true"].values + rng.normal(scale=2.0, size=(T, K, 3)),
-            rng.uniform(1.5, 4.0, size=(C, K)), rng.normal(1.0, 2.0, size=(T, C, K))]
+            rng.uniform(1.5, 4.0, size=(C, K)), rng.normal(1.0, 2.0, size=(T, C, K) if per_frame else (C, K))]
     wrt = [x, omega] if kind == "none" else [x, omega, logodds]
     _compare([x, omega, logodds], ref, new, wrt, (T,), args, mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", ["uniform", "gaussian"])
-def test_observation_kernel_with_the_same_log_odds_in_every_frame(rodent, kind, mode):
-    """Log-odds per (camera, keypoint), computed once per pair in the kernel: values and gradients, weighted frames."""
-    obs, cams = rodent["observations"].values, rodent["camera_matrix"].values
-    seen = np.all(np.isfinite(obs), axis=-1)
-    y = np.where(seen[..., None], obs, 0.0)
-    T, C, K = seen.shape
-    x, omega, logodds = pt.dtensor3("x"), pt.dmatrix("omega"), pt.dmatrix("logodds")
-    if kind == "gaussian":
-        outlier = np.linspace(150.0, 250.0, C)[:, None] * np.ones((1, K))
-        out = -0.5 * pt.sum((project_points(x, cams) - y) ** 2, -1) / outlier**2 - 2 * np.log(outlier) - np.log(2 * np.pi)
-    else:
-        outlier = out = -np.log(rodent["image_size"].values.prod(axis=-1))[:, None] * np.ones((1, K))
-    resid2 = pt.sum((project_points(x, cams) - y) ** 2, -1)
-    log_normal = -0.5 * resid2 / omega[None] ** 2 - 2 * pt.log(omega[None]) - np.log(2 * np.pi)
-    per = pt.logaddexp(-pt.softplus(-logodds[None]) + log_normal, -pt.softplus(logodds[None]) + out)
-    ref = pt.where(seen, per, 0.0).sum(axis=(1, 2))
-    new = observation_logp(x, omega, logodds, cams, obs, outlier, kind)
-    assert new.owner.inputs[2].type.shape[0] == 1  # passed on once, not per frame
-    rng = np.random.default_rng(1)
-    # both signs of the log-odds, and positions on either side of the inlier/outlier boundary
-    args = [rodent["positions_true"].values + rng.normal(scale=2.0, size=(T, K, 3)),
-            rng.uniform(1.5, 4.0, size=(C, K)), rng.normal(0.5, 3.0, size=(C, K))]
-    _compare([x, omega, logodds], ref, new, [x, omega, logodds], (T,), args, mode)
 
 
 def _random_hmm(rng, T, S):
