@@ -11,6 +11,7 @@ from training data) are estimated from that reconstruction.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,8 +96,6 @@ def _remove_spikes(track: np.ndarray, window: int = 5, n_mad: float = 6.0) -> np
     padded = np.pad(track, ((pad, pad), (0, 0)), mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)  # (T, 3, window)
     with np.errstate(all="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             med = np.nanmedian(windows, axis=-1)
@@ -199,6 +198,7 @@ def _prefer_consistent_bones(candidates: Candidates, x, parents, temporal: bool 
         dev = np.abs(np.linalg.norm(candidate - other, axis=-1) / length[bone] - 1.0)
         return BONE_WEIGHT * np.nan_to_num(np.maximum(dev - BONE_TOLERANCE, 0.0))
 
+    temporal = temporal and x.shape[0] > 1  # one frame has no track
     step = _step_scale(x) if temporal else None
     for k in range(K):
         total = candidates.score[:, :, k].copy()  # (pairs, T)
@@ -206,7 +206,7 @@ def _prefer_consistent_bones(candidates: Candidates, x, parents, temporal: bool 
             total -= cost(points[:, :, k], out[None, :, parents[k]], k)
         for c in children[k]:
             total -= cost(points[:, :, k], x[None, :, c], c)
-        if temporal and x.shape[0] > 1:
+        if temporal:
             out[:, k] = continuous_track(points[:, :, k], total, x[:, k], step[k])
             continue
         best = np.argmax(total, axis=0)
@@ -226,8 +226,6 @@ def _step_scale(x: np.ndarray) -> np.ndarray:
     For a 3D Gaussian step with per-axis sd ``s`` the median length is ``1.538 s``; the median ignores the few
     jumps a wrong choice makes. Floored at a thousandth of the median step over all keypoints.
     """
-    import warnings
-
     steps = np.linalg.norm(np.diff(x, axis=0), axis=-1)  # (T - 1, K)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a keypoint never triangulated: all-NaN
