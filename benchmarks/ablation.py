@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SEED_OBSERVATION, dataset_of_length, logp_grad_callable, logp_grad_times, machine, read_results, write_result
+from .common import (SEED_OBSERVATION, dataset_of_length, earlier_rows, logp_grad_callable, logp_grad_times, machine,
+                     write_result)
 
 # (label, build_model options, sampler options, the failure the default choice removes)
 VARIANTS = (
@@ -120,11 +121,10 @@ def run(dataset: str = "rodent18_multistate", quick: bool = False, T: int | None
                   f"ESS {row['min_ess_bulk_latents']:.0f}, E-BFMI {row['min_ebfmi']:.2f}, {row['mean_grad_evals_per_draw']:.0f} grad/draw, "
                   f"{row['gradient_ms']:.2f} ms/grad, {row['sample_s']:.0f} s, {row['multimodality']}", flush=True)
     name = f"ablation_{dataset}{'_quick' if quick else ''}"
-    earlier = read_results().get(name, {})
-    if all(earlier.get(k) == v for k, v in (("T", T), ("chains", chains), ("tune", tune), ("draws", draws))):
-        # same settings: variants measured in an earlier call are kept (each variant can be run on its own)
+    earlier = earlier_rows(name, {"T": T, "chains": chains, "tune": tune, "draws": draws})
+    if earlier is not None:  # variants measured in an earlier call with the same settings are kept
         labels = {r["variant"] for r in rows}
-        rows = [r for r in earlier.get("rows", []) if r["variant"] not in labels] + rows
+        rows = [r for r in earlier if r["variant"] not in labels] + rows
         rows.sort(key=lambda r: [v[0] for v in VARIANTS].index(r["variant"]))
     payload = {"benchmark": "ablation", "dataset": dataset, "quick": quick, "T": T, "chains": chains, "tune": tune,
                "draws": draws, "machine": machine(), "rows": rows}

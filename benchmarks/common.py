@@ -108,6 +108,17 @@ def read_results(out_dir: Path = RESULTS) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))} if out_dir.is_dir() else {}
 
 
+def earlier_rows(name: str, settings: dict, out_dir: Path = RESULTS):
+    """The rows of result ``name`` written earlier with the same ``settings`` (their keys and values), else None.
+
+    A run of some variants only adds its rows to these instead of dropping the other variants' measurements.
+    """
+    earlier = read_results(out_dir).get(name)
+    if not earlier or any(earlier.get(k) != v for k, v in settings.items()):
+        return None
+    return earlier.get("rows")
+
+
 def position_errors_3d(estimate, truth) -> dict:
     """Mean / median / p90 of the 3D error (the fits' own statistics) and how many positions were scored."""
     import numpy as np

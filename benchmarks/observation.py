@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import SEED_OBSERVATION, INIT_ROW, machine, position_errors_3d as _errors, write_result, wrong_in_cameras
+from .common import (SEED_OBSERVATION, INIT_ROW, earlier_rows, machine, position_errors_3d as _errors, write_result,
+                     wrong_in_cameras)
 
 DATASET, TRAIN = "rodent18_realistic", "rodent18_realistic_train"
 HEADING = ("SpineM", "SpineF")
@@ -160,11 +161,14 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "wall_s": round(time.perf_counter() - t0, 1),
         }
         print(label, {k: v for k, v in rows[label].items() if k != "options"}, flush=True)
-    result = {"benchmark": "observation_models", "dataset": DATASET, "train": TRAIN, "T": int(T), "chains": chains,
-              "tune": tune, "draws": draws, "maxdepth": maxdepth, "target_accept": target_accept,
-              "trace_on_disk": trace_on_disk, "n_states": n_states, "heading": list(HEADING), "seed": seed,
-              "rows": rows, "machine": machine(), "quick": quick}
+    settings = {"T": int(T), "chains": chains, "tune": tune, "draws": draws, "maxdepth": maxdepth,
+                "target_accept": target_accept, "trace_on_disk": trace_on_disk, "n_states": n_states, "seed": seed}
+    name = "observation_models" + ("_quick" if quick else ("" if T == 100 else f"_T{T}"))
+    earlier = earlier_rows(name, settings) if variants and out else None
+    if earlier is not None:  # a run of some variants keeps the others' rows measured with the same settings
+        rows = {**earlier, **rows}
+    result = {"benchmark": "observation_models", "dataset": DATASET, "train": TRAIN, **settings,
+              "heading": list(HEADING), "rows": rows, "machine": machine(), "quick": quick}
     if out:
-        suffix = "_quick" if quick else ("" if T == 100 else f"_T{T}")
-        write_result("observation_models" + suffix, result)
+        write_result(name, result)
     return result

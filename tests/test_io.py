@@ -355,6 +355,9 @@ def test_sleap_session_calibration_and_detections():
         import_session(MULTIVIEW / "min_session.slp", MULTIVIEW / "min_session.slp")
     res = import_session(MULTIVIEW / "min_session.slp", MULTIVIEW / "min_session.slp", individual="track_0")
     assert res.dataset.sizes["camera"] == 8 and res.dataset.sizes["frame"] == 3
+    # the same file given as one camera's detections: movement would read its first video only; refused, with the fix
+    with pytest.raises(DetectionFileError, match=r"8 videos \(min_session_topL.mp4.*give it alone as the detections"):
+        load_detections(MULTIVIEW / "min_session.slp", individual="track_0")
 
 
 # --- export ------------------------------------------------------------------------------------

@@ -241,4 +241,23 @@ def load_detections(path, *, software: str | None = None, individual=None, perso
         )
     if path.suffix.lower() == ".slp":
         name = name or "SLEAP"
+        videos = _slp_video_names(path)
+        if len(videos) > 1:  # movement would read the first video's frames only
+            raise DetectionFileError(
+                f"{path} holds detections from {len(videos)} videos ({', '.join(videos[:4])}{', ...' if len(videos) > 4 else ''}) "
+                "but stands for one camera here. If it is a multi-camera SLEAP session, give it alone as the "
+                "detections (gimbal import --detections FILE); otherwise export one .slp per camera's video from SLEAP."
+            )
     return _from_movement(path, name, individual)
+
+
+def _slp_video_names(path: Path) -> list[str]:
+    """The file names of the videos a ``.slp`` file's labels refer to (its ``videos_json``); empty if unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            entries = [json.loads(v) for v in f["videos_json"][()]] if "videos_json" in f else []
+    except (OSError, ValueError, KeyError):
+        return []  # left to the reader, whose error says what is wrong with the file
+    return [Path(str(e.get("backend", {}).get("filename", "?")).replace("\\", "/")).name for e in entries]

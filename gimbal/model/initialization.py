@@ -3,7 +3,8 @@
 Every chain starts from an outlier-resistant reconstruction: camera-pair consensus
 triangulation with reprojection-error rejection; among the candidates, each keypoint's
 track through frames that best weighs camera support against bone lengths and
-continuity; least-squares refinement; then temporal spike removal and gap filling.
+continuity; least-squares refinement; then temporal spike removal and gap filling (on sparse labelled
+frames, which have no temporal neighbours: wrong and missing points replaced from the skeleton).
 Scale parameters (bone lengths, positional spread, per-frame step size, 2D noise, inlier fraction) and the
 pose states (clusters of bone directions, as the original GIMBAL fits them
 from training data) are estimated from that reconstruction.
@@ -122,18 +123,21 @@ def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skelet
     dataset's frames are consecutive, i.e. not sparse labelled frames with ``attrs['frames_consecutive'] = 0``);
     with ``refine`` each point then moves to the minimum of its inlier cameras' reprojection error
     (:func:`~gimbal.model.cameras.refine_triangulation`; linear triangulation's error can be several times that).
-    Keypoints seen by fewer than two cameras in a frame are interpolated in time; a keypoint never triangulated
+    Keypoints seen by fewer than two cameras in a frame are interpolated in time (without ``temporal``: placed
+    from the skeleton, and points far off their bones replaced, :func:`_skeleton_cleaned`, instead of the temporal
+    spike removal); a keypoint never triangulated
     is placed one median bone length above its parent (the root, if never seen, at the centroid of the others).
     """
     obs = dataset["observations"].values  # (T, C, K, 2)
     P = dataset["camera_matrix"].values
     candidates = triangulation_candidates(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px)
-    x = _cleaned(select_candidates(candidates))  # (T, K, 3)
     skel = skeleton_of(dataset)
     if temporal is None:
         temporal = bool(dataset.attrs.get("frames_consecutive", 1))
+    clean = _cleaned if temporal else (lambda points: _skeleton_cleaned(points, skel.parents))
+    x = clean(select_candidates(candidates))  # (T, K, 3)
     if skeleton_consistent and x.shape[1] > 1:
-        x = _cleaned(_prefer_consistent_bones(candidates, x, skel.parents, temporal=temporal))
+        x = clean(_prefer_consistent_bones(candidates, x, skel.parents, temporal=temporal))
     if refine:  # the chosen points' cameras (those within threshold_px), to the reprojection-error minimum
         per_point = np.moveaxis(obs, 1, 2)  # (T, K, C, 2)
         with np.errstate(invalid="ignore"):
@@ -161,6 +165,66 @@ def _cleaned(x: np.ndarray) -> np.ndarray:
     x = x.copy()
     for k in range(x.shape[1]):
         x[:, k] = _fill_gaps(_remove_spikes(x[:, k]))
+    return x
+
+
+SPARSE_BONE_TOLERANCE = 3.0  # on sparse frames, a bone this far (relative) from its median length is a wrong point
+
+
+def _skeleton_cleaned(x: np.ndarray, parents, tolerance: float = SPARSE_BONE_TOLERANCE) -> np.ndarray:
+    """Wrong or missing points of frames that are not consecutive, replaced from the skeleton.
+
+    Frames far apart in time (sparse labelled frames) have no temporal neighbours to judge a point by, so a point
+    is judged by its bone to its parent (keypoints root first, parents already cleaned): a point is wrong when
+    the bone's length is off its median over frames by more than ``tolerance`` (relative), or, where the parent
+    itself was replaced, when it lies farther from the nearest kept ancestor than the bones between them allow.
+    A wrong or missing point is placed one median bone length from its parent, along the bone's median offset over
+    the kept frames. The root is judged by its offset from the median of the frame's other points (wrong when that offset is farther from its
+    median over frames than ``1 + tolerance`` times the larger of the offsets' median deviation and the median
+    bone length) and placed at that centre plus the median offset. Returns a copy.
+    """
+    x, parents = x.copy(), np.asarray(parents)
+    T, K = x.shape[:2]
+    kept = np.ones((T, K), dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN keypoints or frames
+        median = np.array([np.nan] + [np.nanmedian(np.linalg.norm(x[:, k] - x[:, parents[k]], axis=-1))
+                                      for k in range(1, K)])
+        if K > 1:  # the root, judged by its offset from the other points' centre, and placed by it where wrong
+            centre = np.nanmedian(x[:, 1:], axis=1)  # (T, 3)
+            offset = x[:, 0] - centre
+            typical = np.nanmedian(offset, axis=0)
+            far = np.linalg.norm(offset - typical, axis=-1)
+            reach = (1.0 + tolerance) * max(float(np.nanmedian(far)), float(np.nan_to_num(np.nanmedian(median))))
+            kept[:, 0] = far <= reach  # NaN compares False
+            x[~kept[:, 0], 0] = centre[~kept[:, 0]] + typical  # NaN where the frame has no other point
+    x[:, 0] = _fill_gaps(x[:, 0])
+    for k in range(1, K):
+        p = parents[k]
+        anchor, reach = x[:, p].copy(), np.full(T, median[k])  # the nearest kept ancestor, and the path's length
+        a = np.full(T, p)
+        for _ in range(K):  # walk up past replaced parents
+            up = ~kept[np.arange(T), a] & (a > 0)
+            if not up.any():
+                break
+            reach[up] += median[a[up]]
+            a[up] = parents[a[up]]
+            anchor[up] = x[up, a[up]]
+        dist = np.linalg.norm(x[:, k] - anchor, axis=-1)
+        direct = a == p
+        with np.errstate(invalid="ignore"):
+            wrong = np.where(direct, np.abs(dist / median[k] - 1.0) > tolerance, dist > (1.0 + tolerance) * reach)
+        kept[:, k] = np.isfinite(dist) & ~wrong
+        if kept[:, k].all():
+            continue
+        bone = x[:, k] - x[:, p]
+        ok = kept[:, k] & kept[:, p]
+        if not np.isfinite(median[k]):
+            continue  # never triangulated: left NaN for the caller's fallback
+        direction = np.median(bone[ok], axis=0) if ok.any() else np.zeros(3)
+        size = np.linalg.norm(direction)
+        offset = median[k] * (direction / size if size > 0 else np.array([0.0, 0.0, 1.0]))
+        x[~kept[:, k], k] = x[~kept[:, k], p] + offset
     return x
 
 
