@@ -121,6 +121,7 @@ def cmd_fit(args) -> int:
                                               "transition"],
                                max_treedepth=settings.maxdepth, wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
+    support = _unconverged_support(result.trace, ds, model)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
     save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)
     payload = {
@@ -131,12 +132,25 @@ def cmd_fit(args) -> int:
         "draws_zarr": str(draws_dir) if draws_dir else None,
         "sampling": summary,
         "position_error": errors,
+        "unconverged_positions": support.to_json() if support else None,
         "environment": collect_environment(),
     }
     write_json(summary_path, payload)
     print(f"[4/4] wrote {trace_path} and {summary_path}\n")
     _print_fit_summary(summary, errors, result)
+    if support:
+        print(f"\n  positions: {support.text()}")
     return 0
+
+
+def _unconverged_support(trace, ds, model):
+    """R-hat of every position, by the cameras that support it (None with one chain or frozen positions)."""
+    from .model.support import unconverged_support
+
+    post = trace["posterior"]
+    if "x" not in post or post.sizes.get("chain", 1) < 2:
+        return None
+    return unconverged_support(trace, ds, float(model.gimbal_init.values["obs_sigma"]))
 
 
 def _model_options(args, ds, label: str) -> dict:

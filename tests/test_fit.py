@@ -39,6 +39,9 @@ def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     assert summary["sampler"]["maxdepth"] == 6
     assert summary["dataset"] == {"name": "v0.2.1_L00_minimal", "T": 15, "C": 3, "K": 4}
     assert summary["sampling"]["total_draws"] == 100
+    support = summary["unconverged_positions"]  # every position's R-hat, by the cameras that support it
+    assert support["positions"] == 15 * 4 and sum(v["positions"] for v in support["by_support"].values()) == 60
+    assert "positions:" in done.stdout and "R-hat" in done.stdout.split("positions:")[-1]
     assert (out / "trace.nc").stat().st_size > 0
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "--overwrite" in again.stderr
@@ -91,3 +94,32 @@ def test_cli_reports_bad_input_without_traceback():
     assert "unknown dataset 'no_such_data'" in done.stderr and "Traceback" not in done.stderr
     helped = subprocess.run([sys.executable, "-m", "gimbal.cli", "fit", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "--max-T" in helped.stdout
+
+
+def test_unconverged_positions_are_counted_by_the_cameras_that_support_them():
+    """Two chains that agree everywhere but at one keypoint seen right by one camera: that position is the one
+    flagged, and it is counted among those supported by at most one camera; camera_support counts detections
+    within the threshold, missing ones never."""
+    import xarray as xr
+
+    from gimbal.datasets import load_dataset
+    from gimbal.model.support import camera_support, unconverged_support
+
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=6).copy(deep=True)
+    truth = ds["positions_true"].values
+    obs = ds["observations"].values  # (T, C, K, 2)
+    obs[2, 1:, 3] += 80.0  # keypoint 3 at frame 2: every camera but the first far off
+    obs[4, 0, 1] = np.nan  # a missing detection
+    support = camera_support(truth, ds, threshold_px=10.0)
+    C = ds.sizes["camera"]
+    assert support[2, 3] == 1 and support[4, 1] == C - 1 and support[0, 0] == C
+    rng = np.random.default_rng(0)
+    x = truth[None, None] + rng.normal(0.0, 0.01, (2, 2000, *truth.shape))
+    x[1, :, 2, 3] += 0.05  # the second chain elsewhere at that one position
+    trace = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw", "frame", "keypoint", "xyz"), x)})})
+    result = unconverged_support(trace, ds, pixel_noise=3.0)
+    assert result.n_unconverged == 1 and result.n_unconverged_weak == 1
+    assert result.n_positions == truth.shape[0] * truth.shape[1]
+    out = result.to_json()
+    assert out["unconverged_weakly_supported"] == 1 and out["fraction_unconverged_well_supported"] == 0.0
+    assert result.text().startswith(f"1 of {result.n_positions} positions have R-hat > 1.01; 1 of them are supported")

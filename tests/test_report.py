@@ -322,13 +322,16 @@ def test_ablation_page_shows_the_trained_prior_against_the_model_without_it(tmp_
                "rows": {"triangulation": {"errors": e(6.0), "errors_wrong_in_3_cameras": e(18.0)},
                         "trained prior (4 states)": {"errors": e(1.4), "errors_wrong_in_3_cameras": e(3.4),
                                                      "divergences": 0, "max_rhat_x": 2.38,
-                                                     "fraction_x_rhat_above_1.01": 0.053, "wall_s": 78.2}}}
+                                                     "fraction_x_rhat_above_1.01": 0.053, "wall_s": 78.2,
+                                                     "unconverged_by_support": {"unconverged": 111,
+                                                                                "unconverged_weakly_supported": 75}}}}
     (results / "prior_transfer.json").write_text(json.dumps(payload), encoding="utf-8")
     (results / "stray.json").write_text(json.dumps({"rows": []}), encoding="utf-8")  # not a benchmark result
     page = _ablation_page(tmp_path)
     assert "train on `m1`, test on `m2`" in page and "heading SpineM -> Snout" in page
     assert "| triangulation | 6 / 3 / 12 | 18 / 9 / 36 |" in page
-    assert "| trained prior (4 states) | 1.4 / 0.7 / 2.8 | 3.4 / 1.7 / 6.8 | 0 | 2.38 | 5.3% | 78.2 |" in page
+    assert "| trained prior (4 states) | 1.4 / 0.7 / 2.8 | 3.4 / 1.7 / 6.8 | 0 | 2.38 | 5.3% | 75 of 111 | 78.2 |" in page
+    assert "seen by <= 1 camera" in page
     perf = _performance_page(tmp_path, tmp_path / "out")
     assert "m1" not in perf and "`stray.json` is not a benchmark result" in perf
 
@@ -359,7 +362,7 @@ def test_ablation_page_compares_observation_models_against_triangulation(tmp_pat
     page = _ablation_page(tmp_path)
     assert "## Observation models on `rodent18_realistic`, T=100" in page
     assert ("| per (camera, keypoint), uniform outliers | 2 / 1 / 4 | 0.4 / 0.4 | 3 / 1.5 / 6 | 0 | 1.004 (x) | "
-            "512 (obs_sigma_ck) | 0.0% | 0.93 | 150 |") in page
+            "512 (obs_sigma_ck) | 0.0% |  | 0.93 | 150 |") in page
     assert "rodent18_realistic" not in _performance_page(tmp_path, tmp_path / "out")
     assert "R-hat > 1.01 at" not in page  # converged rows get no localisation paragraph
 

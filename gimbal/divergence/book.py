@@ -382,7 +382,7 @@ def _prior_transfer_section(data: dict) -> str:
         frac = r.get("fraction_x_rhat_above_1.01")
         rows.append([name, errs(r["errors"]), errs(r["errors_wrong_in_3_cameras"]), r.get("divergences", ""),
                      fmt(r.get("max_rhat_x"), 3) if r.get("max_rhat_x") is not None else "",
-                     f"{100 * frac:.1f}%" if frac is not None else "", r.get("wall_s", "")])
+                     f"{100 * frac:.1f}%" if frac is not None else "", _support_cell(r), r.get("wall_s", "")])
     return "\n".join([
         f"## A trained pose prior: train on `{data['train']}`, test on `{data['test']}`{' (quick)' if data.get('quick') else ''}\n",
         f"The prior ({data['n_states']} pose states in the body frame, heading {' -> '.join(data['heading'])}) is fitted "
@@ -391,8 +391,23 @@ def _prior_transfer_section(data: dict) -> str:
         f"{data['chains']} chains x ({data['tune']} + {data['draws']}); machine: {data['machine']['platform']}, "
         f"{data['machine']['cpu_count']} CPUs.\n",
         md_table(["reconstruction", "all keypoints: mean / median / p90", "wrong in >= 3 cameras: mean / median / p90",
-                  "divergences", "max R-hat (x)", "positions with R-hat > 1.01", "wall s"], rows) + "\n",
+                  "divergences", "max R-hat (x)", "positions with R-hat > 1.01", SUPPORT_HEADER, "wall s"], rows) + "\n",
+        SUPPORT_NOTE,
     ])
+
+
+SUPPORT_HEADER = "of those, seen by <= 1 camera"
+SUPPORT_NOTE = ("*Seen by <= 1 camera*: the positions with R-hat > 1.01 whose posterior mean has at most one detection "
+                "within 3 noise sds of its projection (`gimbal.model.support`): the pose prior and at most one camera's "
+                "ray place them, and a ray can cross the bone's sphere around its parent twice.\n")
+
+
+def _support_cell(row: dict) -> str:
+    """``unconverged / unconverged with <= 1 supporting camera`` of a benchmark row, or blank when not recorded."""
+    support = row.get("unconverged_by_support")
+    if not support or not support.get("unconverged"):
+        return ""
+    return f"{support['unconverged_weakly_supported']} of {support['unconverged']}"
 
 
 def _observation_models_section(data: dict) -> str:
@@ -409,7 +424,7 @@ def _observation_models_section(data: dict) -> str:
             name, errs(r["errors"]), ratio, errs(r["errors_wrong_in_3_cameras"]), r.get("divergences", ""),
             f"{fmt(r['max_rhat_all'], 4)} ({r.get('max_rhat_variable')})" if r.get("max_rhat_all") is not None else "",
             f"{fmt(r['min_ess_bulk_all'], 3)} ({r.get('min_ess_bulk_variable')})" if r.get("min_ess_bulk_all") is not None else "",
-            f"{100 * frac:.1f}%" if frac is not None else "",
+            f"{100 * frac:.1f}%" if frac is not None else "", _support_cell(r),
             fmt(r.get("outlier_rate_correlation"), 2) if r.get("outlier_rate_correlation") is not None else "",
             r.get("wall_s", ""),
         ])
@@ -427,7 +442,8 @@ def _observation_models_section(data: dict) -> str:
         f"{data['machine']['cpu_count']} CPUs.\n",
         md_table(["reconstruction", "mean / median / p90", "ratio to triangulation (mean / p90)",
                   "wrong in >= 3 cameras", "divergences", "max R-hat (variable)", "min bulk ESS (variable)",
-                  "positions with R-hat > 1.01", "outlier-rate correlation", "wall s"], rows) + "\n",
+                  "positions with R-hat > 1.01", SUPPORT_HEADER, "outlier-rate correlation", "wall s"], rows) + "\n",
+        SUPPORT_NOTE,
         *(_unconverged_text(name, r["x_rhat_above_1.01"]) for name, r in data["rows"].items()
           if (r.get("x_rhat_above_1.01") or {}).get("pairs")),
     ])
