@@ -123,3 +123,7 @@ def test_unconverged_positions_are_counted_by_the_cameras_that_support_them():
     out = result.to_json()
     assert out["unconverged_weakly_supported"] == 1 and out["fraction_unconverged_well_supported"] == 0.0
     assert result.text().startswith(f"1 of {result.n_positions} positions have R-hat > 1.01; 1 of them are supported")
+    assert "one camera's ray" in result.text() and "as a whole" not in result.text()
+    x[1] += 0.05  # the second chain elsewhere everywhere: not a matter of particular keypoints
+    trace = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw", "frame", "keypoint", "xyz"), x)})})
+    assert "the run as a whole" in unconverged_support(trace, ds, pixel_noise=3.0).text()

@@ -22,6 +22,7 @@ from .cameras import project
 __all__ = ["camera_support", "UnconvergedSupport", "unconverged_support"]
 
 WEAK_SUPPORT = 1  # at most this many supporting cameras: the position is the prior's (and one ray's)
+GLOBAL_FRACTION = 0.2  # above this fraction of positions unconverged, the run as a whole did not converge
 
 
 def camera_support(points: np.ndarray, dataset: xr.Dataset, threshold_px: float) -> np.ndarray:
@@ -84,7 +85,11 @@ class UnconvergedSupport:
                f"{self.threshold_px:.3g} px of the posterior mean's projection): "
                f"{100 * u_weak / max(n_weak, 1):.1f}% of such positions, against {100 * u_firm / max(n_firm, 1):.1f}% "
                "of the others.")
-        if 2 * u_weak >= self.n_unconverged:
+        if self.n_unconverged > GLOBAL_FRACTION * self.n_positions:
+            out += (f" With {100 * self.n_unconverged / self.n_positions:.0f}% of all positions unconverged the problem "
+                    "is not particular keypoints but the run as a whole: too few warm-up draws, or a step size the "
+                    "sampler could not adapt (see the step size, tree depth and E-BFMI above); run longer first.")
+        elif 2 * u_weak >= self.n_unconverged:
             out += (" Those are placed by the pose prior and at most one camera's ray, which can cross the bone's "
                     "sphere around its parent twice: two explanations that more draws rarely reconcile. A trained pose "
                     "prior (gimbal prior fit) narrows them; a camera that sees those keypoints removes them.")
