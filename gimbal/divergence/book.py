@@ -403,7 +403,7 @@ SUPPORT_NOTE = ("*Seen by <= 1 camera*: the positions with R-hat > 1.01 whose po
 
 
 def _support_cell(row: dict) -> str:
-    """``unconverged / unconverged with <= 1 supporting camera`` of a benchmark row, or blank when not recorded."""
+    """``"<weakly supported> of <unconverged>"`` positions of a benchmark row, blank when none or not recorded."""
     support = row.get("unconverged_by_support")
     if not support or not support.get("unconverged"):
         return ""

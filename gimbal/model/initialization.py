@@ -179,9 +179,9 @@ def _skeleton_cleaned(x: np.ndarray, parents, tolerance: float = SPARSE_BONE_TOL
     the bone's length is off its median over frames by more than ``tolerance`` (relative), or, where the parent
     itself was replaced, when it lies farther from the nearest kept ancestor than the bones between them allow.
     A wrong or missing point is placed one median bone length from its parent, along the bone's median offset over
-    the kept frames. The root is judged by its offset from the median of the frame's other points (wrong when that offset is farther from its
-    median over frames than ``1 + tolerance`` times the larger of the offsets' median deviation and the median
-    bone length) and placed at that centre plus the median offset. Returns a copy.
+    the kept frames. The root is judged by its offset from the median of the frame's other points (wrong when that
+    offset is farther from its median over frames than ``1 + tolerance`` times the larger of the offsets' median
+    deviation and the median bone length) and placed at that centre plus the median offset. Returns a copy.
     """
     x, parents = x.copy(), np.asarray(parents)
     T, K = x.shape[:2]
@@ -215,13 +215,10 @@ def _skeleton_cleaned(x: np.ndarray, parents, tolerance: float = SPARSE_BONE_TOL
         with np.errstate(invalid="ignore"):
             wrong = np.where(direct, np.abs(dist / median[k] - 1.0) > tolerance, dist > (1.0 + tolerance) * reach)
         kept[:, k] = np.isfinite(dist) & ~wrong
-        if kept[:, k].all():
-            continue
-        bone = x[:, k] - x[:, p]
+        if kept[:, k].all() or not np.isfinite(median[k]):
+            continue  # nothing to replace, or never triangulated: left NaN for the caller's fallback
         ok = kept[:, k] & kept[:, p]
-        if not np.isfinite(median[k]):
-            continue  # never triangulated: left NaN for the caller's fallback
-        direction = np.median(bone[ok], axis=0) if ok.any() else np.zeros(3)
+        direction = np.median(x[ok, k] - x[ok, p], axis=0) if ok.any() else np.zeros(3)
         size = np.linalg.norm(direction)
         offset = median[k] * (direction / size if size > 0 else np.array([0.0, 0.0, 1.0]))
         x[~kept[:, k], k] = x[~kept[:, k], p] + offset

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from .cameras import project
+from .cameras import reprojection_error
 
 __all__ = ["camera_support", "UnconvergedSupport", "unconverged_support"]
 
@@ -36,9 +36,10 @@ def camera_support(points: np.ndarray, dataset: xr.Dataset, threshold_px: float)
         Its ``observations`` (T, C, K, 2) and ``camera_matrix`` (C, 3, 4); missing detections never support.
     threshold_px : float
     """
-    residual = np.linalg.norm(project(points, dataset["camera_matrix"].values) - dataset["observations"].values, axis=-1)
+    per_point = np.moveaxis(dataset["observations"].values, 1, 2)  # (T, K, C, 2)
+    residual = reprojection_error(points, per_point, dataset["camera_matrix"].values)  # (T, K, C)
     with np.errstate(invalid="ignore"):
-        return (residual <= threshold_px).sum(axis=1)  # NaN (missing) compares False
+        return (residual <= threshold_px).sum(axis=-1)  # NaN (missing) compares False
 
 
 @dataclass(frozen=True)
