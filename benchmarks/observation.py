@@ -157,8 +157,8 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "min_ess_bulk_variable": summary.get("min_ess_bulk_all_var"),
             "fraction_x_rhat_above_1.01": float(np.mean(r > 1.01)) if r is not None else None,
             "x_rhat_above_1.01": _unconverged(post, r, ds, wrong, baseline) if r is not None else None,
-            "unconverged_by_support": unconverged_support(fit.trace, ds, float(model.gimbal_init.values["obs_sigma"]),
-                                                          rhat_x=r).to_json() if r is not None else None,
+            "unconverged_by_support": None if r is None else unconverged_support(
+                fit.trace, ds, float(model.gimbal_init.values["obs_sigma"]), rhat_x=r).to_json(),
             "outlier_rate_correlation": _rate_recovery(post, ds),
             "sample_s": round(fit.sample_s, 1),
             "wall_s": round(time.perf_counter() - t0, 1),

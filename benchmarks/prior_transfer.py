@@ -111,8 +111,8 @@ def run(*, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 10
             "divergences": int(fit.trace.sample_stats["diverging"].sum()),
             "max_rhat_x": float(r.max()) if r is not None else None,
             "fraction_x_rhat_above_1.01": float(np.mean(r > 1.01)) if r is not None else None,
-            "unconverged_by_support": unconverged_support(fit.trace, noisy, float(model.gimbal_init.values["obs_sigma"]),
-                                                          rhat_x=r).to_json() if r is not None else None,
+            "unconverged_by_support": None if r is None else unconverged_support(
+                fit.trace, noisy, float(model.gimbal_init.values["obs_sigma"]), rhat_x=r).to_json(),
             "wall_s": round(time.perf_counter() - t0, 1),
         }
         print(label, rows[label], flush=True)

@@ -53,6 +53,26 @@ def test_generation_is_deterministic_and_cached():
     xr.testing.assert_allclose(first, a)
 
 
+def test_the_cache_is_keyed_by_the_spec_and_the_generator(monkeypatch, tmp_path):
+    """A changed spec is a new cache file, generated again, never the earlier version's data."""
+    from dataclasses import replace
+
+    import gimbal.datasets as datasets
+    from gimbal.datasets.synthetic import cache_key
+
+    spec = SYNTHETIC["v0.2.1_L01_noise"]
+    assert cache_key(spec) == cache_key(replace(spec))
+    noisier = replace(spec, noise_px=spec.noise_px + 1.0)
+    assert cache_key(noisier) != cache_key(spec)
+    assert cache_key(replace(spec, cameras=(spec.cameras[0] + 1e-9, *spec.cameras[1:]))) != cache_key(spec)
+    monkeypatch.setenv("GIMBAL_CACHE_DIR", str(tmp_path))
+    first = load_dataset("v0.2.1_L01_noise", max_T=50)
+    monkeypatch.setitem(datasets.SYNTHETIC, "v0.2.1_L01_noise", noisier)
+    second = load_dataset("v0.2.1_L01_noise", max_T=50)
+    assert len(list((tmp_path / "datasets").glob("v0.2.1_L01_noise__gen*.nc"))) == 2
+    assert not np.allclose(first["observations"].values, second["observations"].values, equal_nan=True)
+
+
 def test_save_load_round_trip_is_lossless(tmp_path):
     ds = load_dataset("v0.2.1_L03_missingness", max_T=50)
     path = save_dataset(ds, tmp_path / "ds.nc")

@@ -330,7 +330,8 @@ def test_ablation_page_shows_the_trained_prior_against_the_model_without_it(tmp_
     page = _ablation_page(tmp_path)
     assert "train on `m1`, test on `m2`" in page and "heading SpineM -> Snout" in page
     assert "| triangulation | 6 / 3 / 12 | 18 / 9 / 36 |" in page
-    assert "| trained prior (4 states) | 1.4 / 0.7 / 2.8 | 3.4 / 1.7 / 6.8 | 0 | 2.38 | 5.3% | 75 of 111 | 78.2 |" in page
+    assert ("| trained prior (4 states) | 1.4 / 0.7 / 2.8 | 3.4 / 1.7 / 6.8 | 0 | 2.38 | 5.3% | 75 of 111 | 78.2 |"
+            in page)
     assert "seen by <= 1 camera" in page
     perf = _performance_page(tmp_path, tmp_path / "out")
     assert "m1" not in perf and "`stray.json` is not a benchmark result" in perf

@@ -18,7 +18,7 @@ from ..errors import UsageError
 from .container import FORMAT_VERSION, from_arrays, skeleton_of, truncate, validate_dataset
 from .deepfly3d import DeepFly3DUnavailable, load_deepfly3d
 from .io import DatasetFileError, read_dataset_file, save_dataset
-from .synthetic import GENERATOR_VERSION, SYNTHETIC, generate
+from .synthetic import GENERATOR_VERSION, SYNTHETIC, cache_key, generate
 
 __all__ = [
     "load_dataset",
@@ -53,13 +53,15 @@ def list_datasets() -> dict[str, str]:
 
 
 def _load_synthetic(name: str) -> xr.Dataset:
-    path = cache_dir() / "datasets" / f"{name}__gen{GENERATOR_VERSION}.nc"
+    spec = SYNTHETIC[name]
+    # keyed by the spec and the generator's source: a changed generator writes a new file
+    path = cache_dir() / "datasets" / f"{name}__gen{GENERATOR_VERSION}_{cache_key(spec)}.nc"
     if path.is_file():
         try:
             return read_dataset_file(path)
         except DatasetFileError:
             path.unlink()  # a damaged cache entry is regenerated, never trusted
-    ds = generate(SYNTHETIC[name])
+    ds = generate(spec)
     save_dataset(ds, path, overwrite=True)
     return ds
 

@@ -17,17 +17,20 @@ follows a mean-reverting random walk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import hashlib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import numpy as np
 
 from ..model.cameras import camera_matrix, intrinsics, look_at, project
+from . import detector_errors
 from .container import from_arrays
 from .detector_errors import DetectorErrors, add_detector_errors
 
 GENERATOR_VERSION = 1
 
-__all__ = ["SyntheticSpec", "SYNTHETIC", "generate", "GENERATOR_VERSION"]
+__all__ = ["SyntheticSpec", "SYNTHETIC", "generate", "GENERATOR_VERSION", "cache_key"]
 
 
 @dataclass(frozen=True)
@@ -331,3 +334,19 @@ SYNTHETIC["rodent18_realistic_train"] = _rodent_realistic(
     "rodent18_realistic_train", "Another recording of rodent18_realistic (another seed): training data for a prior.",
     20261202,
 )
+
+
+def cache_key(spec: SyntheticSpec) -> str:
+    """A short hash of everything that determines ``generate(spec)``: the spec's fields and the generator's source.
+
+    The cache of generated datasets is keyed by it, so a changed spec or generator (a fix, a new failure mode) is
+    generated again instead of served stale from an earlier version's file.
+    """
+    digest = hashlib.sha256()
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            digest.update(np.ascontiguousarray(item).tobytes() if isinstance(item, np.ndarray) else repr(item).encode())
+    for source in (__file__, detector_errors.__file__):
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:12]

@@ -391,15 +391,16 @@ def _prior_transfer_section(data: dict) -> str:
         f"{data['chains']} chains x ({data['tune']} + {data['draws']}); machine: {data['machine']['platform']}, "
         f"{data['machine']['cpu_count']} CPUs.\n",
         md_table(["reconstruction", "all keypoints: mean / median / p90", "wrong in >= 3 cameras: mean / median / p90",
-                  "divergences", "max R-hat (x)", "positions with R-hat > 1.01", SUPPORT_HEADER, "wall s"], rows) + "\n",
+                  "divergences", "max R-hat (x)", "positions with R-hat > 1.01", SUPPORT_HEADER, "wall s"],
+                 rows) + "\n",
         SUPPORT_NOTE,
     ])
 
 
 SUPPORT_HEADER = "of those, seen by <= 1 camera"
-SUPPORT_NOTE = ("*Seen by <= 1 camera*: the positions with R-hat > 1.01 whose posterior mean has at most one detection "
-                "within 3 noise sds of its projection (`gimbal.model.support`): the pose prior and at most one camera's "
-                "ray place them, and a ray can cross the bone's sphere around its parent twice.\n")
+SUPPORT_NOTE = ("*Seen by <= 1 camera*: the positions with R-hat > 1.01 whose posterior mean has at most one "
+                "detection within 3 noise sds of its projection (`gimbal.model.support`): the pose prior and at most "
+                "one camera's ray place them, and a ray can cross the bone's sphere around its parent twice.\n")
 
 
 def _support_cell(row: dict) -> str:

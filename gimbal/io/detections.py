@@ -244,9 +244,10 @@ def load_detections(path, *, software: str | None = None, individual=None, perso
         videos = _slp_video_names(path)
         if len(videos) > 1:  # movement would read the first video's frames only
             raise DetectionFileError(
-                f"{path} holds detections from {len(videos)} videos ({', '.join(videos[:4])}{', ...' if len(videos) > 4 else ''}) "
-                "but stands for one camera here. If it is a multi-camera SLEAP session, give it alone as the "
-                "detections (gimbal import --detections FILE); otherwise export one .slp per camera's video from SLEAP."
+                f"{path} holds detections from {len(videos)} videos "
+                f"({', '.join(videos[:4])}{', ...' if len(videos) > 4 else ''}) but stands for one camera here. "
+                "If it is a multi-camera SLEAP session, give it alone as the detections (gimbal import --detections "
+                "FILE); otherwise export one .slp per camera's video from SLEAP."
             )
     return _from_movement(path, name, individual)
 

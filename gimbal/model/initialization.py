@@ -456,6 +456,7 @@ def _pixel_noise(resid: np.ndarray, inlier: np.ndarray) -> float:
     return float(np.median(scaled[usable]) / np.sqrt(2 * np.log(2)))
 
 
+MIN_PIXEL_NOISE = 0.1  # the detections' noise estimate is at least this (pixels)
 SCALE_FLOOR = 0.25  # a scale less its triangulation noise keeps at least this fraction of its raw estimate
 
 
@@ -522,9 +523,10 @@ def initialize_from_observations_dlt(
     obs_sigma = _pixel_noise(resid, inlier) if inlier.any() else threshold_px / 3
     frac = inlier.sum(axis=(0, 1)) / np.maximum(seen.sum(axis=(0, 1)), 1)
     frac = np.clip(frac, 0.5, 0.98)
-    noise_camera, noise_keypoint, logodds_ck = _per_pair_observation(resid, seen, inlier, max(obs_sigma, 0.1), frac)
+    noise = max(obs_sigma, MIN_PIXEL_NOISE)
+    noise_camera, noise_keypoint, logodds_ck = _per_pair_observation(resid, seen, inlier, noise, frac)
     # bone lengths and spreads, step sizes: from the reconstruction, less what its own noise adds
-    cov = triangulation_covariance(x, dataset["camera_matrix"].values, inlier, max(obs_sigma, 0.1))
+    cov = triangulation_covariance(x, dataset["camera_matrix"].values, inlier, noise)
     delta = skel.bone_vectors(x)  # (T, B, 3)
     lengths = np.linalg.norm(delta, axis=-1)
     rho = np.maximum(np.median(lengths, axis=0), 1e-3)
@@ -544,7 +546,7 @@ def initialize_from_observations_dlt(
         "bone_length": rho,
         "bone_sigma": sigma,
         "step_sigma": step_sigma,
-        "obs_sigma": np.asarray(max(obs_sigma, 0.1)),
+        "obs_sigma": np.asarray(noise),
         "logodds_inlier": np.log(frac / (1 - frac)),
         "log_noise_camera": noise_camera,
         "log_noise_keypoint": noise_keypoint,

@@ -74,7 +74,8 @@ class UnconvergedSupport:
                 "unconverged_weakly_supported": u_weak,
                 "fraction_unconverged_weakly_supported": u_weak / n_weak if n_weak else None,
                 "fraction_unconverged_well_supported": u_firm / n_firm if n_firm else None,
-                "by_support": {str(s): {"positions": n, "unconverged": u} for s, (n, u) in sorted(self.by_support.items())}}
+                "by_support": {str(s): {"positions": n, "unconverged": u}
+                               for s, (n, u) in sorted(self.by_support.items())}}
 
     def text(self) -> str:
         """What the counts say, and what to do, in a few sentences."""
@@ -87,17 +88,18 @@ class UnconvergedSupport:
                f"{100 * u_weak / max(n_weak, 1):.1f}% of such positions, against {100 * u_firm / max(n_firm, 1):.1f}% "
                "of the others.")
         if self.n_unconverged > GLOBAL_FRACTION * self.n_positions:
-            out += (f" With {100 * self.n_unconverged / self.n_positions:.0f}% of all positions unconverged the problem "
-                    "is not particular keypoints but the run as a whole: too few warm-up draws, or a step size the "
-                    "sampler could not adapt (see the step size, tree depth and E-BFMI above); run longer first.")
+            share = 100 * self.n_unconverged / self.n_positions
+            out += (f" With {share:.0f}% of all positions unconverged the problem is not particular keypoints but "
+                    "the run as a whole: too few warm-up draws, or a step size the sampler could not adapt (see the "
+                    "step size, tree depth and E-BFMI above); run longer first.")
         elif 2 * u_weak >= self.n_unconverged:
             out += (" Those are placed by the pose prior and at most one camera's ray, which can cross the bone's "
                     "sphere around its parent twice: two explanations that more draws rarely reconcile. A trained pose "
                     "prior (gimbal prior fit) narrows them; a camera that sees those keypoints removes them.")
         else:
-            out += (" Most are supported by two or more cameras: there, typically, two groups of cameras disagree (a "
-                    "left/right swap or a confident wrong detection in several cameras) and the chains move between the "
-                    "two explanations slowly; more draws and a trained pose prior help.")
+            out += (" Most are supported by two or more cameras: there, typically, two groups of cameras "
+                    "disagree (a left/right swap or a confident wrong detection in several cameras) and the chains "
+                    "move between the two explanations slowly; more draws and a trained pose prior help.")
         return out
 
 
