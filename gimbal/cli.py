@@ -196,12 +196,14 @@ def _prior_for(path, ds):
 
 
 def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0) -> int:
+    import numpy as np
     import xarray as xr
 
     from ._atomic import atomic_path
     from .datasets import save_dataset
     from .diagnostics.io import collect_environment, write_json
     from .model.fitting import position_errors
+    from .model.support import unconverged_support
     from .model.windowed import sample_windowed, window_bounds
 
     from .errors import UsageError
@@ -216,7 +218,11 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
                           tune=args.tune, draws=args.draws, seed=args.seed, target_accept=args.target_accept,
                           adaptation=args.adaptation, maxdepth=args.maxdepth, progress=not args.quiet)
     print("[3/4] windows done")
-    errors = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds)
+    tree = xr.DataTree.from_dict({"posterior": res.posterior})
+    errors = position_errors(tree, ds)
+    support = None
+    if args.chains > 1:  # every position's R-hat is its own window's; the noise is the windows' median estimate
+        support = unconverged_support(tree, ds, float(np.median([w["pixel_noise"] for w in res.windows])))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(trace_path, suffix=".nc") as tmp:
         res.posterior.to_netcdf(tmp, engine="h5netcdf")
@@ -227,6 +233,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
         "windowed": {"window": args.window, "overlap": args.overlap, "windows": res.windows, "wall_s": res.wall_s},
         "sampler": {k: getattr(args, k) for k in ("chains", "tune", "draws", "seed", "target_accept", "adaptation", "maxdepth")},
         "position_error": errors,
+        "unconverged_positions": support.to_json() if support else None,
         "environment": collect_environment(),
         "timing_s": {"total": time.perf_counter() - t0},
     }
@@ -239,6 +246,8 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     if errors and "posterior_mean" in errors:
         print(f"  3D error median: posterior mean {errors['posterior_mean']['median']:.3f} vs robust triangulation "
               f"{errors['triangulation']['median']:.3f} {errors['units']}")
+    if support:
+        print(f"  positions: {support.text()}")
     return 0
 
 

@@ -63,6 +63,8 @@ def test_cli_windowed_fit_stitches_every_frame(tmp_path):
     with xr.open_dataset(out / "trace.nc", engine="h5netcdf") as post:
         assert post["x"].sizes["frame"] == 40 and post["bone_length"].sizes["window"] == 2
     assert "3D error median" in done.stdout
+    assert summary["unconverged_positions"]["positions"] == 40 * 4  # every frame of both windows, 4 keypoints
+    assert "positions:" in done.stdout and "R-hat" in done.stdout.split("positions:")[-1]
 
 
 @pytest.mark.slow

@@ -95,6 +95,7 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
         "max_rhat_var": summary["max_rhat_selected_var"], "min_ess_bulk": summary["min_ess_bulk_selected"],
         "min_ess_tail": summary["min_ess_tail_selected"], "mean_grad_evals_per_draw": summary["mean_grad_evals_per_draw"],
         "min_ebfmi": summary["min_ebfmi"],
+        "pixel_noise": float(model.gimbal_init.values["obs_sigma"]),  # the start's estimate of the detections' noise
     }
     return {"info": info, "posterior": kept.drop_vars("frame", errors="ignore")}
 
