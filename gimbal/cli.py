@@ -121,7 +121,7 @@ def cmd_fit(args) -> int:
                                               "transition"],
                                max_treedepth=settings.maxdepth, wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
-    support = _unconverged_support(result.trace, ds, model)
+    support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]))
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
     save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)
     payload = {
@@ -143,14 +143,14 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def _unconverged_support(trace, ds, model):
+def _unconverged_support(trace, ds, pixel_noise: float):
     """R-hat of every position, by the cameras that support it (None with one chain or frozen positions)."""
     from .model.support import unconverged_support
 
     post = trace["posterior"]
     if "x" not in post or post.sizes.get("chain", 1) < 2:
         return None
-    return unconverged_support(trace, ds, float(model.gimbal_init.values["obs_sigma"]))
+    return unconverged_support(trace, ds, pixel_noise)
 
 
 def _model_options(args, ds, label: str) -> dict:
@@ -203,7 +203,6 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     from .datasets import save_dataset
     from .diagnostics.io import collect_environment, write_json
     from .model.fitting import position_errors
-    from .model.support import unconverged_support
     from .model.windowed import sample_windowed, window_bounds
 
     from .errors import UsageError
@@ -220,9 +219,8 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     print("[3/4] windows done")
     tree = xr.DataTree.from_dict({"posterior": res.posterior})
     errors = position_errors(tree, ds)
-    support = None
-    if args.chains > 1:  # every position's R-hat is its own window's; the noise is the windows' median estimate
-        support = unconverged_support(tree, ds, float(np.median([w["pixel_noise"] for w in res.windows])))
+    # every position's R-hat is its own window's; the noise is the windows' median estimate
+    support = _unconverged_support(tree, ds, float(np.median([w["pixel_noise"] for w in res.windows])))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(trace_path, suffix=".nc") as tmp:
         res.posterior.to_netcdf(tmp, engine="h5netcdf")
