@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=positive_int, default=1, help="scaling: repeats per T (medians are reported)")
     p.add_argument("--trace-on-disk", action="store_true",
                    help="sampling, observation: nutpie writes draws to a temporary zarr store instead of memory")
+    p.add_argument("--moves", action="store_true",
+                   help="observation: PyMC's NUTS with moves between explanations (rows labelled '+ moves (PyMC NUTS)'; "
+                        "--sampler pymc alone: PyMC's NUTS without them, the control)")
     # the sampler options of `gimbal fit` and `gimbal diag run`, declared once (--seed: a repeat with another seed is a
     # new row of the sampling benchmark); chains/tune/draws default to each benchmark's own
     add_sampler_arguments(p, seed=1, profile_decides="the benchmark's")
@@ -54,7 +57,8 @@ def main(argv=None) -> int:
         observation.run(T=lengths[0] if lengths else 100, n_states=args.states, chains=args.chains or 4,
                         tune=1000 if args.tune is None else args.tune, draws=args.draws or 1000, seed=args.seed,
                         variants=args.variants.split(";") if args.variants else None, quick=args.quick,
-                        maxdepth=args.maxdepth, target_accept=args.target_accept, trace_on_disk=args.trace_on_disk)
+                        maxdepth=args.maxdepth, target_accept=args.target_accept, trace_on_disk=args.trace_on_disk,
+                        moves=args.moves, sampler=args.sampler)
         return 0
 
     if args.which == "rhat-chance":

@@ -40,6 +40,8 @@ VARIANTS = {
                                                              confidence=True),
 }
 PRIOR_ROW = "+ trained prior"
+MOVES_ROW = " + moves (PyMC NUTS)"
+PYMC_ROW = " (PyMC NUTS)"
 
 
 def _rate_recovery(post, ds) -> float | None:
@@ -99,12 +101,16 @@ def train_prior(n_states: int, seed: int = 0):
 
 def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         variants: list[str] | None = None, quick: bool = False, out: bool = True, maxdepth: int = 10,
-        target_accept: float = 0.8, trace_on_disk: bool = False) -> dict:
+        target_accept: float = 0.8, trace_on_disk: bool = False, moves: bool = False, sampler: str = "nutpie") -> dict:
     """Fit every variant on the first ``T`` frames; returns (and writes) the result.
 
     ``maxdepth``, ``target_accept`` and ``trace_on_disk`` are the sampler settings of the sampling benchmark (the
-    T = 1800 rows there use maxdepth 5, target accept 0.7 and draws on disk on 2 CPUs).
+    T = 1800 rows there use maxdepth 5, target accept 0.7 and draws on disk on 2 CPUs). With ``moves`` each variant
+    runs on PyMC's NUTS with the moves between explanations (:mod:`gimbal.model.moves`; draws in memory) and its row
+    is labelled ``... + moves (PyMC NUTS)``; with ``sampler="pymc"`` alone, on PyMC's NUTS without them (``...
+    (PyMC NUTS)``, the control). The rows merge with those of the same settings.
     """
+    sampler = "pymc" if moves else sampler
     import tempfile
     from gimbal.datasets import load_dataset
     from gimbal.diagnostics.sampling import sampling_summary
@@ -135,13 +141,20 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     prior = train_prior(n_states, seed) if any(o.get("prior") for o in chosen.values()) else None
     for label, options in chosen.items():
         options = {**options, "prior": prior} if options.get("prior") else options
+        label = f"{label}{MOVES_ROW}" if moves else (f"{label}{PYMC_ROW}" if sampler == "pymc" else label)
         t0 = time.perf_counter()
         model = build_model(ds, seed=seed, **options)
+        blocks = None
+        if moves:
+            from gimbal.model.moves import explanation_blocks
+
+            blocks = explanation_blocks(ds, pixel_noise=float(model.gimbal_init.values["obs_sigma"]))
         with tempfile.TemporaryDirectory(prefix="gimbal-obs-") as tmp:
             fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False,
                                maxdepth=maxdepth, target_accept=target_accept, save_warmup=False,
-                               trace_dir=Path(tmp) / "trace.zarr" if trace_on_disk else None,
-                               float32_vars=("x",))  # read back into memory before the store is removed
+                               trace_dir=Path(tmp) / "trace.zarr" if trace_on_disk and sampler == "nutpie" else None,
+                               float32_vars=("x",),  # read back into memory before the store is removed
+                               sampler=sampler, moves=blocks)
         post = fit.trace.posterior
         x = post["x"].mean(dim=("chain", "draw")).values
         summary = sampling_summary(fit.trace, ["x"])
@@ -160,6 +173,9 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "unconverged_by_support": None if r is None else unconverged_support(
                 fit.trace, ds, float(model.gimbal_init.values["obs_sigma"]), rhat_x=r).to_json(),
             "outlier_rate_correlation": _rate_recovery(post, ds),
+            "moves": None if blocks is None else {
+                "candidate_runs": len(blocks), "tried": int(fit.trace.sample_stats["moves_tried"].sum()),
+                "accepted": int(fit.trace.sample_stats["moves_accepted"].sum())},
             "sample_s": round(fit.sample_s, 1),
             "wall_s": round(time.perf_counter() - t0, 1),
         }

@@ -90,6 +90,11 @@ def cmd_fit(args) -> int:
     from .settings import SamplerSettings
 
     settings = SamplerSettings.from_args(args)  # every sampler option validated before any work
+    if args.moves and (settings.sampler != "pymc" or args.window):
+        from .errors import UsageError
+
+        raise UsageError("--moves runs inside PyMC's compound sampler over the whole recording: add --sampler pymc "
+                         "(nutpie runs NUTS alone) and drop --window.")
     label = Path(args.dataset).stem if Path(args.dataset).suffix == ".nc" else args.dataset
     out = Path(args.out) if args.out else Path("tests") / "pipeline" / "fits" / label
     summary_path, trace_path = out / "summary.json", out / "trace.nc"
@@ -108,14 +113,20 @@ def cmd_fit(args) -> int:
     if args.window:
         return _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path, t0)
     model = build_model(ds, seed=args.seed, **model_options)
+    moves = None
+    if args.moves:
+        from .model.moves import explanation_blocks
+
+        moves = explanation_blocks(ds, pixel_noise=float(model.gimbal_init.values["obs_sigma"]))
     t_build = time.perf_counter() - t0
     if draws_dir is not None and draws_dir.exists():
         shutil.rmtree(draws_dir)  # --overwrite was given (checked above)
     n_params = sum(int(v.size) for v in model.initial_point().values())
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters)")
-    print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}")
+    with_moves = "" if moves is None else f" + moves between explanations ({len(moves)} candidate runs)"
+    print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}")
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
-                          float32_vars=("x",))
+                          float32_vars=("x",), moves=moves)
     summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "log_noise_camera",
                                               "log_noise_keypoint", "logodds_inlier_ck", "confidence_slope",
                                               "transition"],
@@ -133,6 +144,7 @@ def cmd_fit(args) -> int:
         "sampling": summary,
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
+        "moves": None if moves is None else _move_counts(result.trace, len(moves)),
         "environment": collect_environment(),
     }
     write_json(summary_path, payload)
@@ -141,6 +153,14 @@ def cmd_fit(args) -> int:
     if support:
         print(f"\n  positions: {support.text()}")
     return 0
+
+
+def _move_counts(trace, n_candidates: int) -> dict:
+    """How often the moves between explanations were tried and accepted, over the kept draws of every chain."""
+    stats = trace["sample_stats"]
+    tried, accepted = int(stats["moves_tried"].sum()), int(stats["moves_accepted"].sum())
+    return {"candidate_runs": n_candidates, "tried": tried, "accepted": accepted,
+            "acceptance": accepted / tried if tried else None}
 
 
 def _unconverged_support(trace, ds, pixel_noise: float):
@@ -452,6 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=positive_int, default=None,
                    help="windowed inference for long recordings: kept frames per window (default: the whole sequence)")
     p.add_argument("--overlap", type=int, default=10, help="with --window: extra frames sampled on each side (default 10)")
+    p.add_argument("--moves", action="store_true",
+                   help="with --sampler pymc: after every NUTS transition, Metropolis moves between each keypoint's "
+                        "explanations where its detections disagree (two camera groups, or one camera's ray), so "
+                        "chains do not stay in different explanations (gimbal.model.moves)")
     p.set_defaults(func=cmd_fit)
 
     prior = sub.add_parser("prior", help="train a pose prior on 3D data", description="Trained pose priors.")

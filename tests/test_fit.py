@@ -129,3 +129,18 @@ def test_unconverged_positions_are_counted_by_the_cameras_that_support_them():
     x[1] += 0.05  # the second chain elsewhere everywhere: not a matter of particular keypoints
     trace = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw", "frame", "keypoint", "xyz"), x)})})
     assert "the run as a whole" in unconverged_support(trace, ds, pixel_noise=3.0).text()
+
+
+@pytest.mark.slow
+def test_cli_fit_with_moves_between_explanations(tmp_path):
+    """--sampler pymc --moves: PyMC's NUTS with the explanation moves; their counts land in summary.json."""
+    out = tmp_path / "moves"
+    cmd = [sys.executable, "-m", "gimbal.cli", "fit", "--dataset", "v0.2.1_L02_outliers", "--max-T", "15", "--tune",
+           "60", "--draws", "40", "--out", str(out), "--quiet", "--maxdepth", "5"]
+    refused = subprocess.run(cmd + ["--moves"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "--sampler pymc" in refused.stderr and "Traceback" not in refused.stderr
+    done = subprocess.run(cmd + ["--moves", "--sampler", "pymc"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "moves between explanations" in done.stdout
+    moves = json.loads((out / "summary.json").read_text())["moves"]
+    assert moves["candidate_runs"] > 0 and moves["tried"] > 0 and 0 < moves["accepted"] <= moves["tried"]

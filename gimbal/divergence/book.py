@@ -445,9 +445,20 @@ def _observation_models_section(data: dict) -> str:
                   "wrong in >= 3 cameras", "divergences", "max R-hat (variable)", "min bulk ESS (variable)",
                   "positions with R-hat > 1.01", SUPPORT_HEADER, "outlier-rate correlation", "wall s"], rows) + "\n",
         SUPPORT_NOTE,
+        *(_moves_text(name, r["moves"]) for name, r in data["rows"].items() if r.get("moves")),
         *(_unconverged_text(name, r["x_rhat_above_1.01"]) for name, r in data["rows"].items()
           if (r.get("x_rhat_above_1.01") or {}).get("pairs")),
     ])
+
+
+def _moves_text(name: str, moves: dict) -> str:
+    """A row sampled with the moves between explanations: what they are and how often they were taken."""
+    share = moves["accepted"] / moves["tried"] if moves["tried"] else None
+    return (f"**{name}**: PyMC's NUTS, and after every transition Metropolis moves between each keypoint's "
+            f"explanations (`gimbal.model.moves`; {moves['candidate_runs']} candidate runs of frames from the "
+            f"detections: two camera groups, one camera's detection as inlier or outlier, one camera's ray); "
+            f"{moves['tried']} moves tried over the kept draws, {moves['accepted']} accepted"
+            + (f" ({100 * share:.1f}%)" if share is not None else "") + ".\n")
 
 
 def _unconverged_text(name: str, where: dict) -> str:

@@ -379,8 +379,8 @@ def build_model(
     -------
     pymc.Model
         With ``model.gimbal_config`` (a :class:`ModelConfig`), ``model.gimbal_init``
-        (the :class:`~gimbal.model.initialization.Initialization`) and ``model.gimbal_terms``
-        (intermediate tensors such as the HMM ``emission``) attached.
+        (the :class:`~gimbal.model.initialization.Initialization`), ``model.gimbal_terms``
+        (intermediate tensors such as the HMM ``emission``) and ``model.gimbal_skeleton`` attached.
     """
     skeleton = skeleton_of(dataset)
     if prior is not None:
@@ -428,6 +428,7 @@ def build_model(
     model.gimbal_config = config
     model.gimbal_init = init
     model.gimbal_terms = terms  # named intermediate tensors (e.g. the (T, S) HMM emissions) for checks
+    model.gimbal_skeleton = skeleton
     if validate:
         check_initial_point(model, init_point_for(model, init))
     return model

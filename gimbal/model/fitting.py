@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,7 @@ def sample_model(
     save_warmup: bool = True,
     trace_dir: str | Path | None = None,
     float32_vars: tuple[str, ...] = (),
+    moves=None,
 ) -> FitResult:
     """Run NUTS from the model's initial point.
 
@@ -171,6 +173,10 @@ def sample_model(
         With ``trace_dir``: posterior variables held in float32 once read back
         (GIMBAL's 3D positions ``("x",)``: half the memory; R-hat and ESS are
         rank-based and unaffected at millimetre resolution).
+    moves : list of ExplanationBlock, optional
+        ``sampler="pymc"`` only: after every NUTS transition, try Metropolis moves between each keypoint's
+        explanations (:mod:`gimbal.model.moves`; candidates from
+        :func:`gimbal.model.moves.explanation_blocks`). nutpie runs NUTS alone and cannot host them.
 
     Returns
     -------
@@ -182,6 +188,9 @@ def sample_model(
                     maxdepth=int(maxdepth), adaptation=adaptation, backend=backend, seed=int(seed))  # the one validation
     if backend == "jax":
         _check_jax_ready(model)
+    if moves is not None and sampler != "pymc":
+        raise ValueError("moves run inside PyMC's compound sampler: use them with sampler='pymc' (nutpie runs NUTS "
+                         "alone).")
     if trace_dir is not None:
         if sampler != "nutpie":
             raise ValueError("trace_dir needs sampler='nutpie' (PyMC's NUTS keeps its trace in memory).")
@@ -218,8 +227,11 @@ def sample_model(
         except Exception as err:  # nutpie reports a refused start as a Rust error with a backtrace
             raise _explain_sampler_failure(model, err) from err
     else:
-        with model:
+        with model, _one_blas_thread():
             t1 = time.perf_counter()  # PyMC compiles lazily inside pm.sample
+            step = None if moves is None else _nuts_with_moves(model, moves, target_accept, maxdepth, seed)
+            # NUTS's settings go to pm.sample when it builds the sampler, into the step when we do
+            nuts_kwargs = {"nuts": {"max_treedepth": int(maxdepth)}, "target_accept": target_accept} if step is None else {}
             trace = pm.sample(
                 draws=draws,
                 tune=tune,
@@ -227,18 +239,59 @@ def sample_model(
                 cores=cores,
                 random_seed=seed,
                 nuts_sampler="pymc",
+                step=step,
                 init="jitter+adapt_diag" if jitter else "adapt_diag",
-                target_accept=target_accept,
-                nuts={"max_treedepth": int(maxdepth)},
                 progressbar=progress,
                 discard_tuned_samples=not save_warmup,
                 compute_convergence_checks=False,
+                **nuts_kwargs,
             )
     t2 = time.perf_counter()
     if trace_dir is not None:
         trace = read_back(trace, float32_vars=float32_vars, keep_warmup=save_warmup)
     return FitResult(trace=trace, compile_s=t1 - t0, sample_s=t2 - t1, sampler=sampler, compiled=compiled,
                      read_back_s=time.perf_counter() - t2)
+
+
+@contextmanager
+def _one_blas_thread():
+    """One BLAS thread while PyMC samples, in this process and in the chains' worker processes.
+
+    NumPy and SciPy each bundle their own OpenBLAS; PyMC's leapfrog step calls both, and on a small machine each
+    library's idle threads spin while the other's work: on 2 cores a leapfrog step of a 16,000-parameter model took
+    12x longer (0.26 s against 3.1 s per NUTS transition, rodent18_realistic T=300). Its vectors are far too short
+    to gain from threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    saved = {name: os.environ.get(name) for name in _BLAS_THREAD_VARIABLES}
+    os.environ.update({name: "1" for name in _BLAS_THREAD_VARIABLES})  # read by the worker processes at start
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _nuts_with_moves(model: pm.Model, moves, target_accept: float, maxdepth: int, seed: int) -> list:
+    """PyMC's NUTS over every variable (started as ``init="adapt_diag"`` starts it) and the explanation moves."""
+    from pymc.blocking import DictToArrayBijection
+    from pymc.step_methods.hmc import quadpotential
+
+    from .moves import ExplanationMoves
+
+    start = model.initial_point(random_seed=seed)
+    mean = DictToArrayBijection.map({v.name: start[v.name] for v in model.value_vars}).data
+    potential = quadpotential.QuadPotentialDiagAdapt(mean.size, mean, np.ones_like(mean), 10)
+    nuts = pm.NUTS(vars=model.value_vars, target_accept=target_accept, max_treedepth=int(maxdepth), potential=potential)
+    return [nuts, ExplanationMoves(blocks=list(moves), model=model)]
 
 
 class SamplerFailed(RuntimeError):

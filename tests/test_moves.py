@@ -1,0 +1,103 @@
+"""Metropolis moves between explanations (gimbal.model.moves): candidates from the data, exact density ratios."""
+
+import numpy as np
+import pytest
+
+from gimbal.datasets import from_arrays, load_dataset
+from gimbal.model.build import build_model
+from gimbal.model.cameras import camera_matrix, intrinsics, look_at, project
+from gimbal.model.moves import ExplanationMoves, explanation_blocks
+
+
+def _log_ratio_and_full(model, step, point, block, carry, logp):
+    ratio, moved_x = step.log_ratio(point, block, carry)
+    return ratio, logp({**point, "x": moved_x}) - logp(point), moved_x
+
+
+@pytest.fixture(scope="module")
+def realistic():
+    return load_dataset("rodent18_realistic", max_T=60)
+
+
+@pytest.mark.parametrize("hmm", [True, False])
+def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
+    """The local ratio (per-frame terms, the HMM by the forward algorithm) equals the model's logp difference."""
+    from benchmarks.observation import train_prior
+
+    # with the HMM: the default model with a trained prior (4 states); without: one state, frames independent
+    model = build_model(realistic, prior=train_prior(4)) if hmm else build_model(realistic, use_directional_hmm=False)
+    blocks = explanation_blocks(realistic)
+    kinds = {b.kind for b in blocks}
+    assert kinds == {"groups", "ray", "camera"}
+    step = ExplanationMoves(vars=[model.rvs_to_values[model["x"]]], blocks=blocks, parents=realistic["parents"].values,
+                            model=model)
+    assert step.hmm == hmm
+    logp = model.compile_logp()
+    point = model.initial_point()
+    chosen = [b for b in blocks if b.kind == "ray"][:3] + [b for b in blocks if b.kind == "groups"][:8]
+    chosen += [b for b in blocks if b.kind == "camera"][:6]
+    chosen += [b for b in blocks if b.first == 0][:2]  # the root anchor and the HMM's first frame
+    for block in chosen:
+        for carry in (False, True):
+            ratio, full, moved_x = _log_ratio_and_full(model, step, point, block, carry, logp)
+            assert np.isfinite(full)
+            assert ratio == pytest.approx(full, abs=1e-6, rel=1e-9)
+            # an involution: the same move from the moved point comes back
+            back, _, again = _log_ratio_and_full(model, step, {**point, "x": moved_x}, block, carry, logp)
+            np.testing.assert_allclose(again, point["x"], atol=1e-9)
+            assert back == pytest.approx(-ratio, abs=1e-6)
+    # a round of many moves rated in turn (forward messages carried past accepted moves, backward ones from the
+    # round's start): the accepted moves' ratios add up to the model's logp difference
+    for accept_every in (1, 2):
+        step.rng = np.random.default_rng(0)
+        (round_,) = [r for r in step._deal()][:1]
+        assert len(round_) > 5
+        x = np.array(point["x"], float)
+        outs = step._terms()(point)
+        terms = (np.array(outs[0]), np.array(outs[1]))
+        rated = []
+        accepted = step._round(point, x, terms, round_, np.asarray(outs[2]) if step.hmm else None,
+                               decide=lambda d: rated.append(d) or len(rated) % accept_every == 0)
+        assert accepted == len(rated) // accept_every
+        kept = sum(d for i, d in enumerate(rated) if (i + 1) % accept_every == 0)
+        assert kept == pytest.approx(logp({**point, "x": x}) - logp(point), abs=1e-6)
+
+
+def test_two_camera_groups_make_one_block_whose_move_swaps_their_points():
+    """Cameras 0 and 1 see the point at A, cameras 2 and 3 at B: one block, reflecting A onto B."""
+    K_ = intrinsics(800.0, 320.0, 240.0)
+    cams = []
+    for az in (0.0, 90.0, 180.0, 270.0):
+        a = np.radians(az)
+        R, t = look_at(np.array([1500 * np.cos(a), 1500 * np.sin(a), 400.0]), np.zeros(3))
+        cams.append(camera_matrix(K_, R, t))
+    cams = np.stack(cams)
+    T = 5
+    truth = np.zeros((T, 2, 3))
+    truth[:, 1] = [60.0, 0.0, 0.0]  # keypoint 1, 60 mm from the root
+    obs = project(truth, cams)  # (T, C, K, 2)
+    b_point = np.array([60.0, 120.0, 90.0])  # 150 mm from A: about 80 px in every camera
+    obs[2, 2:, 1] = project(b_point[None], cams[2:])[:, 0]
+    ds = from_arrays(obs, cams, parents=[-1, 0], keypoint_names=["root", "tip"])
+    blocks = explanation_blocks(ds, rays=False, cameras=False)
+    assert len(blocks) == 1
+    (block,) = blocks
+    assert block.keypoint == 1 and block.frames.tolist() == [2]
+    a_point = truth[2, 1]
+    reflected = a_point - 2 * np.dot(a_point - block.anchor[0], block.normal[0]) * block.normal[0]
+    np.testing.assert_allclose(reflected, b_point, atol=1e-6)
+
+
+def test_moves_refuse_a_model_they_cannot_rate(realistic):
+    model = build_model(realistic, scales="learned")
+    with pytest.raises(ValueError, match="scales='fixed'"):
+        ExplanationMoves(vars=[model.rvs_to_values[model["x"]]], blocks=explanation_blocks(realistic),
+                         parents=realistic["parents"].values, model=model)
+
+
+def test_moves_need_pymcs_compound_sampler(realistic):
+    from gimbal.model.fitting import sample_model
+
+    model = build_model(realistic.isel(frame=slice(0, 5)))
+    with pytest.raises(ValueError, match="sampler='pymc'"):
+        sample_model(model, moves=explanation_blocks(realistic.isel(frame=slice(0, 5))), progress=False)
