@@ -95,11 +95,13 @@ class UnconvergedSupport:
         elif 2 * u_weak >= self.n_unconverged:
             out += (" Those are placed by the pose prior and at most one camera's ray, which can cross the bone's "
                     "sphere around its parent twice: two explanations that more draws rarely reconcile. A trained pose "
-                    "prior (gimbal prior fit) narrows them; a camera that sees those keypoints removes them.")
+                    "prior (gimbal prior fit) narrows them; a camera that sees those keypoints removes them; gimbal fit "
+                    "--sampler pymc --moves adds Metropolis moves between the two (gimbal.model.moves).")
         else:
             out += (" Most are supported by two or more cameras: there, typically, two groups of cameras "
                     "disagree (a left/right swap or a confident wrong detection in several cameras) and the chains "
-                    "move between the two explanations slowly; more draws and a trained pose prior help.")
+                    "move between the two explanations slowly; gimbal fit --sampler pymc --moves adds Metropolis moves "
+                    "between them (gimbal.model.moves), and more draws and a trained pose prior help.")
         return out
 
 
