@@ -474,8 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=10, help="with --window: extra frames sampled on each side (default 10)")
     p.add_argument("--moves", action="store_true",
                    help="with --sampler pymc: after every NUTS transition, Metropolis moves between each keypoint's "
-                        "explanations where its detections disagree (two camera groups, or one camera's ray), so "
-                        "chains do not stay in different explanations (gimbal.model.moves)")
+                        "explanations where its detections disagree (two camera groups; one camera's detection as inlier "
+                        "or outlier; one camera's ray), so chains do not stay in different explanations "
+                        "(gimbal.model.moves; about 1.5x PyMC's sampling time)")
     p.set_defaults(func=cmd_fit)
 
     prior = sub.add_parser("prior", help="train a pose prior on 3D data", description="Trained pose priors.")
