@@ -142,14 +142,7 @@ def explanation_blocks(dataset: xr.Dataset, pixel_noise: float = 4.0, *, max_fra
     has_second = np.isfinite(np.take_along_axis(score2, second[None], axis=0)[0])
     a = np.take_along_axis(points, best[None, ..., None], axis=0)[0]
     b = np.take_along_axis(points, second[None, ..., None], axis=0)[0]
-    diff = b - a
-    dist = np.linalg.norm(diff, axis=-1)
-    has_second &= dist > 0
-    blocks = []
-    for k in range(K):
-        for run in _runs(has_second[:, k], max_frames):
-            n = diff[run, k] / dist[run, k, None]
-            blocks.append(ExplanationBlock(k, run, "groups", n, 0.5 * (a[run, k] + b[run, k])))
+    blocks = _swap_blocks(has_second, a, b, "groups", max_frames)
     if cameras:
         band = (CAMERA_BAND_SD[0] * float(pixel_noise), CAMERA_BAND_SD[1] * float(pixel_noise))
         blocks += _camera_blocks(obs, P, agree_best & has_best[..., None], band, max_frames)
@@ -169,7 +162,7 @@ def explanation_blocks(dataset: xr.Dataset, pixel_noise: float = 4.0, *, max_fra
 
 def _camera_blocks(obs, P, agree_best, band_px, max_frames) -> list[ExplanationBlock]:
     """One-camera blocks: the best candidate's cameras without camera ``c`` against them with ``c``."""
-    T, K, C = agree_best.shape
+    C = agree_best.shape[-1]
     seen = np.isfinite(obs).all(-1)
     blocks = []
     for c in range(C):
@@ -182,13 +175,21 @@ def _camera_blocks(obs, P, agree_best, band_px, max_frames) -> list[ExplanationB
         b = triangulate_dlt(np.where(with_c[..., None], obs, np.nan), P)
         with np.errstate(invalid="ignore"):
             off = reprojection_error(a, obs, P)[..., c]  # (T, K): c's detection from the point fitted without it
-            diff = b - a
-            dist = np.linalg.norm(diff, axis=-1)
-            ok = usable & seen[..., c] & (off >= band_px[0]) & (off <= band_px[1]) & (dist > 0)
-        for k in range(K):
-            for run in _runs(ok[:, k], max_frames):
-                n = diff[run, k] / dist[run, k, None]
-                blocks.append(ExplanationBlock(k, run, "camera", n, 0.5 * (a[run, k] + b[run, k])))
+            ok = usable & seen[..., c] & (off >= band_px[0]) & (off <= band_px[1])
+        blocks += _swap_blocks(ok, a, b, "camera", max_frames)
+    return blocks
+
+
+def _swap_blocks(mask, a, b, kind: str, max_frames: int) -> list[ExplanationBlock]:
+    """Blocks over the runs of ``mask`` (T, K) whose move reflects across the plane halfway between ``a`` and ``b``."""
+    diff = b - a
+    with np.errstate(invalid="ignore"):
+        dist = np.linalg.norm(diff, axis=-1)
+        mask = mask & (dist > 0)  # NaN (no point) compares False
+    blocks = []
+    for k in range(mask.shape[1]):
+        for run in _runs(mask[:, k], max_frames):
+            blocks.append(ExplanationBlock(k, run, kind, diff[run, k] / dist[run, k, None], 0.5 * (a[run, k] + b[run, k])))
     return blocks
 
 
