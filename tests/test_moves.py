@@ -101,3 +101,6 @@ def test_moves_need_pymcs_compound_sampler(realistic):
     model = build_model(realistic.isel(frame=slice(0, 5)))
     with pytest.raises(ValueError, match="sampler='pymc'"):
         sample_model(model, moves=explanation_blocks(realistic.isel(frame=slice(0, 5))), progress=False)
+    with pytest.raises(ValueError, match="jitter=True with moves"):  # the compound sampler would silently not jitter
+        sample_model(model, sampler="pymc", jitter=True, moves=explanation_blocks(realistic.isel(frame=slice(0, 5))),
+                     progress=False)

@@ -176,7 +176,8 @@ def sample_model(
     moves : list of ExplanationBlock, optional
         ``sampler="pymc"`` only: after every NUTS transition, try Metropolis moves between each keypoint's
         explanations (:mod:`gimbal.model.moves`; candidates from
-        :func:`gimbal.model.moves.explanation_blocks`). nutpie runs NUTS alone and cannot host them.
+        :func:`gimbal.model.moves.explanation_blocks`). nutpie runs NUTS alone and cannot host them. Every chain
+        starts at the model's initial point (no ``jitter``).
 
     Returns
     -------
@@ -191,6 +192,9 @@ def sample_model(
     if moves is not None and sampler != "pymc":
         raise ValueError("moves run inside PyMC's compound sampler: use them with sampler='pymc' (nutpie runs NUTS "
                          "alone).")
+    if moves is not None and jitter:
+        raise ValueError("jitter=True with moves: the compound sampler starts every chain at the model's initial point "
+                         "(the robust triangulation); drop jitter, or sample without moves to jitter the start.")
     if trace_dir is not None:
         if sampler != "nutpie":
             raise ValueError("trace_dir needs sampler='nutpie' (PyMC's NUTS keeps its trace in memory).")
