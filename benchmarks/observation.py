@@ -146,7 +146,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
         model = build_model(ds, seed=seed, **options)
         blocks = None
         if moves:
-            from gimbal.model.moves import explanation_blocks
+            from gimbal.model.moves import explanation_blocks, move_counts
 
             blocks = explanation_blocks(ds, pixel_noise=float(model.gimbal_init.values["obs_sigma"]))
         with tempfile.TemporaryDirectory(prefix="gimbal-obs-") as tmp:
@@ -173,9 +173,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "unconverged_by_support": None if r is None else unconverged_support(
                 fit.trace, ds, float(model.gimbal_init.values["obs_sigma"]), rhat_x=r).to_json(),
             "outlier_rate_correlation": _rate_recovery(post, ds),
-            "moves": None if blocks is None else {
-                "candidate_runs": len(blocks), "tried": int(fit.trace.sample_stats["moves_tried"].sum()),
-                "accepted": int(fit.trace.sample_stats["moves_accepted"].sum())},
+            "moves": None if blocks is None else move_counts(fit.trace, len(blocks)),
             "sample_s": round(fit.sample_s, 1),
             "wall_s": round(time.perf_counter() - t0, 1),
         }

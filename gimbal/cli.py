@@ -115,7 +115,7 @@ def cmd_fit(args) -> int:
     model = build_model(ds, seed=args.seed, **model_options)
     moves = None
     if args.moves:
-        from .model.moves import explanation_blocks
+        from .model.moves import explanation_blocks, move_counts
 
         moves = explanation_blocks(ds, pixel_noise=float(model.gimbal_init.values["obs_sigma"]))
     t_build = time.perf_counter() - t0
@@ -144,7 +144,7 @@ def cmd_fit(args) -> int:
         "sampling": summary,
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
-        "moves": None if moves is None else _move_counts(result.trace, len(moves)),
+        "moves": None if moves is None else move_counts(result.trace, len(moves)),
         "environment": collect_environment(),
     }
     write_json(summary_path, payload)
@@ -153,14 +153,6 @@ def cmd_fit(args) -> int:
     if support:
         print(f"\n  positions: {support.text()}")
     return 0
-
-
-def _move_counts(trace, n_candidates: int) -> dict:
-    """How often the moves between explanations were tried and accepted, over the kept draws of every chain."""
-    stats = trace["sample_stats"]
-    tried, accepted = int(stats["moves_tried"].sum()), int(stats["moves_accepted"].sum())
-    return {"candidate_runs": n_candidates, "tried": tried, "accepted": accepted,
-            "acceptance": accepted / tried if tried else None}
 
 
 def _unconverged_support(trace, ds, pixel_noise: float):

@@ -40,7 +40,8 @@ from pymc.step_methods.compound import BlockedStep, Competence
 
 from .cameras import reprojection_error, triangulate_dlt, triangulation_candidates
 
-__all__ = ["ExplanationBlock", "explanation_blocks", "ExplanationMoves", "GROUP_SEPARATION_SD", "CAMERA_BAND_SD"]
+__all__ = ["ExplanationBlock", "explanation_blocks", "ExplanationMoves", "move_counts", "GROUP_SEPARATION_SD",
+           "CAMERA_BAND_SD"]
 
 # in pixel-noise standard deviations: two camera groups count as two explanations when each group's cameras put the
 # other's point this far off; a detection this far from the other cameras' point may be an inlier or an outlier
@@ -465,3 +466,14 @@ class ExplanationMoves(BlockedStep):
         log_trans = np.asarray(outs[2]) if self.hmm else None
         accepted = sum(self._round(point, x, terms, chosen, log_trans) for chosen in rounds)
         return {**point, "x": x}, [{"moves_tried": sum(len(c) for c in rounds), "moves_accepted": accepted}]
+
+
+def move_counts(trace, n_candidates: int) -> dict:
+    """How often the moves were tried and accepted over the kept draws of every chain (``summary.json``'s ``moves``).
+
+    ``trace`` is a PyMC trace sampled with :class:`ExplanationMoves`; ``n_candidates`` the number of blocks.
+    """
+    stats = trace["sample_stats"]
+    tried, accepted = int(stats["moves_tried"].sum()), int(stats["moves_accepted"].sum())
+    return {"candidate_runs": n_candidates, "tried": tried, "accepted": accepted,
+            "acceptance": accepted / tried if tried else None}
