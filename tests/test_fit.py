@@ -9,6 +9,7 @@ from gimbal.datasets import load_dataset
 from gimbal.diagnostics.sampling import sampling_summary
 from gimbal.model.fitting import position_errors, sample_model
 from gimbal.model.build import build_model
+from gimbal.model.moves import DEFAULT_ROUNDS
 
 
 @pytest.mark.slow
@@ -144,3 +145,4 @@ def test_cli_fit_with_moves_between_explanations(tmp_path):
     assert "moves between explanations" in done.stdout
     moves = json.loads((out / "summary.json").read_text())["moves"]
     assert moves["candidate_runs"] > 0 and moves["tried"] > 0 and 0 < moves["accepted"] <= moves["tried"]
+    assert moves["rounds"] == DEFAULT_ROUNDS

@@ -51,16 +51,27 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
     for accept_every in (1, 2):
         step.rng = np.random.default_rng(0)
         (round_,) = [r for r in step._deal()][:1]
-        assert len(round_) > 5
-        x = np.array(point["x"], float)
-        outs = step._terms()(point)
-        terms = (np.array(outs[0]), np.array(outs[1]))
-        rated = []
-        accepted = step._round(point, x, terms, round_, np.asarray(outs[2]) if step.hmm else None,
-                               decide=lambda d: rated.append(d) or len(rated) % accept_every == 0)
-        assert accepted == len(rated) // accept_every
-        kept = sum(d for i, d in enumerate(rated) if (i + 1) % accept_every == 0)
+        assert round_[0].size > 5
+        x, terms, log_trans = step._start(point)
+        decision = (np.arange(1, round_[0].size + 1) % accept_every == 0).astype(int)
+        accepted, rated = step._round(point, x, terms, round_, log_trans, decision=decision)
+        assert accepted == decision.sum()
+        kept = float(np.sum(rated[decision == 1]))
         assert kept == pytest.approx(logp({**point, "x": x}) - logp(point), abs=1e-6)
+    # Metropolis decisions: a move is kept exactly when log(u) < its ratio (u from the step's generator)
+    step.rng = np.random.default_rng(1)
+    idx, coins = step._deal()[0]
+    x, terms, log_trans = step._start(point)
+    twin = np.random.Generator(type(step.rng.bit_generator)())
+    twin.bit_generator.state = step.rng.bit_generator.state
+    log_u = np.log(twin.random(idx.size))
+    accepted, rated = step._round(point, x, terms, (idx, coins), log_trans)
+    expect = np.isfinite(rated) & (log_u < rated)
+    assert 0 < accepted == expect.sum() < idx.size
+    x0 = np.asarray(point["x"])
+    for m, i in enumerate(idx):
+        block = blocks[i]
+        assert np.any(x[block.frames, block.keypoint] != x0[block.frames, block.keypoint]) == expect[m]
 
 
 def test_two_camera_groups_make_one_block_whose_move_swaps_their_points():

@@ -359,12 +359,13 @@ def test_ablation_page_compares_observation_models_against_triangulation(tmp_pat
     row = {"errors": _errors(2.0), "errors_wrong_in_3_cameras": _errors(3.0), "divergences": 0, "max_rhat_all": 1.004,
            "max_rhat_variable": "x", "min_ess_bulk_all": 512.0, "min_ess_bulk_variable": "obs_sigma_ck",
            "fraction_x_rhat_above_1.01": 0.0, "outlier_rate_correlation": 0.93, "wall_s": 150.0}
-    moved = {**row, "moves": {"candidate_runs": 120, "tried": 4000, "accepted": 500}}
+    moved = {**row, "moves": {"candidate_runs": 120, "rounds": 16, "tried": 4000, "accepted": 500}}
     _write_observation_result(tmp_path, "observation_models", 100, {"per (camera, keypoint), uniform outliers": row,
                                                                     "with moves + moves (PyMC NUTS)": moved})
     page = _ablation_page(tmp_path)
     assert "## Observation models on `rodent18_realistic`, T=100" in page
     assert "**with moves + moves (PyMC NUTS)**: PyMC's NUTS" in page and "4000 moves tried" in page
+    assert "dealt into 16 rounds per iteration" in page
     assert "500 accepted (12.5%)" in page and page.count("moves tried") == 1  # only the row sampled with them
     assert ("| per (camera, keypoint), uniform outliers | 2 / 1 / 4 | 0.4 / 0.4 | 3 / 1.5 / 6 | 0 | 1.004 (x) | "
             "512 (obs_sigma_ck) | 0.0% |  | 0.93 | 150 |") in page

@@ -456,7 +456,8 @@ def _moves_text(name: str, moves: dict) -> str:
     share = moves["accepted"] / moves["tried"] if moves["tried"] else None
     return (f"**{name}**: PyMC's NUTS, and after every transition Metropolis moves between each keypoint's "
             f"explanations (`gimbal.model.moves`; {moves['candidate_runs']} candidate runs of frames from the "
-            f"detections: two camera groups, one camera's detection as inlier or outlier, one camera's ray); "
+            f"detections: two camera groups, one camera's detection as inlier or outlier, one camera's ray"
+            + (f"; dealt into {moves['rounds']} rounds per iteration" if moves.get("rounds") else "") + "); "
             f"{moves['tried']} moves tried over the kept draws, {moves['accepted']} accepted"
             + (f" ({100 * share:.1f}%)" if share is not None else "") + ".\n")
 

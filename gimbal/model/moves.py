@@ -40,14 +40,16 @@ from pymc.step_methods.compound import BlockedStep, Competence
 
 from .cameras import reprojection_error, triangulate_dlt, triangulation_candidates
 
-__all__ = ["ExplanationBlock", "explanation_blocks", "ExplanationMoves", "move_counts", "GROUP_SEPARATION_SD",
-           "CAMERA_BAND_SD"]
+__all__ = ["ExplanationBlock", "explanation_blocks", "ExplanationMoves", "move_counts", "DEFAULT_ROUNDS",
+           "GROUP_SEPARATION_SD", "CAMERA_BAND_SD"]
 
 # in pixel-noise standard deviations: two camera groups count as two explanations when each group's cameras put the
 # other's point this far off; a detection this far from the other cameras' point may be an inlier or an outlier
 # (the mixture's transition zone)
 GROUP_SEPARATION_SD = 5.0
 CAMERA_BAND_SD = (2.5, 15.0)
+# rounds of moves per iteration (ExplanationMoves)
+DEFAULT_ROUNDS = 16
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,8 @@ def _swap_blocks(mask, a, b, kind: str, max_frames: int) -> list[ExplanationBloc
     blocks = []
     for k in range(mask.shape[1]):
         for run in _runs(mask[:, k], max_frames):
-            blocks.append(ExplanationBlock(k, run, kind, diff[run, k] / dist[run, k, None], 0.5 * (a[run, k] + b[run, k])))
+            normal = diff[run, k] / dist[run, k, None]
+            blocks.append(ExplanationBlock(k, run, kind, normal, 0.5 * (a[run, k] + b[run, k])))
     return blocks
 
 
@@ -282,6 +285,130 @@ def _descendants(parents: np.ndarray, k: int) -> np.ndarray:
     return np.array(sorted(out))
 
 
+@dataclass(frozen=True)
+class _Packed:
+    """Blocks as flat arrays for the compiled round: block ``i`` covers rows ``offset[i]:offset[i + 1]`` of
+    ``frames``, ``normal`` and ``anchor``."""
+
+    offset: np.ndarray  # (n + 1,) int64
+    frames: np.ndarray  # (rows,) int64
+    normal: np.ndarray  # (rows, 3)
+    anchor: np.ndarray  # (rows, 3)
+    keypoint: np.ndarray  # (n,) int64
+    ray: np.ndarray  # (n,) bool: reflect about the parent's current position
+
+    @classmethod
+    def of(cls, blocks: list[ExplanationBlock]) -> "_Packed":
+        if not blocks:
+            return cls(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3)),
+                       np.zeros(0, np.int64), np.zeros(0, np.bool_))
+        offset = np.concatenate([[0], np.cumsum([b.frames.size for b in blocks])]).astype(np.int64)
+        return cls(offset, np.concatenate([b.frames for b in blocks]).astype(np.int64),
+                   np.concatenate([b.normal for b in blocks]).astype(float),
+                   np.concatenate([b.anchor for b in blocks]).astype(float),
+                   np.array([b.keypoint for b in blocks], np.int64), np.array([b.kind == "ray" for b in blocks]))
+
+
+@numba.njit(cache=True)
+def _propose(x, prop, idx, carry, offset, frames, normal, anchor, keypoint, ray, parents, below):
+    """Write each chosen block's reflection of ``x`` into ``prop`` (the moved keypoint, and with ``carry`` the ones
+    below it, shifted by the same vector)."""
+    K = x.shape[1]
+    for m in range(idx.size):
+        i = idx[m]
+        k = keypoint[i]
+        for row in range(offset[i], offset[i + 1]):
+            f = frames[row]
+            d = 0.0
+            for a in range(3):
+                base = x[f, parents[k], a] if ray[i] else anchor[row, a]
+                d += (x[f, k, a] - base) * normal[row, a]
+            for j in range(K):
+                if j == k or (carry[m] and below[k, j]):
+                    for a in range(3):
+                        prop[f, j, a] = x[f, j, a] - 2.0 * d * normal[row, a]
+
+
+@numba.njit(cache=True)
+def _rate(x, prop, idx, carry, decision, log_u, offset, frames, keypoint, below, log_obs, log_obs_p, emission,
+          emission_p, mode, A, init, log_init, beta, step_sigma, temporal, center, anchor_spread):
+    """Rate the chosen blocks (frame order, disjoint) one after the other and accept or reject each.
+
+    ``mode``: 2 the HMM (forward message carried past accepted moves, backward messages ``beta`` from the round's
+    start), 1 a mixture of states, 0 one state. ``decision[m]``: 1 accept, 0 reject, -1 Metropolis with ``log_u[m]``.
+    ``x``, ``emission`` and ``log_obs`` are updated in place for accepted moves. Returns the log ratios and the
+    number accepted.
+    """
+    T, K = x.shape[0], x.shape[1]
+    deltas = np.empty(idx.size)
+    accepted = 0
+    alpha = np.zeros(0)
+    done = 0
+    for m in range(idx.size):
+        i = idx[m]
+        k = keypoint[i]
+        first, last = frames[offset[i]], frames[offset[i + 1] - 1]
+        delta = 0.0
+        for t in range(first, last + 1):
+            delta += log_obs_p[t] - log_obs[t]
+        if temporal:
+            lo, hi = max(first - 1, 0), min(last + 1, T - 1)
+            total = 0.0
+            for j in range(K):
+                if not (j == k or (carry[m] and below[k, j])):
+                    continue
+                acc = 0.0
+                for t in range(lo, hi):
+                    for a in range(3):
+                        new = prop[t + 1, j, a] - prop[t, j, a]
+                        old = x[t + 1, j, a] - x[t, j, a]
+                        acc += new * new - old * old
+                total += acc / step_sigma[j] ** 2
+            delta -= 0.5 * total
+            if first == 0 and (k == 0 or (carry[m] and below[k, 0])):
+                acc = 0.0
+                for a in range(3):
+                    acc += (prop[0, 0, a] - center[a]) ** 2 - (x[0, 0, a] - center[a]) ** 2
+                delta -= 0.5 * acc / anchor_spread ** 2
+        if mode == 2:
+            alpha, _ = _advance(alpha, emission[done:first], A, init)
+            done = first
+            delta += _block_log_ratio(alpha, emission[first:last + 1], emission_p[first:last + 1], beta[last], A, init)
+        else:
+            S = emission.shape[1]
+            for t in range(first, last + 1):
+                if mode == 1:
+                    mp, mc = -np.inf, -np.inf
+                    for s in range(S):
+                        mp = max(mp, emission_p[t, s] + log_init[s])
+                        mc = max(mc, emission[t, s] + log_init[s])
+                    sp, sc = 0.0, 0.0
+                    for s in range(S):
+                        sp += math.exp(emission_p[t, s] + log_init[s] - mp)
+                        sc += math.exp(emission[t, s] + log_init[s] - mc)
+                    delta += mp + math.log(sp) - mc - math.log(sc)
+                else:
+                    delta += emission_p[t, 0] - emission[t, 0]
+        deltas[m] = delta
+        if decision[m] == 1:
+            accept = True
+        elif decision[m] == 0:
+            accept = False
+        else:
+            accept = np.isfinite(delta) and log_u[m] < delta
+        if accept:
+            accepted += 1
+            for t in range(first, last + 1):
+                for j in range(K):
+                    if j == k or (carry[m] and below[k, j]):
+                        for a in range(3):
+                            x[t, j, a] = prop[t, j, a]
+                for s in range(emission.shape[1]):
+                    emission[t, s] = emission_p[t, s]
+                log_obs[t] = log_obs_p[t]
+    return deltas, accepted
+
+
 class ExplanationMoves(BlockedStep):
     """A PyMC step method that tries :class:`ExplanationBlock` moves, in rounds, once per iteration.
 
@@ -292,7 +419,8 @@ class ExplanationMoves(BlockedStep):
     its moves are applied at once to evaluate the model's per-frame terms (observation log-likelihood and pose
     emissions depend on their own frame only), then each move, in frame order, is accepted or rejected with its
     exact log density ratio: the changed frames' terms, the temporal prior's steps into and out of the block, and
-    the HMM's marginal likelihood from the forward message before the block and the backward message after it.
+    the HMM's marginal likelihood from the forward message before the block and the backward message after it
+    (compiled: a round costs about one evaluation of the per-frame terms, however many moves it holds).
 
     Parameters
     ----------
@@ -302,7 +430,8 @@ class ExplanationMoves(BlockedStep):
     parents : (K,) array of int, optional
         The skeleton's parent of each keypoint (``-1`` for the root); default: the model's skeleton.
     rounds : int
-        Rounds per iteration (each costs one evaluation of the per-frame terms).
+        Rounds per iteration (each costs one evaluation of the per-frame terms). More rounds try more of the
+        blocks per iteration: a frame belongs to one block per round.
     model : pymc.Model
         A GIMBAL model from :func:`gimbal.model.build.build_model` with free positions ``x`` (centred root dynamics),
         directions integrated out, fixed scales.
@@ -311,8 +440,8 @@ class ExplanationMoves(BlockedStep):
     name = "explanation_moves"
     stats_dtypes_shapes = {"moves_tried": (np.int64, []), "moves_accepted": (np.int64, [])}
 
-    def __init__(self, vars=None, *, blocks: list[ExplanationBlock], parents=None, rounds: int = 4, model=None,
-                 rng=None, blocked=True):
+    def __init__(self, vars=None, *, blocks: list[ExplanationBlock], parents=None, rounds: int = DEFAULT_ROUNDS,
+                 model=None, rng=None, blocked=True):
         model = pm.modelcontext(model)
         config = model.gimbal_config
         if (config.freeze_latents is not None or config.root_dynamics != "centered" or config.directions != "marginal"
@@ -322,6 +451,7 @@ class ExplanationMoves(BlockedStep):
         if int(rounds) < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}.")
         self.blocks = list(blocks)
+        self.packed = _Packed.of(self.blocks)
         self.first = np.array([b.first for b in self.blocks], np.int64)
         self.last = np.array([b.last for b in self.blocks], np.int64)
         self.rounds = int(rounds)
@@ -329,17 +459,18 @@ class ExplanationMoves(BlockedStep):
         self.vars = [model.rvs_to_values[model["x"]]]
         self.var_names = ("x",)
         init = model.gimbal_init
-        self.parents = np.asarray(model.gimbal_skeleton.parents if parents is None else parents, int)
-        self.moved = {}
-        for k in range(self.parents.size):
-            self.moved[(k, False)], self.moved[(k, True)] = np.array([k]), _descendants(self.parents, k)
+        self.parents = np.asarray(model.gimbal_skeleton.parents if parents is None else parents, np.int64)
+        K = self.parents.size
+        self.below = np.zeros((K, K), np.bool_)  # below[k, j]: j is k or a descendant of k
+        for k in range(K):
+            self.below[k, _descendants(self.parents, k)] = True
         self.hmm = config.use_directional_hmm and config.n_states > 1
         self.mixture = (not config.use_directional_hmm) and config.n_states > 1
         states = init.pose_states
         S = states.n_states
         initial = np.full(S, 1.0 / S) if states.initial is None else states.initial
         self.log_init = np.log(np.maximum(initial, 1e-300))
-        self.temporal = config.temporal and init.positions.shape[0] > 1
+        self.temporal = bool(config.temporal and init.positions.shape[0] > 1)
         self.step_sigma = np.asarray(init.values["step_sigma"], float)
         self.anchor_spread = 10.0 * float(np.max(init.values["bone_length"], initial=1.0))
         self.center = np.asarray(init.center, float)
@@ -361,8 +492,8 @@ class ExplanationMoves(BlockedStep):
     def competence(var, has_grad):
         return Competence.INCOMPATIBLE
 
-    def _deal(self) -> list[list[tuple[ExplanationBlock, bool]]]:
-        """This iteration's rounds: blocks (in frame order) with their coins."""
+    def _deal(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This iteration's rounds: block indices in frame order and their coins."""
         if not self.blocks:
             return []
         order = self.rng.permutation(len(self.blocks))
@@ -371,109 +502,71 @@ class ExplanationMoves(BlockedStep):
         rounds = []
         for r in range(self.rounds):
             idx = np.flatnonzero(where == r)
-            idx = idx[np.argsort(self.first[idx], kind="stable")]
+            idx = idx[np.argsort(self.first[idx], kind="stable")].astype(np.int64)
             if idx.size:
-                rounds.append([(self.blocks[i], bool(coins[i])) for i in idx])
+                rounds.append((idx, coins[idx]))
         return rounds
 
-    def _apply(self, x: np.ndarray, block: ExplanationBlock, carry: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The block's reflection of ``x``: the moved keypoints and their new positions ``(L, moved, 3)``."""
-        f, k = block.frames, block.keypoint
-        p = x[f, k]  # (L, 3)
-        base = block.anchor if block.kind != "ray" else x[f, self.parents[k]]
-        shift = -2.0 * np.einsum("li,li->l", p - base, block.normal)[:, None] * block.normal  # (L, 3)
-        moved = self.moved[(k, carry)]
-        return moved, x[f][:, moved] + shift[:, None, :]
-
-    def _temporal_delta(self, x: np.ndarray, block: ExplanationBlock, moved: np.ndarray, new: np.ndarray) -> float:
-        if not self.temporal:
-            return 0.0
-        T = x.shape[0]
-        lo, hi = max(block.first - 1, 0), min(block.last + 1, T - 1)
-        seg_old = x[lo:hi + 1][:, moved]
-        seg_new = seg_old.copy()
-        seg_new[block.first - lo:block.last - lo + 1] = new
-        step = self.step_sigma[moved]
-        d_old = np.sum(np.diff(seg_old, axis=0) ** 2, axis=-1)
-        d_new = np.sum(np.diff(seg_new, axis=0) ** 2, axis=-1)
-        out = -0.5 * float(np.sum((d_new - d_old) / step ** 2))
-        if block.first == 0 and 0 in moved:
-            r = int(np.flatnonzero(moved == 0)[0])
-            out += -0.5 * (np.sum((new[0, r] - self.center) ** 2) - np.sum((x[0, 0] - self.center) ** 2)) / self.anchor_spread ** 2
-        return out
-
-    def _metropolis(self, delta: float) -> bool:
-        return bool(np.isfinite(delta) and np.log(self.rng.random()) < delta)
-
-    def _round(self, point, x, terms, chosen, log_trans, decide=None) -> int:
-        """One round: every move of ``chosen`` (frame order, disjoint) rated and accepted or rejected in turn.
+    def _round(self, point, x, terms, chosen, log_trans, decision=None, packed=None) -> tuple[int, np.ndarray]:
+        """One round: the blocks ``chosen = (indices, coins)`` (frame order, disjoint) rated and accepted or rejected
+        in turn.
 
         ``x`` and ``terms`` (emissions, per-frame observation log-likelihood at ``x``) are updated in place;
-        ``decide(log_ratio) -> bool`` accepts (default: Metropolis). Returns the number accepted.
+        ``decision`` (1 accept, 0 reject, -1 Metropolis; default all -1) forces choices. Returns the number accepted
+        and every move's log density ratio.
         """
-        decide = decide or self._metropolis
+        pk = self.packed if packed is None else packed
+        idx, carry = chosen
         emission, log_obs = terms
         prop = x.copy()
-        moves = []
-        for block, carry in chosen:
-            moved, new = self._apply(x, block, carry)
-            prop[np.ix_(block.frames, moved)] = new
-            moves.append((block, moved, new))
+        _propose(x, prop, idx, carry, pk.offset, pk.frames, pk.normal, pk.anchor, pk.keypoint, pk.ray, self.parents,
+                 self.below)
         outs = self._terms()({**point, "x": prop})
-        emission_p, log_obs_p = np.asarray(outs[0]), np.asarray(outs[1])
+        emission_p, log_obs_p = np.asarray(outs[0], float), np.asarray(outs[1], float)
         if self.hmm:
             A = np.exp(log_trans)
-            init = np.exp(self.log_init)
             beta = _backward_messages(emission, A)  # frames after a block are not changed before it is rated
-            alpha, done = np.zeros(0), 0  # the forward message after frames [0, done)
-        accepted = 0
-        for block, moved, new in moves:
-            f = block.frames
-            delta = float(np.sum(log_obs_p[f] - log_obs[f])) + self._temporal_delta(x, block, moved, new)
-            if self.hmm:
-                alpha, _ = _advance(alpha, emission[done:block.first], A, init)
-                done = block.first
-                delta += _block_log_ratio(alpha, emission[f], emission_p[f], beta[block.last], A, init)
-            elif self.mixture:
-                lse = lambda e: np.logaddexp.reduce(e + self.log_init[None], axis=1)  # noqa: E731
-                delta += float(np.sum(lse(emission_p[f]) - lse(emission[f])))
-            else:
-                delta += float(np.sum(emission_p[f, 0] - emission[f, 0]))
-            if decide(delta):
-                x[np.ix_(f, moved)] = new
-                emission[f] = emission_p[f]
-                log_obs[f] = log_obs_p[f]
-                accepted += 1
-        return accepted
+            mode = 2
+        else:
+            A, beta = np.ones((1, 1)), np.ones((1, 1))
+            mode = 1 if self.mixture else 0
+        decision = np.full(idx.size, -1, np.int64) if decision is None else np.asarray(decision, np.int64)
+        log_u = np.log(self.rng.random(idx.size))
+        deltas, accepted = _rate(x, prop, idx, carry, decision, log_u, pk.offset, pk.frames, pk.keypoint, self.below,
+                                 log_obs, log_obs_p, emission, emission_p, mode, A, np.exp(self.log_init),
+                                 self.log_init, beta, self.step_sigma, self.temporal, self.center,
+                                 self.anchor_spread)
+        return int(accepted), deltas
+
+    def _start(self, point):
+        x = np.array(point["x"], float)
+        outs = self._terms()(point)
+        terms = (np.array(outs[0], float), np.array(outs[1], float))
+        return x, terms, (np.asarray(outs[2]) if self.hmm else None)
 
     def log_ratio(self, point, block: ExplanationBlock, carry: bool) -> tuple[float, np.ndarray]:
         """The log density ratio of one move from ``point`` and the moved positions (what a round computes)."""
-        x = np.array(point["x"], float)
-        outs = self._terms()(point)
-        terms = (np.array(outs[0]), np.array(outs[1]))
-        log_trans = np.asarray(outs[2]) if self.hmm else None
-        rated = []
-        self._round(point, x, terms, [(block, carry)], log_trans, decide=lambda d: rated.append(d) or True)
-        return rated[0], x
+        x, terms, log_trans = self._start(point)
+        chosen = (np.zeros(1, np.int64), np.array([bool(carry)]))
+        _, deltas = self._round(point, x, terms, chosen, log_trans, decision=[1], packed=_Packed.of([block]))
+        return float(deltas[0]), x
 
     def step(self, point):
         rounds = self._deal()
         if not rounds:
             return point, [{"moves_tried": 0, "moves_accepted": 0}]
-        x = np.array(point["x"], float)
-        outs = self._terms()(point)
-        terms = (np.array(outs[0]), np.array(outs[1]))
-        log_trans = np.asarray(outs[2]) if self.hmm else None
-        accepted = sum(self._round(point, x, terms, chosen, log_trans) for chosen in rounds)
-        return {**point, "x": x}, [{"moves_tried": sum(len(c) for c in rounds), "moves_accepted": accepted}]
+        x, terms, log_trans = self._start(point)
+        accepted = sum(self._round(point, x, terms, chosen, log_trans)[0] for chosen in rounds)
+        return {**point, "x": x}, [{"moves_tried": sum(c[0].size for c in rounds), "moves_accepted": accepted}]
 
 
-def move_counts(trace, n_candidates: int) -> dict:
+def move_counts(trace, n_candidates: int, rounds: int = DEFAULT_ROUNDS) -> dict:
     """How often the moves were tried and accepted over the kept draws of every chain (``summary.json``'s ``moves``).
 
-    ``trace`` is a PyMC trace sampled with :class:`ExplanationMoves`; ``n_candidates`` the number of blocks.
+    ``trace`` is a PyMC trace sampled with :class:`ExplanationMoves`; ``n_candidates`` the number of blocks and
+    ``rounds`` the rounds per iteration they were dealt into.
     """
     stats = trace["sample_stats"]
     tried, accepted = int(stats["moves_tried"].sum()), int(stats["moves_accepted"].sum())
-    return {"candidate_runs": n_candidates, "tried": tried, "accepted": accepted,
+    return {"candidate_runs": n_candidates, "rounds": int(rounds), "tried": tried, "accepted": accepted,
             "acceptance": accepted / tried if tried else None}
