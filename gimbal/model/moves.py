@@ -470,6 +470,7 @@ class ExplanationMoves(BlockedStep):
         S = states.n_states
         initial = np.full(S, 1.0 / S) if states.initial is None else states.initial
         self.log_init = np.log(np.maximum(initial, 1e-300))
+        self.init = np.exp(self.log_init)
         self.temporal = bool(config.temporal and init.positions.shape[0] > 1)
         self.step_sigma = np.asarray(init.values["step_sigma"], float)
         self.anchor_spread = 10.0 * float(np.max(init.values["bone_length"], initial=1.0))
@@ -533,7 +534,7 @@ class ExplanationMoves(BlockedStep):
         decision = np.full(idx.size, -1, np.int64) if decision is None else np.asarray(decision, np.int64)
         log_u = np.log(self.rng.random(idx.size))
         deltas, accepted = _rate(x, prop, idx, carry, decision, log_u, pk.offset, pk.frames, pk.keypoint, self.below,
-                                 log_obs, log_obs_p, emission, emission_p, mode, A, np.exp(self.log_init),
+                                 log_obs, log_obs_p, emission, emission_p, mode, A, self.init,
                                  self.log_init, beta, self.step_sigma, self.temporal, self.center,
                                  self.anchor_spread)
         return int(accepted), deltas
