@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --sampler pymc: after every NUTS transition, Metropolis moves between each keypoint's "
                         "explanations where its detections disagree (two camera groups; one camera's detection as inlier "
                         "or outlier; one camera's ray), so chains do not stay in different explanations "
-                        "(gimbal.model.moves; 16 rounds per iteration; about 1.5x PyMC's sampling time)")
+                        "(gimbal.model.moves; about 1.5x PyMC's sampling time)")
     p.set_defaults(func=cmd_fit)
 
     prior = sub.add_parser("prior", help="train a pose prior on 3D data", description="Trained pose priors.")

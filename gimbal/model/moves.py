@@ -310,6 +310,12 @@ class _Packed:
 
 
 @numba.njit(cache=True)
+def _moves_along(below, k, j, carry):
+    """Whether a move of keypoint ``k`` moves keypoint ``j`` (itself, or one below it when ``carry``)."""
+    return j == k or (carry and below[k, j])
+
+
+@numba.njit(cache=True)
 def _propose(x, prop, idx, carry, offset, frames, normal, anchor, keypoint, ray, parents, below):
     """Write each chosen block's reflection of ``x`` into ``prop`` (the moved keypoint, and with ``carry`` the ones
     below it, shifted by the same vector)."""
@@ -324,7 +330,7 @@ def _propose(x, prop, idx, carry, offset, frames, normal, anchor, keypoint, ray,
                 base = x[f, parents[k], a] if ray[i] else anchor[row, a]
                 d += (x[f, k, a] - base) * normal[row, a]
             for j in range(K):
-                if j == k or (carry[m] and below[k, j]):
+                if _moves_along(below, k, j, carry[m]):
                     for a in range(3):
                         prop[f, j, a] = x[f, j, a] - 2.0 * d * normal[row, a]
 
@@ -355,7 +361,7 @@ def _rate(x, prop, idx, carry, decision, log_u, offset, frames, keypoint, below,
             lo, hi = max(first - 1, 0), min(last + 1, T - 1)
             total = 0.0
             for j in range(K):
-                if not (j == k or (carry[m] and below[k, j])):
+                if not _moves_along(below, k, j, carry[m]):
                     continue
                 acc = 0.0
                 for t in range(lo, hi):
@@ -365,7 +371,7 @@ def _rate(x, prop, idx, carry, decision, log_u, offset, frames, keypoint, below,
                         acc += new * new - old * old
                 total += acc / step_sigma[j] ** 2
             delta -= 0.5 * total
-            if first == 0 and (k == 0 or (carry[m] and below[k, 0])):
+            if first == 0 and _moves_along(below, k, 0, carry[m]):
                 acc = 0.0
                 for a in range(3):
                     acc += (prop[0, 0, a] - center[a]) ** 2 - (x[0, 0, a] - center[a]) ** 2
@@ -400,7 +406,7 @@ def _rate(x, prop, idx, carry, decision, log_u, offset, frames, keypoint, below,
             accepted += 1
             for t in range(first, last + 1):
                 for j in range(K):
-                    if j == k or (carry[m] and below[k, j]):
+                    if _moves_along(below, k, j, carry[m]):
                         for a in range(3):
                             x[t, j, a] = prop[t, j, a]
                 for s in range(emission.shape[1]):
@@ -452,8 +458,8 @@ class ExplanationMoves(BlockedStep):
             raise ValueError(f"rounds must be >= 1, got {rounds}.")
         self.blocks = list(blocks)
         self.packed = _Packed.of(self.blocks)
-        self.first = np.array([b.first for b in self.blocks], np.int64)
-        self.last = np.array([b.last for b in self.blocks], np.int64)
+        self.first = self.packed.frames[self.packed.offset[:-1]]
+        self.last = self.packed.frames[self.packed.offset[1:] - 1]
         self.rounds = int(rounds)
         self.model = model
         self.vars = [model.rvs_to_values[model["x"]]]
