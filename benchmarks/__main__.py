@@ -26,8 +26,11 @@ def main(argv=None) -> int:
                    help="ablation: run each variant in a child process and record it as timed out after this many seconds")
     p.add_argument("--states", type=positive_int, default=4,
                    help="prior-transfer, observation, gradient: pose states of the trained prior")
-    p.add_argument("--window", type=positive_int, default=200, help="windowed: kept frames per window")
-    p.add_argument("--overlap", type=int, default=10, help="windowed: extra frames sampled on each side")
+    p.add_argument("--window", type=positive_int, default=None,
+                   help="windowed: kept frames per window (default 200); observation: sample in windows of this many "
+                        "kept frames instead of the whole sequence")
+    p.add_argument("--overlap", type=int, default=10, help="windowed, observation with --window: extra frames sampled on "
+                                                          "each side")
     p.add_argument("--repeats", type=positive_int, default=1, help="scaling: repeats per T (medians are reported)")
     p.add_argument("--trace-on-disk", action="store_true",
                    help="sampling, observation: nutpie writes draws to a temporary zarr store instead of memory")
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
                         tune=1000 if args.tune is None else args.tune, draws=args.draws or 1000, seed=args.seed,
                         variants=args.variants.split(";") if args.variants else None, quick=args.quick,
                         maxdepth=args.maxdepth, target_accept=args.target_accept, trace_on_disk=args.trace_on_disk,
-                        moves=args.moves, sampler=args.sampler)
+                        moves=args.moves, sampler=args.sampler, window=args.window, overlap=args.overlap)
         return 0
 
     if args.which == "rhat-chance":
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
     if args.which == "windowed":
         for ds in args.dataset or ["rodent18_multistate"]:
             print(f"windowed benchmark on {ds}")
-            windowed.run(ds, T=lengths[0] if lengths else 1800, window=args.window, overlap=args.overlap,
+            windowed.run(ds, T=lengths[0] if lengths else 1800, window=args.window or 200, overlap=args.overlap,
                          chains=args.chains or 4, tune=1000 if args.tune is None else args.tune, draws=args.draws or 1000,
                          maxdepth=args.maxdepth, target_accept=args.target_accept, quick=args.quick)
         return 0

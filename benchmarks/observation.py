@@ -42,13 +42,15 @@ VARIANTS = {
 PRIOR_ROW = "+ trained prior"
 MOVES_ROW = " + moves (PyMC NUTS)"
 PYMC_ROW = " (PyMC NUTS)"
+WINDOW_ROW = ", windows of {} frames"
 
 
 def _rate_recovery(post, ds) -> float | None:
     """Correlation (logit scale) of the posterior-mean outlier rate per (camera, keypoint) with the simulated one."""
     if "logodds_inlier_ck" not in post:
         return None
-    est = 1.0 / (1.0 + np.exp(post["logodds_inlier_ck"].mean(("chain", "draw")).values))
+    logodds = post["logodds_inlier_ck"]  # windowed: averaged over the windows too
+    est = 1.0 / (1.0 + np.exp(logodds.mean([d for d in logodds.dims if d in ("chain", "draw", "window")]).values))
     true = ds["outlier_rate_true"].values
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
     return float(np.corrcoef(logit(est).ravel(), logit(true).ravel())[0, 1])
@@ -87,6 +89,48 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
     }
 
 
+def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, maxdepth, target_accept, trace_on_disk,
+            moves, sampler) -> dict:
+    """One variant's draws: the whole sequence, or windows of ``window`` frames; the trace, the sampling summary (every
+    latent), the moves' counts, the sampling time and the detections' noise the start estimated."""
+    import tempfile
+
+    import xarray as xr
+
+    from gimbal.diagnostics.sampling import sampling_summary
+    from gimbal.model.build import build_model
+    from gimbal.model.fitting import sample_model
+    from gimbal.model.moves import explanation_blocks, move_counts, sum_counts
+    from gimbal.model.windowed import sample_windowed
+
+    if window:
+        res = sample_windowed(ds, window=window, overlap=overlap, model_options=options, chains=chains, tune=tune,
+                              draws=draws, seed=seed, target_accept=target_accept, maxdepth=maxdepth, sampler=sampler,
+                              moves=moves, progress=True)
+        w = res.windows
+        counts = [m["moves"] for m in w] if moves else None
+        summary = {"divergences": sum(m["divergences"] for m in w),
+                   "max_rhat_all": max((m["max_rhat"] for m in w if m["max_rhat"] is not None), default=None),
+                   "max_rhat_all_var": max(w, key=lambda m: m["max_rhat"] or 0)["max_rhat_var"],
+                   "min_ess_bulk_all": min((m["min_ess_bulk"] for m in w if m["min_ess_bulk"] is not None), default=None),
+                   "min_ess_bulk_all_var": None}
+        return {"trace": xr.DataTree.from_dict({"posterior": res.posterior}), "summary": summary,
+                "moves": None if counts is None else sum_counts(counts),
+                "sample_s": sum(m["sample_s"] for m in w), "pixel_noise": float(np.median([m["pixel_noise"] for m in w])),
+                "windows": w}
+    model = build_model(ds, seed=seed, **options)
+    blocks = explanation_blocks(ds, pixel_noise=float(model.gimbal_init.values["obs_sigma"])) if moves else None
+    with tempfile.TemporaryDirectory(prefix="gimbal-obs-") as tmp:
+        fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False,
+                           maxdepth=maxdepth, target_accept=target_accept, save_warmup=False,
+                           trace_dir=Path(tmp) / "trace.zarr" if trace_on_disk and sampler == "nutpie" else None,
+                           float32_vars=("x",),  # read back into memory before the store is removed
+                           sampler=sampler, moves=blocks)
+    return {"trace": fit.trace, "summary": sampling_summary(fit.trace, ["x"]),
+            "moves": None if blocks is None else move_counts(fit.trace, len(blocks)), "sample_s": fit.sample_s,
+            "pixel_noise": float(model.gimbal_init.values["obs_sigma"])}
+
+
 def train_prior(n_states: int, seed: int = 0):
     """A pose prior fitted on the training recording's ground truth (another seed of the generator)."""
     from gimbal.datasets import load_dataset
@@ -101,21 +145,21 @@ def train_prior(n_states: int, seed: int = 0):
 
 def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         variants: list[str] | None = None, quick: bool = False, out: bool = True, maxdepth: int = 10,
-        target_accept: float = 0.8, trace_on_disk: bool = False, moves: bool = False, sampler: str = "nutpie") -> dict:
+        target_accept: float = 0.8, trace_on_disk: bool = False, moves: bool = False, sampler: str = "nutpie",
+        window: int | None = None, overlap: int = 10) -> dict:
     """Fit every variant on the first ``T`` frames; returns (and writes) the result.
 
     ``maxdepth``, ``target_accept`` and ``trace_on_disk`` are the sampler settings of the sampling benchmark (the
     T = 1800 rows there use maxdepth 5, target accept 0.7 and draws on disk on 2 CPUs). With ``moves`` each variant
     runs on PyMC's NUTS with the moves between explanations (:mod:`gimbal.model.moves`; draws in memory) and its row
     is labelled ``... + moves (PyMC NUTS)``; with ``sampler="pymc"`` alone, on PyMC's NUTS without them (``...
-    (PyMC NUTS)``, the control). The rows merge with those of the same settings.
+    (PyMC NUTS)``, the control). The rows merge with those of the same settings. With ``window`` the sequence is
+    sampled in overlapping windows (:func:`gimbal.model.windowed.sample_windowed`, ``overlap`` frames either side;
+    rows labelled ``..., windows of N frames``, written to ``..._window{N}.json``): every position's R-hat is that of
+    its own window's chains, divergences are summed and the globals' R-hat and ESS are the windows' worst.
     """
     sampler = "pymc" if moves else sampler
-    import tempfile
     from gimbal.datasets import load_dataset
-    from gimbal.diagnostics.sampling import sampling_summary
-    from gimbal.model.build import build_model
-    from gimbal.model.fitting import sample_model
     from gimbal.model.initialization import triangulate_sequence
     from gimbal.model.support import unconverged_support
     from arviz_stats import rhat
@@ -142,22 +186,14 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     for label, options in chosen.items():
         options = {**options, "prior": prior} if options.get("prior") else options
         label = f"{label}{MOVES_ROW}" if moves else (f"{label}{PYMC_ROW}" if sampler == "pymc" else label)
+        label = f"{label}{WINDOW_ROW.format(window)}" if window else label
         t0 = time.perf_counter()
-        model = build_model(ds, seed=seed, **options)
-        blocks = None
-        if moves:
-            from gimbal.model.moves import explanation_blocks, move_counts
-
-            blocks = explanation_blocks(ds, pixel_noise=float(model.gimbal_init.values["obs_sigma"]))
-        with tempfile.TemporaryDirectory(prefix="gimbal-obs-") as tmp:
-            fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False,
-                               maxdepth=maxdepth, target_accept=target_accept, save_warmup=False,
-                               trace_dir=Path(tmp) / "trace.zarr" if trace_on_disk and sampler == "nutpie" else None,
-                               float32_vars=("x",),  # read back into memory before the store is removed
-                               sampler=sampler, moves=blocks)
-        post = fit.trace.posterior
+        sampled = _sample(ds, options, window=window, overlap=overlap, chains=chains, tune=tune, draws=draws,
+                          seed=seed, maxdepth=maxdepth, target_accept=target_accept, trace_on_disk=trace_on_disk,
+                          moves=moves, sampler=sampler)
+        trace, summary = sampled["trace"], sampled["summary"]
+        post = trace.posterior
         x = post["x"].mean(dim=("chain", "draw")).values
-        summary = sampling_summary(fit.trace, ["x"])
         r = rhat(post["x"]).values if chains > 1 else None
         rows[label] = {
             "options": {k: (v if k != "prior" else (v.source if v is not None else None)) for k, v in options.items()},
@@ -171,16 +207,20 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "fraction_x_rhat_above_1.01": float(np.mean(r > 1.01)) if r is not None else None,
             "x_rhat_above_1.01": _unconverged(post, r, ds, wrong, baseline) if r is not None else None,
             "unconverged_by_support": None if r is None else unconverged_support(
-                fit.trace, ds, float(model.gimbal_init.values["obs_sigma"]), rhat_x=r).to_json(),
+                trace, ds, sampled["pixel_noise"], rhat_x=r).to_json(),
             "outlier_rate_correlation": _rate_recovery(post, ds),
-            "moves": None if blocks is None else move_counts(fit.trace, len(blocks)),
-            "sample_s": round(fit.sample_s, 1),
+            "moves": sampled["moves"],
+            "windows": sampled.get("windows"),
+            "sample_s": round(sampled["sample_s"], 1),
             "wall_s": round(time.perf_counter() - t0, 1),
         }
         print(label, {k: v for k, v in rows[label].items() if k != "options"}, flush=True)
     settings = {"T": int(T), "chains": chains, "tune": tune, "draws": draws, "maxdepth": maxdepth,
                 "target_accept": target_accept, "trace_on_disk": trace_on_disk, "n_states": n_states, "seed": seed}
+    if window:
+        settings.update(window=int(window), overlap=int(overlap))
     name = "observation_models" + ("_quick" if quick else ("" if T == 100 else f"_T{T}"))
+    name += f"_window{window}" if window else ""
     earlier = earlier_rows(name, settings) if variants and out else None
     if earlier is not None:  # a run of some variants keeps the others' rows measured with the same settings
         rows = {**earlier, **rows}

@@ -90,11 +90,10 @@ def cmd_fit(args) -> int:
     from .settings import SamplerSettings
 
     settings = SamplerSettings.from_args(args)  # every sampler option validated before any work
-    if args.moves and (settings.sampler != "pymc" or args.window):
+    if args.moves and settings.sampler != "pymc":
         from .errors import UsageError
 
-        raise UsageError("--moves runs inside PyMC's compound sampler over the whole recording: add --sampler pymc "
-                         "(nutpie runs NUTS alone) and drop --window.")
+        raise UsageError("--moves runs inside PyMC's compound sampler: add --sampler pymc (nutpie runs NUTS alone).")
     label = Path(args.dataset).stem if Path(args.dataset).suffix == ".nc" else args.dataset
     out = Path(args.out) if args.out else Path("tests") / "pipeline" / "fits" / label
     summary_path, trace_path = out / "summary.json", out / "trace.nc"
@@ -215,19 +214,23 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     from .datasets import save_dataset
     from .diagnostics.io import collect_environment, write_json
     from .model.fitting import position_errors
+    from .model.moves import sum_counts
     from .model.windowed import sample_windowed, window_bounds
 
     from .errors import UsageError
 
-    if args.sampler != "nutpie" or args.backend != "numba":
-        raise UsageError("--window runs nutpie with the numba backend; drop --sampler/--backend or --window.")
+    if args.backend != "numba":
+        raise UsageError("--window runs on the numba backend; drop --backend or --window.")
     if args.draws_on_disk:
         raise UsageError("--draws-on-disk is for full-sequence fits; windows are small enough to sample in memory.")
     n = len(window_bounds(ds.sizes["frame"], args.window, args.overlap))
-    print(f"[2/4] windowed inference: {n} windows of {args.window} frames (+{args.overlap} on each side)")
+    with_moves = " + moves between explanations" if args.moves else ""
+    print(f"[2/4] windowed inference: {n} windows of {args.window} frames (+{args.overlap} on each side), "
+          f"{args.sampler}{with_moves}")
     res = sample_windowed(ds, window=args.window, overlap=args.overlap, model_options=model_options, chains=args.chains,
                           tune=args.tune, draws=args.draws, seed=args.seed, target_accept=args.target_accept,
-                          adaptation=args.adaptation, maxdepth=args.maxdepth, progress=not args.quiet)
+                          adaptation=args.adaptation, maxdepth=args.maxdepth, sampler=args.sampler,
+                          moves=args.moves, progress=not args.quiet)
     print("[3/4] windows done")
     tree = xr.DataTree.from_dict({"posterior": res.posterior})
     errors = position_errors(tree, ds)
@@ -241,7 +244,9 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
         "dataset": {"name": label, "T": ds.sizes["frame"], "C": ds.sizes["camera"], "K": ds.sizes["keypoint"]},
         "model": {**model_options, "prior": getattr(model_options.get("prior"), "source", None)},  # JSON: the prior's source
         "windowed": {"window": args.window, "overlap": args.overlap, "windows": res.windows, "wall_s": res.wall_s},
-        "sampler": {k: getattr(args, k) for k in ("chains", "tune", "draws", "seed", "target_accept", "adaptation", "maxdepth")},
+        "moves": sum_counts([w["moves"] for w in res.windows]) if args.moves else None,
+        "sampler": {k: getattr(args, k) for k in ("sampler", "chains", "tune", "draws", "seed", "target_accept",
+                                                  "adaptation", "maxdepth", "moves")},
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
         "environment": collect_environment(),
@@ -468,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --sampler pymc: after every NUTS transition, Metropolis moves between each keypoint's "
                         "explanations where its detections disagree (two camera groups; one camera's detection as inlier "
                         "or outlier; one camera's ray), so chains do not stay in different explanations "
-                        "(gimbal.model.moves; about 1.5x PyMC's sampling time)")
+                        "(gimbal.model.moves; about 1.5x PyMC's sampling time; with --window, in each window)")
     p.set_defaults(func=cmd_fit)
 
     prior = sub.add_parser("prior", help="train a pose prior on 3D data", description="Trained pose priors.")

@@ -146,3 +146,14 @@ def test_cli_fit_with_moves_between_explanations(tmp_path):
     moves = json.loads((out / "summary.json").read_text())["moves"]
     assert moves["candidate_runs"] > 0 and moves["tried"] > 0 and 0 < moves["accepted"] <= moves["tried"]
     assert moves["rounds"] == DEFAULT_ROUNDS
+    windowed = subprocess.run(cmd + ["--moves", "--sampler", "pymc", "--window", "8", "--overlap", "2", "--overwrite"],
+                              capture_output=True, text=True, timeout=600)
+    assert windowed.returncode == 0, windowed.stderr
+    assert "pymc + moves between explanations" in windowed.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sampler"]["sampler"] == "pymc" and summary["sampler"]["moves"] is True
+    per_window = [w["moves"] for w in summary["windowed"]["windows"]]
+    assert len(per_window) == 2 and all(m["candidate_runs"] > 0 and m["tried"] > 0 for m in per_window)
+    assert all(0 <= m["accepted"] <= m["tried"] and m["rounds"] == DEFAULT_ROUNDS for m in per_window)
+    assert summary["moves"]["tried"] == sum(m["tried"] for m in per_window)
+    assert summary["moves"]["accepted"] == sum(m["accepted"] for m in per_window)

@@ -341,13 +341,13 @@ def _errors(m):
     return {"mean": m, "median": m / 2, "p90": 2 * m, "n": 10}
 
 
-def _write_observation_result(project, name: str, T: int, rows: dict) -> None:
+def _write_observation_result(project, name: str, T: int, rows: dict, **settings) -> None:
     """A ``python -m benchmarks observation`` JSON with a triangulation row and ``rows``, under ``project``."""
     results = project / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": "observation_models", "dataset": "rodent18_realistic", "train": "rodent18_realistic_train",
                "T": T, "chains": 4, "tune": 1000, "draws": 1000, "n_states": 4, "heading": ["SpineM", "SpineF"],
-               "seed": 0, "quick": False, "machine": {"platform": "test", "cpu_count": 2},
+               "seed": 0, "quick": False, "machine": {"platform": "test", "cpu_count": 2}, **settings,
                "rows": {"triangulation": {"errors": _errors(5.0), "errors_wrong_in_3_cameras": _errors(9.0)}, **rows}}
     (results / f"{name}.json").write_text(json.dumps(payload), encoding="utf-8")
 
@@ -391,3 +391,18 @@ def test_ablation_page_says_where_unconverged_positions_sit(tmp_path):
     assert ("1.02 mm apart at the median and up to 29.3 mm; pattern of each pair's least converged coordinate: "
             "separate_modes 1, slow_mixing 2.") in page
     assert "posterior mean 4.2 mm, triangulation 14.7 mm" in page
+
+
+def test_ablation_page_says_a_row_was_sampled_in_windows(tmp_path):
+    """`--window`: the section says the positions' R-hat is their own window's; a cell without a variable is bare."""
+    from gimbal.divergence.book import _ablation_page
+
+    row = {"errors": _errors(2.0), "errors_wrong_in_3_cameras": _errors(3.0), "divergences": 0, "max_rhat_all": 1.02,
+           "max_rhat_variable": "x", "min_ess_bulk_all": 95.0, "min_ess_bulk_variable": None,
+           "fraction_x_rhat_above_1.01": 0.0001, "wall_s": 2000.0}
+    _write_observation_result(tmp_path, "observation_models_T1800_window200", 1800, {"default, windows of 200 frames": row},
+                              window=200, overlap=10)
+    page = _ablation_page(tmp_path)
+    assert "## Observation models on `rodent18_realistic`, T=1800, in windows of 200 frames\n" in page
+    assert "200 kept frames each, 10 more sampled on either side" in page
+    assert "| 1.02 (x) | 95 | 0.0% |" in page

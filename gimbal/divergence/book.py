@@ -411,6 +411,13 @@ def _support_cell(row: dict) -> str:
     return f"{support['unconverged_weakly_supported']} of {support['unconverged']}"
 
 
+def _value_of(value, digits: int, variable: str | None) -> str:
+    """A table cell: the value and, where recorded, the variable it belongs to; blank without a value."""
+    if value is None:
+        return ""
+    return fmt(value, digits) + (f" ({variable})" if variable else "")
+
+
 def _observation_models_section(data: dict) -> str:
     """``benchmarks/results/observation_models*.json``: observation-model choices against a simulated real detector."""
     def errs(e):
@@ -423,14 +430,19 @@ def _observation_models_section(data: dict) -> str:
         ratio = f"{fmt(r['errors']['mean'] / tri['mean'], 2)} / {fmt(r['errors']['p90'] / tri['p90'], 2)}"
         rows.append([
             name, errs(r["errors"]), ratio, errs(r["errors_wrong_in_3_cameras"]), r.get("divergences", ""),
-            f"{fmt(r['max_rhat_all'], 4)} ({r.get('max_rhat_variable')})" if r.get("max_rhat_all") is not None else "",
-            f"{fmt(r['min_ess_bulk_all'], 3)} ({r.get('min_ess_bulk_variable')})" if r.get("min_ess_bulk_all") is not None else "",
+            _value_of(r.get("max_rhat_all"), 4, r.get("max_rhat_variable")),
+            _value_of(r.get("min_ess_bulk_all"), 3, r.get("min_ess_bulk_variable")),
             f"{100 * frac:.1f}%" if frac is not None else "", _support_cell(r),
             fmt(r.get("outlier_rate_correlation"), 2) if r.get("outlier_rate_correlation") is not None else "",
             r.get("wall_s", ""),
         ])
     return "\n".join([
-        f"## Observation models on `{data['dataset']}`, T={data['T']}{' (quick)' if data.get('quick') else ''}\n",
+        f"## Observation models on `{data['dataset']}`, T={data['T']}{' (quick)' if data.get('quick') else ''}"
+        + (f", in windows of {data['window']} frames\n" if data.get("window") else "\n"),
+        *([f"Sampled in overlapping windows (`gimbal.model.windowed`): {data['window']} kept frames each, "
+           f"{data['overlap']} more sampled on either side; the globals are estimated per window, every position's "
+           "R-hat and ESS are those of its own window's chains, divergences are summed over the windows and the "
+           "globals' R-hat and ESS are the windows' worst.\n"] if data.get("window") else []),
         "A simulated real detector (`gimbal.datasets.detector_errors`): outlier rates per (camera, keypoint) from 5% to "
         "95% in runs of frames, confident left/right swaps, systematic offsets, scores that overlap between good and "
         "bad detections; the animal turns about the vertical. Each row reconstructs the same frames: robust "

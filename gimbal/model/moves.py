@@ -40,8 +40,8 @@ from pymc.step_methods.compound import BlockedStep, Competence
 
 from .cameras import reprojection_error, triangulate_dlt, triangulation_candidates
 
-__all__ = ["ExplanationBlock", "explanation_blocks", "ExplanationMoves", "move_counts", "DEFAULT_ROUNDS",
-           "GROUP_SEPARATION_SD", "CAMERA_BAND_SD"]
+__all__ = ["ExplanationBlock", "explanation_blocks", "ExplanationMoves", "move_counts", "sum_counts",
+           "DEFAULT_ROUNDS", "GROUP_SEPARATION_SD", "CAMERA_BAND_SD"]
 
 # in pixel-noise standard deviations: two camera groups count as two explanations when each group's cameras put the
 # other's point this far off; a detection this far from the other cameras' point may be an inlier or an outlier
@@ -577,3 +577,10 @@ def move_counts(trace, n_candidates: int, rounds: int = DEFAULT_ROUNDS) -> dict:
     tried, accepted = int(stats["moves_tried"].sum()), int(stats["moves_accepted"].sum())
     return {"candidate_runs": n_candidates, "rounds": int(rounds), "tried": tried, "accepted": accepted,
             "acceptance": accepted / tried if tried else None}
+
+
+def sum_counts(counts: list[dict]) -> dict:
+    """:func:`move_counts` of several runs (the windows of a windowed fit) added up."""
+    tried, accepted = sum(c["tried"] for c in counts), sum(c["accepted"] for c in counts)
+    return {"candidate_runs": sum(c["candidate_runs"] for c in counts), "rounds": max(c["rounds"] for c in counts),
+            "tried": tried, "accepted": accepted, "acceptance": accepted / tried if tried else None}

@@ -6,6 +6,9 @@ Windows of a few hundred frames keep every run small. Each window is extended by
 ``overlap`` frames on both sides so that its kept core frames see the temporal
 prior from both directions; the margins are sampled and discarded.
 
+With ``sampler="pymc"`` and ``moves=True`` each window runs PyMC's NUTS with the Metropolis moves between
+explanations (:mod:`gimbal.model.moves`), their candidates found in the window's own detections.
+
 The approximation: global parameters (bone lengths, noise, outlier odds, HMM
 transitions) are estimated per window instead of jointly; with a few hundred
 frames per window each of them is already tightly identified. Windows are
@@ -68,14 +71,21 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
     from .initialization import check_initial_point
     from .fitting import latent_names, sample_model
     from .build import build_model
+    from .moves import move_counts
 
     start, stop, keep_start, keep_stop = bounds
     part = dataset.isel(frame=slice(start, stop))
     t0 = time.perf_counter()
     # the up-front validation compiles three extra functions per window; run it only to explain a failed start
     model = build_model(part, seed=seed, validate=False, **model_options)
+    sampler_options = dict(sampler_options)
+    blocks = None
+    if sampler_options.pop("moves", False):  # candidates from this window's own detections
+        from .moves import explanation_blocks
+
+        blocks = explanation_blocks(part, pixel_noise=float(model.gimbal_init.values["obs_sigma"]))
     try:
-        fit = sample_model(model, seed=seed, progress=False, save_warmup=False, **sampler_options)
+        fit = sample_model(model, seed=seed, progress=False, save_warmup=False, moves=blocks, **sampler_options)
     except (ValueError, ImportError):  # bad options: their message already names the fix
         raise
     except Exception as err:
@@ -96,6 +106,7 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
         "min_ess_tail": summary["min_ess_tail_selected"], "mean_grad_evals_per_draw": summary["mean_grad_evals_per_draw"],
         "min_ebfmi": summary["min_ebfmi"],
         "pixel_noise": float(model.gimbal_init.values["obs_sigma"]),  # the start's estimate of the detections' noise
+        "moves": None if blocks is None else move_counts(fit.trace, len(blocks)),
     }
     return {"info": info, "posterior": kept.drop_vars("frame", errors="ignore")}
 
@@ -113,6 +124,8 @@ def sample_windowed(
     target_accept: float = 0.8,
     adaptation: str = "diag",
     maxdepth: int = 10,
+    sampler: str = "nutpie",
+    moves: bool = False,
     client=None,
     progress: bool = True,
 ) -> WindowedResult:
@@ -126,8 +139,11 @@ def sample_windowed(
         Kept frames per window, and extra frames sampled on each side of it.
     model_options : dict, optional
         Passed to :func:`gimbal.model.build.build_model` (e.g. ``{"use_mixture": False}``).
-    chains, tune, draws, seed, target_accept, adaptation, maxdepth :
+    chains, tune, draws, seed, target_accept, adaptation, maxdepth, sampler :
         Passed to :func:`gimbal.model.fitting.sample_model` (window ``i`` uses ``seed + i``).
+    moves : bool
+        With ``sampler="pymc"``: Metropolis moves between each keypoint's explanations next to NUTS
+        (:mod:`gimbal.model.moves`), their candidates found in each window's own detections.
     client : distributed.Client, optional
         Run the windows as Dask tasks (on a cluster: one window per worker).
         Without it the windows run one after another in this process.
@@ -140,10 +156,13 @@ def sample_windowed(
         ``posterior`` holds every per-frame variable over all ``T`` frames
         (float32) and every global variable with a leading ``window`` dimension.
     """
+    if moves and sampler != "pymc":
+        raise ValueError("moves run inside PyMC's compound sampler: use them with sampler='pymc' (nutpie runs NUTS "
+                         "alone).")
     bounds = window_bounds(dataset.sizes["frame"], window, overlap)
     model_options = dict(model_options or {})
     sampler_options = {"chains": chains, "tune": tune, "draws": draws, "target_accept": target_accept,
-                       "adaptation": adaptation, "maxdepth": maxdepth}
+                       "adaptation": adaptation, "maxdepth": maxdepth, "sampler": sampler, "moves": bool(moves)}
     t0 = time.perf_counter()
     if client is not None:
         futures = [client.submit(_fit_window, dataset, b, model_options, sampler_options, seed + i, pure=False)
