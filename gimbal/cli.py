@@ -148,7 +148,7 @@ def cmd_fit(args) -> int:
     }
     write_json(summary_path, payload)
     print(f"[4/4] wrote {trace_path} and {summary_path}\n")
-    _print_fit_summary(summary, errors, result)
+    _print_fit_summary(summary, errors, result, payload["moves"])
     if support:
         print(f"\n  positions: {support.text()}")
     return 0
@@ -258,6 +258,8 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     print(f"  divergences {sum(w['divergences'] for w in res.windows)}, worst max R-hat {_fmt(worst['max_rhat'], '.3f')} "
           f"(frames {worst['keep_start']}-{worst['keep_stop'] - 1}), min bulk ESS "
           f"{_fmt(min(w['min_ess_bulk'] for w in res.windows), '.0f')}, {res.wall_s:.0f} s")
+    if payload["moves"]:
+        print(f"  moves between explanations: {_moves_line(payload['moves'])}")
     if errors and "posterior_mean" in errors:
         print(f"  3D error median: posterior mean {errors['posterior_mean']['median']:.3f} vs robust triangulation "
               f"{errors['triangulation']['median']:.3f} {errors['units']}")
@@ -404,7 +406,14 @@ def _fmt(v, spec=".3g"):
     return "n/a" if v is None else format(v, spec)
 
 
-def _print_fit_summary(s: dict, errors: dict | None, result) -> None:
+def _moves_line(moves: dict) -> str:
+    """How often the moves between explanations were tried and taken (``summary.json``'s ``moves``)."""
+    share = f" ({100 * moves['acceptance']:.1f}%)" if moves.get("acceptance") is not None else ""
+    return (f"{moves['tried']} tried over the kept draws, {moves['accepted']} accepted{share}; "
+            f"{moves['candidate_runs']} candidate runs, {moves['rounds']} rounds per iteration")
+
+
+def _print_fit_summary(s: dict, errors: dict | None, result, moves: dict | None = None) -> None:
     rows = [
         ("divergences", f"{s['divergences']} / {s['total_draws']} ({100 * s['divergence_fraction']:.1f}%)"),
         ("max R-hat (all variables)", f"{_fmt(s.get('max_rhat_all'), '.3f')}  [{s.get('max_rhat_all_var')}]"),
@@ -416,6 +425,8 @@ def _print_fit_summary(s: dict, errors: dict | None, result) -> None:
         ("mean step size", _fmt(s.get("mean_step_size"), ".3g")),
         ("compile / sample time", f"{result.compile_s:.1f} s / {result.sample_s:.1f} s"),
     ]
+    if moves:
+        rows.append(("moves between explanations", _moves_line(moves)))
     if errors and "posterior_mean" in errors:
         u = errors["units"]
         rows.append(("3D error, posterior mean", f"median {errors['posterior_mean']['median']:.3f} {u}, p90 {errors['posterior_mean']['p90']:.3f}"))

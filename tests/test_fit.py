@@ -146,6 +146,7 @@ def test_cli_fit_with_moves_between_explanations(tmp_path):
     moves = json.loads((out / "summary.json").read_text())["moves"]
     assert moves["candidate_runs"] > 0 and moves["tried"] > 0 and 0 < moves["accepted"] <= moves["tried"]
     assert moves["rounds"] == DEFAULT_ROUNDS
+    assert f"{moves['tried']} tried over the kept draws, {moves['accepted']} accepted" in done.stdout
     windowed = subprocess.run(cmd + ["--moves", "--sampler", "pymc", "--window", "8", "--overlap", "2", "--overwrite"],
                               capture_output=True, text=True, timeout=600)
     assert windowed.returncode == 0, windowed.stderr
@@ -157,3 +158,4 @@ def test_cli_fit_with_moves_between_explanations(tmp_path):
     assert all(0 <= m["accepted"] <= m["tried"] and m["rounds"] == DEFAULT_ROUNDS for m in per_window)
     assert summary["moves"]["tried"] == sum(m["tried"] for m in per_window)
     assert summary["moves"]["accepted"] == sum(m["accepted"] for m in per_window)
+    assert f"moves between explanations: {summary['moves']['tried']} tried" in windowed.stdout
