@@ -132,6 +132,7 @@ def cmd_fit(args) -> int:
                                max_treedepth=settings.maxdepth, wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
     support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]))
+    stranded = _stranded(result.trace)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
     save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)
     payload = {
@@ -144,6 +145,7 @@ def cmd_fit(args) -> int:
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
+        "stranded_chains": stranded,
         "environment": collect_environment(),
     }
     write_json(summary_path, payload)
@@ -151,7 +153,34 @@ def cmd_fit(args) -> int:
     _print_fit_summary(summary, errors, result, payload["moves"])
     if support:
         print(f"\n  positions: {support.text()}")
+    if stranded and stranded["chains"]:
+        print(f"\n  chains: {stranded['text']}")
     return 0
+
+
+def _stranded(trace) -> dict | None:
+    """Chains left in a region of lower log density (:func:`gimbal.diagnostics.stranded_chains`), with the positions'
+    worst R-hat and count above 1.01 over the other chains; None without the log density or with one chain."""
+    import numpy as np
+
+    from .diagnostics import stranded_chains
+
+    found = stranded_chains(trace)
+    if found is None:
+        return None
+    out = {**found.to_json(), "text": found.text()}
+    post = trace["posterior"]
+    rest = [c for c in range(post.sizes["chain"]) if c not in found.chains]
+    if found.chains and len(rest) >= 2 and "x" in post:
+        from arviz_stats import rhat
+
+        r = rhat(post["x"].isel(chain=rest)).values
+        out["without_them"] = {"chains": rest, "max_rhat_x": float(np.nanmax(r)),
+                               "positions_rhat_above_1.01": int((np.nanmax(r, axis=-1) > 1.01).sum())}
+        out["text"] += (f" Without {'it' if len(found.chains) == 1 else 'them'}, the positions' max R-hat is "
+                        f"{out['without_them']['max_rhat_x']:.3f} ({out['without_them']['positions_rhat_above_1.01']} "
+                        "positions above 1.01).")
+    return out
 
 
 def _unconverged_support(trace, ds, pixel_noise: float):

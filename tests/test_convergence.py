@@ -124,3 +124,35 @@ def test_chains_in_separate_modes_are_never_read_as_too_few_draws():
                 "patterns": {"separate_modes": 5}, "where": {"frame": [3]}}
     v = rule_convergence(summary, {"verdict": "chains_in_different_modes", "threshold": 3}, localization=loc)
     assert v.code == "chains_in_different_modes" and "of 'u'" in v.interpretation and "frame 3" in v.interpretation
+
+
+def _with_lp(lp: np.ndarray, name: str = "logp") -> xr.DataTree:
+    post = xr.Dataset({"mu": (("chain", "draw"), np.zeros_like(lp))})
+    return xr.DataTree.from_dict({"posterior": post, "sample_stats": xr.Dataset({name: (("chain", "draw"), lp)})})
+
+
+def test_a_chain_left_in_a_lower_density_region_is_named():
+    """One chain's log density 6 within-chain sds below the others' for the whole run: stranded; the others not."""
+    from gimbal.diagnostics import stranded_chains
+
+    rng = np.random.default_rng(3)
+    lp = rng.normal(-35200.0, 50.0, (4, 1000))
+    lp[2] -= 300.0
+    found = stranded_chains(_with_lp(lp))
+    assert found.chains == [2]
+    assert found.gap_sd[2] == pytest.approx(6.0, abs=0.3) and max(found.gap_sd[c] for c in (0, 1, 3)) < 0.3
+    assert "chain 2 (mean log density" in found.text() and "another seed" in found.text()
+    assert found.to_json()["chains"] == [2]
+    # PyMC names it "lp"; chains that only wander (AR(1), one mode) are not stranded
+    slow = -35200.0 + 50.0 * _ar1(rng, 0.9, (4, 1000))
+    assert stranded_chains(_with_lp(slow, "lp")).chains == []
+
+
+def test_stranded_chains_need_two_chains_and_the_log_density():
+    from gimbal.diagnostics import stranded_chains
+
+    assert stranded_chains(_with_lp(np.zeros((1, 50)) - 3.0)) is None
+    no_lp = xr.DataTree.from_dict({"posterior": xr.Dataset({"mu": (("chain", "draw"), np.zeros((2, 5)))}),
+                                   "sample_stats": xr.Dataset({"diverging": (("chain", "draw"), np.zeros((2, 5)))})})
+    assert stranded_chains(no_lp) is None
+    assert stranded_chains(xr.DataTree.from_dict({"posterior": no_lp["posterior"].to_dataset()})) is None

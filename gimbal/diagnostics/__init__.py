@@ -11,7 +11,7 @@ from .checks import (
     perturbation_check,
     safe_point_logps,
 )
-from .convergence import convergence_localization
+from .convergence import StrandedChains, convergence_localization, stranded_chains
 from .diagnose import Diagnosis, diagnose, write_diagnosis
 from .funnel import Funnel, funnel_check
 from .io import collect_environment, save_text, write_json
@@ -36,6 +36,8 @@ __all__ = [
     "multimodality_check",
     "divergence_localization",
     "convergence_localization",
+    "stranded_chains",
+    "StrandedChains",
     "diagnose",
     "Diagnosis",
     "write_diagnosis",

@@ -27,11 +27,39 @@ import xarray as xr
 from .sampling import _group, _vectorized, without_numbagg
 
 __all__ = ["ElementDiagnosis", "VariableConvergence", "PATTERNS", "MODE_SEPARATION", "SPREAD_RATIO",
-           "element_diagnostics", "classify_element", "convergence_localization", "localize_flagged"]
+           "element_diagnostics", "classify_element", "convergence_localization", "localize_flagged",
+           "StrandedChains", "stranded_chains", "STRANDED_GAP"]
 
 PATTERNS = ("separate_modes", "switching_chains", "slow_mixing", "within_chance")
 MODE_SEPARATION = 3.0  # chain means this many pooled within-chain sds apart: separate modes
 SPREAD_RATIO = 2.0  # largest / smallest within-chain sd above this: some chains switch, others stay
+STRANDED_GAP = 3.0  # a chain's mean log density this many pooled within-chain sds below the highest chain's
+
+
+@dataclass(frozen=True)
+class StrandedChains:
+    """Chains whose log density stays below the others' for the whole run (:func:`stranded_chains`)."""
+
+    chains: list  # indices of the stranded chains
+    mean_lp: list  # every chain's mean log density over its kept draws
+    sd_lp: list  # every chain's within-chain sd of the log density
+    gap_sd: list  # every chain's distance below the highest chain's mean, in pooled within-chain sds
+
+    def text(self) -> str:
+        """What it means and what to do, in a few sentences."""
+        best = int(np.argmax(self.mean_lp))
+        parts = [f"chain {c} (mean log density {self.mean_lp[best] - self.mean_lp[c]:.4g} below chain {best}'s, "
+                 f"{self.gap_sd[c]:.1f} within-chain sds)" for c in self.chains]
+        one = len(parts) == 1
+        return ("; ".join(parts) + (" keeps" if one else " keep") + " a lower log density than the other chains for "
+                "the whole run: " + ("it" if one else "they") + " settled during warm-up in another region (a local "
+                "mode) and did not leave it, so every variable that differs between the regions looks unconverged. "
+                "Compare the chains' means of the global variables. A lower log density throughout suggests a minor "
+                "mode, but density is not mass: re-run with another seed rather than dropping the chain, and report "
+                "both regions if it recurs.")
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -219,3 +247,42 @@ def localize_flagged(trace, summary: dict, rhat_chance: dict | None = None, rhat
     judged = rhat_chance and rhat_chance.get("verdict") != "cannot_judge"
     chance = {rhat_chance["variable"]: rhat_chance["chance_max_rhat"]} if judged else None
     return convergence_localization(trace, flagged, chance_rhat=chance, rhat_threshold=rhat_threshold)
+
+
+def stranded_chains(trace, gap: float = STRANDED_GAP) -> StrandedChains | None:
+    """Chains whose mean log density lies more than ``gap`` pooled within-chain sds below the highest chain's.
+
+    A chain that ends warm-up in another mode of lower density keeps a lower log density for the whole run, and makes
+    every variable that differs between the modes look unconverged. Whether that mode matters (it may hold mass:
+    density is not mass) is for the modeller to judge; a higher log density throughout is only a strong hint that
+    the other chains found the main mode.
+
+    Parameters
+    ----------
+    trace : xarray.DataTree
+        From nutpie or PyMC (``sample_stats`` with ``logp`` or ``lp``).
+    gap : float
+        Threshold in pooled within-chain sds.
+
+    Returns
+    -------
+    StrandedChains or None
+        None with fewer than two chains or without the log density in the sample statistics; else every chain's
+        numbers and the stranded ones (possibly none).
+    """
+    from .sampling import normalize_sample_stats
+
+    try:
+        stats = normalize_sample_stats(trace)
+    except ValueError:
+        return None
+    if "lp" not in stats or stats.sizes.get("chain", 1) < 2:
+        return None
+    lp = np.asarray(stats["lp"].transpose("chain", "draw").values, float)
+    means, sds = lp.mean(axis=1), lp.std(axis=1)
+    pooled = float(np.sqrt(np.mean(sds**2)))
+    if not (np.isfinite(pooled) and pooled > 0):
+        return None
+    gaps = (means.max() - means) / pooled
+    return StrandedChains(chains=[int(c) for c in np.flatnonzero(gaps > gap)], mean_lp=means.tolist(),
+                          sd_lp=sds.tolist(), gap_sd=gaps.tolist())
