@@ -21,6 +21,8 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .settings import STARTS
+
     g = p.add_argument_group("model")
     g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
     g.add_argument("--no-hmm", action="store_true", help="single-state direction prior instead of the directional HMM")
@@ -53,6 +55,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--prior", default=None, metavar="FILE.npz",
         help="a trained pose prior (gimbal prior fit, or the original GIMBAL's trained-parameter .npz): its "
              "body-frame pose states, bone scales and step sizes replace the ones estimated from the data",
+    )
+    g.add_argument(
+        "--start", choices=STARTS, default=STARTS[0],
+        help="where the chains start: the robust reconstruction's tracks (default), or those tracks smoothed to "
+             "agree with the temporal prior and the bone lengths (compare the two when chains disagree)",
     )
     g.add_argument(
         "--hmm-algorithm", choices=("sequential", "parallel"), default=None,
@@ -214,6 +221,7 @@ def _model_options(args, ds, label: str) -> dict:
         observation=args.observation,
         confidence=args.confidence,
         prior=_prior_for(args.prior, ds),
+        start=args.start,
     )
     if not ds.attrs.get("frames_consecutive", 1):  # sparse labelled frames: no random walk, no state dynamics
         options.update(temporal=False, use_directional_hmm=False)

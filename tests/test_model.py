@@ -16,7 +16,8 @@ from gimbal.diagnostics.checks import (
     gradient_report,
     safe_point_logps,
 )
-from gimbal.model.initialization import InitializationError, check_initial_point, initialize_from_observations_dlt
+from gimbal.model.initialization import (InitializationError, check_initial_point, init_point_for,
+                                        initialize_from_observations_dlt)
 from gimbal.model.build import build_model
 
 
@@ -379,3 +380,52 @@ def test_sparse_labelled_frames_start_closer_to_their_3d_labels(monkeypatch):
     monkeypatch.setattr(initialization, "_skeleton_cleaned", lambda points, parents: initialization._cleaned(points))
     temporal = errors(initialization.triangulate_sequence(ds))
     assert skeleton[0] < 0.75 * temporal[0] and skeleton[1] < temporal[1], (skeleton, temporal)
+
+
+def test_random_walk_map_is_the_minimum_of_its_objective():
+    """The smoothed track against scipy's minimizer on the same quadratic (points with information, random walk)."""
+    from scipy.optimize import minimize
+
+    from gimbal.model.initialization import _random_walk_map
+
+    rng = np.random.default_rng(4)
+    T, step = 12, 0.3
+    points = np.cumsum(rng.normal(0, 1.0, (T, 3)), axis=0)
+    a = rng.normal(0, 1, (T, 3, 3))
+    info = np.einsum("tij,tkj->tik", a, a) + 0.1 * np.eye(3)
+    info[4:7] = 0.0  # three frames without information: interpolated by the random walk
+
+    def objective(flat):
+        x = flat.reshape(T, 3)
+        r, d = x - points, np.diff(x, axis=0)
+        grad = np.einsum("tij,tj->ti", info, r)
+        grad[1:] += d / step**2
+        grad[:-1] -= d / step**2
+        return 0.5 * np.einsum("ti,tij,tj->", r, info, r) + 0.5 * np.sum(d**2) / step**2, grad.ravel()
+
+    ours = _random_walk_map(points, info, step)
+    ref = minimize(objective, points.ravel(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 50000, "ftol": 1e-15, "gtol": 1e-11}).x
+    np.testing.assert_allclose(ours, ref.reshape(T, 3), atol=1e-6)
+    assert objective(ours.ravel())[0] <= objective(ref)[0] + 1e-9
+
+
+def test_smoothed_start_agrees_with_the_priors_it_starts_from():
+    """``start="smoothed"``: bone lengths exactly the starting ones, a far higher temporal-prior and total log density
+    than the tracks (the default start); a bad value names the choices."""
+    ds = load_dataset("v0.2.1_L02_outliers", max_T=60)
+    tracks = build_model(ds)
+    smooth = build_model(ds, start="smoothed")
+    assert tracks.gimbal_config.start == "tracks" and tracks.gimbal_init.start == "tracks"
+    assert smooth.gimbal_config.start == "smoothed" and smooth.gimbal_init.start == "smoothed"
+    x = smooth.gimbal_init.positions
+    lengths = np.linalg.norm(x[:, 1:] - x[:, ds["parents"].values[1:]], axis=-1)
+    np.testing.assert_allclose(lengths, np.broadcast_to(smooth.gimbal_init.values["bone_length"], lengths.shape), rtol=1e-9)
+    np.testing.assert_array_equal(tracks.gimbal_init.positions, initialize_from_observations_dlt(ds).positions)
+    a, b = (m.point_logps(init_point_for(m, m.gimbal_init), round_vals=6) for m in (tracks, smooth))
+    assert b["temporal_prior"] > a["temporal_prior"] and sum(b.values()) > sum(a.values())
+    truth = ds["positions_true"].values
+    err = [np.median(np.linalg.norm(m.gimbal_init.positions - truth, axis=-1)) for m in (tracks, smooth)]
+    assert err[1] < 1.5 * err[0]  # still the data's positions, not the prior's
+    with pytest.raises(ValueError, match="start must be one of"):
+        build_model(ds, start="triangulated")

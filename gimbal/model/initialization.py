@@ -30,6 +30,7 @@ __all__ = [
     "PoseStates",
     "InitializationError",
     "initialize_from_observations_dlt",
+    "smoothed_start",
     "triangulate_sequence",
     "continuous_track",
     "fit_pose_states",
@@ -77,6 +78,7 @@ class Initialization:
     pose_states: PoseStates | None = None
     center: np.ndarray | None = None  # (3,) robust centre of the root trajectory
     triangulation_residual_px: float = float("nan")
+    start: str = "tracks"  # "smoothed" once :func:`smoothed_start` has made the tracks consistent with the priors
 
 
 def _fill_gaps(track: np.ndarray) -> np.ndarray:
@@ -566,6 +568,66 @@ def initialize_from_observations_dlt(
     if model is not None:
         check_initial_point(model, init_point_for(model, init))
     return init
+
+
+def _random_walk_map(points: np.ndarray, info: np.ndarray, step_sigma: float) -> np.ndarray:
+    """The most probable track ``(T, 3)`` under a Gaussian random walk with step sd ``step_sigma`` given ``points``
+    with information matrices ``info`` ``(T, 3, 3)`` (zero where a point says nothing): one sparse
+    block-tridiagonal solve."""
+    import scipy.sparse as sparse
+    from scipy.sparse.linalg import spsolve
+
+    T = points.shape[0]
+    w = 1.0 / step_sigma**2
+    neighbours = np.full(T, 2.0)
+    neighbours[[0, -1]] = 1.0
+    # a weak pull towards the points themselves keeps a track without information solvable
+    ridge = 1e-9 * w
+    blocks = info + (neighbours * w + ridge)[:, None, None] * np.eye(3)
+    t, i, j = np.meshgrid(np.arange(T), np.arange(3), np.arange(3), indexing="ij")
+    rows = [(3 * t + i).ravel(), 3 * np.arange(T - 1)[:, None] + np.arange(3), 3 * np.arange(1, T)[:, None] + np.arange(3)]
+    cols = [(3 * t + j).ravel(), rows[2], rows[1]]
+    vals = [blocks.ravel(), np.full((T - 1) * 3, -w), np.full((T - 1) * 3, -w)]
+    A = sparse.csc_matrix((np.concatenate([v.ravel() for v in vals]),
+                           (np.concatenate([r.ravel() for r in rows]), np.concatenate([c.ravel() for c in cols]))),
+                          shape=(3 * T, 3 * T))
+    b = np.einsum("tij,tj->ti", info, points) + ridge * points
+    return spsolve(A, b.ravel()).reshape(T, 3)
+
+
+def smoothed_start(init: Initialization, dataset: xr.Dataset, threshold_px: float = 20.0) -> Initialization:
+    """``init`` with its tracks made consistent with the temporal prior and the bone lengths it starts from.
+
+    The robust reconstruction jitters from frame to frame by its triangulation noise; where the fitted step sizes are
+    far smaller than that noise (an animal that mostly sits still), the random walk prices those jitters at millions
+    of log-density units, and warm-up starts far from the typical set. Here each keypoint's track becomes the most
+    probable one under the random walk (its ``step_sigma``) given the reconstructed points and their triangulation
+    covariance; then every bone is set to its starting length along the smoothed direction, root first. The scales
+    are not changed. ``build_model(start="smoothed")`` uses it.
+    """
+    x = np.asarray(init.positions, float)
+    T, K, _ = x.shape
+    if T < 2:
+        return init
+    skel = skeleton_of(dataset)
+    P = dataset["camera_matrix"].values
+    resid = np.linalg.norm(project(x, P) - dataset["observations"].values, axis=-1)  # (T, C, K)
+    with np.errstate(invalid="ignore"):
+        inlier = np.isfinite(resid) & (resid < threshold_px)
+    cov = triangulation_covariance(x, P, inlier, float(init.values["obs_sigma"]))
+    info = np.zeros_like(cov)
+    known = np.isfinite(cov).all(axis=(-1, -2))
+    info[known] = np.linalg.inv(cov[known])
+    step_sigma = np.broadcast_to(np.asarray(init.values["step_sigma"], float), (K,))
+    smooth = np.stack([_random_walk_map(x[:, k], info[:, k], step_sigma[k]) for k in range(K)], axis=1)
+    out = smooth.copy()
+    rho = np.asarray(init.values["bone_length"], float)
+    for b, (child, parent) in enumerate(zip(skel.bones, skel.bone_parents)):  # topological order: parents first
+        d = smooth[:, child] - smooth[:, parent]
+        out[:, child] = out[:, parent] + rho[b] * d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
+    return Initialization(positions=out, values={**init.values, "x": out}, pose_states=init.pose_states,
+                          center=init.center, triangulation_residual_px=init.triangulation_residual_px,
+                          start="smoothed")
 
 
 def init_point_for(model, init: Initialization) -> dict:

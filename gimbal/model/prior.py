@@ -583,4 +583,4 @@ def with_prior(init, prior: PosePrior, skeleton: Skeleton, *, max_length_ratio: 
     if prior.step_variance is not None:
         values["step_sigma"] = np.sqrt(prior.step_variance)
     return Initialization(positions=init.positions, values=values, pose_states=states, center=init.center,
-                          triangulation_residual_px=init.triangulation_residual_px)
+                          triangulation_residual_px=init.triangulation_residual_px, start=init.start)
