@@ -377,7 +377,7 @@ def build_model(
         Where the chains start: the robust reconstruction's tracks (default), or those tracks made consistent with
         the temporal prior and the bone lengths (:func:`gimbal.model.initialization.smoothed_start`; with the
         temporal prior and free positions only). On the real SLEAP + Anipose mouse the tracks' frame-to-frame jitter
-        puts the start 2.9 million log-density units below the typical set, the smoothed start 3,600; in one run
+        puts the start 2.9 million log-density units below the typical set, the smoothed start about 3,600; in one run
         each (4 x (1000 + 1000), seed 1) neither converged: the chains split between global modes either way.
     init : Initialization, optional
         Precomputed :func:`gimbal.model.initialization.initialize_from_observations_dlt` result.

@@ -71,7 +71,7 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
     from .initialization import check_initial_point
     from .fitting import latent_names, sample_model
     from .build import build_model
-    from .moves import move_counts
+    from .moves import explanation_blocks, move_counts
 
     start, stop, keep_start, keep_stop = bounds
     part = dataset.isel(frame=slice(start, stop))
@@ -81,8 +81,6 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
     sampler_options = dict(sampler_options)
     blocks = None
     if sampler_options.pop("moves", False):  # candidates from this window's own detections
-        from .moves import explanation_blocks
-
         blocks = explanation_blocks(part, pixel_noise=float(model.gimbal_init.values["obs_sigma"]))
     try:
         fit = sample_model(model, seed=seed, progress=False, save_warmup=False, moves=blocks, **sampler_options)
