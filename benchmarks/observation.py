@@ -109,9 +109,9 @@ def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, ma
                               moves=moves, progress=True)
         w = res.windows
         counts = [m["moves"] for m in w] if moves else None
+        worst = max(w, key=lambda m: m["max_rhat"] or 0)  # max_rhat is None with one chain
         summary = {"divergences": sum(m["divergences"] for m in w),
-                   "max_rhat_all": max((m["max_rhat"] for m in w if m["max_rhat"] is not None), default=None),
-                   "max_rhat_all_var": max(w, key=lambda m: m["max_rhat"] or 0)["max_rhat_var"],
+                   "max_rhat_all": worst["max_rhat"], "max_rhat_all_var": worst["max_rhat_var"],
                    "min_ess_bulk_all": min((m["min_ess_bulk"] for m in w if m["min_ess_bulk"] is not None), default=None),
                    "min_ess_bulk_all_var": None}
         return {"trace": xr.DataTree.from_dict({"posterior": res.posterior}), "summary": summary,

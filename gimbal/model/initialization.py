@@ -584,13 +584,8 @@ def _random_walk_map(points: np.ndarray, info: np.ndarray, step_sigma: float) ->
     # a weak pull towards the points themselves keeps a track without information solvable
     ridge = 1e-9 * w
     blocks = info + (neighbours * w + ridge)[:, None, None] * np.eye(3)
-    t, i, j = np.meshgrid(np.arange(T), np.arange(3), np.arange(3), indexing="ij")
-    rows = [(3 * t + i).ravel(), 3 * np.arange(T - 1)[:, None] + np.arange(3), 3 * np.arange(1, T)[:, None] + np.arange(3)]
-    cols = [(3 * t + j).ravel(), rows[2], rows[1]]
-    vals = [blocks.ravel(), np.full((T - 1) * 3, -w), np.full((T - 1) * 3, -w)]
-    A = sparse.csc_matrix((np.concatenate([v.ravel() for v in vals]),
-                           (np.concatenate([r.ravel() for r in rows]), np.concatenate([c.ravel() for c in cols]))),
-                          shape=(3 * T, 3 * T))
+    # frame t's coordinate a is row 3t + a: each coordinate's step to the next frame sits 3 columns off the diagonal
+    A = (sparse.block_diag(list(blocks)) + sparse.diags([-w, -w], [-3, 3], shape=(3 * T, 3 * T))).tocsc()
     b = np.einsum("tij,tj->ti", info, points) + ridge * points
     return spsolve(A, b.ravel()).reshape(T, 3)
 
