@@ -20,6 +20,16 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
     add_data_arguments(p, default, required=default is None)
 
 
+def _add_exclude_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exclude", default=None, metavar="CAMERA:KEYPOINT[,...]",
+                   help="leave these detections out, e.g. back:Tail_0,back:Tail_2 (pairs that are systematically off; "
+                        "gimbal fit names pairs its chains disagree about)")
+
+
+def _excluded(args) -> list[str]:
+    return [p for p in (args.exclude or "").split(",") if p.strip()]
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .settings import STARTS
 
@@ -109,9 +119,10 @@ def cmd_fit(args) -> int:
         print(f"error: {out} already holds a fit; pass --overwrite to replace it or --out DIR.", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    ds = load_dataset(args.dataset, max_T=args.max_T, max_K=args.max_K)
+    ds = load_dataset(args.dataset, max_T=args.max_T, max_K=args.max_K, exclude=_excluded(args))
     T, C, K = ds.sizes["frame"], ds.sizes["camera"], ds.sizes["keypoint"]
-    print(f"[1/4] dataset {label}: T={T} frames, C={C} cameras, K={K} keypoints")
+    left_out = f"; left out: {ds.attrs['excluded_detections']}" if ds.attrs.get("excluded_detections") else ""
+    print(f"[1/4] dataset {label}: T={T} frames, C={C} cameras, K={K} keypoints{left_out}")
     model_options = _model_options(args, ds, label)
     model_options.update(backend_model_options(args.backend))  # JAX: plain graph, tree-form HMM
     if args.hmm_algorithm:
@@ -140,6 +151,7 @@ def cmd_fit(args) -> int:
     errors = position_errors(result.trace, ds)
     support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]))
     stranded = _stranded(result.trace)
+    regions = _regions(result.trace, ds)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
     save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)
     payload = {
@@ -153,6 +165,7 @@ def cmd_fit(args) -> int:
         "unconverged_positions": support.to_json() if support else None,
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
         "stranded_chains": stranded,
+        "chain_regions": regions,
         "environment": collect_environment(),
     }
     write_json(summary_path, payload)
@@ -160,9 +173,20 @@ def cmd_fit(args) -> int:
     _print_fit_summary(summary, errors, result, payload["moves"])
     if support:
         print(f"\n  positions: {support.text()}")
-    if stranded and stranded["chains"]:
+    if regions:
+        print(f"\n  chains: {regions['text']}")
+    elif stranded and stranded["chains"]:
         print(f"\n  chains: {stranded['text']}")
     return 0
+
+
+def _regions(trace, ds) -> dict | None:
+    """The chains' regions of the globals and the detections they disagree about (:mod:`gimbal.model.regions`);
+    None when every chain sampled one region."""
+    from .model.regions import explain_regions
+
+    found = explain_regions(trace, ds)
+    return found.to_json() if found else None
 
 
 def _stranded(trace) -> dict | None:
@@ -428,9 +452,10 @@ def cmd_evaluate(args) -> int:
 
     sampler = SamplerSettings.from_args(args)
     label = Path(args.dataset).stem if args.dataset and Path(args.dataset).suffix == ".nc" else args.dataset
-    options = _model_options(args, load_dataset(args.dataset, max_T=args.max_T), label) if args.dataset else None
+    ds = load_dataset(args.dataset, max_T=args.max_T, exclude=_excluded(args)) if args.dataset else None
+    options = _model_options(args, ds, label) if args.dataset else None
     report = leave_one_camera_out(
-        args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
+        ds if _excluded(args) else args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
         sampler=sampler, min_confidence=args.min_confidence, overwrite=args.overwrite,
         progress=not args.quiet, model_options=options,
     )
@@ -510,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit the model to a dataset", description="Fit the GIMBAL model and write trace + summary.")
     _add_dataset_args(p, default="v0.2.1_L00_minimal")
+    _add_exclude_arg(p)
     _add_model_args(p)
     _add_sampler_args(p)
     p.add_argument("--out", default=None, help="output folder (default: tests/pipeline/fits/<dataset>/)")
@@ -558,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mean's reprojection into it with its confident detections, next to robust "
                                    "triangulation from the remaining cameras; plus bone-length stability.")
     _add_dataset_args(p, default=None)
+    _add_exclude_arg(p)
     p.add_argument("--cameras", default=None, help="comma-separated cameras to hold out (default: every camera)")
     p.add_argument("--min-confidence", type=float, default=0.5,
                    help="held-out detections at least this confident are scored (default 0.5)")

@@ -156,3 +156,50 @@ def test_stranded_chains_need_two_chains_and_the_log_density():
                                    "sample_stats": xr.Dataset({"diverging": (("chain", "draw"), np.zeros((2, 5)))})})
     assert stranded_chains(no_lp) is None
     assert stranded_chains(xr.DataTree.from_dict({"posterior": no_lp["posterior"].to_dataset()})) is None
+
+
+def _globals_trace(means: np.ndarray, rng, n_draws: int = 1000, lp_shift=None) -> xr.DataTree:
+    """4 chains of a (2,)-vector ``a`` and a scalar ``b``: AR(1) noise (sd 1) around per-chain means."""
+    n_chains = means.shape[0]
+    a = means[:, None, :2] + _ar1(rng, 0.5, (n_chains, n_draws, 2))
+    b = means[:, None, 2] + _ar1(rng, 0.5, (n_chains, n_draws))
+    lp = rng.normal(-1000.0, 10.0, (n_chains, n_draws)) + (0.0 if lp_shift is None else np.asarray(lp_shift)[:, None])
+    post = xr.Dataset({"a": (("chain", "draw", "slot"), a), "b": (("chain", "draw"), b),
+                       "x": (("chain", "draw", "frame"), rng.normal(size=(n_chains, n_draws, 2000)))},
+                      coords={"slot": ["p", "q"]})
+    return xr.DataTree.from_dict({"posterior": post, "sample_stats": xr.Dataset({"logp": (("chain", "draw"), lp)})})
+
+
+def test_chains_in_different_regions_of_the_globals_are_grouped():
+    """Chains 1 and 3 sit 12 sds away in a[q] (and 8 in b): two regions, ordered by log density, with what separates
+    them; the 2000-element per-draw variable is not a global and is not compared."""
+    from gimbal.diagnostics import chain_regions
+
+    rng = np.random.default_rng(5)
+    means = np.zeros((4, 3))
+    means[[1, 3], 1] = 12.0
+    means[[1, 3], 2] = -8.0
+    found = chain_regions(_globals_trace(means, rng, lp_shift=[0.0, 30.0, 0.0, 30.0]))
+    assert found.split and found.regions == [[1, 3], [0, 2]]  # the higher log density first
+    assert found.mean_lp[0] - found.mean_lp[1] == pytest.approx(30.0, abs=1.0) and found.sd_lp == pytest.approx(10.0, rel=0.05)
+    top = found.differences[0]
+    assert (top.variable, top.index) == ("a", {"slot": "q"}) and top.separation == pytest.approx(12.0, rel=0.1)
+    assert top.means[0] == pytest.approx(12.0, abs=0.3) and top.means[1] == pytest.approx(0.0, abs=0.3)
+    assert [d.variable for d in found.differences] == ["a", "b"]  # a[p] agrees across chains: not a difference
+    assert found.to_json()["regions"] == [[1, 3], [0, 2]]
+
+
+def test_chains_that_agree_are_one_region_and_one_chain_is_none():
+    from gimbal.diagnostics import chain_regions
+
+    rng = np.random.default_rng(6)
+    found = chain_regions(_globals_trace(np.zeros((4, 3)), rng, n_draws=200))  # slow (AR 0.5), 200 draws: chance only
+    assert not found.split and found.regions == [[0, 1, 2, 3]] and found.differences == []
+    assert chain_regions(_globals_trace(np.zeros((1, 3)), rng)) is None
+    # without a log density the regions are still found, in chain order
+    means = np.zeros((4, 3))
+    means[2, 0] = 9.0
+    trace = _globals_trace(means, rng)
+    bare = xr.DataTree.from_dict({"posterior": trace["posterior"].to_dataset()})
+    found = chain_regions(bare)
+    assert found.regions == [[0, 1, 3], [2]] and found.mean_lp is None

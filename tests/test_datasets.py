@@ -160,3 +160,34 @@ def test_deepfly3d_real_data_loads():
     med = np.nanmedian(resid, axis=(0, 2))
     # DeepFly3D's own 3D estimate reprojects within a few pixels, except camera 3 (real outliers)
     assert np.all(np.delete(med, 3) < 6) and med[3] > 20
+
+
+def test_excluded_detections_are_missing_and_recorded(tmp_path):
+    from gimbal.datasets import exclude_detections, save_dataset
+
+    full = load_dataset("v0.2.1_L00_minimal", max_T=6)
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=6, exclude=["cam1:distal_left", " cam2 : distal_right"])
+    seen = np.isfinite(ds["observations"].values).all(-1)  # (frame, camera, keypoint)
+    expected = np.isfinite(full["observations"].values).all(-1)
+    expected[:, 1, 2] = expected[:, 2, 3] = False
+    np.testing.assert_array_equal(seen, expected)
+    np.testing.assert_array_equal(ds["observations"].values[seen], full["observations"].values[seen])
+    assert ds.attrs["excluded_detections"] == "cam1:distal_left,cam2:distal_right"
+    again = exclude_detections(ds, [("cam0", "root")])
+    assert again.attrs["excluded_detections"] == "cam1:distal_left,cam2:distal_right,cam0:root"
+    assert not np.isfinite(again["observations"].values[:, 0, 0]).any()
+    save_dataset(again, tmp_path / "left_out.nc")
+    assert load_dataset(tmp_path / "left_out.nc").attrs["excluded_detections"].endswith("cam0:root")
+    assert exclude_detections(ds, []) is ds
+
+
+@pytest.mark.parametrize("pair, match", [("cam1", "CAMERA:KEYPOINT"), ("cam9:root", "not a camera of this dataset"),
+                                         ("cam1:elbow", "not a keypoint of this dataset"),
+                                         ("cam2:*", "not a keypoint of this dataset"),
+                                         ("cam0:distal_right,cam1:distal_right,cam2:distal_right",
+                                          "leaves a dataset that cannot be fitted")])
+def test_excluding_unknown_or_everything_is_a_clear_error(pair, match):
+    from gimbal.errors import UsageError
+
+    with pytest.raises(UsageError, match=match):
+        load_dataset("v0.2.1_L00_minimal", max_T=6, exclude=pair.split(","))

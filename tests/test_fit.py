@@ -31,9 +31,12 @@ def test_short_fit_beats_robust_triangulation_under_outliers():
 def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     out = tmp_path / "fit"
     cmd = [sys.executable, "-m", "gimbal.cli", "fit", "--max-T", "15", "--tune", "100", "--draws", "50", "--out", str(out), "--quiet",
-           "--draws-on-disk", "--maxdepth", "6"]
+           "--draws-on-disk", "--maxdepth", "6", "--exclude", "cam2:distal_left"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
+    assert "left out: cam2:distal_left" in done.stdout
+    fitted = load_dataset(out / "dataset.nc")  # the fit folder keeps the dataset as fitted
+    assert np.isnan(fitted["observations"].values[:, 2, 2]).all() and fitted.attrs["excluded_detections"] == "cam2:distal_left"
     assert "divergences" in done.stdout and "3D error, posterior mean" in done.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert (out / "draws.zarr").is_dir() and summary["draws_zarr"] == str(out / "draws.zarr")
@@ -44,6 +47,7 @@ def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     assert support["positions"] == 15 * 4 and sum(v["positions"] for v in support["by_support"].values()) == 60
     assert "positions:" in done.stdout and "R-hat" in done.stdout.split("positions:")[-1]
     assert (out / "trace.nc").stat().st_size > 0
+    assert "chain_regions" in summary  # None, or the regions the chains sampled
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     windowed = subprocess.run(cmd + ["--window", "5", "--overwrite"], capture_output=True, text=True, timeout=600)
@@ -95,6 +99,10 @@ def test_cli_reports_bad_input_without_traceback():
     )
     assert done.returncode == 2
     assert "unknown dataset 'no_such_data'" in done.stderr and "Traceback" not in done.stderr
+    excluded = subprocess.run([sys.executable, "-m", "gimbal.cli", "fit", "--exclude", "cam1:elbow", "--quiet"],
+                              capture_output=True, text=True)
+    assert excluded.returncode == 2 and "keypoint 'elbow' (in 'cam1:elbow') is not a keypoint" in excluded.stderr
+    assert "Traceback" not in excluded.stderr
     helped = subprocess.run([sys.executable, "-m", "gimbal.cli", "fit", "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "--max-T" in helped.stdout
 

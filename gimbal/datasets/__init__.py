@@ -15,7 +15,7 @@ import platformdirs
 import xarray as xr
 
 from ..errors import UsageError
-from .container import FORMAT_VERSION, from_arrays, skeleton_of, truncate, validate_dataset
+from .container import FORMAT_VERSION, exclude_detections, from_arrays, skeleton_of, truncate, validate_dataset
 from .deepfly3d import DeepFly3DUnavailable, load_deepfly3d
 from .io import DatasetFileError, read_dataset_file, save_dataset
 from .synthetic import GENERATOR_VERSION, SYNTHETIC, cache_key, generate
@@ -27,6 +27,7 @@ __all__ = [
     "list_datasets",
     "skeleton_of",
     "truncate",
+    "exclude_detections",
     "validate_dataset",
     "cache_dir",
     "DatasetFileError",
@@ -66,7 +67,7 @@ def _load_synthetic(name: str) -> xr.Dataset:
     return ds
 
 
-def load_dataset(name_or_path, max_T: int | None = None, max_K: int | None = None) -> xr.Dataset:
+def load_dataset(name_or_path, max_T: int | None = None, max_K: int | None = None, exclude=()) -> xr.Dataset:
     """Load a dataset by registered name or file path, optionally truncated.
 
     Parameters
@@ -77,6 +78,8 @@ def load_dataset(name_or_path, max_T: int | None = None, max_K: int | None = Non
         Keep the first ``max_T`` frames.
     max_K : int, optional
         Keep the first ``max_K`` keypoints (a prefix of a topological order is still a tree).
+    exclude : iterable of "CAMERA:KEYPOINT", optional
+        Detections left out (:func:`exclude_detections`).
 
     Returns
     -------
@@ -92,4 +95,4 @@ def load_dataset(name_or_path, max_T: int | None = None, max_K: int | None = Non
     else:
         known = ", ".join(list_datasets())
         raise UsageError(f"unknown dataset {key!r}: not a registered name ({known}) and not an existing file.")
-    return truncate(ds, max_T=max_T, max_K=max_K)
+    return exclude_detections(truncate(ds, max_T=max_T, max_K=max_K), exclude)

@@ -22,11 +22,12 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..errors import UsageError
 from ..model.skeleton import Skeleton, validate_parents
 
 FORMAT_VERSION = 1
 
-__all__ = ["from_arrays", "validate_dataset", "truncate", "skeleton_of", "FORMAT_VERSION"]
+__all__ = ["from_arrays", "validate_dataset", "truncate", "exclude_detections", "skeleton_of", "FORMAT_VERSION"]
 
 
 def _as_float(name, value, ndim):
@@ -217,3 +218,58 @@ def truncate(ds: xr.Dataset, max_T: int | None = None, max_K: int | None = None)
     if "states_true" in ds:
         ds.attrs["n_states"] = int(ds.attrs.get("n_states", int(ds["states_true"].max()) + 1))
     return validate_dataset(ds)
+
+
+def _camera_keypoint(pair) -> tuple[str, str]:
+    if isinstance(pair, str):
+        camera, _, keypoint = pair.partition(":")
+        return camera.strip(), keypoint.strip()
+    camera, keypoint = pair
+    return str(camera), str(keypoint)
+
+
+def exclude_detections(ds: xr.Dataset, pairs) -> xr.Dataset:
+    """The dataset with every detection of the given (camera, keypoint) pairs removed (set missing).
+
+    For detections that are systematically off (a camera's calibration error at one keypoint, a detector that marks
+    another spot): :func:`gimbal.model.regions.explain_regions` names pairs whose detections the chains disagree
+    about. Their scores go too; the raw (distorted) pixels stay as imported. The pairs are recorded in the attribute
+    ``excluded_detections``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    pairs : iterable of (camera, keypoint) or "CAMERA:KEYPOINT"
+
+    Raises
+    ------
+    gimbal.errors.UsageError
+        (a ``ValueError``) A malformed pair or a name the dataset does not have (the message lists the names it has).
+    """
+    cameras = [str(c) for c in ds["camera"].values]
+    keypoints = [str(k) for k in ds["keypoint"].values]
+    mask = np.zeros((len(cameras), len(keypoints)), bool)
+    said = []
+    for pair in pairs:
+        camera, keypoint = _camera_keypoint(pair)
+        if not camera or not keypoint:
+            raise UsageError(f"a detection pair is CAMERA:KEYPOINT (e.g. {cameras[0]}:{keypoints[0]}), got {pair!r}.")
+        if camera not in cameras:
+            raise UsageError(f"camera {camera!r} (in {pair!r}) is not a camera of this dataset: {cameras}.")
+        if keypoint not in keypoints:
+            raise UsageError(f"keypoint {keypoint!r} (in {pair!r}) is not a keypoint of this dataset: {keypoints}.")
+        mask[cameras.index(camera), keypoints.index(keypoint)] = True
+        said.append(f"{camera}:{keypoint}")
+    if not said:
+        return ds
+    out = ds.copy()
+    obs = out["observations"].transpose("frame", "camera", "keypoint", "uv")
+    out["observations"] = obs.where(~xr.DataArray(mask, dims=("camera", "keypoint"))).transpose(*ds["observations"].dims)
+    if "confidence" in out:
+        out["confidence"] = out["confidence"].where(~xr.DataArray(mask, dims=("camera", "keypoint")))
+    before = ds.attrs.get("excluded_detections", "")
+    out.attrs["excluded_detections"] = ",".join([before, *said] if before else said)
+    try:
+        return validate_dataset(out)
+    except ValueError as err:
+        raise UsageError(f"leaving out {', '.join(said)} leaves a dataset that cannot be fitted: {err}") from None

@@ -11,7 +11,7 @@ from .checks import (
     perturbation_check,
     safe_point_logps,
 )
-from .convergence import StrandedChains, convergence_localization, stranded_chains
+from .convergence import ChainRegions, StrandedChains, chain_regions, convergence_localization, stranded_chains
 from .diagnose import Diagnosis, diagnose, write_diagnosis
 from .funnel import Funnel, funnel_check
 from .io import collect_environment, save_text, write_json
@@ -38,6 +38,8 @@ __all__ = [
     "convergence_localization",
     "stranded_chains",
     "StrandedChains",
+    "chain_regions",
+    "ChainRegions",
     "diagnose",
     "Diagnosis",
     "write_diagnosis",

@@ -28,12 +28,18 @@ from .sampling import _group, _vectorized, without_numbagg
 
 __all__ = ["ElementDiagnosis", "VariableConvergence", "PATTERNS", "MODE_SEPARATION", "SPREAD_RATIO",
            "element_diagnostics", "classify_element", "convergence_localization", "localize_flagged",
-           "StrandedChains", "stranded_chains", "STRANDED_GAP"]
+           "StrandedChains", "stranded_chains", "STRANDED_GAP", "ChainRegions", "RegionDifference", "chain_regions",
+           "REGION_SEPARATION", "GLOBAL_SIZE"]
 
 PATTERNS = ("separate_modes", "switching_chains", "slow_mixing", "within_chance")
 MODE_SEPARATION = 3.0  # chain means this many pooled within-chain sds apart: separate modes
 SPREAD_RATIO = 2.0  # largest / smallest within-chain sd above this: some chains switch, others stay
 STRANDED_GAP = 3.0  # a chain's mean log density this many pooled within-chain sds below the highest chain's
+# two chains are in different regions when some global element's means lie this many pooled within-chain sds apart:
+# higher than MODE_SEPARATION because the largest of many elements' chance differences (slow chains, few effective
+# draws) reaches 2-3 sds
+REGION_SEPARATION = 5.0
+GLOBAL_SIZE = 1000  # variables with at most this many elements per draw are the globals compared by chain_regions
 
 
 @dataclass(frozen=True)
@@ -286,3 +292,127 @@ def stranded_chains(trace, gap: float = STRANDED_GAP) -> StrandedChains | None:
     gaps = (means.max() - means) / pooled
     return StrandedChains(chains=[int(c) for c in np.flatnonzero(gaps > gap)], mean_lp=means.tolist(),
                           sd_lp=sds.tolist(), gap_sd=gaps.tolist())
+
+
+@dataclass(frozen=True)
+class RegionDifference:
+    """One element whose means differ between regions of chains."""
+
+    variable: str
+    index: dict  # dim name -> coordinate value
+    means: list  # the element's mean in each region (draws of all the region's chains)
+    separation: float  # largest difference between two regions' means, in pooled within-chain sds
+
+
+@dataclass(frozen=True)
+class ChainRegions:
+    """Chains grouped by where they sampled the global variables (:func:`chain_regions`)."""
+
+    regions: list  # lists of chain indices, highest mean log density first (else by first chain)
+    mean_lp: list | None  # each region's mean log density over its draws; None without it in the trace
+    sd_lp: float | None  # pooled within-chain sd of the log density
+    differences: list  # RegionDifference, most separated first
+    separation: float  # the threshold used, in pooled within-chain sds
+
+    @property
+    def split(self) -> bool:
+        """Whether the chains sit in more than one region."""
+        return len(self.regions) > 1
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _globals(post: xr.Dataset, max_size: int) -> list[str]:
+    out = []
+    for name, da in post.data_vars.items():
+        per_draw = da.size // max(1, da.sizes.get("chain", 1) * da.sizes.get("draw", 1))
+        if per_draw <= max_size and np.issubdtype(da.dtype, np.number):
+            out.append(str(name))
+    return out
+
+
+def chain_regions(trace, var_names=None, *, separation: float = REGION_SEPARATION, top: int = 20,
+                  max_size: int = GLOBAL_SIZE) -> ChainRegions | None:
+    """Group chains into regions of the global variables: chains in one region agree, regions differ.
+
+    Two chains are in one region when every element of the compared variables has chain means within
+    ``separation`` pooled within-chain sds of each other, and regions are the connected groups of that relation.
+    Chains that each found another mode (of which detections to believe, say) show up as several regions, with
+    the elements that tell them apart; a chain alone in a region of lower log density is also what
+    :func:`stranded_chains` names, but regions are found whatever the log densities.
+
+    Parameters
+    ----------
+    trace : xarray.DataTree
+        With a ``posterior`` group; ``sample_stats`` ``logp``/``lp`` is used when present.
+    var_names : list of str, optional
+        Default: every numeric posterior variable with at most ``max_size`` elements per draw (the globals;
+        per-frame latents are many elements each moved by few data and would split chains by chance).
+    separation : float
+        Threshold in pooled within-chain sds.
+    top : int
+        Separating elements kept.
+
+    Returns
+    -------
+    ChainRegions or None
+        None with fewer than two chains or nothing to compare.
+    """
+    post = _group(trace, "posterior")
+    if post is None or post.sizes.get("chain", 1) < 2:
+        return None
+    names = list(var_names) if var_names is not None else _globals(post, max_size)
+    if not names:
+        return None
+    n_chains = post.sizes["chain"]
+    means, pooled, where = [], [], []
+    for name in names:
+        da = post[name]
+        dims = [d for d in da.dims if d not in ("chain", "draw")]
+        values = np.asarray(da.transpose("chain", "draw", *dims).values, float).reshape(n_chains, da.sizes["draw"], -1)
+        means.append(values.mean(axis=1))
+        pooled.append(np.sqrt(np.mean(values.var(axis=1), axis=0)))
+        where += [(name, i) for i in range(values.shape[2])]
+    means, pooled = np.concatenate(means, axis=1), np.concatenate(pooled)
+    keep = np.isfinite(pooled) & (pooled > 0) & np.isfinite(means).all(axis=0)
+    if not keep.any():
+        return None
+    z = means[:, keep] / pooled[keep]
+    apart = np.abs(z[:, None, :] - z[None, :, :]).max(axis=-1) > separation  # (chain, chain)
+    label = list(range(n_chains))  # connected components of "not apart"
+    for i in range(n_chains):
+        for j in range(i + 1, n_chains):
+            if not apart[i, j] and label[j] != label[i]:
+                old = label[j]
+                label = [label[i] if v == old else v for v in label]
+    groups = [sorted(c for c in range(n_chains) if label[c] == v) for v in sorted(set(label), key=label.index)]
+    mean_lp, sd_lp = _region_lp(trace, groups)
+    if mean_lp is not None:
+        order = np.argsort(-np.asarray(mean_lp), kind="stable")
+        groups, mean_lp = [groups[i] for i in order], [mean_lp[i] for i in order]
+    differences = []
+    if len(groups) > 1:
+        region_means = np.stack([means[g].mean(axis=0) for g in groups])  # equal draws per chain
+        spread = np.where(keep, (region_means.max(axis=0) - region_means.min(axis=0)) / np.where(keep, pooled, 1.0), 0.0)
+        for i in np.argsort(-spread)[:top]:
+            if spread[i] <= separation:
+                break
+            name, flat = where[i]
+            differences.append(RegionDifference(name, _index_of(post[name], flat),
+                                                [float(m) for m in region_means[:, i]], float(spread[i])))
+    return ChainRegions(regions=groups, mean_lp=mean_lp, sd_lp=sd_lp, differences=differences,
+                        separation=float(separation))
+
+
+def _region_lp(trace, groups) -> tuple[list | None, float | None]:
+    from .sampling import normalize_sample_stats
+
+    try:
+        stats = normalize_sample_stats(trace)
+    except ValueError:
+        return None, None
+    if "lp" not in stats:
+        return None, None
+    lp = np.asarray(stats["lp"].transpose("chain", "draw").values, float)
+    return [float(lp[g].mean()) for g in groups], float(np.sqrt(np.mean(lp.var(axis=1))))

@@ -391,6 +391,14 @@ def _convergence_localization(ctx: _Context):
     ctx.result.convergence_localization = {k: v.to_json() for k, v in ctx.conv.items()}
 
 
+def _chain_regions(ctx: _Context):
+    """Chains in separate regions of the global variables, and the detections they disagree about."""
+    from ..model.regions import explain_regions
+
+    found = explain_regions(ctx.fit.trace, ctx.ds)
+    ctx.result.chain_regions = found.to_json() if found else None
+
+
 def _convergence_plots(ctx: _Context):
     jobs = {f"rhat_map_{name}": (plots.plot_rhat_map, (c, ctx.paths.plots_run / f"rhat_map_{name}.png"),
                                  f"Per-element R-hat of '{name}': where in the model the chains disagree.")
@@ -433,6 +441,7 @@ STEPS: tuple[Step, ...] = (
     Step("plots", _plots),
     Step("rhat_chance", _rhat_chance, _rhat_flagged),
     Step("convergence_localization", _convergence_localization, _rhat_flagged),
+    Step("chain_regions", _chain_regions, _rhat_flagged),
     Step("convergence_plots", _convergence_plots, _rhat_flagged),
     Step("verdict", _verdict),
 )

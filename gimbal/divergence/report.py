@@ -148,6 +148,9 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
             ("compile / sampling time (s)", f"{fmt(s.get('compile_s'))} / {fmt(s.get('wall_time_s'))}"),
         ]) + "\n")
         out.extend(_worst_elements(payload))
+        regions = payload.get("chain_regions")
+        if regions:
+            out.append(f"**Chains in separate regions.** {regions['text']}\n")
         loc = payload.get("localization") or {}
         if loc.get("variables"):
             where = ", ".join(f"{v['name']} (z={v['z']:.2f})" for v in loc["variables"][:3])

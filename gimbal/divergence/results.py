@@ -23,8 +23,9 @@ from ..diagnostics.rules import Verdict
 
 __all__ = ["SCHEMA_VERSION", "Header", "StepRecord", "GroupError", "GroupResult", "results_schema", "SCHEMA_FILE"]
 
-SCHEMA_VERSION = "1.2"  # 1.1 added the "long" profile; 1.2 the contrast group 6c, the process and convergence keys
-SCHEMA_VERSIONS = ("1.0", "1.1", "1.2")
+SCHEMA_VERSION = "1.3"  # 1.1 added the "long" profile; 1.2 the contrast group 6c, the process and convergence keys;
+# 1.3 the chain_regions key
+SCHEMA_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 SCHEMA_FILE = "schemas/results.schema.json"
 Status = Literal["running", "ok", "failed", "interrupted"]
 
@@ -96,6 +97,7 @@ class GroupResult:
     position_error: dict | None = None
     rhat_chance: dict | None = None
     convergence_localization: dict | None = None
+    chain_regions: dict | None = None  # chains in separate regions of the globals (gimbal.model.regions), else None
     plots: dict = field(default_factory=dict)
     error: GroupError | None = None
     process: dict = field(default_factory=dict)  # who writes the file: a running result whose process is gone is interrupted

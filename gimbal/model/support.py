@@ -90,7 +90,7 @@ class UnconvergedSupport:
         if self.n_unconverged > GLOBAL_FRACTION * self.n_positions:
             share = 100 * self.n_unconverged / self.n_positions
             out += (f" With {share:.0f}% of all positions unconverged the problem is not particular keypoints but "
-                    "the run as a whole: a chain left in another mode (named below when its log density says so), "
+                    "the run as a whole: chains left in different modes (named below when the globals or the log density say so), "
                     "too few warm-up draws, or a step size the sampler could not adapt (see the step size, tree depth "
                     "and E-BFMI above).")
         elif 2 * u_weak >= self.n_unconverged:
