@@ -58,8 +58,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
              "rates (the seed's)",
     )
     g.add_argument(
-        "--confidence", action="store_true",
-        help="the detector's scores (imported with the detections) inform each detection's inlier probability",
+        "--confidence", action=argparse.BooleanOptionalAction, default=None,
+        help="the detector's scores (imported with the detections) inform each detection's inlier probability "
+             "(default: where the dataset has scores; --no-confidence leaves them out)",
     )
     g.add_argument(
         "--prior", default=None, metavar="FILE.npz",
@@ -139,7 +140,8 @@ def cmd_fit(args) -> int:
     if draws_dir is not None and draws_dir.exists():
         shutil.rmtree(draws_dir)  # --overwrite was given (checked above)
     n_params = sum(int(v.size) for v in model.initial_point().values())
-    print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters)")
+    scores = "; the detector's scores inform each detection (--no-confidence to leave them out)" if model.gimbal_config.confidence else ""
+    print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters{scores})")
     with_moves = "" if moves is None else f" + moves between explanations ({len(moves)} candidate runs)"
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}")
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,

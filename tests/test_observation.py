@@ -94,14 +94,15 @@ def test_per_pair_model_recovers_outlier_rates_and_score_slope():
     true_rate = ds["outlier_rate_true"].values  # (C, K)
     seen = np.isfinite(ds["observations"].values).all(-1)
     realized = ds["is_outlier"].values.sum(axis=0) / seen.sum(axis=0)  # what these 600 frames hold
-    per_pair = _map_observation_params(ds, observation="camera_keypoint")
+    # without the scores (the default uses them): with them the pair's log-odds is its rate at the mean score
+    per_pair = _map_observation_params(ds, observation="camera_keypoint", confidence=False)
     est = 1 - expit(per_pair["logodds_inlier_ck"])
     assert np.corrcoef(est.ravel(), realized.ravel())[0, 1] > 0.85
     hard = true_rate > 0.5
     # detections 40 px off or at a neighbouring keypoint are partly absorbed by a larger per-pair noise: the hard
     # pairs' rates come out low, but far above the ordinary pairs'
     assert np.median(est[hard]) > 0.3 and np.median(est[~hard]) < 0.15
-    shared = _map_observation_params(ds)
+    shared = _map_observation_params(ds, confidence=False)
     shared_est = np.broadcast_to(1 - expit(shared["logodds_inlier"]), true_rate.shape)
     assert np.abs(shared_est - realized)[hard].mean() > 1.5 * np.abs(est - realized)[hard].mean()
     scored = _map_observation_params(ds, observation="camera_keypoint", confidence=True)
@@ -134,3 +135,21 @@ def test_noise_factors_are_zero_sum_normals():
     ours = [float(pm.logp(pm.Normal.dist(0.0, NOISE_POOL_SD, shape=5), z).sum().eval()) for z in v]
     ref = [float(pm.logp(pm.ZeroSumNormal.dist(sigma=NOISE_POOL_SD, shape=6), B @ z).eval()) for z in v]
     np.testing.assert_allclose(np.diff(ours), np.diff(ref), rtol=1e-10)
+
+
+def test_the_default_uses_the_detectors_scores_where_the_dataset_has_them():
+    """confidence=None (the default): scores in the model where the dataset has them and the mixture can use them;
+    the choice is recorded in the model's config; False leaves them out."""
+    from gimbal.datasets import load_dataset
+    from gimbal.model.build import ModelConfig, build_model
+
+    assert ModelConfig.confidence is None
+    scored = load_dataset("rodent18_realistic", max_T=6)
+    model = build_model(scored, validate=False)
+    assert model.gimbal_config.confidence is True and "confidence_slope" in model.named_vars
+    plain = build_model(scored, validate=False, confidence=False)
+    assert plain.gimbal_config.confidence is False and "confidence_slope" not in plain.named_vars
+    no_mixture = build_model(scored, validate=False, use_mixture=False)
+    assert no_mixture.gimbal_config.confidence is False
+    unscored = build_model(load_dataset("v0.2.1_L02_outliers", max_T=6), validate=False)
+    assert unscored.gimbal_config.confidence is False and "confidence_slope" not in unscored.named_vars

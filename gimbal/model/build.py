@@ -38,7 +38,7 @@ from .initialization import (Initialization, check_initial_point, init_point_for
                              smoothed_start)
 from ._inputs import data_input as _data
 from .kernels import bone_emission_logp, hmm_logp
-from .observation import observation_loglik, project_points, student_t_2d_logp
+from .observation import has_scores, observation_loglik, project_points, student_t_2d_logp
 from .prior import PosePrior, canonical_positions, load_prior, with_prior
 
 __all__ = [
@@ -73,7 +73,7 @@ class ModelConfig:
     hmm_algorithm: str = "sequential"
     outlier_model: str = "gaussian"
     observation: str = "camera_keypoint"
-    confidence: bool = False
+    confidence: bool | None = None  # None: the dataset's scores where it has them (build_model records the choice)
     heading: bool = False
     prior: str | None = None
     start: str = STARTS[0]
@@ -280,6 +280,13 @@ def _coords(dataset: xr.Dataset, n_states: int) -> dict:
     }
 
 
+def _use_scores(confidence: bool | None, dataset: xr.Dataset, use_mixture: bool, outlier_model: str) -> bool:
+    """``confidence`` as given, or (None) whether the dataset has scores the model can use."""
+    if confidence is not None:
+        return bool(confidence)
+    return bool(use_mixture) and outlier_model != "student_t" and has_scores(dataset)
+
+
 def build_model(
     dataset: xr.Dataset,
     use_mixture: bool = True,
@@ -296,7 +303,7 @@ def build_model(
     hmm_algorithm: str = "sequential",
     outlier_model: str = ModelConfig.outlier_model,
     observation: str = ModelConfig.observation,
-    confidence: bool = False,
+    confidence: bool | None = None,
     prior: PosePrior | str | None = None,
     start: str = ModelConfig.start,
     init: Initialization | None = None,
@@ -362,9 +369,13 @@ def build_model(
         (:mod:`gimbal.model.observation`). The defaults won on a simulated real detector
         (``python -m benchmarks observation``); ``observation="shared", outlier_model="uniform"``
         is the seed's model.
-    confidence : bool
+    confidence : bool, optional
         Use the detector's score (the dataset's ``confidence``) as a covariate of the inlier
-        log-odds, with a learned slope ``confidence_slope``.
+        log-odds, with a learned slope ``confidence_slope``. The default (None) uses the scores
+        wherever the dataset has them and the model has the two-class mixture: on the real SLEAP +
+        Anipose mouse they decide, detection by detection, what the per-pair outlier rates
+        otherwise decide for all frames at once (chains split between "inliers with a large noise"
+        and "outliers" without them; see the README). ``False`` leaves them out (the seed's model).
     prior : PosePrior or path, optional
         A trained pose prior (:func:`gimbal.model.prior.fit_prior`, ``gimbal prior fit``, or the original
         GIMBAL's trained-parameter ``.npz``), matched to the dataset's skeleton by keypoint name. Its pose
@@ -416,7 +427,7 @@ def build_model(
         hmm_algorithm=hmm_algorithm,
         outlier_model=outlier_model,
         observation=observation,
-        confidence=bool(confidence),
+        confidence=_use_scores(confidence, dataset, use_mixture, outlier_model),
         heading=prior is not None,
         prior=None if prior is None else (prior.source or "given"),
         start=start,
