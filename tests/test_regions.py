@@ -42,6 +42,7 @@ def test_a_pair_believed_in_some_chains_and_not_in_others_is_named():
     text = found.text()
     assert "camera c1's detections of k1" in text and "--exclude CAMERA:KEYPOINT" in text
     assert "up to 0.70 mm (k1" in text and "2.0 within-chain sds lower" in text
+    assert "fit with them (the default where the dataset has them" in text  # no confidence_slope in this fit
     assert found.to_json()["text"] == text
 
 
@@ -66,3 +67,18 @@ def test_a_group_page_says_which_regions_the_chains_sampled(tmp_path):
     section = page.split("## 4. Sampling summary")[1].split("## 5.")[0]
     assert "**Chains in separate regions.** the chains sampled 2 separate regions" in section
     assert "camera c1's detections of k1" in section
+
+
+def test_the_shared_model_names_every_cameras_detections_and_scores_change_the_advice():
+    rng = np.random.default_rng(14)
+    trace = _fit_like(rng)
+    post = trace["posterior"].to_dataset()
+    shared = post.drop_vars(["logodds_inlier_ck", "obs_sigma_ck"]).assign(
+        logodds_inlier=post["logodds_inlier_ck"].isel(camera=1).drop_vars("camera"),
+        confidence_slope=(("chain", "draw"), 1.0 + 0.1 * rng.normal(size=(4, 500))))
+    found = explain_regions(xr.DataTree.from_dict({"posterior": shared, "sample_stats": trace["sample_stats"].to_dataset()}),
+                            xr.Dataset(attrs={"units": "mm"}))
+    assert [(p["camera"], p["keypoint"]) for p in found.pairs] == [("*", "k1")] and found.scores_used
+    text = found.text()
+    assert "every camera's detections of k1: inlier probability 0.99 in chains 0, 1, 0.02 in chains 2, 3" in text
+    assert "fit with them" not in text  # the scores were used already

@@ -244,7 +244,8 @@ def exclude_detections(ds: xr.Dataset, pairs) -> xr.Dataset:
     Raises
     ------
     gimbal.errors.UsageError
-        (a ``ValueError``) A malformed pair or a name the dataset does not have (the message lists the names it has).
+        (a ``ValueError``) A malformed pair, a name the dataset does not have (the message lists the names it has),
+        or a camera or keypoint left without any detection.
     """
     cameras = [str(c) for c in ds["camera"].values]
     keypoints = [str(k) for k in ds["keypoint"].values]

@@ -5,8 +5,10 @@ the usual cause of a split is a (camera, keypoint) pair whose detections are sys
 error of that camera, or a detector that marks another spot): over many frames its detections fit either as
 inliers with a large noise or as outliers, two explanations that each pull the keypoint's track and the camera's
 noise factor their own way, and no chain crosses from one to the other. On the SLEAP + Anipose mouse (120 frames,
-4 cameras) camera ``back``'s detections of ``Tail_0`` were inliers (noise 11 px) in two chains and outliers in
-the other two; the keypoints' positions differed by at most 0.7 mm between the regions.
+4 cameras, without the detector's scores) camera ``back``'s detections of ``Tail_0`` were inliers (noise 11 px) in
+two chains and outliers in the other two, and the keypoints' positions differed by up to 1.2 mm between the regions
+(2.9 mm in a run where one chain also believed ``back``'s ``Tail_2`` and ``Haunch_right``). Leaving those pairs out,
+or weighing each detection by its score (the default where a dataset has scores), removed the split.
 
 :func:`explain_regions` names such pairs, how far apart the regions put the positions, and R-hat within each
 region, so that a split reads as a statement about the data rather than as "run longer".
@@ -22,6 +24,7 @@ import xarray as xr
 __all__ = ["RegionReport", "explain_regions", "BELIEF_CHANGE"]
 
 BELIEF_CHANGE = 0.5  # a pair's inlier probability differing by more than this between regions: believed or not
+EVERY_CAMERA = "*"  # the camera of a pair in the shared observation model (one outlier rate per keypoint)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class RegionReport:
     within_rhat: list  # per region: the positions' max R-hat over its chains (None for a one-chain region)
     differences: list  # the generic engine's separating elements (variable, index, region means, separation)
     units: str = ""
+    scores_used: bool = False  # whether the fitted model weighed detections by the detector's scores
 
     def to_json(self) -> dict:
         return {**asdict(self), "text": self.text()}
@@ -58,7 +62,8 @@ class RegionReport:
             for p in self.pairs[:4]:
                 per = ", ".join(f"{q:.2f} in {n} (noise {s:.1f} px)" if s is not None else f"{q:.2f} in {n}"
                                 for q, s, n in zip(p["inlier_probability"], p["noise_px"], names))
-                said.append(f"camera {p['camera']}'s detections of {p['keypoint']}: inlier probability {per}")
+                who = "every camera's" if p["camera"] == EVERY_CAMERA else f"camera {p['camera']}'s"
+                said.append(f"{who} detections of {p['keypoint']}: inlier probability {per}")
             out += (" They disagree about which detections to believe: " + "; ".join(said)
                     + (f" (and {len(self.pairs) - 4} more pairs)" if len(self.pairs) > 4 else "") + ".")
         elif self.differences:
@@ -79,6 +84,10 @@ class RegionReport:
                     "systematically off: look at them (video, labels, that camera's reprojection error in the "
                     "calibration). Leave them out (gimbal fit --exclude CAMERA:KEYPOINT) or relabel them and "
                     "refit; if they are right, report both regions' positions, which differ by the distances above.")
+            if not self.scores_used:
+                out += (" If the detections carry the detector's scores, fit with them (the default where the dataset "
+                        "has them, --confidence): weighed by its own score, each detection is believed or not on its "
+                        "own rather than all frames of a pair at once.")
         else:
             out += (" Compare the regions' values above; re-run with another seed and another start (--start) to see "
                     "which regions recur.")
@@ -130,7 +139,7 @@ def explain_regions(trace, dataset: xr.Dataset, *, regions=None) -> RegionReport
         if prob.ndim == 2:  # one rate per keypoint: every camera
             prob = prob[:, None, :]
         change = prob.max(axis=0) - prob.min(axis=0)
-        cams = list(post[name]["camera"].values) if "camera" in post[name].dims else ["every camera"]
+        cams = list(post[name]["camera"].values) if "camera" in post[name].dims else [EVERY_CAMERA]
         kps = list(post[name]["keypoint"].values)
         for c, k in sorted(zip(*np.nonzero(change > BELIEF_CHANGE)), key=lambda ck: -change[ck]):
             pairs.append({"camera": str(cams[c]), "keypoint": str(kps[k]),
@@ -151,4 +160,4 @@ def explain_regions(trace, dataset: xr.Dataset, *, regions=None) -> RegionReport
     return RegionReport(regions=groups, mean_lp=found.mean_lp, sd_lp=found.sd_lp, pairs=pairs, position_shift=shift,
                         position_shift_median=median, within_rhat=within,
                         differences=[asdict(d) for d in found.differences],
-                        units=str(dataset.attrs.get("units", "")))
+                        units=str(dataset.attrs.get("units", "")), scores_used="confidence_slope" in post)
