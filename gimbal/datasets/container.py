@@ -264,10 +264,10 @@ def exclude_detections(ds: xr.Dataset, pairs) -> xr.Dataset:
     if not said:
         return ds
     out = ds.copy()
-    obs = out["observations"].transpose("frame", "camera", "keypoint", "uv")
-    out["observations"] = obs.where(~xr.DataArray(mask, dims=("camera", "keypoint"))).transpose(*ds["observations"].dims)
+    kept = ~xr.DataArray(mask, dims=("camera", "keypoint"))
+    out["observations"] = out["observations"].where(kept).transpose(*ds["observations"].dims)
     if "confidence" in out:
-        out["confidence"] = out["confidence"].where(~xr.DataArray(mask, dims=("camera", "keypoint")))
+        out["confidence"] = out["confidence"].where(kept).transpose(*ds["confidence"].dims)
     before = ds.attrs.get("excluded_detections", "")
     out.attrs["excluded_detections"] = ",".join([before, *said] if before else said)
     try:

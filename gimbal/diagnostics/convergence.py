@@ -276,15 +276,9 @@ def stranded_chains(trace, gap: float = STRANDED_GAP) -> StrandedChains | None:
         None with fewer than two chains or without the log density in the sample statistics; else every chain's
         numbers and the stranded ones (possibly none).
     """
-    from .sampling import normalize_sample_stats
-
-    try:
-        stats = normalize_sample_stats(trace)
-    except ValueError:
+    lp = _chain_lp(trace)
+    if lp is None or lp.shape[0] < 2:
         return None
-    if "lp" not in stats or stats.sizes.get("chain", 1) < 2:
-        return None
-    lp = np.asarray(stats["lp"].transpose("chain", "draw").values, float)
     means, sds = lp.mean(axis=1), lp.std(axis=1)
     pooled = float(np.sqrt(np.mean(sds**2)))
     if not (np.isfinite(pooled) and pooled > 0):
@@ -405,14 +399,21 @@ def chain_regions(trace, var_names=None, *, separation: float = REGION_SEPARATIO
                         separation=float(separation))
 
 
-def _region_lp(trace, groups) -> tuple[list | None, float | None]:
+def _chain_lp(trace) -> np.ndarray | None:
+    """The log density of every draw, ``(chain, draw)`` (nutpie's ``logp`` or PyMC's ``lp``); None without it."""
     from .sampling import normalize_sample_stats
 
     try:
         stats = normalize_sample_stats(trace)
     except ValueError:
-        return None, None
+        return None
     if "lp" not in stats:
+        return None
+    return np.asarray(stats["lp"].transpose("chain", "draw").values, float)
+
+
+def _region_lp(trace, groups) -> tuple[list | None, float | None]:
+    lp = _chain_lp(trace)
+    if lp is None:
         return None, None
-    lp = np.asarray(stats["lp"].transpose("chain", "draw").values, float)
     return [float(lp[g].mean()) for g in groups], float(np.sqrt(np.mean(lp.var(axis=1))))
