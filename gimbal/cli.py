@@ -31,7 +31,7 @@ def _excluded(args) -> list[str]:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .settings import STARTS
+    from .settings import STARTS, WHITENED_TRACKS
 
     g = p.add_argument_group("model")
     g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
@@ -61,6 +61,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--confidence", action=argparse.BooleanOptionalAction, default=None,
         help="the detector's scores (imported with the detections) inform each detection's inlier probability "
              "(default: where the dataset has scores; --no-confidence leaves them out)",
+    )
+    g.add_argument(
+        "--whitened-tracks", choices=WHITENED_TRACKS, default=WHITENED_TRACKS[0],
+        help="the sampler moves these keypoints' tracks in coordinates that whiten their random walk and the cameras' "
+             "information (the same model): none (default), still (those whose step sd is below their triangulation "
+             "sd: an animal that mostly sits still; several times fewer gradients per draw) or all",
     )
     g.add_argument(
         "--prior", default=None, metavar="FILE.npz",
@@ -103,6 +109,7 @@ def cmd_fit(args) -> int:
     from .diagnostics.io import collect_environment, write_json
     from .diagnostics.sampling import sampling_summary
     from .model.fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
+    from .model.whitening import whitened_keypoints
     from .model.build import build_model
 
     from .settings import SamplerSettings
@@ -141,6 +148,9 @@ def cmd_fit(args) -> int:
         shutil.rmtree(draws_dir)  # --overwrite was given (checked above)
     n_params = sum(int(v.size) for v in model.initial_point().values())
     scores = "; the detector's scores inform each detection (--no-confidence to leave them out)" if model.gimbal_config.confidence else ""
+    whitened = whitened_keypoints(model)
+    if whitened:
+        scores += f"; {len(whitened)} of {ds.sizes['keypoint']} keypoints' tracks sampled whitened"
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters{scores})")
     with_moves = "" if moves is None else f" + moves between explanations ({len(moves)} candidate runs)"
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}")
@@ -246,6 +256,7 @@ def _model_options(args, ds, label: str) -> dict:
         outlier_model=args.outlier_model,
         observation=args.observation,
         confidence=args.confidence,
+        whitened_tracks=args.whitened_tracks,
         prior=_prior_for(args.prior, ds),
         start=args.start,
     )

@@ -15,13 +15,16 @@ from dataclasses import asdict, dataclass
 from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
-           "probability", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH", "STARTS"]
+           "probability", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH", "STARTS",
+           "WHITENED_TRACKS"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")
 ADAPTATIONS = ("diag", "low_rank")
 # where the chains start (gimbal.model.build.build_model's ``start``); the first is the default
 STARTS = ("tracks", "smoothed")
+# which tracks the sampler moves in whitened coordinates (build_model's ``whitened_tracks``); the first is the default
+WHITENED_TRACKS = ("none", "still", "all")
 MAX_TREE_DEPTH = 20
 
 

@@ -58,9 +58,13 @@ def test_nutpie_samples_with_the_jax_backend(models):
 
 
 def test_jax_backend_refuses_fused_kernels_with_the_fix(models):
-    _, fused = models
+    ds, fused = models
     with pytest.raises(ValueError, match="kernels='graph'"):
         sample_model(fused, backend="jax", chains=1, tune=10, draws=10, progress=False)
+    whitened = build_model(ds, n_states=2, kernels="graph", hmm_algorithm="parallel", whitened_tracks="all",
+                           validate=False)
+    with pytest.raises(ValueError, match=r"\(BidiagonalSolve\).*whitened_tracks='none'"):
+        sample_model(whitened, backend="jax", chains=1, tune=10, draws=10, progress=False)
 
 
 @pytest.mark.slow

@@ -24,8 +24,11 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
     """The local ratio (per-frame terms, the HMM by the forward algorithm) equals the model's logp difference."""
     from benchmarks.observation import train_prior
 
-    # with the HMM: the default model with a trained prior (4 states); without: one state, frames independent
-    model = build_model(realistic, prior=train_prior(4)) if hmm else build_model(realistic, use_directional_hmm=False)
+    # with the HMM: the default model with a trained prior (4 states); without: one state, frames independent; the
+    # positions as the sampler's own coordinates (whitened tracks: test_moves_act_on_positions_under_whitened_tracks)
+    plain = dict(whitened_tracks="none")
+    model = (build_model(realistic, prior=train_prior(4), **plain) if hmm
+             else build_model(realistic, use_directional_hmm=False, **plain))
     blocks = explanation_blocks(realistic)
     kinds = {b.kind for b in blocks}
     assert kinds == {"groups", "ray", "camera"}
@@ -72,6 +75,29 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
     for m, i in enumerate(idx):
         block = blocks[i]
         assert np.any(x[block.frames, block.keypoint] != x0[block.frames, block.keypoint]) == expect[m]
+
+
+def test_moves_act_on_positions_under_whitened_tracks(realistic):
+    """With the default whitened tracks the moves map the sampler's coordinates to positions and back: a move's
+    ratio is still the model's log density difference, and a step returns the sampler's coordinates."""
+    from gimbal.model.whitening import to_coordinates
+
+    part = realistic.isel(frame=slice(0, 20))
+    model = build_model(part, use_directional_hmm=False, whitened_tracks="all")  # every track ("still": none here)
+    blocks = explanation_blocks(part)
+    step = ExplanationMoves(blocks=blocks, model=model)
+    assert step.var_names == ("x_whitened__",) and step.whitening is not None
+    logp = model.compile_logp()
+    point = model.initial_point()
+    np.testing.assert_allclose(step.positions(point), model.gimbal_init.values["x"], atol=1e-9)
+    for block in blocks[:6]:
+        ratio, moved = step.log_ratio(point, block, carry=True)
+        moved_point = {**point, "x_whitened__": to_coordinates(moved, *step.whitening)}
+        assert ratio == pytest.approx(float(logp(moved_point)) - float(logp(point)), abs=1e-6, rel=1e-9)
+    step.rng = np.random.default_rng(0)
+    new_point, stats = step.step(point)
+    assert set(new_point) == set(point) and stats[0]["moves_accepted"] > 0
+    assert not np.allclose(new_point["x_whitened__"], point["x_whitened__"])
 
 
 def test_two_camera_groups_make_one_block_whose_move_swaps_their_points():

@@ -29,13 +29,14 @@ def _check_jax_ready(model: pm.Model) -> None:
     except ImportError as err:
         raise ImportError(f"backend='jax' needs JAX: {JAX_INSTALL_HINT}.") from err
     from .kernels import FUSED_OPS
+    from .whitening import BidiagonalSolve
 
     ops = {type(node.op).__name__ for node in pytensor.graph.traversal.applys_between(model.value_vars, [model.logp()])
-           if isinstance(node.op, FUSED_OPS)}
+           if isinstance(node.op, (*FUSED_OPS, BidiagonalSolve))}
     if ops:
         raise ValueError(
-            f"the model uses the fused numba kernels ({', '.join(sorted(ops))}), which JAX cannot compile; "
-            "build it with build_model(..., kernels='graph') for backend='jax'."
+            f"the model uses numba-only Ops ({', '.join(sorted(ops))}), which JAX cannot compile; build it with "
+            "build_model(..., kernels='graph', whitened_tracks='none') for backend='jax' (backend_model_options('jax'))."
         )
 
 
@@ -68,13 +69,14 @@ def compile_nutpie(model: pm.Model, backend: str = "numba", jitter: bool = True)
 
 
 def backend_model_options(backend: str) -> dict:
-    """``build_model`` options a backend needs: JAX compiles the plain graph, with the tree-form HMM for GPUs.
+    """``build_model`` options a backend needs: JAX compiles the plain graph, with the tree-form HMM for GPUs and the
+    positions sampled as they are (the whitened tracks' solve is numba code).
 
     Returns ``{}`` for numba (the fused kernels). Options given explicitly should be merged over these.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
-    return {"kernels": "graph", "hmm_algorithm": "parallel"} if backend == "jax" else {}
+    return {"kernels": "graph", "hmm_algorithm": "parallel", "whitened_tracks": "none"} if backend == "jax" else {}
 
 
 def jax_device() -> str | None:

@@ -31,6 +31,7 @@ __all__ = [
     "InitializationError",
     "initialize_from_observations_dlt",
     "smoothed_start",
+    "start_covariance",
     "triangulate_sequence",
     "continuous_track",
     "fit_pose_states",
@@ -590,6 +591,17 @@ def _random_walk_map(points: np.ndarray, info: np.ndarray, step_sigma: float) ->
     return spsolve(A, b.ravel()).reshape(T, 3)
 
 
+def start_covariance(init: Initialization, dataset: xr.Dataset, threshold_px: float = 20.0) -> np.ndarray:
+    """First-order covariance ``(T, K, 3, 3)`` of the start's points, from the cameras within ``threshold_px`` of
+    them at the start's pixel noise (:func:`gimbal.model.cameras.triangulation_covariance`; NaN where fewer than two)."""
+    x = np.asarray(init.positions, float)
+    P = dataset["camera_matrix"].values
+    resid = np.linalg.norm(project(x, P) - dataset["observations"].values, axis=-1)  # (T, C, K)
+    with np.errstate(invalid="ignore"):
+        inlier = np.isfinite(resid) & (resid < threshold_px)
+    return triangulation_covariance(x, P, inlier, float(init.values["obs_sigma"]))
+
+
 def smoothed_start(init: Initialization, dataset: xr.Dataset, threshold_px: float = 20.0) -> Initialization:
     """``init`` with its tracks made consistent with the temporal prior and the bone lengths it starts from.
 
@@ -605,11 +617,7 @@ def smoothed_start(init: Initialization, dataset: xr.Dataset, threshold_px: floa
     if T < 2:
         return init
     skel = skeleton_of(dataset)
-    P = dataset["camera_matrix"].values
-    resid = np.linalg.norm(project(x, P) - dataset["observations"].values, axis=-1)  # (T, C, K)
-    with np.errstate(invalid="ignore"):
-        inlier = np.isfinite(resid) & (resid < threshold_px)
-    cov = triangulation_covariance(x, P, inlier, float(init.values["obs_sigma"]))
+    cov = start_covariance(init, dataset, threshold_px)
     info = np.zeros_like(cov)
     known = np.isfinite(cov).all(axis=(-1, -2))
     info[known] = np.linalg.inv(cov[known])

@@ -39,6 +39,7 @@ import xarray as xr
 from pymc.step_methods.compound import BlockedStep, Competence
 
 from .cameras import reprojection_error, triangulate_dlt, triangulation_candidates
+from .whitening import to_coordinates, to_positions, whitening_of
 
 __all__ = ["ExplanationBlock", "explanation_blocks", "ExplanationMoves", "move_counts", "sum_counts",
            "DEFAULT_ROUNDS", "GROUP_SEPARATION_SD", "CAMERA_BAND_SD"]
@@ -431,7 +432,9 @@ class ExplanationMoves(BlockedStep):
     Parameters
     ----------
     vars : list, optional
-        The positions' value variable (the default; the moves change nothing else).
+        The positions' value variable (the default; the moves change nothing else). Where the sampler moves the
+        positions in whitened coordinates (``build_model(whitened_tracks="still")`` or ``"all"``) the moves still act on
+        ``x`` and map to and from those coordinates (a linear map with a constant Jacobian: the same ratios).
     blocks : list of ExplanationBlock
     parents : (K,) array of int, optional
         The skeleton's parent of each keypoint (``-1`` for the root); default: the model's skeleton.
@@ -462,8 +465,10 @@ class ExplanationMoves(BlockedStep):
         self.last = self.packed.frames[self.packed.offset[1:] - 1]
         self.rounds = int(rounds)
         self.model = model
-        self.vars = [model.rvs_to_values[model["x"]]]
-        self.var_names = ("x",)
+        value = model.rvs_to_values[model["x"]]
+        self.vars = [value]
+        self.var_names = (value.name,)
+        self.whitening = whitening_of(model, model["x"])  # the moves act on x; the sampler may see it whitened
         init = model.gimbal_init
         self.parents = np.asarray(model.gimbal_skeleton.parents if parents is None else parents, np.int64)
         K = self.parents.size
@@ -528,7 +533,7 @@ class ExplanationMoves(BlockedStep):
         prop = x.copy()
         _propose(x, prop, idx, carry, pk.offset, pk.frames, pk.normal, pk.anchor, pk.keypoint, pk.ray, self.parents,
                  self.below)
-        outs = self._terms()({**point, "x": prop})
+        outs = self._terms()(self._with_positions(point, prop))
         emission_p, log_obs_p = np.asarray(outs[0], float), np.asarray(outs[1], float)
         if self.hmm:
             A = np.exp(log_trans)
@@ -545,8 +550,18 @@ class ExplanationMoves(BlockedStep):
                                  self.anchor_spread)
         return int(accepted), deltas
 
+    def positions(self, point) -> np.ndarray:
+        """The positions ``x`` at a point of the sampler's coordinates."""
+        value = np.array(point[self.var_names[0]], float)
+        return value if self.whitening is None else to_positions(value, *self.whitening)
+
+    def _with_positions(self, point, x) -> dict:
+        """``point`` with its positions replaced by ``x``."""
+        value = x if self.whitening is None else to_coordinates(x, *self.whitening)
+        return {**point, self.var_names[0]: value}
+
     def _start(self, point):
-        x = np.array(point["x"], float)
+        x = self.positions(point)
         outs = self._terms()(point)
         terms = (np.array(outs[0], float), np.array(outs[1], float))
         return x, terms, (np.asarray(outs[2]) if self.hmm else None)
@@ -564,7 +579,7 @@ class ExplanationMoves(BlockedStep):
             return point, [{"moves_tried": 0, "moves_accepted": 0}]
         x, terms, log_trans = self._start(point)
         accepted = sum(self._round(point, x, terms, chosen, log_trans)[0] for chosen in rounds)
-        return {**point, "x": x}, [{"moves_tried": sum(c[0].size for c in rounds), "moves_accepted": accepted}]
+        return self._with_positions(point, x), [{"moves_tried": sum(c[0].size for c in rounds), "moves_accepted": accepted}]
 
 
 def move_counts(trace, n_candidates: int, rounds: int = DEFAULT_ROUNDS) -> dict:
