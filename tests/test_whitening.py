@@ -9,7 +9,7 @@ from pytensor.gradient import verify_grad
 from gimbal.datasets import from_arrays, load_dataset
 from gimbal.model.cameras import camera_matrix, intrinsics, look_at, project
 from gimbal.diagnostics.checks import compile_logp_and_grad, finite_difference_check
-from gimbal.model.build import build_model
+from gimbal.model.build import ModelConfig, build_model
 from gimbal.model.initialization import initialize_from_observations_dlt
 from gimbal.model.whitening import (BidiagonalSolve, to_coordinates, to_positions, track_factor, walk_dominated,
                                     whitened_keypoints, whitening_of)
@@ -95,6 +95,8 @@ def test_whitening_is_refused_where_the_tracks_are_not_free_random_walks():
             build_model(ds, whitened_tracks="all", validate=False, **options)
     with pytest.raises(ValueError, match="whitened_tracks must be one of"):
         build_model(ds, whitened_tracks=True, validate=False)
+    with pytest.raises(ValueError, match="heading"):  # the checks after the new ones still run
+        ModelConfig(heading=True, directions="explicit", whitened_tracks="all")
     assert whitened_keypoints(build_model(ds.isel(frame=[0]), whitened_tracks="all", validate=False)) == []  # one frame
 
 

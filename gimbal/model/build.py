@@ -121,13 +121,13 @@ class ModelConfig:
             raise ValueError(f"whitened_tracks={self.whitened_tracks!r} samples tracks in the coordinates that whiten their "
                              "random walk: it needs free positions (freeze_latents=None), temporal=True and "
                              "root_dynamics='centered'.")
+        if self.heading and self.directions != "marginal":
+            raise ValueError("a trained prior's body-frame pose states (heading) need directions='marginal'.")
 
     @property
     def tracks_are_walks(self) -> bool:
         """Whether the positions are free and tied over frames by the random walk alone."""
         return self.freeze_latents is None and self.temporal and self.root_dynamics == "centered"
-        if self.heading and self.directions != "marginal":
-            raise ValueError("a trained prior's body-frame pose states (heading) need directions='marginal'.")
 
     def as_dict(self) -> dict:
         return asdict(self)

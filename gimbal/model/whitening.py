@@ -25,8 +25,12 @@ gradients per draw), but its chains settled in other regions of the observation 
 
 from __future__ import annotations
 
+import zlib
+from pathlib import Path
+
 import numba
 import numpy as np
+import pymc as pm
 import pytensor.tensor as pt
 from pymc.logprob.transforms import Transform
 from pytensor.gradient import grad_not_implemented
@@ -34,7 +38,9 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
-from .kernels import KERNEL_SOURCE_KEY
+# PyTensor's on-disk numba cache is keyed by the Op's class and properties: this module's source joins the key so that
+# a changed solve is never served from a cache compiled from the old one (as for the kernels)
+SOURCE_KEY = zlib.crc32(Path(__file__).read_bytes())
 
 __all__ = ["BidiagonalSolve", "TrackWhitening", "track_factor", "walk_dominated", "whitened_flat", "whitening_of",
            "whitened_keypoints", "to_positions", "to_coordinates"]
@@ -145,7 +151,7 @@ def _numba_bidiagonal_solve(op, node=None, **kwargs):
     def bidiagonal_solve(z, diag, sub):
         return _solve(z, diag, sub, transpose)
 
-    return bidiagonal_solve, KERNEL_SOURCE_KEY
+    return bidiagonal_solve, SOURCE_KEY
 
 
 class TrackWhitening(Transform):
@@ -182,8 +188,6 @@ def whitened_flat(name: str, mu, diag, sub, **kwargs):
 
     ``mu``, ``diag``, ``sub``: ``(T, K, 3)`` tensors; ``kwargs`` go to ``pm.CustomDist`` (``dims``, ``initval``).
     """
-    import pymc as pm
-
     return pm.CustomDist(name, mu, diag, sub, logp=_flat_logp, transform=TrackWhitening(), signature="(),(),()->()",
                          **kwargs)
 
@@ -201,7 +205,7 @@ def whitened_keypoints(model) -> list[str]:
     arrays = None if rv is None else whitening_of(model, rv)
     if arrays is None:
         return []
-    chosen = (arrays[2] != 0).any(axis=(0, 2)) if arrays[2].shape[0] > 1 else np.ones(arrays[2].shape[1], bool)
+    chosen = (arrays[2] != 0).any(axis=(0, 2))  # a whitened track is tied to its neighbours: sub != 0
     return [str(k) for k, c in zip(model.coords["keypoint"], chosen) if c]
 
 
