@@ -24,11 +24,8 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
     """The local ratio (per-frame terms, the HMM by the forward algorithm) equals the model's logp difference."""
     from benchmarks.observation import train_prior
 
-    # with the HMM: the default model with a trained prior (4 states); without: one state, frames independent; the
-    # positions as the sampler's own coordinates (whitened tracks: test_moves_act_on_positions_under_whitened_tracks)
-    plain = dict(whitened_tracks="none")
-    model = (build_model(realistic, prior=train_prior(4), **plain) if hmm
-             else build_model(realistic, use_directional_hmm=False, **plain))
+    # with the HMM: the default model with a trained prior (4 states); without: one state, frames independent
+    model = build_model(realistic, prior=train_prior(4)) if hmm else build_model(realistic, use_directional_hmm=False)
     blocks = explanation_blocks(realistic)
     kinds = {b.kind for b in blocks}
     assert kinds == {"groups", "ray", "camera"}
@@ -78,8 +75,8 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
 
 
 def test_moves_act_on_positions_under_whitened_tracks(realistic):
-    """With the default whitened tracks the moves map the sampler's coordinates to positions and back: a move's
-    ratio is still the model's log density difference, and a step returns the sampler's coordinates."""
+    """With whitened tracks the moves map the sampler's coordinates to positions and back: a move's ratio is still
+    the model's log density difference, and a step returns the sampler's coordinates."""
     from gimbal.model.whitening import to_coordinates
 
     part = realistic.isel(frame=slice(0, 20))
