@@ -149,7 +149,7 @@ def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, 
                        adaptation=sampler.adaptation, backend=sampler.backend, progress=progress)
     summary = sampling_summary(fit.trace, ["x"])
     mean = fit.trace["posterior"]["x"].mean(("chain", "draw")).values
-    return rest, mean, summary, time.perf_counter() - t0
+    return rest, mean, summary, time.perf_counter() - t0, model.gimbal_config.as_dict()
 
 
 def _describe_options(options: dict) -> dict:
@@ -193,11 +193,12 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
     path = Path(out) if out else DEFAULT_OUT / f"loco_{label}.json"
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite (or overwrite=True) to replace it.")
-    rows = []
+    rows, built = [], None
     for i, cam in enumerate(cameras, 1):
         if progress:
             print(f"[{i}/{len(cameras)}] holding out camera {cam!r}", flush=True)
-        rest, mean, summary, fit_s = _fit_without(ds, cam, sampler=sampler, progress=progress, model_options=model_options)
+        rest, mean, summary, fit_s, built = _fit_without(ds, cam, sampler=sampler, progress=progress,
+                                                         model_options=model_options)
         per_point = np.moveaxis(rest["observations"].values, 1, 2)
         tri = triangulate_robust(per_point, rest["camera_matrix"].values)
         tri_ls = triangulate_least_squares(per_point, rest["camera_matrix"].values)
@@ -217,7 +218,8 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
             r = rows[-1]
             print(f"    posterior median {r.posterior.median} px vs triangulation {r.triangulation.median} px", flush=True)
     settings = {**sampler.as_dict(), "min_confidence": min_confidence, "max_T": max_T,
-                "model_options": _describe_options(model_options or {})}
+                "model_options": _describe_options(model_options or {}),
+                "model": built}  # what was built: choices left to the data (e.g. its scores) resolved
     report = LocoReport(label, int(ds.sizes["frame"]), int(ds.sizes["keypoint"]), rows, settings, path)
     write_text_atomic(path, json.dumps(report.to_json(), indent=2, default=float) + "\n")
     return report

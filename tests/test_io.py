@@ -459,6 +459,10 @@ def test_leave_one_camera_out_scores_every_camera(tmp_path, minimal80):
                                   progress=False)
     data = json.loads((tmp_path / "loco.json").read_text())
     assert [r["camera"] for r in data["rows"]] == [str(c) for c in ds["camera"].values]
+    # the model as built, with the choice of using the detector's scores resolved (not the option's None)
+    from gimbal.model.observation import has_scores
+
+    assert data["settings"]["model"]["confidence"] is has_scores(ds)
     for row in report.cameras:
         # 2 px detection noise: the model places the held-out points within a few pixels of its detections; two-view
         # triangulation is as good at best (measured: 2-15 px, worst where the two remaining views are nearly parallel)
