@@ -134,7 +134,18 @@ def bone_length_cv(points: np.ndarray, dataset: xr.Dataset) -> float | None:
     return float(np.median(cv)) if cv.size else None
 
 
-def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, progress, model_options):
+@dataclass(frozen=True)
+class _HeldOutFit:
+    """One fit without a camera: the remaining cameras' dataset, the posterior mean, its summary, time, model."""
+
+    rest: xr.Dataset
+    mean: np.ndarray  # (T, K, 3) posterior mean of the positions
+    summary: dict
+    fit_s: float
+    model: dict  # the ModelConfig as built (choices left to the data resolved)
+
+
+def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, progress, model_options) -> _HeldOutFit:
     from .diagnostics.sampling import sampling_summary
     from .model.fitting import backend_model_options, sample_model
     from .model.build import build_model
@@ -149,7 +160,7 @@ def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, 
                        adaptation=sampler.adaptation, backend=sampler.backend, progress=progress)
     summary = sampling_summary(fit.trace, ["x"])
     mean = fit.trace["posterior"]["x"].mean(("chain", "draw")).values
-    return rest, mean, summary, time.perf_counter() - t0, model.gimbal_config.as_dict()
+    return _HeldOutFit(rest, mean, summary, time.perf_counter() - t0, model.gimbal_config.as_dict())
 
 
 def _describe_options(options: dict) -> dict:
@@ -193,12 +204,12 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
     path = Path(out) if out else DEFAULT_OUT / f"loco_{label}.json"
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite (or overwrite=True) to replace it.")
-    rows, built = [], None
+    rows, fit = [], None
     for i, cam in enumerate(cameras, 1):
         if progress:
             print(f"[{i}/{len(cameras)}] holding out camera {cam!r}", flush=True)
-        rest, mean, summary, fit_s, built = _fit_without(ds, cam, sampler=sampler, progress=progress,
-                                                         model_options=model_options)
+        fit = _fit_without(ds, cam, sampler=sampler, progress=progress, model_options=model_options)
+        rest, mean, summary = fit.rest, fit.mean, fit.summary
         per_point = np.moveaxis(rest["observations"].values, 1, 2)
         tri = triangulate_robust(per_point, rest["camera_matrix"].values)
         tri_ls = triangulate_least_squares(per_point, rest["camera_matrix"].values)
@@ -211,7 +222,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
             divergences=int(summary["divergences"]),
             max_rhat=summary.get("max_rhat_all"),
             min_ess_bulk=summary.get("min_ess_bulk_all"),
-            fit_s=fit_s,
+            fit_s=fit.fit_s,
             triangulation_least_squares=ErrorStats.of(heldout_errors(tri_ls, ds, cam, min_confidence)),
         ))
         if progress:
@@ -219,7 +230,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
             print(f"    posterior median {r.posterior.median} px vs triangulation {r.triangulation.median} px", flush=True)
     settings = {**sampler.as_dict(), "min_confidence": min_confidence, "max_T": max_T,
                 "model_options": _describe_options(model_options or {}),
-                "model": built}  # what was built: choices left to the data (e.g. its scores) resolved
+                "model": fit.model if fit else None}  # what was built: choices left to the data (e.g. its scores) resolved
     report = LocoReport(label, int(ds.sizes["frame"]), int(ds.sizes["keypoint"]), rows, settings, path)
     write_text_atomic(path, json.dumps(report.to_json(), indent=2, default=float) + "\n")
     return report
