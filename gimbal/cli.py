@@ -109,6 +109,7 @@ def cmd_fit(args) -> int:
     from .diagnostics.io import collect_environment, write_json
     from .diagnostics.sampling import sampling_summary
     from .model.fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
+    from .model.regions import chain_findings
     from .model.whitening import whitened_keypoints
     from .model.build import build_model
 
@@ -162,8 +163,7 @@ def cmd_fit(args) -> int:
                                max_treedepth=settings.maxdepth, wall_time_s=result.sample_s)
     errors = position_errors(result.trace, ds)
     support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]))
-    stranded = _stranded(result.trace)
-    regions = _regions(result.trace, ds)
+    chains = chain_findings(result.trace, ds)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
     save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)
     payload = {
@@ -176,8 +176,8 @@ def cmd_fit(args) -> int:
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
-        "stranded_chains": stranded,
-        "chain_regions": regions,
+        "stranded_chains": chains.stranded,
+        "chain_regions": chains.regions,
         "environment": collect_environment(),
     }
     write_json(summary_path, payload)
@@ -185,45 +185,9 @@ def cmd_fit(args) -> int:
     _print_fit_summary(summary, errors, result, payload["moves"])
     if support:
         print(f"\n  positions: {support.text()}")
-    if regions:
-        print(f"\n  chains: {regions['text']}")
-    elif stranded and stranded["chains"]:
-        print(f"\n  chains: {stranded['text']}")
+    if chains.text():
+        print(f"\n  chains: {chains.text()}")
     return 0
-
-
-def _regions(trace, ds) -> dict | None:
-    """The chains' regions of the globals and the detections they disagree about (:mod:`gimbal.model.regions`);
-    None when every chain sampled one region."""
-    from .model.regions import explain_regions
-
-    found = explain_regions(trace, ds)
-    return found.to_json() if found else None
-
-
-def _stranded(trace) -> dict | None:
-    """Chains left in a region of lower log density (:func:`gimbal.diagnostics.stranded_chains`), with the positions'
-    worst R-hat and count above 1.01 over the other chains; None without the log density or with one chain."""
-    import numpy as np
-
-    from .diagnostics import stranded_chains
-
-    found = stranded_chains(trace)
-    if found is None:
-        return None
-    out = {**found.to_json(), "text": found.text()}
-    post = trace["posterior"]
-    rest = [c for c in range(post.sizes["chain"]) if c not in found.chains]
-    if found.chains and len(rest) >= 2 and "x" in post:
-        from arviz_stats import rhat
-
-        r = rhat(post["x"].isel(chain=rest)).values
-        out["without_them"] = {"chains": rest, "max_rhat_x": float(np.nanmax(r)),
-                               "positions_rhat_above_1.01": int((np.nanmax(r, axis=-1) > 1.01).sum())}
-        out["text"] += (f" Without {'it' if len(found.chains) == 1 else 'them'}, the positions' max R-hat is "
-                        f"{out['without_them']['max_rhat_x']:.3f} ({out['without_them']['positions_rhat_above_1.01']} "
-                        "positions above 1.01).")
-    return out
 
 
 def _unconverged_support(trace, ds, pixel_noise: float):
@@ -339,6 +303,9 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
               f"{errors['triangulation']['median']:.3f} {errors['units']}")
     if support:
         print(f"  positions: {support.text()}")
+    for w in res.windows:  # each window's chains are their own: a split or a stranded chain is said per window
+        if w["chains_text"]:
+            print(f"  chains, frames {w['keep_start']}-{w['keep_stop'] - 1}: {w['chains_text']}")
     return 0
 
 

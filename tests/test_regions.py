@@ -82,3 +82,29 @@ def test_the_shared_model_names_every_cameras_detections_and_scores_change_the_a
     text = found.text()
     assert "every camera's detections of k1: inlier probability 0.99 in chains 0, 1, 0.02 in chains 2, 3" in text
     assert "fit with them" not in text  # the scores were used already
+
+
+def test_chain_findings_say_the_split_or_else_the_stranded_chains():
+    """``chain_findings`` (what `gimbal fit` prints and writes, for the whole recording or per window): the regions'
+    explanation when the chains split; else the chains stranded below the rest, with the positions' R-hat without
+    them; else nothing."""
+    from gimbal.model.regions import chain_findings
+
+    rng = np.random.default_rng(15)
+    split = chain_findings(_fit_like(rng), xr.Dataset(attrs={"units": "mm"}))
+    assert split.regions["regions"] == [[0, 1], [2, 3]] and split.text() == split.regions["text"]
+    assert split.stranded["chains"] == []  # 20 below with a within-chain sd of 10: not stranded
+
+    agree = _fit_like(rng, flip=False)
+    found = chain_findings(agree, xr.Dataset())
+    assert found.regions is None and found.stranded["chains"] == [] and found.text() is None
+
+    lp = agree["sample_stats"]["logp"].values.copy()
+    lp[3] -= 60.0  # chain 3 six within-chain sds below the others, its globals the same
+    low = xr.DataTree.from_dict({"posterior": agree["posterior"].to_dataset(),
+                                 "sample_stats": xr.Dataset({"logp": (("chain", "draw"), lp)})})
+    found = chain_findings(low, xr.Dataset())
+    assert found.regions is None and found.stranded["chains"] == [3]
+    assert found.stranded["without_them"]["chains"] == [0, 1, 2]
+    assert found.stranded["without_them"]["positions_rhat_above_1.01"] == 0
+    assert found.text().startswith("chain 3 (mean log density") and "Without it, the positions' max R-hat is" in found.text()

@@ -37,6 +37,8 @@ def test_windowed_posterior_covers_every_frame_and_beats_triangulation():
     np.testing.assert_array_equal(res.posterior["frame"].values, ds["frame"].values)
     assert res.posterior["bone_length"].sizes["window"] == 2
     assert all(w["divergences"] == 0 for w in res.windows)
+    # each window's own chains are checked for a split and for a chain stranded below the others
+    assert all(isinstance(w["stranded_chains"], dict) and "chain_regions" in w for w in res.windows)
     err = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds)
     assert err["posterior_mean"]["median"] < 0.8 * err["triangulation"]["median"]
 
@@ -62,3 +64,5 @@ def test_one_chain_and_noncentered_windows_stitch_and_print(capsys):
     assert len(res.windows) == 2 and res.posterior["x"].sizes["frame"] == 20 and np.isfinite(res.posterior["x"].values).all()
     assert not {"root_steps", "root_start", "x_nonroot"} & set(res.posterior.data_vars)
     assert res.posterior["bone_length"].sizes["window"] == len(res.windows)
+    assert all(w["stranded_chains"] is None and w["chain_regions"] is None and w["chains_text"] is None
+               for w in res.windows)  # one chain: nothing to compare

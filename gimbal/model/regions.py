@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import xarray as xr
 
-__all__ = ["RegionReport", "explain_regions", "BELIEF_CHANGE"]
+__all__ = ["RegionReport", "explain_regions", "ChainFindings", "chain_findings", "BELIEF_CHANGE"]
 
 BELIEF_CHANGE = 0.5  # a pair's inlier probability differing by more than this between regions: believed or not
 EVERY_CAMERA = "*"  # the camera of a pair in the shared observation model (one outlier rate per keypoint)
@@ -161,3 +161,56 @@ def explain_regions(trace, dataset: xr.Dataset, *, regions=None) -> RegionReport
                         position_shift_median=median, within_rhat=within,
                         differences=[asdict(d) for d in found.differences],
                         units=str(dataset.attrs.get("units", "")), scores_used="confidence_slope" in post)
+
+
+@dataclass(frozen=True)
+class ChainFindings:
+    """What a fit's chains say about themselves: separate regions of the globals, and chains stranded below the rest.
+
+    ``regions`` is :meth:`RegionReport.to_json` (None when every chain sampled one region); ``stranded`` is
+    :meth:`gimbal.diagnostics.StrandedChains.to_json` with its ``text`` and, where chains are stranded and at least two
+    are not, the positions' R-hat over the others (``without_them``); None with one chain or no log density.
+    """
+
+    regions: dict | None
+    stranded: dict | None
+
+    def text(self) -> str | None:
+        """The regions' explanation if the chains split, else the stranded chains' if any, else None."""
+        if self.regions:
+            return self.regions["text"]
+        if self.stranded and self.stranded["chains"]:
+            return self.stranded["text"]
+        return None
+
+
+def chain_findings(trace, dataset: xr.Dataset) -> ChainFindings:
+    """:func:`explain_regions` and :func:`gimbal.diagnostics.stranded_chains` of one fit (a whole recording or one
+    window of it), as JSON-ready dicts.
+
+    Parameters
+    ----------
+    trace : xarray.DataTree
+        The fit's trace.
+    dataset : xarray.Dataset
+        The fitted frames (for a window: the window's own slice of the recording).
+    """
+    from arviz_stats import rhat
+
+    from ..diagnostics import stranded_chains
+
+    found = explain_regions(trace, dataset)
+    stranded = stranded_chains(trace)
+    out = None
+    if stranded is not None:
+        out = {**stranded.to_json(), "text": stranded.text()}
+        post = trace["posterior"]
+        rest = [c for c in range(post.sizes["chain"]) if c not in stranded.chains]
+        if stranded.chains and len(rest) >= 2 and "x" in post:
+            r = rhat(post["x"].isel(chain=rest)).values
+            out["without_them"] = {"chains": rest, "max_rhat_x": float(np.nanmax(r)),
+                                   "positions_rhat_above_1.01": int((np.nanmax(r, axis=-1) > 1.01).sum())}
+            out["text"] += (f" Without {'it' if len(stranded.chains) == 1 else 'them'}, the positions' max R-hat is "
+                            f"{out['without_them']['max_rhat_x']:.3f} "
+                            f"({out['without_them']['positions_rhat_above_1.01']} positions above 1.01).")
+    return ChainFindings(regions=found.to_json() if found else None, stranded=out)

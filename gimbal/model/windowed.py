@@ -72,6 +72,7 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
     from .fitting import latent_names, sample_model
     from .build import build_model
     from .moves import explanation_blocks, move_counts
+    from .regions import chain_findings
 
     start, stop, keep_start, keep_stop = bounds
     part = dataset.isel(frame=slice(start, stop))
@@ -92,6 +93,7 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
     post = fit.trace["posterior"].to_dataset()
     latent = latent_names(model)
     summary = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
+    chains = chain_findings(fit.trace, part)  # a split is the window's own: its globals are its own
     core = slice(keep_start - start, keep_stop - start)
     kept = post.isel(frame=core) if "frame" in post.dims else post
     # positions in float32: enough for a posterior of millimetre-scale coordinates, half the memory
@@ -105,6 +107,9 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
         "min_ebfmi": summary["min_ebfmi"],
         "pixel_noise": float(model.gimbal_init.values["obs_sigma"]),  # the start's estimate of the detections' noise
         "moves": None if blocks is None else move_counts(fit.trace, len(blocks)),
+        "chain_regions": chains.regions,
+        "stranded_chains": chains.stranded,
+        "chains_text": chains.text(),
     }
     return {"info": info, "posterior": kept.drop_vars("frame", errors="ignore")}
 
@@ -172,9 +177,10 @@ def sample_windowed(
             results.append(_fit_window(dataset, b, model_options, sampler_options, seed + i))
             if progress:
                 w = results[-1]["info"]
+                split = "" if not w["chain_regions"] else f", chains in {len(w['chain_regions']['regions'])} regions"
                 print(f"window {i + 1}/{len(bounds)} frames {w['keep_start']}-{w['keep_stop'] - 1}: {w['divergences']} div, "
-                      f"max R-hat {fmt(w['max_rhat'], 4)}, min ESS {fmt(w['min_ess_bulk'], 3)}, {w['total_s']:.0f} s",
-                      flush=True)  # R-hat and ESS are None with one chain or too few draws
+                      f"max R-hat {fmt(w['max_rhat'], 4)}, min ESS {fmt(w['min_ess_bulk'], 3)}{split}, "
+                      f"{w['total_s']:.0f} s", flush=True)  # R-hat and ESS are None with one chain or too few draws
     posterior = _stitch([r["posterior"] for r in results], dataset["frame"].values)
     return WindowedResult(posterior=posterior, windows=[r["info"] for r in results], wall_s=time.perf_counter() - t0)
 
