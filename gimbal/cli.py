@@ -437,7 +437,7 @@ def cmd_evaluate(args) -> int:
     report = leave_one_camera_out(
         ds if _excluded(args) else args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
         sampler=sampler, min_confidence=args.min_confidence, overwrite=args.overwrite,
-        progress=not args.quiet, model_options=options,
+        progress=not args.quiet, model_options=options, name=label,
     )
     print(report.text())
     print(f"wrote {report.path}")

@@ -90,7 +90,10 @@ class LocoReport:
                 "rows": rows, "notes": self.notes, "machine": _machine()}
 
     def text(self) -> str:
-        lines = [f"leave-one-camera-out on {self.dataset} (T={self.T}, K={self.K}): held-out reprojection error, px",
+        left_out = self.settings.get("excluded_detections")
+        lines = [f"leave-one-camera-out on {self.dataset} (T={self.T}, K={self.K}"
+                 + (f"; left out, neither fitted nor scored: {left_out}" if left_out else "")
+                 + "): held-out reprojection error, px",
                  f"  {'camera':>10s} {'n':>6s} {'posterior median':>17s} {'triang. median':>15s} {'ratio':>6s} "
                  f"{'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s} {'least-sq. tri. median/p90':>26s}"]
         for c in self.cameras:
@@ -173,7 +176,8 @@ def _describe_options(options: dict) -> dict:
 
 def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras=None,
                          sampler: SamplerSettings | None = None, min_confidence: float | None = 0.5,
-                         overwrite: bool = False, progress: bool = True, model_options: dict | None = None) -> LocoReport:
+                         overwrite: bool = False, progress: bool = True, model_options: dict | None = None,
+                         name: str | None = None) -> LocoReport:
     """Fit once per held-out camera and score both the posterior and triangulation in that camera.
 
     Parameters
@@ -188,12 +192,18 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
         Default: 2 chains x (300 warm-up + 200 draws), seed 0.
     min_confidence : float, optional
         Held-out detections scored only at or above this confidence (where the dataset has one).
+    name : str, optional
+        The recording's name in messages, the JSON and the default file name (default: the registered name, the
+        file's stem, or a dataset's ``name`` attribute). Detections left out of the dataset
+        (:func:`gimbal.datasets.exclude_detections`) are recorded in ``settings.excluded_detections``, and the default
+        file is then ``loco_<name>_excluded.json``: neither fitted nor scored, they make another comparison.
     """
     sampler = sampler or SamplerSettings(chains=2, tune=300, draws=200, seed=0)
     if dataset is None:
         raise ValueError("leave_one_camera_out needs a dataset (--dataset NAME or FILE.nc).")
     ds = dataset if isinstance(dataset, xr.Dataset) else load_dataset(dataset, max_T=max_T)
-    label = Path(str(dataset)).stem if not isinstance(dataset, xr.Dataset) else ds.attrs.get("name", "dataset")
+    label = name or (Path(str(dataset)).stem if not isinstance(dataset, xr.Dataset) else ds.attrs.get("name", "dataset"))
+    excluded = ds.attrs.get("excluded_detections") or None
     names = [str(n) for n in ds["camera"].values]
     if len(names) < 3:
         raise ValueError(f"leave-one-camera-out needs >= 3 cameras (2 to fit, 1 to score); {label} has {len(names)}.")
@@ -201,7 +211,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
     unknown = sorted(set(cameras) - set(names))
     if unknown:
         raise ValueError(f"--cameras {unknown} are not cameras of {label}: {names}.")
-    path = Path(out) if out else DEFAULT_OUT / f"loco_{label}.json"
+    path = Path(out) if out else DEFAULT_OUT / f"loco_{label}{'_excluded' if excluded else ''}.json"
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite (or overwrite=True) to replace it.")
     rows, fit = [], None
@@ -228,7 +238,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
         if progress:
             r = rows[-1]
             print(f"    posterior median {r.posterior.median} px vs triangulation {r.triangulation.median} px", flush=True)
-    settings = {**sampler.as_dict(), "min_confidence": min_confidence, "max_T": max_T,
+    settings = {**sampler.as_dict(), "min_confidence": min_confidence, "max_T": max_T, "excluded_detections": excluded,
                 "model_options": _describe_options(model_options or {}),
                 "model": fit.model if fit else None}  # what was built: choices left to the data (e.g. its scores) resolved
     report = LocoReport(label, int(ds.sizes["frame"]), int(ds.sizes["keypoint"]), rows, settings, path)

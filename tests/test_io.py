@@ -475,6 +475,23 @@ def test_leave_one_camera_out_scores_every_camera(tmp_path, minimal80):
         leave_one_camera_out(ds.isel(camera=[0, 1]), out=tmp_path / "two.json", progress=False)
 
 
+def test_leave_one_camera_out_records_the_detections_left_out(tmp_path, monkeypatch, minimal80):
+    """`gimbal evaluate --exclude`: the JSON and the table say which detections were left out, and the default file
+    is not the one a run on every detection writes."""
+    import gimbal.evaluate as evaluate
+    from gimbal.datasets import exclude_detections, truncate
+    from gimbal.settings import SamplerSettings
+
+    monkeypatch.setattr(evaluate, "DEFAULT_OUT", tmp_path)
+    ds = exclude_detections(truncate(minimal80, max_T=6), ["cam1:distal_left"])
+    report = evaluate.leave_one_camera_out(ds, cameras=["cam0"], sampler=SamplerSettings(chains=1, tune=30, draws=20),
+                                           progress=False, name="rig")
+    assert report.path == tmp_path / "loco_rig_excluded.json"
+    data = json.loads(report.path.read_text())
+    assert data["dataset"] == "rig" and data["settings"]["excluded_detections"] == "cam1:distal_left"
+    assert "left out, neither fitted nor scored: cam1:distal_left" in report.text()
+
+
 @needs_session
 @pytest.mark.slow
 def test_diagnostic_groups_and_book_run_on_an_imported_recording(tmp_path):
