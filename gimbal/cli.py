@@ -253,6 +253,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     from .diagnostics.io import collect_environment, write_json
     from .model.fitting import position_errors
     from .model.moves import sum_counts
+    from .model.regions import ChainFindings
     from .model.windowed import sample_windowed, window_bounds
 
     from .errors import UsageError
@@ -304,8 +305,9 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     if support:
         print(f"  positions: {support.text()}")
     for w in res.windows:  # each window's chains are their own: a split or a stranded chain is said per window
-        if w["chains_text"]:
-            print(f"  chains, frames {w['keep_start']}-{w['keep_stop'] - 1}: {w['chains_text']}")
+        said = ChainFindings(regions=w["chain_regions"], stranded=w["stranded_chains"]).text()
+        if said:
+            print(f"  chains, frames {w['keep_start']}-{w['keep_stop'] - 1}: {said}")
     return 0
 
 

@@ -64,5 +64,5 @@ def test_one_chain_and_noncentered_windows_stitch_and_print(capsys):
     assert len(res.windows) == 2 and res.posterior["x"].sizes["frame"] == 20 and np.isfinite(res.posterior["x"].values).all()
     assert not {"root_steps", "root_start", "x_nonroot"} & set(res.posterior.data_vars)
     assert res.posterior["bone_length"].sizes["window"] == len(res.windows)
-    assert all(w["stranded_chains"] is None and w["chain_regions"] is None and w["chains_text"] is None
+    assert all(w["stranded_chains"] is None and w["chain_regions"] is None
                for w in res.windows)  # one chain: nothing to compare

@@ -109,7 +109,6 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
         "moves": None if blocks is None else move_counts(fit.trace, len(blocks)),
         "chain_regions": chains.regions,
         "stranded_chains": chains.stranded,
-        "chains_text": chains.text(),
     }
     return {"info": info, "posterior": kept.drop_vars("frame", errors="ignore")}
 
