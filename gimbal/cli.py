@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import positive_int
+from .settings import add_exclude_argument, excluded_pairs, positive_int
 
 __all__ = ["main"]
 
@@ -18,16 +18,6 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
     from .settings import add_data_arguments
 
     add_data_arguments(p, default, required=default is None)
-
-
-def _add_exclude_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--exclude", default=None, metavar="CAMERA:KEYPOINT[,...]",
-                   help="leave these detections out, e.g. back:Tail_0,back:Tail_2 (pairs that are systematically off; "
-                        "gimbal fit names pairs its chains disagree about)")
-
-
-def _excluded(args) -> list[str]:
-    return [p for p in (args.exclude or "").split(",") if p.strip()]
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -128,7 +118,7 @@ def cmd_fit(args) -> int:
         print(f"error: {out} already holds a fit; pass --overwrite to replace it or --out DIR.", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    ds = load_dataset(args.dataset, max_T=args.max_T, max_K=args.max_K, exclude=_excluded(args))
+    ds = load_dataset(args.dataset, max_T=args.max_T, max_K=args.max_K, exclude=excluded_pairs(args.exclude))
     T, C, K = ds.sizes["frame"], ds.sizes["camera"], ds.sizes["keypoint"]
     left_out = f"; left out: {ds.attrs['excluded_detections']}" if ds.attrs.get("excluded_detections") else ""
     print(f"[1/4] dataset {label}: T={T} frames, C={C} cameras, K={K} keypoints{left_out}")
@@ -434,10 +424,10 @@ def cmd_evaluate(args) -> int:
 
     sampler = SamplerSettings.from_args(args)
     label = Path(args.dataset).stem if args.dataset and Path(args.dataset).suffix == ".nc" else args.dataset
-    ds = load_dataset(args.dataset, max_T=args.max_T, exclude=_excluded(args)) if args.dataset else None
+    ds = load_dataset(args.dataset, max_T=args.max_T, exclude=excluded_pairs(args.exclude)) if args.dataset else None
     options = _model_options(args, ds, label) if args.dataset else None
     report = leave_one_camera_out(
-        ds if _excluded(args) else args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
+        ds if excluded_pairs(args.exclude) else args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
         sampler=sampler, min_confidence=args.min_confidence, overwrite=args.overwrite,
         progress=not args.quiet, model_options=options, name=label,
     )
@@ -517,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit the model to a dataset", description="Fit the GIMBAL model and write trace + summary.")
     _add_dataset_args(p, default="v0.2.1_L00_minimal")
-    _add_exclude_arg(p)
+    add_exclude_argument(p)
     _add_model_args(p)
     _add_sampler_args(p)
     p.add_argument("--out", default=None, help="output folder (default: tests/pipeline/fits/<dataset>/)")
@@ -566,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mean's reprojection into it with its confident detections, next to robust "
                                    "triangulation from the remaining cameras; plus bone-length stability.")
     _add_dataset_args(p, default=None)
-    _add_exclude_arg(p)
+    add_exclude_argument(p)
     p.add_argument("--cameras", default=None, help="comma-separated cameras to hold out (default: every camera)")
     p.add_argument("--min-confidence", type=float, default=0.5,
                    help="held-out detections at least this confident are scored (default 0.5)")

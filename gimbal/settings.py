@@ -16,7 +16,7 @@ from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
            "probability", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH", "STARTS",
-           "WHITENED_TRACKS"]
+           "WHITENED_TRACKS", "add_exclude_argument", "excluded_pairs"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")
@@ -154,6 +154,18 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, *, chains=2, tune=300
                         "tree-form HMM; `pip install gimbal[jax]`, or a CUDA build such as jax[cuda12] for a GPU)")
     g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
     return g
+
+
+def add_exclude_argument(parser: argparse.ArgumentParser) -> None:
+    """``--exclude CAMERA:KEYPOINT[,...]``: detections left out of the dataset (:func:`excluded_pairs` reads it)."""
+    parser.add_argument("--exclude", default=None, metavar="CAMERA:KEYPOINT[,...]",
+                        help="leave these detections out, e.g. back:Tail_0,back:Tail_2 (pairs that are systematically "
+                             "off; gimbal fit names pairs its chains disagree about)")
+
+
+def excluded_pairs(text: str | None) -> list[str]:
+    """The ``CAMERA:KEYPOINT`` pairs of a comma list (the value of ``--exclude``), blanks dropped."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default: str | None, *, required: bool = False) -> None:

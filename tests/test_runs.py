@@ -119,3 +119,27 @@ def test_a_killed_run_is_marked_interrupted_and_resume_finishes_it(tmp_path):
     assert "1 group(s)" in resumed.stdout  # only the interrupted group ran again
     assert {r["header"]["group"]: r["status"] for r in collect_run(root, "kill")} == {"1": "ok", "6": "ok"}
     assert read_manifest(root, "kill")["status"] == "finished"
+
+
+def test_diag_run_leaves_out_the_detections_it_is_told_to(tmp_path):
+    """``gimbal diag run --exclude``: the groups fit the dataset without those pairs, and the pages say so."""
+    from gimbal.datasets import read_dataset_file
+    from gimbal.divergence.groups import DATASET_ARTIFACT
+    from gimbal.errors import UsageError
+
+    bad = build_parser().parse_args(["diag", "run", "--groups", "1", "--run-id", "typo", "--root", str(tmp_path),
+                                     "--exclude", "cam9:root"])
+    with pytest.raises(UsageError, match="cam9.*cam0"):  # fails before any group runs
+        bad.func(bad)
+    assert not make_paths(group_desc("1"), "typo", tmp_path).exists()
+    args = build_parser().parse_args(["diag", "run", "--groups", "1", "--run-id", "ex", "--root", str(tmp_path),
+                                      "--max-T", "5", "--exclude", "cam1:distal_left"])
+    assert args.func(args) == 0
+    paths = make_paths(group_desc("1"), "ex", tmp_path)
+    ds = read_dataset_file(paths.debug_dir / DATASET_ARTIFACT)
+    assert ds.attrs["excluded_detections"] == "cam1:distal_left"
+    obs = ds["observations"].sel(camera="cam1")
+    assert obs.sel(keypoint="distal_left").isnull().all() and obs.sel(keypoint="root").notnull().any()
+    [result] = collect_run(tmp_path, "ex")
+    assert result["header"]["dataset"] == "v0.2.1_L00_minimal without cam1:distal_left"
+    assert read_manifest(tmp_path, "ex")["settings"]["exclude"] == "cam1:distal_left"  # a resume keeps it

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..diagnostics import checks, convergence, io, localization, multimodality, plots, rules, sampling
+from ..settings import excluded_pairs
 from . import report, schema
 from .results import SCHEMA_VERSION, GroupError, GroupResult, Header, StepRecord
 from . import rules as study_rules
@@ -283,7 +284,7 @@ def _load_data(ctx: _Context):
     from ..datasets import load_dataset, save_dataset, truncate
 
     o, h, spec = ctx.options, ctx.result.header, ctx.spec
-    ds = load_dataset(o["dataset_name"])
+    ds = load_dataset(o["dataset_name"], exclude=o["exclude"])
     want = o["max_T"]
     if not o["explicit_T"] and want and want > ds.sizes["frame"]:
         want = ds.sizes["frame"]  # the profile's T is longer than the recording: use all of it (the title says so)
@@ -490,6 +491,7 @@ def run_group(
     dataset_name: str = "v0.2.1_L00_minimal",
     max_T: int | None = None,
     max_K: int | None = None,
+    exclude=None,
     seed: int = 123,
     overwrite: bool = False,
     chains: int | None = None,
@@ -515,6 +517,9 @@ def run_group(
     dataset_name, max_T, max_K, seed
         The data; ``max_T`` defaults to the profile's T for this group, ``max_K``
         to the seed's 8 (or the dataset's K when smaller).
+    exclude : str or list of str, optional
+        Detections left out, ``"CAMERA:KEYPOINT"`` pairs or one comma list of them
+        (:func:`gimbal.datasets.exclude_detections`); the pages name them after the dataset.
     overwrite : bool
         Allow replacing an existing run with the same ``run_id``.
     chains, tune, draws, sampler, profile
@@ -551,10 +556,12 @@ def run_group(
     paths.create()
     archive_legacy(paths.root)
     settings = resolve_settings(spec.id, profile, max_T, max_K, chains, tune, draws)
+    exclude = excluded_pairs(exclude) if isinstance(exclude, str) else [str(p) for p in exclude or ()]
     header = Header(
         group=spec.id, description=spec.desc, title=spec.title, purpose=spec.purpose, run_id=run_id,
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=dict(spec.model),
-        dataset=str(dataset_name), T=None, K=None, C=None, seed=int(seed), profile=profile, samples=spec.samples,
+        dataset=str(dataset_name) + (f" without {', '.join(exclude)}" if exclude else ""), T=None, K=None, C=None,
+        seed=int(seed), profile=profile, samples=spec.samples,
         sampling_settings=({"sampler": sampler, **{k: settings[k] for k in ("chains", "tune", "draws")},
                             "target_accept": float(target_accept), "maxdepth": int(maxdepth), "backend": backend,
                             "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
@@ -563,7 +570,7 @@ def run_group(
         environment=io.collect_environment())
     result = GroupResult(schema_version=SCHEMA_VERSION, header=header, status="running", steps=[], verdict=None,
                          process={"pid": os.getpid(), "host": platform.node()})
-    options = dict(settings, dataset_name=dataset_name, explicit_T=max_T is not None, seed=int(seed), sampler=sampler,
+    options = dict(settings, dataset_name=dataset_name, exclude=exclude, explicit_T=max_T is not None, seed=int(seed), sampler=sampler,
                    target_accept=float(target_accept), maxdepth=int(maxdepth), backend=backend,
                    backend_options=backend_options, progress=progress)
     ctx = _Context(spec, options, paths, result)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..diagnostics import io
 from ..errors import UsageError
-from ..settings import SamplerSettings, add_data_arguments, add_sampler_arguments, positive_int
+from ..settings import (SamplerSettings, add_data_arguments, add_exclude_argument, add_sampler_arguments,
+                        excluded_pairs, positive_int)
 from .groups import GROUPS, PROFILES, group_desc, resolve_settings
 from .paths import DEFAULT_ROOT, archive_legacy, make_paths
 from .runs import groups_to_resume, missing_result, read_manifest, resolve_result, write_manifest
@@ -59,7 +60,7 @@ def _execute(group, args, root: Path, lock) -> dict:
 
     paths = make_paths(group_desc(group), args.run_id, root)
     params = dict(group=group, run_id=args.run_id, dataset_name=args.dataset, max_T=args.max_T, max_K=args.max_K,
-                  seed=args.seed, overwrite=args.overwrite, profile=args.profile, chains=args.chains, tune=args.tune,
+                  exclude=getattr(args, "exclude", None), seed=args.seed, overwrite=args.overwrite, profile=args.profile, chains=args.chains, tune=args.tune,
                   draws=args.draws, sampler=args.sampler, target_accept=args.target_accept, maxdepth=args.maxdepth,
                   backend=args.backend, root=str(root), fail_at=(args.fail_at or {}).get(group))
     t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def _execute(group, args, root: Path, lock) -> dict:
     return {"group": group, "status": status, "seconds": seconds, "result": result, "notebook": paths.notebook_run}
 
 
-RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "seed", "chains", "tune", "draws", "sampler", "target_accept",
+RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "exclude", "seed", "chains", "tune", "draws", "sampler", "target_accept",
                 "maxdepth", "backend")
 
 
@@ -145,6 +146,10 @@ def run_groups(args) -> list[dict]:
     for g in groups:  # validate settings up front so a typo fails fast, not after an hour
         resolve_settings(g, args.profile, args.max_T, args.max_K, args.chains, args.tune, args.draws)
     SamplerSettings.from_args(args)  # the same checks as the command line's, for callers that build args themselves
+    if excluded_pairs(getattr(args, "exclude", None)):
+        from ..datasets import load_dataset
+
+        load_dataset(args.dataset, exclude=excluded_pairs(args.exclude))  # names a pair the data lacks, fast
     if args.backend == "jax" and importlib.util.find_spec("jax") is None:
         from ..model.fitting import JAX_INSTALL_HINT
 
@@ -247,6 +252,7 @@ def register(dsub) -> None:
                    help="quick: small T and draws; full: the seed's settings (2 x (300+100)); "
                         "long: the seed's T with 4 x (1000+1000), the sampling benchmarks' settings")
     add_data_arguments(p, "v0.2.1_L00_minimal")
+    add_exclude_argument(p)
     add_sampler_arguments(p, profile_decides=True, adaptation=False)
     p.add_argument("--jobs", type=positive_int, default=1, help="groups run in parallel (each in its own kernel)")
     p.add_argument("--root", default=str(DEFAULT_ROOT), help=f"diagnostics root (default: {DEFAULT_ROOT.as_posix()})")
