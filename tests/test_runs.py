@@ -55,6 +55,7 @@ def test_groups_4_and_5_compare_only_with_a_like_for_like_group_3(tmp_path):
     assert _load_reference(tmp_path, "3", "other-run", header) is None
     assert _load_reference(tmp_path, "3", "r1", {**header, "T": 200}) is None
     assert _load_reference(tmp_path, "3", "r1", {**header, "dataset": "mine.nc"}) is None
+    assert _load_reference(tmp_path, "3", "r1", {**header, "parameters": {"exclude": ["cam0:root"]}}) is None
 
 
 def test_the_tree_depth_plot_draws_the_run_s_max_depth(tmp_path):
@@ -141,5 +142,12 @@ def test_diag_run_leaves_out_the_detections_it_is_told_to(tmp_path):
     obs = ds["observations"].sel(camera="cam1")
     assert obs.sel(keypoint="distal_left").isnull().all() and obs.sel(keypoint="root").notnull().any()
     [result] = collect_run(tmp_path, "ex")
-    assert result["header"]["dataset"] == "v0.2.1_L00_minimal without cam1:distal_left"
+    assert result["header"]["parameters"]["exclude"] == ["cam1:distal_left"]
     assert read_manifest(tmp_path, "ex")["settings"]["exclude"] == "cam1:distal_left"  # a resume keeps it
+    from gimbal.divergence.book import generate_pages
+
+    out, _ = generate_pages(tmp_path, "ex", tmp_path / "project")
+    assert "v0.2.1_L00_minimal without cam1:distal_left (T=5" in (out / "groups" / "group_1_build_only_sanity.md").read_text()
+    assert "# The data: `v0.2.1_L00_minimal without cam1:distal_left`" in (out / "data.md").read_text()
+    assert "--dataset v0.2.1_L00_minimal --seed 123 --max-T 5 --exclude cam1:distal_left" in (
+        out / "environment.md").read_text()  # the reproduce command repeats it

@@ -23,6 +23,7 @@ from .paths import DEFAULT_ROOT, make_paths
 from ..diagnostics.plots import save_figure  # its import selects a headless backend outside Jupyter
 from ..diagnostics.report import fmt, md_table
 from .report import render_report
+from .results import dataset_label, excluded_of
 from .groups import GROUPS, group_desc
 from .summary import collect_run, list_runs, summary_markdown, temporal_series, write_summary
 
@@ -121,7 +122,7 @@ def _data_page(results: list[dict], root: Path, run_id: str, out: Path) -> str:
     from ..plotting import plot_detections, plot_position_errors, plot_skeleton_3d
     from .groups import DATASET_ARTIFACT
 
-    name = results[0]["header"]["dataset"]
+    name = dataset_label(results[0]["header"])
     lines = [f"# The data: `{name}`\n"]
     saved = [(r, make_paths(group_desc(r["header"]["group"]), run_id, root).debug_dir) for r in results]
     saved = [(r, d) for r, d in saved if (d / DATASET_ARTIFACT).is_file()]
@@ -193,6 +194,8 @@ def _environment_page(results: list[dict], run_id: str) -> str:
             cmd += f" --max-T {p['max_T']}"
         if p.get("max_K"):
             cmd += f" --max-K {p['max_K']}"
+        if excluded_of(h):
+            cmd += f" --exclude {','.join(excluded_of(h))}"
         s = h.get("sampling_settings") or {}
         if s:
             cmd += f" --chains {s['chains']} --tune {s['tune']} --draws {s['draws']} --sampler {s['sampler']}"

@@ -22,7 +22,7 @@ import numpy as np
 from ..diagnostics import checks, convergence, io, localization, multimodality, plots, rules, sampling
 from ..settings import excluded_pairs
 from . import report, schema
-from .results import SCHEMA_VERSION, GroupError, GroupResult, Header, StepRecord
+from .results import SCHEMA_VERSION, GroupError, GroupResult, Header, StepRecord, excluded_of
 from . import rules as study_rules
 from .paths import DEFAULT_ROOT, DiagPaths, archive_legacy, make_paths
 
@@ -170,7 +170,8 @@ class Step:
 def _load_reference(root, group, run_id: str, header: dict) -> dict | None:
     """Another group's sampling results (group 3 for groups 4 and 5) from the same run, data, T and sampler.
 
-    Only a like-for-like run is a reference: the same run id, dataset, T, K, seed and sampler settings.
+    Only a like-for-like run is a reference: the same run id, dataset (and detections left out), T, K, seed and
+    sampler settings.
     """
     path = make_paths(group_desc(group), run_id, root).results_run
     if not path.exists():
@@ -178,6 +179,7 @@ def _load_reference(root, group, run_id: str, header: dict) -> dict | None:
     data = io.read_json(path)
     h = data.get("header", {})
     same = all(h.get(k) == header.get(k) for k in ("dataset", "T", "K", "seed", "sampling_settings"))
+    same = same and excluded_of(h) == excluded_of(header)
     return data.get("sampling") if same and data.get("status") == "ok" else None
 
 
@@ -560,13 +562,12 @@ def run_group(
     header = Header(
         group=spec.id, description=spec.desc, title=spec.title, purpose=spec.purpose, run_id=run_id,
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=dict(spec.model),
-        dataset=str(dataset_name) + (f" without {', '.join(exclude)}" if exclude else ""), T=None, K=None, C=None,
-        seed=int(seed), profile=profile, samples=spec.samples,
+        dataset=str(dataset_name), T=None, K=None, C=None, seed=int(seed), profile=profile, samples=spec.samples,
         sampling_settings=({"sampler": sampler, **{k: settings[k] for k in ("chains", "tune", "draws")},
                             "target_accept": float(target_accept), "maxdepth": int(maxdepth), "backend": backend,
                             "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
-        parameters={"max_T": settings["max_T"], "max_K": settings["max_K"], "overwrite": bool(overwrite),
-                    "backend": backend},  # also shapes the model (plain graph for JAX) where nothing is sampled
+        parameters={"max_T": settings["max_T"], "max_K": settings["max_K"], "exclude": exclude,
+                    "overwrite": bool(overwrite), "backend": backend},  # also shapes the model (plain graph for JAX) where nothing is sampled
         environment=io.collect_environment())
     result = GroupResult(schema_version=SCHEMA_VERSION, header=header, status="running", steps=[], verdict=None,
                          process={"pid": os.getpid(), "host": platform.node()})

@@ -5,13 +5,14 @@ Outputs avoid Markdown headings (they would break the book's table of contents).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from ..diagnostics.report import fmt
-from .results import GroupResult
+from .results import GroupResult, dataset_label
 
 __all__ = ["show_header", "show_checks", "show_sampling", "show_plots", "show_verdict"]
 
@@ -22,7 +23,7 @@ def _table(rows, columns=("quantity", "value")):
 
 def show_header(result: GroupResult) -> None:
     h = result.header
-    _table([("group", h.group), ("run_id", h.run_id), ("dataset", h.dataset), ("T, K, C", f"{h.T}, {h.K}, {h.C}"),
+    _table([("group", h.group), ("run_id", h.run_id), ("dataset", dataset_label(asdict(h))), ("T, K, C", f"{h.T}, {h.K}, {h.C}"),
             ("profile", h.profile), ("status", result.status)]
            + ([("frozen at", h.frozen_at)] if h.frozen_at else []) + [(k, v) for k, v in h.config.items()])
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..diagnostics.report import fmt, md_table
+from .results import dataset_label
 
 __all__ = ["render_report", "REPORT_SECTIONS"]
 
@@ -89,7 +90,7 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
                 ("group", h["group"]),
                 ("run_id", h["run_id"]),
                 ("timestamp", h["timestamp"]),
-                ("dataset", f"{h['dataset']} (T={h.get('T')}, K={h.get('K')}, C={h.get('C')})"),
+                ("dataset", f"{dataset_label(h)} (T={h.get('T')}, K={h.get('K')}, C={h.get('C')})"),
                 ("toggles", ", ".join(f"{k}={v}" for k, v in cfg.items())),
                 ("sampler", ", ".join(f"{k}={v}" for k, v in (h.get("sampling_settings") or {}).items()) or "not sampled"),
                 ("seed", h.get("seed")),

@@ -21,7 +21,8 @@ from ..diagnostics.dataschema import dataclass_schema
 from ..diagnostics.io import to_jsonable
 from ..diagnostics.rules import Verdict
 
-__all__ = ["SCHEMA_VERSION", "Header", "StepRecord", "GroupError", "GroupResult", "results_schema", "SCHEMA_FILE"]
+__all__ = ["SCHEMA_VERSION", "Header", "StepRecord", "GroupError", "GroupResult", "results_schema", "SCHEMA_FILE",
+           "excluded_of", "dataset_label"]
 
 SCHEMA_VERSION = "1.3"  # 1.1 added the "long" profile; 1.2 the contrast group 6c, the process and convergence keys;
 # 1.3 the chain_regions key
@@ -56,6 +57,17 @@ class Header:
     sampling_settings: dict | None = None
     parameters: dict = field(default_factory=dict)
     frozen_at: str | None = None  # group 7: where the latents were frozen (truth, truth where known, init)
+
+
+def excluded_of(header: dict) -> list[str]:
+    """The detections a group's run left out (``header["parameters"]["exclude"]``; none in runs before it existed)."""
+    return list((header.get("parameters") or {}).get("exclude") or [])
+
+
+def dataset_label(header: dict) -> str:
+    """The dataset as the pages name it: ``NAME``, or ``NAME without CAMERA:KEYPOINT, ...``."""
+    left_out = excluded_of(header)
+    return header["dataset"] + (f" without {', '.join(left_out)}" if left_out else "")
 
 
 @dataclass
