@@ -60,9 +60,10 @@ def _execute(group, args, root: Path, lock) -> dict:
 
     paths = make_paths(group_desc(group), args.run_id, root)
     params = dict(group=group, run_id=args.run_id, dataset_name=args.dataset, max_T=args.max_T, max_K=args.max_K,
-                  exclude=getattr(args, "exclude", None), seed=args.seed, overwrite=args.overwrite, profile=args.profile, chains=args.chains, tune=args.tune,
-                  draws=args.draws, sampler=args.sampler, target_accept=args.target_accept, maxdepth=args.maxdepth,
-                  backend=args.backend, root=str(root), fail_at=(args.fail_at or {}).get(group))
+                  exclude=getattr(args, "exclude", None), seed=args.seed, overwrite=args.overwrite, profile=args.profile,
+                  chains=args.chains, tune=args.tune, draws=args.draws, sampler=args.sampler,
+                  target_accept=args.target_accept, maxdepth=args.maxdepth, backend=args.backend, root=str(root),
+                  fail_at=(args.fail_at or {}).get(group))
     t0 = time.perf_counter()
     crashed, message, trace = False, "", ""
     paths.results_dir.mkdir(parents=True, exist_ok=True)
@@ -88,8 +89,8 @@ def _execute(group, args, root: Path, lock) -> dict:
     return {"group": group, "status": status, "seconds": seconds, "result": result, "notebook": paths.notebook_run}
 
 
-RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "exclude", "seed", "chains", "tune", "draws", "sampler", "target_accept",
-                "maxdepth", "backend")
+RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "exclude", "seed", "chains", "tune", "draws", "sampler",
+                "target_accept", "maxdepth", "backend")
 
 
 def _requested(root: Path, args) -> list[str]:
@@ -146,10 +147,11 @@ def run_groups(args) -> list[dict]:
     for g in groups:  # validate settings up front so a typo fails fast, not after an hour
         resolve_settings(g, args.profile, args.max_T, args.max_K, args.chains, args.tune, args.draws)
     SamplerSettings.from_args(args)  # the same checks as the command line's, for callers that build args themselves
-    if excluded_pairs(getattr(args, "exclude", None)):
+    left_out = excluded_pairs(getattr(args, "exclude", None))
+    if left_out:
         from ..datasets import load_dataset
 
-        load_dataset(args.dataset, exclude=excluded_pairs(args.exclude))  # names a pair the data lacks, fast
+        load_dataset(args.dataset, exclude=left_out)  # a pair the data lacks fails here, before any group runs
     if args.backend == "jax" and importlib.util.find_spec("jax") is None:
         from ..model.fitting import JAX_INSTALL_HINT
 
