@@ -566,13 +566,14 @@ def run_group(
         sampling_settings=({"sampler": sampler, **{k: settings[k] for k in ("chains", "tune", "draws")},
                             "target_accept": float(target_accept), "maxdepth": int(maxdepth), "backend": backend,
                             "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
+        # backend also shapes the model (plain graph for JAX) where nothing is sampled
         parameters={"max_T": settings["max_T"], "max_K": settings["max_K"], "exclude": exclude,
-                    "overwrite": bool(overwrite), "backend": backend},  # also shapes the model (plain graph for JAX) where nothing is sampled
+                    "overwrite": bool(overwrite), "backend": backend},
         environment=io.collect_environment())
     result = GroupResult(schema_version=SCHEMA_VERSION, header=header, status="running", steps=[], verdict=None,
                          process={"pid": os.getpid(), "host": platform.node()})
-    options = dict(settings, dataset_name=dataset_name, exclude=exclude, explicit_T=max_T is not None, seed=int(seed), sampler=sampler,
-                   target_accept=float(target_accept), maxdepth=int(maxdepth), backend=backend,
+    options = dict(settings, dataset_name=dataset_name, exclude=exclude, explicit_T=max_T is not None, seed=int(seed),
+                   sampler=sampler, target_accept=float(target_accept), maxdepth=int(maxdepth), backend=backend,
                    backend_options=backend_options, progress=progress)
     ctx = _Context(spec, options, paths, result)
     ctx.flush()
