@@ -75,6 +75,23 @@ def test_observation_kernel_matches_graph(rodent, kind, per_frame, mode):
     _compare([x, omega, logodds], ref, new, wrt, (T,), args, mode)
 
 
+def test_mixture_with_per_detection_odds_at_extremes():
+    """The per-detection mixture (two exponentials, one logarithm) against scipy's log-sigmoid and logaddexp, over
+    class densities and log-odds far apart in both directions (both weights underflow in the corners)."""
+    from scipy.special import expit, log_expit
+
+    from gimbal.model.kernels import _mixture_with_odds
+
+    for a, b, lo in itertools.product([-900.0, -40.0, -1.0, 0.0, 2.5, 60.0, 850.0], [-3.0, 0.0, 5.0],
+                                      [-800.0, -40.0, -3.0, 0.0, 0.7, 40.0, 760.0]):
+        ref = np.logaddexp(a + log_expit(lo), b + log_expit(-lo))
+        value, resp, s = _mixture_with_odds(a, b, lo)
+        assert np.isfinite(value)
+        np.testing.assert_allclose(value, ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(resp, np.exp(a + log_expit(lo) - ref), rtol=1e-9, atol=1e-300)
+        np.testing.assert_allclose(s, expit(lo), rtol=1e-12, atol=1e-300)
+
+
 def _random_hmm(rng, T, S):
     return (
         rng.normal(scale=3.0, size=(T, S)),

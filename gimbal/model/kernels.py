@@ -13,7 +13,8 @@ reverse mode). Each Op here computes its value *and* its Jacobian in one pass:
   wide-Gaussian outlier class, noise per camera and keypoint, inlier odds per detection,
   missing detections skipped); what depends on the camera and keypoint only (class
   normalizers, and the class probabilities unless a covariate varies them per detection)
-  is computed once per pair, leaving one exponential and one logarithm per detection;
+  is computed once per pair, leaving one exponential and one logarithm per detection (two exponentials and one
+  logarithm when the log-odds differ per detection);
 * :class:`BoneEmissionLogp` - ``log p(pose_t | state s)`` with the bone directions
   integrated out (the marginal density of :func:`gimbal.model.distributions.marginal_bone_logp`,
   summed over bones), for every frame and state;
@@ -78,6 +79,40 @@ def _log_sigmoids(lo):
 
 
 @numba.njit(cache=True)
+def _logaddexp_first(a, b):
+    """``logaddexp(a, b)`` and the first term's share ``e^a / (e^a + e^b)``, from one exponential."""
+    if a >= b:
+        e = math.exp(b - a)
+        return a + math.log1p(e), 1.0 / (1.0 + e)
+    e = math.exp(a - b)
+    return b + math.log1p(e), e / (1.0 + e)
+
+
+@numba.njit(cache=True)
+def _mixture_with_odds(a, b, lo):
+    """``log(s e^a + (1 - s) e^b)``, the first class's responsibility and ``s = sigmoid(lo)``.
+
+    For log-odds that differ per detection: two exponentials and one logarithm, against two of each for
+    ``logaddexp(a + log sigmoid(lo), b + log sigmoid(-lo))``. The larger class's density is factored out, so
+    nothing overflows; if both weights underflow (log-odds beyond +-700 against a far larger other class) the
+    result falls back to that form.
+    """
+    e = math.exp(-abs(lo))
+    q = 1.0 / (1.0 + e)
+    s, s_bar = (q, e * q) if lo >= 0 else (e * q, q)
+    if a >= b:
+        w_in, w_out, top = s, s_bar * math.exp(b - a), a
+    else:
+        w_in, w_out, top = s * math.exp(a - b), s_bar, b
+    total = w_in + w_out
+    if total > 0.0:
+        return top + math.log(total), w_in / total, s
+    li, lout, s = _log_sigmoids(lo)
+    value, resp = _logaddexp_first(a + li, b + lout)
+    return value, resp, s
+
+
+@numba.njit(cache=True)
 def _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind):
     T, K = x.shape[0], x.shape[1]
     C = cameras.shape[0]
@@ -129,21 +164,13 @@ def _observation_kernel(x, omega, logodds, cameras, y, seen, outlier, kind):
                     resp = 1.0
                     d_r2 = -0.5 * iv
                 else:
+                    b = norm_out[c, k] - 0.5 * r2 * inv_var_out[c, k]  # the outlier class's log density
                     if per_frame:
-                        li, lout, pin = _log_sigmoids(logodds[t, c, k])
-                    else:
-                        li, lout, pin = log_in[c, k], log_out[c, k], p_in[c, k]
-                    a += li
-                    b = lout + norm_out[c, k] - 0.5 * r2 * inv_var_out[c, k]
-                    # logaddexp(a, b) and the inlier responsibility from one exponential
-                    if a >= b:
-                        e = math.exp(b - a)
-                        logp[t] += a + math.log1p(e)
-                        resp = 1.0 / (1.0 + e)
-                    else:
-                        e = math.exp(a - b)
-                        logp[t] += b + math.log1p(e)
-                        resp = e / (1.0 + e)
+                        value, resp, pin = _mixture_with_odds(a, b, logodds[t, c, k])
+                    else:  # the log class probabilities were computed once per pair
+                        value, resp = _logaddexp_first(a + log_in[c, k], b + log_out[c, k])
+                        pin = p_in[c, k]
+                    logp[t] += value
                     jac_logodds[t, c, k] = resp - pin
                     d_r2 = -0.5 * (resp * iv + (1.0 - resp) * inv_var_out[c, k])
                 # d a / d omega = r2 / omega^3 - 2 / omega
