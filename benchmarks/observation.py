@@ -103,7 +103,7 @@ def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, ma
 
     import xarray as xr
 
-    from gimbal.diagnostics.sampling import sampling_summary
+    from gimbal.diagnostics.sampling import convergence_table, sampling_summary
     from gimbal.model.build import build_model
     from gimbal.model.fitting import sample_model
     from gimbal.model.moves import explanation_blocks, move_counts, sum_counts
@@ -132,7 +132,9 @@ def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, ma
                            trace_dir=Path(tmp) / "trace.zarr" if trace_on_disk and sampler == "nutpie" else None,
                            float32_vars=("x",),  # read back into memory before the store is removed
                            sampler=sampler, moves=blocks)
-    return {"trace": fit.trace, "summary": sampling_summary(fit.trace, ["x"]),
+    table = convergence_table(fit.trace, keep_rhat=["x"])  # every latent once, each position's R-hat kept
+    return {"trace": fit.trace, "summary": sampling_summary(fit.trace, ["x"], table=table),
+            "rhat_x": table["rhat_x"].values if chains > 1 else None,
             "moves": None if blocks is None else move_counts(fit.trace, len(blocks)), "sample_s": fit.sample_s,
             "pixel_noise": float(model.gimbal_init.values["obs_sigma"])}
 
@@ -200,7 +202,9 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
         trace, summary = sampled["trace"], sampled["summary"]
         post = trace.posterior
         x = post["x"].mean(dim=("chain", "draw")).values
-        r = rhat(post["x"]).values if chains > 1 else None
+        r = sampled.get("rhat_x")
+        if r is None and window and chains > 1:  # the stitched windows: each position's R-hat is its window's chains'
+            r = rhat(post["x"]).values
         rows[label] = {
             "options": {k: (v if k != "prior" else (v.source if v is not None else None)) for k, v in options.items()},
             "errors": _errors(x, truth),

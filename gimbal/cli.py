@@ -97,7 +97,7 @@ def cmd_datasets(args) -> int:
 def cmd_fit(args) -> int:
     from .datasets import load_dataset, save_dataset
     from .diagnostics.io import collect_environment, write_json
-    from .diagnostics.sampling import sampling_summary
+    from .diagnostics.sampling import convergence_table, sampling_summary
     from .model.fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
     from .model.regions import chain_findings
     from .model.whitening import whitened_keypoints
@@ -147,12 +147,15 @@ def cmd_fit(args) -> int:
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}")
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
                           float32_vars=("x",), moves=moves)
+    # R-hat and ESS of every latent, once: the summary's extremes and each position's R-hat come from one pass
+    table = convergence_table(result.trace, keep_rhat=["x"] if "x" in result.trace["posterior"] else [])
     summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "log_noise_camera",
                                               "log_noise_keypoint", "logodds_inlier_ck", "confidence_slope",
                                               "transition"],
-                               max_treedepth=settings.maxdepth, wall_time_s=result.sample_s)
+                               max_treedepth=settings.maxdepth, wall_time_s=result.sample_s, table=table)
     errors = position_errors(result.trace, ds)
-    support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]))
+    support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]),
+                                   rhat_x=table["rhat_x"].values if "rhat_x" in table else None)
     chains = chain_findings(result.trace, ds)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
     save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)
@@ -180,14 +183,15 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def _unconverged_support(trace, ds, pixel_noise: float):
-    """R-hat of every position, by the cameras that support it (None with one chain or frozen positions)."""
+def _unconverged_support(trace, ds, pixel_noise: float, rhat_x=None):
+    """R-hat of every position (``rhat_x`` when already computed), by the cameras that support it (None with one
+    chain or frozen positions)."""
     from .model.support import unconverged_support
 
     post = trace["posterior"]
     if "x" not in post or post.sizes.get("chain", 1) < 2:
         return None
-    return unconverged_support(trace, ds, pixel_noise)
+    return unconverged_support(trace, ds, pixel_noise, rhat_x=rhat_x)
 
 
 def _model_options(args, ds, label: str) -> dict:

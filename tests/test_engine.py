@@ -44,6 +44,13 @@ def test_engine_reports_divergences_and_points_at_small_tau(eight_schools_trace)
     assert loc["variables"][0]["name"] in ("tau", "theta")
     verdict = study_rules.rule_sampling("3", s)
     assert verdict.status == "finding" and "divergences" in verdict.problems
+    # a table computed beforehand (keeping theta's R-hat per element) gives the same summary
+    table = sampling.convergence_table(eight_schools_trace, keep_rhat=["theta"])
+    given = sampling.sampling_summary(eight_schools_trace, ["mu", "tau"], wall_time_s=1.0, table=table)
+    assert given == s
+    assert table["rhat_theta"].max() == s["per_variable"]["theta"]["rhat"]
+    with pytest.raises(ValueError, match="does not cover"):
+        sampling.sampling_summary(eight_schools_trace, table=sampling.convergence_table(eight_schools_trace, ["mu"]))
 
 
 @pytest.mark.slow
@@ -211,6 +218,9 @@ def test_convergence_table_in_blocks_equals_arviz_on_the_whole_variable():
         np.testing.assert_array_equal(whole[stat].values, blocked[stat].values)
     ref_rhat = azs.rhat(post[["x"]])["x"].values
     ref_ess = azs.ess(post[["x"]], method="bulk")["x"].values
+    kept = sampling.convergence_table(tree, chunk_values=4 * 300 * 3 * 4, keep_rhat=["x"])["rhat_x"]
+    assert kept.dims == ("frame", "xyz")
+    np.testing.assert_allclose(kept.values, ref_rhat, rtol=1e-12)  # the blocks' elements back in their places
     assert whole["rhat"].sel(var="x") == pytest.approx(ref_rhat.max())
     assert whole["ess_bulk"].sel(var="x") == pytest.approx(ref_ess.min())
     assert whole["rhat"].sel(var="x") > 1.5  # the displaced element is the worst one
@@ -235,10 +245,16 @@ def test_convergence_table_matches_arviz_element_by_element_including_odd_elemen
         one = sampling.convergence_table(xr.DataTree.from_dict({"posterior": post.isel(e=[e])}), workers=1)
         for stat, values in ref.items():
             np.testing.assert_allclose(one[stat].item(), values[e], rtol=1e-12, equal_nan=True)
-    threaded = sampling.convergence_table(tree, chunk_values=n_chains * 200 * 2, workers=3)  # 6 blocks, 3 threads
+    threaded = sampling.convergence_table(tree, chunk_values=n_chains * 200 * 2, workers=3,  # 6 blocks, 3 threads
+                                          keep_rhat=["z"])
     for stat, reduce in (("rhat", np.nanmax), ("ess_bulk", np.nanmin), ("ess_tail", np.nanmin)):
         expected = reduce(ref[stat]) if not np.all(np.isnan(ref[stat])) else np.nan
         np.testing.assert_allclose(threaded[stat].sel(var="z").item(), expected, rtol=1e-12, equal_nan=True)
+    # every element's R-hat, in place, the odd elements (ArviZ's path) among the vectorized ones
+    assert threaded["rhat_z"].dims == ("e",)
+    np.testing.assert_allclose(threaded["rhat_z"].values, ref["rhat"], rtol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match="keep_rhat"):
+        sampling.convergence_table(tree, var_names=["z"], keep_rhat=["x"])
 
 
 def test_chain_disagreement_in_blocks_matches_direct_formula(monkeypatch):

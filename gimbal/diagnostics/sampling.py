@@ -108,8 +108,9 @@ def _tail_ess(da: xr.DataArray) -> np.ndarray:
     return worst
 
 
-def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarray]:
-    """Max R-hat, min bulk ESS and min tail ESS over the elements of one block, and every bulk ESS.
+def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarray, np.ndarray]:
+    """Max R-hat, min bulk ESS and min tail ESS over the elements of one block, every bulk ESS, and every R-hat in
+    the block's element order.
 
     ArviZ's default functions loop over elements in Python and hold the GIL;
     arviz_stats' vectorized (numba) diagnostics compute the same numbers at
@@ -145,11 +146,16 @@ def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarra
         values = flat(parts)
         return float(reduce(values)) if values.size and not np.all(np.isnan(values)) else np.nan
 
-    return extreme(rhat, np.nanmax), extreme(bulk, np.nanmin), extreme(tail, np.nanmin), flat(bulk)
+    every_rhat, parts = np.empty(values.shape[2]), iter(rhat)
+    if regular.any():
+        every_rhat[regular] = next(parts)
+    if not regular.all():
+        every_rhat[~regular] = next(parts)
+    return extreme(rhat, np.nanmax), extreme(bulk, np.nanmin), extreme(tail, np.nanmin), flat(bulk), every_rhat
 
 
 def convergence_table(
-    trace, var_names=None, chunk_values: int = _CHUNK_VALUES, workers: int | None = None
+    trace, var_names=None, chunk_values: int = _CHUNK_VALUES, workers: int | None = None, keep_rhat=()
 ) -> xr.Dataset:
     """R-hat (rank-normalized split), bulk and tail ESS for ``var_names`` (default: all).
 
@@ -170,6 +176,10 @@ def convergence_table(
         Largest block, in values.
     workers : int, optional
         Threads; default ``os.cpu_count()``.
+    keep_rhat : sequence of str
+        Variables whose R-hat of every element is returned too (computed in the same pass), as
+        ``rhat_<name>`` on the variable's own dimensions; for per-element readings of large variables
+        without computing their R-hat a second time.
 
     Returns
     -------
@@ -178,9 +188,13 @@ def convergence_table(
         worst element), ``ess_bulk_median`` (the typical element) and
         ``n_elements``; together with :func:`chance_max_rhat` they say whether a
         maximum R-hat is more than the chance maximum over that many elements.
+        Plus ``rhat_<name>`` for each variable in ``keep_rhat``.
     """
     posterior = _group(trace, "posterior")
     names = list(var_names) if var_names else list(posterior.data_vars)
+    missing = sorted(set(keep_rhat) - set(names))
+    if missing:
+        raise ValueError(f"keep_rhat names {missing}, which the table does not cover ({names}).")
     jobs = [(name, block) for name in names for block in _variable_blocks(posterior[name], chunk_values)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     with without_numbagg():
@@ -200,7 +214,12 @@ def convergence_table(
         ok = every_bulk[~np.isnan(every_bulk)]
         worst["ess_bulk_median"].append(float(np.median(ok)) if ok.size else np.nan)
         worst["n_elements"].append(int(posterior[name].size // (posterior.sizes["chain"] * posterior.sizes["draw"])))
-    return xr.Dataset({k: xr.DataArray(v, dims="var", coords={"var": names}) for k, v in worst.items()})
+    table = xr.Dataset({k: xr.DataArray(v, dims="var", coords={"var": names}) for k, v in worst.items()})
+    for name in keep_rhat:  # the blocks split the first non-sample dimension, in order
+        like = posterior[name].isel(chain=0, draw=0, drop=True)
+        every = np.concatenate([r[4] for (n, _), r in zip(jobs, results) if n == name])
+        table[f"rhat_{name}"] = like.copy(data=every.reshape(like.shape))
+    return table
 
 
 def chance_max_rhat(
@@ -339,6 +358,7 @@ def sampling_summary(
     *,
     max_treedepth: int = 10,
     wall_time_s: float | None = None,
+    table: xr.Dataset | None = None,
 ) -> dict:
     """Headline numbers of a NUTS run, identical for nutpie and PyMC traces.
 
@@ -353,6 +373,9 @@ def sampling_summary(
         The sampler's depth limit, used when the trace does not flag it itself.
     wall_time_s : float, optional
         Sampling wall time, for draws/s and ESS/s.
+    table : xarray.Dataset, optional
+        :func:`convergence_table` of every posterior variable of ``trace``, when already computed (e.g. with
+        ``keep_rhat`` for a per-element reading); by default it is computed here.
 
     Returns
     -------
@@ -394,7 +417,10 @@ def sampling_summary(
         "ebfmi_per_chain": bfmi,
         "min_ebfmi": float(min(bfmi)) if bfmi else float("nan"),
     }
-    table_all = convergence_table(trace)  # once; the selected set is a subset of it
+    table_all = convergence_table(trace) if table is None else table  # once; the selected set is a subset of it
+    missing = sorted(set(posterior.data_vars) - set(table_all["var"].values))
+    if missing:
+        raise ValueError(f"the convergence table given does not cover {missing}; pass one of every posterior variable.")
     for label, names in (("selected", selected_vars), ("all", None)):
         if label == "selected" and not names:
             continue
@@ -409,9 +435,10 @@ def sampling_summary(
         out[f"min_ess_bulk_{label}_var"] = str(ess_b.idxmin()) if len(ess_b) else None
         out[f"min_ess_tail_{label}"] = float(ess_t.min()) if len(ess_t) else float("nan")
     # per variable, for reading a maximum R-hat against chance_max_rhat(chains, draws, n_elements, ESS / draws)
+    columns = [key for key, column in table_all.data_vars.items() if column.dims == ("var",)]  # not kept R-hats
     out["per_variable"] = {
         str(name): {key: (None if np.isnan(v := float(table_all[key].sel(var=name))) else
-                          int(v) if key == "n_elements" else v) for key in table_all.data_vars}
+                          int(v) if key == "n_elements" else v) for key in columns}
         for name in table_all["var"].values
     }
     out["wall_time_s"] = wall_time_s
