@@ -108,6 +108,29 @@ def _tail_ess(da: xr.DataArray) -> np.ndarray:
     return worst
 
 
+def _rhat_and_bulk_ess(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """arviz_stats' vectorized rank-normalized R-hat (NaN for one chain, as in ArviZ) and bulk ESS of each element.
+
+    Both start from the same rank normalization of the split chains (the costly part: a rank and a normal
+    quantile per draw), which arviz_stats' ``rhat`` and ``ess(method="bulk")`` would each compute; here it is
+    computed once and passed to the library's own R-hat and ESS steps. Where those steps are not found (another
+    arviz_stats version) the two public functions run instead.
+    """
+    vec = _vectorized()
+    single = da.sizes["chain"] < 2
+    try:
+        split = vec._split_chains(da)
+        z = vec._z_scale(split)
+        bulk = vec._ess(z).values
+        if single:
+            return np.full(da.sizes["element"], np.nan), bulk
+        r_bulk, r_tail = vec._rhat(z), vec._rhat(vec._z_fold(split))
+        return xr.where(r_bulk > r_tail, r_bulk, r_tail).values, bulk
+    except AttributeError:
+        rhat = np.full(da.sizes["element"], np.nan) if single else vec.rhat(da).values
+        return rhat, vec.ess(da, method="bulk").values
+
+
 def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarray, np.ndarray]:
     """Max R-hat, min bulk ESS and min tail ESS over the elements of one block, every bulk ESS, and every R-hat in
     the block's element order.
@@ -127,9 +150,9 @@ def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarra
     rhat, bulk, tail = [], [], []
     if regular.any() and values.shape[1] >= 4:
         da = xr.DataArray(values[:, :, regular], dims=("chain", "draw", "element"))
-        # like ArviZ, no R-hat from a single chain
-        rhat.append(_vectorized().rhat(da).values if values.shape[0] > 1 else np.full(int(regular.sum()), np.nan))
-        bulk.append(_vectorized().ess(da, method="bulk").values)
+        block_rhat, block_bulk = _rhat_and_bulk_ess(da)
+        rhat.append(block_rhat)
+        bulk.append(block_bulk)
         tail.append(_tail_ess(da))
     else:
         regular[:] = False
