@@ -72,6 +72,9 @@ def test_all_groups_run_under_papermill_and_write_the_seed_tree(quick_run):
             assert payload["sampling"]["total_draws"] == 200
         for name in produced:
             assert (p.plots_run / name).stat().st_size > 1000 and (p.plots_latest / name).exists()
+    # the seed's model has a correct gradient: group 2 must not call the rounding noise of its logp a mismatch
+    g2 = json.loads(make_paths(group_desc("2"), RUN_ID, root).results_run.read_text())
+    assert g2["gradient_checks"]["finite_difference"]["n_failed"] == 0 and g2["verdict"]["code"] == "gradient_ok"
     g1 = json.loads(make_paths(group_desc("1"), RUN_ID, root).results_run.read_text())
     assert [s["name"] for s in g1["steps"]] == ["load_data", "build_model", "model_checks", "gradient_checks", "plots",
                                                 "verdict"]  # the declared steps a build-only group applies

@@ -120,8 +120,8 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
         out.append(md_table(["component", "d logp"], [(c["name"], c["value"]) for c in g["top_components"][:20]]) + "\n")
         fd = gc.get("finite_difference")
         if fd:
-            out.append(f"Finite differences (central, eps={fmt(fd['epsilon'])}): {fd['n_checked']} components checked, "
-                       f"**{fd['n_failed']} failed**.\n")
+            out.append(f"Finite differences (central, eps={fmt(fd['epsilon'])} and 10x that; a component fails when it "
+                       f"disagrees at both): {fd['n_checked']} components checked, **{fd['n_failed']} failed**.\n")
         pert = gc.get("perturbation")
         if pert:
             out.append(md_table(["perturbed point", "logp", "grad L2", "non-finite grad"],
