@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import add_exclude_argument, excluded_pairs, positive_int
+from .settings import add_exclude_argument, add_prior_argument, excluded_pairs, positive_int
 
 __all__ = ["main"]
 
@@ -58,11 +58,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
              "information (the same model): none (default), still (those whose step sd is below their triangulation "
              "sd: an animal that mostly sits still; several times fewer gradients per draw) or all",
     )
-    g.add_argument(
-        "--prior", default=None, metavar="FILE.npz",
-        help="a trained pose prior (gimbal prior fit, or the original GIMBAL's trained-parameter .npz): its "
-             "body-frame pose states, bone scales and step sizes replace the ones estimated from the data",
-    )
+    add_prior_argument(g)
     g.add_argument(
         "--start", choices=STARTS, default=STARTS[0],
         help="where the chains start: the robust reconstruction's tracks (default), or those tracks smoothed to "
@@ -157,6 +153,7 @@ def cmd_fit(args) -> int:
     support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]),
                                    rhat_x=table["rhat_x"].values if "rhat_x" in table else None)
     chains = chain_findings(result.trace, ds)
+    heading = _heading_check(model, result.trace, table)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
     save_dataset(ds, out / "dataset.nc", overwrite=True)  # the fit folder is self-contained (gimbal export reads it)
     payload = {
@@ -171,6 +168,7 @@ def cmd_fit(args) -> int:
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
         "stranded_chains": chains.stranded,
         "chain_regions": chains.regions,
+        "heading": heading,
         "environment": collect_environment(),
     }
     write_json(summary_path, payload)
@@ -180,7 +178,25 @@ def cmd_fit(args) -> int:
         print(f"\n  positions: {support.text()}")
     if chains.text():
         print(f"\n  chains: {chains.text()}")
+    if heading and heading["traced"]:
+        from .model.prior import HEADING_FIX, heading_text
+
+        print(f"\n  body frame: {heading_text(heading)} {HEADING_FIX}")
     return 0
+
+
+def _heading_check(model, trace, table):
+    """With a trained prior: :func:`gimbal.model.prior.heading_check` at the posterior mean, against the frames
+    where some position's R-hat is above 1.01 (None without a prior, or with frozen positions)."""
+    from .model.prior import heading_check
+
+    post = trace["posterior"]
+    if not model.gimbal_config.heading or "x" not in post:
+        return None
+    states = model.gimbal_init.pose_states
+    unconverged = (table["rhat_x"].max(["keypoint", "xyz"]).values > 1.01) if "rhat_x" in table else None
+    return heading_check(post["x"].mean(("chain", "draw")).values, states.heading_keypoints, states.frame_axes,
+                         list(post["x"]["keypoint"].values), unconverged, frames=post["x"]["frame"].values)
 
 
 def _unconverged_support(trace, ds, pixel_noise: float, rhat_x=None):
@@ -197,6 +213,7 @@ def _unconverged_support(trace, ds, pixel_noise: float, rhat_x=None):
 def _model_options(args, ds, label: str) -> dict:
     """``build_model`` options from the command line's model arguments, checked against the dataset."""
     from .errors import UsageError
+    from .model.build import sparse_frame_options
     from .model.observation import has_scores
 
     if args.confidence and not has_scores(ds):
@@ -218,8 +235,9 @@ def _model_options(args, ds, label: str) -> dict:
         prior=_prior_for(args.prior, ds),
         start=args.start,
     )
-    if not ds.attrs.get("frames_consecutive", 1):  # sparse labelled frames: no random walk, no state dynamics
-        options.update(temporal=False, use_directional_hmm=False)
+    sparse = sparse_frame_options(ds)
+    if sparse:  # sparse labelled frames: no random walk, no state dynamics
+        options.update(sparse)
         print("      frames are not consecutive: no temporal prior; pose states on each frame independently")
     return options
 

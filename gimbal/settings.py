@@ -16,7 +16,7 @@ from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
            "probability", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH", "STARTS",
-           "WHITENED_TRACKS", "add_exclude_argument", "excluded_pairs"]
+           "WHITENED_TRACKS", "add_exclude_argument", "add_prior_argument", "excluded_pairs"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")
@@ -161,6 +161,16 @@ def add_exclude_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exclude", default=None, metavar="CAMERA:KEYPOINT[,...]",
                         help="leave these detections out, e.g. back:Tail_0,back:Tail_2 (pairs that are systematically "
                              "off; gimbal fit names pairs its chains disagree about)")
+
+
+def add_prior_argument(parser, where: str = "") -> None:
+    """``--prior FILE.npz``: a trained pose prior (``gimbal fit`` and ``gimbal diag run`` take the same file);
+    ``where`` ends the help with the models it applies to."""
+    parser.add_argument(
+        "--prior", default=None, metavar="FILE.npz",
+        help="a trained pose prior (gimbal prior fit, or the original GIMBAL's trained-parameter .npz): its "
+             "body-frame pose states, bone scales and step sizes replace the ones estimated from the data" + where,
+    )
 
 
 def excluded_pairs(text: str | None) -> list[str]:

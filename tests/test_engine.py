@@ -176,6 +176,41 @@ def test_temporal_and_summary_rules():
     assert study_rules.rule_summary(results[:1]).code == "all_clear"
 
 
+def test_a_finding_at_frames_with_an_ill_defined_heading_is_traced_to_the_trained_prior():
+    """rule_heading: a sampling finding whose unconverged frames the heading check traces to short heading
+    baselines, or whose divergent draws peak at one, names the body frame and the fix; otherwise, or for a pass,
+    the verdict is unchanged."""
+    from gimbal.diagnostics.rules import Verdict
+    from gimbal.model.prior import heading_check
+
+    finding = Verdict("finding", "hmm_gradients", "2 divergent draws.", "Check the HMM.", ("divergences", "rhat"))
+    x = np.zeros((20, 2, 3))
+    x[:, 1, 0] = 1.0  # the heading baseline: 1 long seen from above ...
+    x[:2, 1] = [0.02, 0.0, 1.0]  # ... but upright in frames 0 and 1
+    unconverged = np.isin(np.arange(20), [0, 1, 9, 13])
+    check = heading_check(x, [0, 1], np.eye(3), ["root", "proximal"], unconverged)
+    assert check["short_frames"] == [0, 1] and check["unconverged_at_short"] == 2 and check["traced"]
+    heading = {**check, "divergence_peak_frame": 16}
+    v = study_rules.rule_heading(finding, heading)
+    assert v.code == "heading_ill_defined" and v.status == "finding" and v.problems[-1] == "heading"
+    assert v.interpretation.startswith("2 divergent draws. Traced to the trained prior: 2 of the 4 frames where")
+    assert "(root -> proximal)" in v.interpretation and "frames 0, 1;" in v.interpretation
+    assert "gimbal prior fit --heading" in v.next_action and v.next_action.endswith("Check the HMM.")
+    # one of four unconverged frames at a short one: not traced, unless the divergences peak at one
+    fewer = {**heading_check(x, [0, 1], np.eye(3), ["root", "proximal"], np.isin(np.arange(20), [1, 5, 9, 13])),
+             "divergence_peak_frame": 16}
+    assert not fewer["traced"] and study_rules.rule_heading(finding, fewer) is finding
+    v = study_rules.rule_heading(finding, {**fewer, "divergence_peak_frame": 1})
+    assert v.code == "heading_ill_defined" and "divergent draws peak at frame 1, where the heading" in v.interpretation
+    # half the frames short: two of four unconverged there is no concentration
+    x[:10, 1] = [0.02, 0.0, 1.0]
+    half = heading_check(x, [0, 1], np.eye(3), ["root", "proximal"], unconverged)
+    assert len(half["short_frames"]) == 10 and not half["traced"]
+    assert study_rules.rule_heading(finding, None) is finding
+    passed = Verdict("pass", "converged", "ok", "none")
+    assert study_rules.rule_heading(passed, heading) is passed
+
+
 def test_paths_json_and_archive(tmp_path):
     p = make_paths("group_3_sampling_baseline_minimal", "2025-12-19T21-00-00", tmp_path)
     assert p.results_run.name == "results_group_3_sampling_baseline_minimal__2025-12-19T21-00-00.json"

@@ -13,8 +13,10 @@ from gimbal.model.prior import (
     canonical_positions,
     fit_prior,
     fit_vmf_mixture,
+    heading_baseline,
     load_prior,
     save_prior,
+    short_heading,
     vmf_log_normalizer_np,
 )
 from gimbal.model.skeleton import Skeleton
@@ -301,3 +303,54 @@ def test_cli_imports_label3d_fits_a_prior_and_refuses_what_cannot_serve(tmp_path
     save_prior(other, tmp_path / "other.npz")
     assert main(["fit", "--dataset", str(nc), "--prior", str(tmp_path / "other.npz"), "--out", str(tmp_path / "fit")]) == 2
     assert "--prior" in capsys.readouterr().err and not (tmp_path / "fit").exists()
+
+
+def test_short_heading_frames_are_named_when_a_prior_meets_a_recording():
+    """heading_baseline is the floor-plane distance of the two heading keypoints in the prior's frame; frames under
+    25% of its median are short, and building a model with a prior warns naming them."""
+    from gimbal.datasets import load_dataset, skeleton_of
+    from gimbal.model.build import build_model
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 3, 3))
+    axes = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # vertical = world x
+    lengths = heading_baseline(x, [2, 0], axes)
+    assert np.allclose(lengths, np.hypot(x[:, 0, 1] - x[:, 2, 1], x[:, 0, 2] - x[:, 2, 2]))
+    lengths[2] = 0.01 * np.median(lengths)
+    lengths[4] = np.nan
+    assert short_heading(lengths).tolist() == [False, False, True, False, False, False]
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=40)  # root -> proximal stands nearly upright in its first frames
+    skel = skeleton_of(ds)
+    with pytest.warns(UserWarning, match="heading baseline"):
+        prior = fit_prior(ds["positions_true"].values, list(skel.parents), [0, 1], keypoint_names=list(skel.names))
+    with pytest.warns(UserWarning, match=r"heading baseline \(root -> proximal\).*this recording's frames at the "
+                                         r"chains' start \(frames? 1[,;]"):
+        build_model(ds, prior=prior)
+
+
+def test_gimbal_fit_with_a_prior_checks_its_body_frame(tmp_path, capsys):
+    """`gimbal fit --prior`: the summary carries the heading check at the posterior mean against the unconverged
+    frames, and the printout names the body frame exactly when the check traces them to it."""
+    import json
+    import warnings
+
+    from gimbal.cli import main
+    from gimbal.datasets import load_dataset, skeleton_of
+
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=200)
+    skel = skeleton_of(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # root -> proximal stands upright in a few frames
+        prior = fit_prior(ds["positions_true"].values, list(skel.parents), [0, 1], n_states=2,
+                          keypoint_names=list(skel.names))
+    path = save_prior(prior, tmp_path / "prior.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["fit", "--dataset", "v0.2.1_L00_minimal", "--max-T", "8", "--prior", str(path), "--chains", "2",
+                     "--tune", "100", "--draws", "50", "--quiet", "--out", str(tmp_path / "fit")]) == 0
+    out = capsys.readouterr().out
+    heading = json.loads((tmp_path / "fit" / "summary.json").read_text())["heading"]
+    assert heading["keypoints"] == ["root", "proximal"] and heading["n_frames"] == 8
+    assert set(heading["short_frames"]) <= {0, 1, 2} and heading["min_length"] < 0.25 * heading["median_length"]
+    assert set(heading["unconverged_frames"]) <= set(range(8))
+    assert ("body frame:" in out) == heading["traced"]

@@ -151,3 +151,57 @@ def test_diag_run_leaves_out_the_detections_it_is_told_to(tmp_path):
     assert "# The data: `v0.2.1_L00_minimal without cam1:distal_left`" in (out / "data.md").read_text()
     assert "--dataset v0.2.1_L00_minimal --seed 123 --max-T 5 --exclude cam1:distal_left" in (
         out / "environment.md").read_text()  # the reproduce command repeats it
+
+
+def test_diag_run_uses_a_trained_prior_in_the_groups_with_pose_states(tmp_path):
+    """``gimbal diag run --prior``: groups whose model has pose states build it with the prior, the others say they
+    ran without it; a file that cannot serve fails before any group runs."""
+    import warnings
+
+    from gimbal.datasets import load_dataset, skeleton_of
+    from gimbal.divergence.book import generate_pages
+    from gimbal.divergence.groups import PRIOR_GROUPS
+    from gimbal.errors import UsageError
+    from gimbal.model.prior import fit_prior, save_prior
+
+    assert set(PRIOR_GROUPS) == {"1", "2", "5", "6", "8a", "8b", "8c", "8d", "8e"}  # 6c: explicit directions
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=200)
+    skel = skeleton_of(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # this synthetic animal's root -> proximal stands upright in some frames
+        prior = fit_prior(ds["positions_true"].values, list(skel.parents), [0, 1], n_states=2,
+                          keypoint_names=list(skel.names), source="L00 truth")
+        other = fit_prior(ds["positions_true"].values[:, :3], [-1, 0, 1], [0, 1],
+                          keypoint_names=["root", "proximal", "tail"])  # another animal's skeleton
+    path = save_prior(prior, tmp_path / "prior.npz")
+    other = save_prior(other, tmp_path / "other.npz")
+    root = tmp_path / "diag"
+    for bad, message in ((tmp_path / "missing.npz", "does not exist"), (other, "no keypoint.*distal_left")):
+        args = build_parser().parse_args(["diag", "run", "--groups", "1", "--run-id", "bad", "--root", str(root),
+                                          "--prior", str(bad)])
+        with pytest.raises(UsageError, match=f"--prior .*{message}"):
+            args.func(args)
+        assert not make_paths(group_desc("1"), "bad", root).exists()
+    args = build_parser().parse_args(["diag", "run", "--groups", "3,5", "--run-id", "pr", "--root", str(root),
+                                      "--max-T", "8", "--prior", str(path)])
+    assert args.func(args) == 0
+    results = {r["header"]["group"]: r for r in collect_run(root, "pr")}
+    used, unused = results["5"]["header"], results["3"]["header"]
+    assert used["parameters"]["prior"] == str(path.resolve()) and used["parameters"]["prior_used"]
+    assert used["config"]["prior"] == "L00 truth" and used["config"]["heading"] and used["config"]["n_states"] == 2
+    assert unused["parameters"]["prior"] == str(path.resolve()) and not unused["parameters"]["prior_used"]
+    assert unused["config"]["prior"] is None and not unused["config"]["heading"]
+    assert read_manifest(root, "pr")["settings"]["prior"] == str(path.resolve())  # a resume keeps it
+    # the body frame's check ran where the prior did: root -> proximal, the heading, stands upright in frames 0-1
+    heading = results["5"]["heading"]
+    assert heading["keypoints"] == ["root", "proximal"] and heading["n_frames"] == 8
+    assert set(heading["short_frames"]) <= {0, 1, 2} and heading["min_length"] < 0.25 * heading["median_length"]
+    assert results["3"]["heading"] is None
+    out, _ = generate_pages(root, "pr", tmp_path / "project")
+    page = (out / "groups" / "group_5_sampling_hmm_only.md").read_text()
+    assert f"| pose prior | {path.resolve()} |" in page and "**Body frame (trained prior).**" in page
+    assert "not used: this group's model has no pose states" in (
+        out / "groups" / "group_3_sampling_baseline_minimal.md").read_text()
+    assert f"--prior {path.resolve()}" in (out / "environment.md").read_text()
+    summary = summary_markdown(collect_run(root, "pr"), "pr")
+    assert f"**Pose prior.** Group 5 ran with the trained prior `{path.resolve()}`" in summary

@@ -196,6 +196,8 @@ def _environment_page(results: list[dict], run_id: str) -> str:
             cmd += f" --max-K {p['max_K']}"
         if excluded_of(h):
             cmd += f" --exclude {','.join(excluded_of(h))}"
+        if p.get("prior"):
+            cmd += f' --prior "{p["prior"]}"' if " " in p["prior"] else f" --prior {p['prior']}"
         s = h.get("sampling_settings") or {}
         if s:
             cmd += f" --chains {s['chains']} --tune {s['tune']} --draws {s['draws']} --sampler {s['sampler']}"

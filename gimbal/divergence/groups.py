@@ -26,8 +26,8 @@ from .results import SCHEMA_VERSION, GroupError, GroupResult, Header, StepRecord
 from . import rules as study_rules
 from .paths import DEFAULT_ROOT, DiagPaths, archive_legacy, make_paths
 
-__all__ = ["GroupSpec", "GROUPS", "PROFILES", "Step", "STEPS", "run_group", "group_desc", "resolve_settings",
-           "GroupFailed"]
+__all__ = ["GroupSpec", "GROUPS", "PROFILES", "PRIOR_GROUPS", "Step", "STEPS", "run_group", "group_desc",
+           "resolve_settings", "uses_prior", "check_prior", "GroupFailed"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,16 @@ GROUPS: dict[str, GroupSpec] = {
         GroupSpec("8e", "temporal_T1800", "Temporal scaling, T=1800", "Full model at T=1800.", FULL, T=1800, quick_T=60, notebook=TEMPORAL_NOTEBOOK),
     ]
 }
+
+
+def uses_prior(spec: GroupSpec) -> bool:
+    """Whether a trained pose prior (``--prior``) enters this group's model: those with pose states summed out by the
+    HMM. The groups without the HMM stay the seed's ablations, and the earlier port's explicit per-frame directions
+    (6c) cannot take body-frame states."""
+    return bool(spec.model.get("use_directional_hmm")) and spec.model.get("directions", "marginal") == "marginal"
+
+
+PRIOR_GROUPS = tuple(g for g, spec in GROUPS.items() if uses_prior(spec))
 
 # sampling settings per profile: "full" is the seed's; "long" matches the sampling benchmarks
 PROFILES = {
@@ -181,6 +191,29 @@ def _load_reference(root, group, run_id: str, header: dict) -> dict | None:
     same = all(h.get(k) == header.get(k) for k in ("dataset", "T", "K", "seed", "sampling_settings"))
     same = same and excluded_of(h) == excluded_of(header)
     return data.get("sampling") if same and data.get("status") == "ok" else None
+
+
+def _kept_keypoints(ds, max_K=None) -> int:
+    """How many keypoints a group keeps: ``max_K``, or the seed's 8 (the dataset's K when smaller)."""
+    return max_K or min(SEED_MAX_K, ds.sizes["keypoint"])
+
+
+def check_prior(path, dataset_name, max_K=None, exclude=()):
+    """The prior file matched to the skeleton the groups run on (the first :func:`_kept_keypoints`); raises
+    :class:`gimbal.model.prior.PriorFileError`, naming the fix, where it cannot serve."""
+    from ..datasets import load_dataset, skeleton_of, truncate
+    from ..model.prior import PriorFileError, load_prior
+
+    prior = load_prior(path)
+    ds = load_dataset(dataset_name, exclude=exclude)
+    kept = _kept_keypoints(ds, max_K)
+    try:
+        return prior.for_skeleton(skeleton_of(truncate(ds, max_T=1, max_K=kept)))
+    except PriorFileError as exc:
+        if kept < ds.sizes["keypoint"]:
+            raise PriorFileError(f"{exc} The groups keep the first {kept} of the dataset's {ds.sizes['keypoint']} "
+                                 "keypoints; --max-K keeps more.") from exc
+        raise
 
 
 def _mixture_checks(dataset, model, init) -> dict:
@@ -290,7 +323,7 @@ def _load_data(ctx: _Context):
     want = o["max_T"]
     if not o["explicit_T"] and want and want > ds.sizes["frame"]:
         want = ds.sizes["frame"]  # the profile's T is longer than the recording: use all of it (the title says so)
-    ds = truncate(ds, max_T=want, max_K=o["max_K"] or min(SEED_MAX_K, ds.sizes["keypoint"]))
+    ds = truncate(ds, max_T=want, max_K=_kept_keypoints(ds, o["max_K"]))
     h.T, h.K, h.C = ds.sizes["frame"], ds.sizes["keypoint"], ds.sizes["camera"]
     if ds.sizes["frame"] != spec.T:  # pages show the T that really ran, and the seed's beside it
         h.title = f"{spec.title.split(', T=')[0]}, T={ds.sizes['frame']} (the seed's T={spec.T}, {h.profile} profile)"
@@ -300,7 +333,7 @@ def _load_data(ctx: _Context):
 
 
 def _build_model(ctx: _Context):
-    from ..model.build import build_model
+    from ..model.build import build_model, sparse_frame_options
     from ..model.initialization import init_point_for
 
     ds, h = ctx.ds, ctx.result.header
@@ -313,9 +346,18 @@ def _build_model(ctx: _Context):
         h.frozen_at = ("the ground truth" if known.all() else
                        f"the ground truth where known ({int(known.sum())} of {known.size} keypoint "
                        "positions), the initialization where motion capture lost a marker")
+    sparse = sparse_frame_options(ds)
+    if sparse:  # as gimbal fit runs them: no random walk between labelled frames, no state dynamics
+        options.update(sparse)
+        h.purpose += (" The dataset's frames are sparse labelled frames, not a recording, so this group runs as "
+                      "`gimbal fit` does on them: no random walk between frames and no HMM (pose states, where "
+                      "the model has them, on each frame independently).")
     if options.get("use_directional_hmm"):
         # a one-state dataset would reduce the HMM to a single vMF: exercise at least two states
         options.setdefault("n_states", max(2, int(ds.attrs.get("n_states", 1))))
+    if ctx.options["prior"] and uses_prior(ctx.spec):
+        options["prior"] = ctx.options["prior"]  # build_model matches it to the skeleton; the config names its source
+        options.pop("n_states", None)  # the prior's states
     options.update(ctx.options["backend_options"])
     ctx.model = build_model(ds, seed=ctx.options["seed"], validate=False, **options)
     h.config = ctx.model.gimbal_config.as_dict()
@@ -402,6 +444,29 @@ def _chain_regions(ctx: _Context):
     ctx.result.chain_regions = found.to_json() if found else None
 
 
+def _heading_check(ctx: _Context):
+    """Where the model's body frame is ill-defined (:func:`gimbal.model.prior.heading_check` at the posterior
+    mean), set against the frames the chains disagree at and the frame the divergent draws peak at."""
+    from ..model.prior import heading_check
+
+    states = ctx.model.gimbal_init.pose_states
+    x = ctx.fit.trace.posterior["x"]
+    unconverged = None
+    conv = ctx.conv.get("x")
+    if conv is not None and conv.n_flagged:
+        level = max(conv.rhat_threshold, conv.chance_rhat or 0.0)  # above what chance gives over this many elements
+        unconverged = conv.rhat.max([d for d in conv.rhat.dims if d != "frame"]).values > level
+    check = heading_check(x.mean(("chain", "draw")).values, states.heading_keypoints, states.frame_axes,
+                          list(ctx.ds["keypoint"].values), unconverged, frames=x["frame"].values)
+    loc = ctx.result.localization or {}
+    peak = ((loc.get("profiles") or {}).get("frame") or {}).get("peak") if loc.get("n_divergent") else None
+    ctx.result.heading = {**check, "divergence_peak_frame": None if peak is None else int(peak)}
+
+
+def _has_heading(ctx: _Context) -> bool:
+    return ctx.spec.samples and bool(ctx.model.gimbal_config.heading)
+
+
 def _convergence_plots(ctx: _Context):
     jobs = {f"rhat_map_{name}": (plots.plot_rhat_map, (c, ctx.paths.plots_run / f"rhat_map_{name}.png"),
                                  f"Per-element R-hat of '{name}': where in the model the chains disagree.")
@@ -420,9 +485,11 @@ def _verdict(ctx: _Context):
         extra_ok = all(c.get("passed", True) for c in r.gradient_checks["component_checks"].values())
         reference = (_load_reference(ctx.paths.root, spec.reference, r.header.run_id, dataclasses.asdict(r.header))
                      if spec.reference else None)
-        r.verdict = study_rules.rule_sampling(spec.id, r.sampling, r.multimodality, reference, extra_ok,
-                                              rhat_chance=r.rhat_chance, localization=r.convergence_localization,
-                                              divergences=r.localization)
+        r.verdict = study_rules.rule_heading(
+            study_rules.rule_sampling(spec.id, r.sampling, r.multimodality, reference, extra_ok,
+                                      rhat_chance=r.rhat_chance, localization=r.convergence_localization,
+                                      divergences=r.localization),
+            r.heading)
 
 
 def _samples(ctx: _Context) -> bool:
@@ -446,6 +513,7 @@ STEPS: tuple[Step, ...] = (
     Step("convergence_localization", _convergence_localization, _rhat_flagged),
     Step("chain_regions", _chain_regions, _rhat_flagged),
     Step("convergence_plots", _convergence_plots, _rhat_flagged),
+    Step("heading_check", _heading_check, _has_heading),
     Step("verdict", _verdict),
 )
 """Every group's run, in order: a step whose ``when`` is false for the group is skipped (and not recorded)."""
@@ -494,6 +562,7 @@ def run_group(
     max_T: int | None = None,
     max_K: int | None = None,
     exclude=None,
+    prior=None,
     seed: int = 123,
     overwrite: bool = False,
     chains: int | None = None,
@@ -522,6 +591,9 @@ def run_group(
     exclude : str or list of str, optional
         Detections left out, ``"CAMERA:KEYPOINT"`` pairs or one comma list of them
         (:func:`gimbal.datasets.exclude_detections`); the pages name them after the dataset.
+    prior : path, optional
+        A trained pose prior (``.npz``, :func:`gimbal.model.prior.load_prior`) for the groups whose model has
+        pose states (:data:`PRIOR_GROUPS`); the others run as without it. The header records the file.
     overwrite : bool
         Allow replacing an existing run with the same ``run_id``.
     chains, tune, draws, sampler, profile
@@ -559,6 +631,7 @@ def run_group(
     archive_legacy(paths.root)
     settings = resolve_settings(spec.id, profile, max_T, max_K, chains, tune, draws)
     exclude = excluded_pairs(exclude) if isinstance(exclude, str) else [str(p) for p in exclude or ()]
+    prior_path = str(Path(prior).resolve()) if prior else None
     header = Header(
         group=spec.id, description=spec.desc, title=spec.title, purpose=spec.purpose, run_id=run_id,
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=dict(spec.model),
@@ -568,11 +641,12 @@ def run_group(
                             "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
         # backend also shapes the model (plain graph for JAX) where nothing is sampled
         parameters={"max_T": settings["max_T"], "max_K": settings["max_K"], "exclude": exclude,
-                    "overwrite": bool(overwrite), "backend": backend},
+                    "prior": prior_path, "prior_used": bool(prior_path) and uses_prior(spec), "overwrite": bool(overwrite),
+                    "backend": backend},
         environment=io.collect_environment())
     result = GroupResult(schema_version=SCHEMA_VERSION, header=header, status="running", steps=[], verdict=None,
                          process={"pid": os.getpid(), "host": platform.node()})
-    options = dict(settings, dataset_name=dataset_name, exclude=exclude, explicit_T=max_T is not None, seed=int(seed),
+    options = dict(settings, dataset_name=dataset_name, exclude=exclude, prior=prior_path, explicit_T=max_T is not None, seed=int(seed),
                    sampler=sampler, target_accept=float(target_accept), maxdepth=int(maxdepth), backend=backend,
                    backend_options=backend_options, progress=progress)
     ctx = _Context(spec, options, paths, result)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..diagnostics.report import fmt, md_table
-from .results import dataset_label
+from .results import dataset_label, prior_row
 
 __all__ = ["render_report", "REPORT_SECTIONS"]
 
@@ -19,6 +19,21 @@ REPORT_SECTIONS = (
     "6. Interpretation",
     "7. Next action",
 )
+
+
+def _heading_line(heading: dict) -> str:
+    """The trained prior's body frame: where its heading baseline is short, and where the chains disagree."""
+    base, tip = heading["keypoints"]
+    short = heading["short_frames"]
+    text = (f"**Body frame (trained prior).** The heading baseline ({base} -> {tip}) seen from above has a median "
+            f"length of {fmt(heading['median_length'])} at the posterior mean, shortest {fmt(heading['min_length'])}; ")
+    text += (f"{len(short)} of {heading['n_frames']} frames are shorter than {heading['short_fraction']:.0%} of it "
+             f"({', '.join(map(str, short[:12]))}{', ...' if len(short) > 12 else ''})" if short else
+             f"no frame is shorter than {heading['short_fraction']:.0%} of it")
+    unconverged = heading["unconverged_frames"]
+    if unconverged:
+        text += f"; {heading['unconverged_at_short']} of the {len(unconverged)} frames where the chains disagree are among them"
+    return text + ".\n"
 
 
 def _patterns(payload: dict) -> str:
@@ -75,6 +90,8 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
     status = payload.get("status")
     title = f"Group {h['group']}: {h['title']}"
     out.append(f"# {title}\n")
+    if h.get("purpose"):
+        out.append(f"*What this group runs:* {h['purpose']}\n")
     if status == "failed":
         err = payload.get("error") or {}
         out.append(
@@ -95,7 +112,7 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
                 ("sampler", ", ".join(f"{k}={v}" for k, v in (h.get("sampling_settings") or {}).items()) or "not sampled"),
                 ("seed", h.get("seed")),
                 ("status", status),
-            ] + ([("positions frozen at", h["frozen_at"])] if h.get("frozen_at") else []),
+            ] + prior_row(h) + ([("positions frozen at", h["frozen_at"])] if h.get("frozen_at") else []),
         )
         + "\n"
     )
@@ -152,6 +169,9 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
         regions = payload.get("chain_regions")
         if regions:
             out.append(f"**Chains in separate regions.** {regions['text']}\n")
+        heading = payload.get("heading")
+        if heading:
+            out.append(_heading_line(heading))
         loc = payload.get("localization") or {}
         if loc.get("variables"):
             where = ", ".join(f"{v['name']} (z={v['z']:.2f})" for v in loc["variables"][:3])

@@ -22,11 +22,11 @@ from ..diagnostics.io import to_jsonable
 from ..diagnostics.rules import Verdict
 
 __all__ = ["SCHEMA_VERSION", "Header", "StepRecord", "GroupError", "GroupResult", "results_schema", "SCHEMA_FILE",
-           "excluded_of", "dataset_label"]
+           "excluded_of", "dataset_label", "prior_row"]
 
-SCHEMA_VERSION = "1.3"  # 1.1 added the "long" profile; 1.2 the contrast group 6c, the process and convergence keys;
-# 1.3 the chain_regions key
-SCHEMA_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+SCHEMA_VERSION = "1.4"  # 1.1 added the "long" profile; 1.2 the contrast group 6c, the process and convergence keys;
+# 1.3 the chain_regions key; 1.4 the heading key
+SCHEMA_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 SCHEMA_FILE = "schemas/results.schema.json"
 Status = Literal["running", "ok", "failed", "interrupted"]
 
@@ -62,6 +62,15 @@ class Header:
 def excluded_of(header: dict) -> list[str]:
     """The detections a group's run left out (``header["parameters"]["exclude"]``; none in runs before it existed)."""
     return list((header.get("parameters") or {}).get("exclude") or [])
+
+
+def prior_row(header: dict) -> list[tuple[str, str]]:
+    """The header's ``("pose prior", ...)`` row where the run was given a trained prior (``--prior``), else none."""
+    p = header.get("parameters") or {}
+    if not p.get("prior"):
+        return []
+    return [("pose prior", p["prior"] if p.get("prior_used") else
+             f"not used: this group's model has no pose states ({p['prior']} was given to the run)")]
 
 
 def dataset_label(header: dict) -> str:
@@ -110,6 +119,7 @@ class GroupResult:
     rhat_chance: dict | None = None
     convergence_localization: dict | None = None
     chain_regions: dict | None = None  # chains in separate regions of the globals (gimbal.model.regions), else None
+    heading: dict | None = None  # with a trained prior: frames whose body frame is ill-defined (groups.heading_check)
     plots: dict = field(default_factory=dict)
     error: GroupError | None = None
     process: dict = field(default_factory=dict)  # who writes the file: a running result whose process is gone is interrupted

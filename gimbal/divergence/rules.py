@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..diagnostics.rules import Verdict, divergence_location, rule_convergence, sampling_problems
 
-__all__ = ["rule_sampling", "rule_temporal", "rule_summary", "rule_contrast", "GIMBAL_HINTS"]
+__all__ = ["rule_sampling", "rule_heading", "rule_temporal", "rule_summary", "rule_contrast", "GIMBAL_HINTS"]
 
 GIMBAL_HINTS = {
     "label_switching": "In GIMBAL: state_params='empirical' fits the pose states from data, as the original does.",
@@ -110,6 +110,41 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
                else "Run the temporal scaling groups (8a-8e) to test full length.")
     return rule_convergence(summary, multimodality, rhat_chance, lead=lead, hints=GIMBAL_HINTS, on_pass=on_pass,
                             localization=localization)
+
+
+def rule_heading(verdict: Verdict, heading: dict | None) -> Verdict:
+    """A sampling finding traced to the trained prior's body frame, where it sits at frames whose heading is ill-defined.
+
+    With a trained prior the pose states live in a body frame that turns with the heading (two keypoints, seen
+    from above); where their floor-plane distance is short, a small move turns the frame by many degrees and the
+    posterior is sharply curved. The finding is traced there when the heading check traces the unconverged frames
+    to such frames (:func:`gimbal.model.prior.heading_check`), or when the divergent draws peak at one.
+
+    Parameters
+    ----------
+    verdict : Verdict
+        From :func:`rule_sampling`; only findings are refined.
+    heading : dict, optional
+        The group's ``heading`` result (``gimbal.divergence.groups``' heading check); None without a prior.
+    """
+    from ..model.prior import HEADING_FIX, heading_text
+
+    if verdict.status != "finding" or not heading or not heading["short_frames"]:
+        return verdict
+    peak = heading["divergence_peak_frame"]
+    by_divergences = peak is not None and peak in heading["short_frames"]
+    if not (heading["traced"] or by_divergences):
+        return verdict
+    causes = [heading_text(heading)] if heading["traced"] else []
+    if by_divergences:
+        base, tip = heading["keypoints"]
+        causes.append(f"The divergent draws peak at frame {peak}, where the heading baseline ({base} -> {tip}) is "
+                      f"shorter than {heading['short_fraction']:.0%} of its median seen from above: the trained "
+                      "prior's body frame turns by many degrees there for a small move.")
+    return Verdict("finding", "heading_ill_defined",
+                   f"{verdict.interpretation} Traced to the trained prior: {' '.join(causes)}",
+                   f"{HEADING_FIX} Then run again; if the finding stays: {verdict.next_action}",
+                   tuple(verdict.problems) + ("heading",))
 
 
 def rule_temporal(series: list[dict]) -> Verdict:

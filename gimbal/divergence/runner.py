@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ..diagnostics import io
 from ..errors import UsageError
-from ..settings import (SamplerSettings, add_data_arguments, add_exclude_argument, add_sampler_arguments,
-                        excluded_pairs, positive_int)
-from .groups import GROUPS, PROFILES, group_desc, resolve_settings
+from ..settings import (SamplerSettings, add_data_arguments, add_exclude_argument, add_prior_argument,
+                        add_sampler_arguments, excluded_pairs, positive_int)
+from .groups import GROUPS, PRIOR_GROUPS, PROFILES, check_prior, group_desc, resolve_settings
 from .paths import DEFAULT_ROOT, archive_legacy, make_paths
 from .runs import groups_to_resume, missing_result, read_manifest, resolve_result, write_manifest
 from .summary import collect_run, write_summary
@@ -60,7 +60,8 @@ def _execute(group, args, root: Path, lock) -> dict:
 
     paths = make_paths(group_desc(group), args.run_id, root)
     params = dict(group=group, run_id=args.run_id, dataset_name=args.dataset, max_T=args.max_T, max_K=args.max_K,
-                  exclude=getattr(args, "exclude", None), seed=args.seed, overwrite=args.overwrite, profile=args.profile,
+                  exclude=getattr(args, "exclude", None), prior=getattr(args, "prior", None), seed=args.seed,
+                  overwrite=args.overwrite, profile=args.profile,
                   chains=args.chains, tune=args.tune, draws=args.draws, sampler=args.sampler,
                   target_accept=args.target_accept, maxdepth=args.maxdepth, backend=args.backend, root=str(root),
                   fail_at=(args.fail_at or {}).get(group))
@@ -89,7 +90,7 @@ def _execute(group, args, root: Path, lock) -> dict:
     return {"group": group, "status": status, "seconds": seconds, "result": result, "notebook": paths.notebook_run}
 
 
-RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "exclude", "seed", "chains", "tune", "draws", "sampler",
+RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "exclude", "prior", "seed", "chains", "tune", "draws", "sampler",
                 "target_accept", "maxdepth", "backend")
 
 
@@ -152,6 +153,15 @@ def run_groups(args) -> list[dict]:
         from ..datasets import load_dataset
 
         load_dataset(args.dataset, exclude=left_out)  # a pair the data lacks fails here, before any group runs
+    if getattr(args, "prior", None) and any(g in PRIOR_GROUPS for g in groups):
+        from ..model.prior import PriorFileError
+
+        try:  # a prior that cannot serve the groups' skeleton fails here, not in every group
+            check_prior(args.prior, args.dataset, max_K=args.max_K, exclude=left_out)
+        except PriorFileError as exc:
+            raise UsageError(f"--prior {args.prior}: {exc}") from exc
+    if getattr(args, "prior", None):
+        args.prior = str(Path(args.prior).resolve())  # a resumed run finds it from any folder
     if args.backend == "jax" and importlib.util.find_spec("jax") is None:
         from ..model.fitting import JAX_INSTALL_HINT
 
@@ -255,6 +265,8 @@ def register(dsub) -> None:
                         "long: the seed's T with 4 x (1000+1000), the sampling benchmarks' settings")
     add_data_arguments(p, "v0.2.1_L00_minimal")
     add_exclude_argument(p)
+    add_prior_argument(p, f", in the groups whose model has pose states ({', '.join(PRIOR_GROUPS)}); the others "
+                          "run as without it")
     add_sampler_arguments(p, profile_decides=True, adaptation=False)
     p.add_argument("--jobs", type=positive_int, default=1, help="groups run in parallel (each in its own kernel)")
     p.add_argument("--root", default=str(DEFAULT_ROOT), help=f"diagnostics root (default: {DEFAULT_ROOT.as_posix()})")

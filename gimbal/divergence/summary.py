@@ -99,6 +99,13 @@ def summary_markdown(results: list[dict], run_id: str, book: bool = False, figur
             f"Group {f['group']} ({f['description']}) {'was interrupted' if f['status'] == 'interrupted' else 'crashed'}: "
             f"{f['verdict'].get('interpretation', '')} See {link(f)}." for f in failed) + "\n```\n")
     lines.append(f"**Which group fails first.** {verdict.interpretation}\n")
+    given = [r["header"] for r in results if (r["header"].get("parameters") or {}).get("prior")]
+    if given:
+        used = [h["group"] for h in given if h["parameters"].get("prior_used")]
+        files = sorted({h["parameters"]["prior"] for h in given})
+        lines.append(f"**Pose prior.** Group{'s' if len(used) != 1 else ''} {', '.join(used) or 'none'} ran with the "
+                     f"trained prior {', '.join(f'`{f}`' for f in files)}; the others without it (their models have no "
+                     "pose states, or the run did not give one).\n")
     by_group = {f["group"]: f for f in flat}
     for f in flat:
         if f["contrast_of"]:

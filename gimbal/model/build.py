@@ -45,6 +45,7 @@ from .whitening import track_factor, walk_dominated, whitened_flat
 __all__ = [
     "ModelConfig",
     "build_model",
+    "sparse_frame_options",
     "latent_positions",
     "bone_parameters",
     "pose_state_parameters",
@@ -324,6 +325,13 @@ def _use_scores(confidence: bool | None, dataset: xr.Dataset, use_mixture: bool,
     if confidence is not None:
         return bool(confidence)
     return bool(use_mixture) and outlier_model != "student_t" and has_scores(dataset)
+
+
+def sparse_frame_options(dataset: xr.Dataset) -> dict:
+    """The :func:`build_model` options sparse labelled frames need (``attrs['frames_consecutive'] = 0``, e.g. a
+    Label3D file): no random walk between frames and the pose states on each frame independently. Empty for a
+    recording of consecutive frames."""
+    return {} if dataset.attrs.get("frames_consecutive", 1) else {"temporal": False, "use_directional_hmm": False}
 
 
 def build_model(

@@ -35,6 +35,11 @@ __all__ = [
     "PriorFileError",
     "canonical_positions",
     "heading_aligned_directions",
+    "heading_baseline",
+    "heading_check",
+    "heading_text",
+    "HEADING_FIX",
+    "short_heading",
     "fit_prior",
     "fit_vmf_mixture",
     "vmf_log_normalizer_np",
@@ -319,30 +324,129 @@ def _robust_var(values: np.ndarray, floor: float) -> float:
 SHORT_HEADING = 0.25  # a heading baseline shorter than this fraction of its median length (on the floor) is ill-posed
 
 
+def heading_baseline(positions, heading_keypoints, axes) -> np.ndarray:
+    """The heading baseline's length seen from above, per frame.
+
+    The body frame turns with the heading, so where this length is short (a rearing animal's spine) a millimetre
+    moves the heading by many degrees: the posterior is sharply curved there.
+
+    Parameters
+    ----------
+    positions : (T, K, 3) array
+    heading_keypoints : (2,) int array
+        The heading runs from the first keypoint to the second.
+    axes : (3, 3) array
+        The reference frame (rows: first axis, second axis, vertical).
+
+    Returns
+    -------
+    (T,) array
+        NaN where either keypoint is unknown.
+    """
+    base, tip = int(heading_keypoints[0]), int(heading_keypoints[1])
+    d = (np.asarray(positions)[:, tip] - np.asarray(positions)[:, base]) @ np.asarray(axes)[:2].T
+    return np.linalg.norm(d, axis=-1)
+
+
+def short_heading(lengths: np.ndarray, fraction: float = SHORT_HEADING) -> np.ndarray:
+    """Frames whose heading baseline (:func:`heading_baseline`) is shorter than ``fraction`` of its median over the
+    frames where it is known (False where it is not)."""
+    lengths = np.asarray(lengths, float)
+    known = np.isfinite(lengths)
+    if not known.any():
+        return np.zeros(lengths.shape, bool)
+    return known & (lengths < fraction * np.median(lengths[known]))
+
+
+def heading_check(positions, heading_keypoints, axes, keypoint_names, unconverged=None, frames=None) -> dict:
+    """Where a trained prior's body frame is ill-defined, set against the frames whose positions did not converge.
+
+    Parameters
+    ----------
+    positions : (T, K, 3) array
+        The posterior mean (or any reconstruction) of the positions.
+    heading_keypoints, axes
+        The prior's (:attr:`PosePrior.heading_keypoints`, :attr:`PosePrior.axes`), in the dataset's keypoint order.
+    keypoint_names : sequence of str
+    unconverged : (T,) bool array, optional
+        Frames where some position's R-hat is above its threshold.
+    frames : (T,) array, optional
+        The frames' labels (default 0 ... T-1).
+
+    Returns
+    -------
+    dict
+        ``keypoints`` (the heading's two), ``median_length`` and ``min_length`` of the baseline seen from above,
+        ``short_fraction``, ``short_frames`` (:func:`short_heading`), ``unconverged_frames``,
+        ``unconverged_at_short``, ``n_frames``, and ``traced``: at least half of the unconverged frames are short
+        ones, and at least twice the short frames' share of the recording.
+    """
+    lengths = heading_baseline(positions, heading_keypoints, axes)
+    short = short_heading(lengths)
+    n = lengths.shape[0]
+    frames = np.arange(n) if frames is None else np.asarray(frames)
+    unconverged = np.zeros(n, bool) if unconverged is None else np.asarray(unconverged, bool)
+    at_short, n_unconverged = int((short & unconverged).sum()), int(unconverged.sum())
+    known = np.isfinite(lengths)
+    return {
+        "keypoints": [str(keypoint_names[int(k)]) for k in heading_keypoints],
+        "median_length": float(np.median(lengths[known])) if known.any() else None,
+        "min_length": float(np.min(lengths[known])) if known.any() else None,
+        "short_fraction": SHORT_HEADING,
+        "short_frames": [int(f) for f in frames[short]],
+        "unconverged_frames": [int(f) for f in frames[unconverged]],
+        "unconverged_at_short": at_short,
+        "n_frames": int(n),
+        "traced": bool(n_unconverged and 2 * at_short >= n_unconverged
+                       and at_short / n_unconverged >= 2 * short.mean()),
+    }
+
+
+HEADING_FIX = ("Fit the prior with heading keypoints further apart along the body, so that they never stand on top "
+               "of each other seen from above (gimbal prior fit --heading BASE,TIP, e.g. the mid spine and the snout).")
+
+
+def heading_text(check: dict) -> str:
+    """Why a :func:`heading_check` that traces the unconverged frames to the body frame does so ("" if it does not);
+    :data:`HEADING_FIX` says what to do."""
+    if not check["traced"]:
+        return ""
+    short = check["short_frames"]
+    shown = ", ".join(map(str, short[:8])) + (f", ... ({len(short)} in all)" if len(short) > 8 else "")
+    base, tip = check["keypoints"]
+    return (f"{check['unconverged_at_short']} of the {len(check['unconverged_frames'])} frames where the chains "
+            f"disagree are where the heading baseline ({base} -> {tip}) is shorter than "
+            f"{check['short_fraction']:.0%} of its median ({check['median_length']:.3g}) seen from above (frame"
+            f"{'s' if len(short) > 1 else ''} {shown}; shortest {check['min_length']:.3g}): the trained prior's body "
+            "frame turns by many degrees there for a small move, so the posterior is sharply curved.")
+
+
+def _warn_short_heading(lengths: np.ndarray, label: str, where: str, frames: str = "") -> None:
+    """The warning of :func:`fit_prior` and :func:`with_prior` where more than 1% of the frames are short."""
+    import warnings
+
+    short = short_heading(lengths)
+    if short.mean() > 0.01:
+        warnings.warn(
+            f"the heading baseline ({label}) is shorter than {SHORT_HEADING:.0%} of its median length, seen from "
+            f"above, in {short.mean():.1%} of {where} ({frames}shortest {np.nanmin(lengths):.3g}): there the heading "
+            "is ill-defined and sampling may diverge. Choose two keypoints further apart along the body (e.g. the "
+            "mid spine and the snout).", stacklevel=4)
+
+
 def _check_heading_baseline(seqs, heading_keypoints, axes, names=None) -> None:
     """Warn when the heading's two keypoints often stand nearly on top of each other (seen from above).
 
-    The body frame turns with the heading, so where its floor-plane length is short (a rearing animal's spine) a
-    millimetre moves the heading by many degrees: the posterior is sharply curved there and NUTS diverges
-    (measured on the DANNCE mice: SpineM -> SpineF, shortest 3.7 mm against a median of 27: 210 of 4000 draws
-    divergent; SpineM -> Snout, shortest 17 mm: none).
+    Measured on the DANNCE mice: SpineM -> SpineF, shortest 3.7 mm against a median of 27: 210 of 4000 draws
+    divergent; SpineM -> Snout, shortest 17 mm: none.
     """
-    import warnings
-
     base, tip = int(heading_keypoints[0]), int(heading_keypoints[1])
-    d = np.concatenate([s[:, tip] - s[:, base] for s in seqs]) @ axes[:2].T
-    length = np.linalg.norm(d, axis=-1)
+    length = np.concatenate([heading_baseline(s, heading_keypoints, axes) for s in seqs])
     length = length[np.isfinite(length)]
     if length.size == 0:
         raise ValueError("the heading keypoints are never both known in the training positions.")
-    short = np.mean(length < SHORT_HEADING * np.median(length))
     label = f"{names[base]} -> {names[tip]}" if names is not None else f"keypoints {base} -> {tip}"
-    if short > 0.01:
-        warnings.warn(
-            f"the heading baseline ({label}) is shorter than {SHORT_HEADING:.0%} of its median "
-            f"length, seen from above, in {short:.1%} of the training frames (shortest {length.min():.3g}): there the "
-            "heading is ill-defined and sampling may diverge. Choose two keypoints further apart along the body "
-            "(e.g. the mid spine and the snout).", stacklevel=3)
+    _warn_short_heading(length, label, "the training frames")
 
 
 def fit_prior(
@@ -534,6 +638,12 @@ def load_prior(path) -> PosePrior:
 # --- the model's starting values under a prior -------------------------------------------------
 
 
+def _frame_list(frames, most: int = 8) -> str:
+    """``0, 1, 2, ... (12 in all)``: the first few of a list of frames."""
+    shown = ", ".join(str(int(f)) for f in frames[:most])
+    return shown + (f", ... ({len(frames)} in all)" if len(frames) > most else "")
+
+
 def with_prior(init, prior: PosePrior, skeleton: Skeleton, *, max_length_ratio: float = 2.0):
     """An :class:`~gimbal.model.initialization.Initialization` whose pose states and scales come from ``prior``.
 
@@ -561,6 +671,11 @@ def with_prior(init, prior: PosePrior, skeleton: Skeleton, *, max_length_ratio: 
             + ", ".join(f"{skeleton.bone_names[b]}: prior {rho[b]:.3g}, data {data_rho[b]:.3g}" for b in worst)
             + "): the prior and the dataset use other units or another animal. Fit the prior in the data's units."
         )
+    lengths = heading_baseline(init.positions, prior.heading_keypoints, prior.axes)
+    short = np.flatnonzero(short_heading(lengths))
+    names = skeleton.names
+    _warn_short_heading(lengths, f"{names[prior.heading_keypoints[0]]} -> {names[prior.heading_keypoints[1]]}",
+                        "this recording's frames at the chains' start", f"frame{'s' if len(short) != 1 else ''} {_frame_list(short)}; ")
     ll = prior.state_loglik(init.positions) + np.log(np.maximum(prior.state_probability, 1e-300))[None]
     states = PoseStates(
         mean_directions=prior.state_directions[:, 1:],
