@@ -216,6 +216,10 @@ def _model_options(args, ds, label: str) -> dict:
     from .model.build import sparse_frame_options
     from .model.observation import has_scores
 
+    if getattr(args, "backend", "numba") == "jax" and args.whitened_tracks != "none":
+        raise UsageError(f"--whitened-tracks {args.whitened_tracks} needs the numba backend (the whitened tracks' "
+                         "solve is numba code, and JAX samples the positions as they are): drop --whitened-tracks or "
+                         "--backend jax.")
     if args.confidence and not has_scores(ds):
         raise UsageError(f"--confidence needs the detector's scores, and {label} has none: import the detections "
                          "with `gimbal import` from files that carry scores, or drop --confidence.")

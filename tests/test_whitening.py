@@ -148,3 +148,8 @@ def test_cli_fit_samples_a_still_animal_with_whitened_tracks(tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--whitened-tracks", "some", "--out", str(tmp_path / "bad")], capture_output=True,
                          text=True, timeout=600)
     assert bad.returncode != 0 and "invalid choice: 'some'" in bad.stderr
+    # JAX samples the positions as they are: asking for both is a usage error, not a silent override
+    jax = subprocess.run(cmd[:-2] + ["--backend", "jax", "--out", str(tmp_path / "jax")], capture_output=True,
+                         text=True, timeout=600)
+    assert jax.returncode == 2 and "--whitened-tracks still needs the numba backend" in jax.stderr
+    assert not (tmp_path / "jax").exists()
