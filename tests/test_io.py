@@ -539,3 +539,35 @@ def test_diagnostic_groups_and_book_run_on_an_imported_recording(tmp_path):
         assert "Worst elements of `x`" in page
         if g6["chain_regions"]:  # chains in separate regions of the globals: the page names them
             assert "**Chains in separate regions.** the chains sampled" in page
+
+
+@needs_session
+def test_frames_no_camera_saw_do_not_stop_the_sampler_from_starting():
+    """A detector that drops out for five frames: the start fills the gap by linear interpolation, and in its middle
+    frame the random walk's pulls cancel exactly for a keypoint seen by one camera elsewhere (frame 12, Haunch_left,
+    x and y), which nutpie cannot start from (1/|gradient|). build_model moves just those coordinates by one step sd;
+    nutpie then starts and samples."""
+    from gimbal.datasets import truncate
+    from gimbal.diagnostics.checks import compile_logp_and_grad, gradient_report
+    from gimbal.model.build import build_model
+    from gimbal.model.fitting import sample_model
+    from gimbal.model.initialization import init_point_for
+
+    ds = truncate(import_session(SESSION, SESSION / "calibration_valid.toml", MOUSE_SKELETON).dataset, max_T=30)
+    k = list(ds["keypoint"].values).index("Haunch_left")
+    for name in ("observations", "confidence"):
+        values = ds[name].values
+        values[10:15] = np.nan
+        values[:, 1:, k] = np.nan
+    plain = build_model(ds, validate=False)
+    point = init_point_for(plain, plain.gimbal_init)
+    zero = gradient_report(compile_logp_and_grad(plain, point), point)["zero_components"]
+    assert zero == ["x[12, 3, 0]", "x[12, 3, 1]"]  # the case this guards against is still there without the fix
+    model = build_model(ds)  # validates: raised InitializationError before
+    moved = model.gimbal_init.positions - plain.gimbal_init.positions
+    step = plain.gimbal_init.values["step_sigma"]
+    assert np.array_equal(np.argwhere(moved != 0), [[12, k, 0], [12, k, 1]])
+    assert np.allclose(moved[12, k, :2], step[k])
+    assert np.array_equal(model.initial_point()["x"], model.gimbal_init.positions)  # where nutpie starts
+    fit = sample_model(model, chains=1, tune=30, draws=10, seed=0, progress=False)
+    assert np.isfinite(fit.trace.posterior["x"].values).all()

@@ -35,7 +35,7 @@ from ..datasets import skeleton_of
 from .distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, vmf_logp
 from ..settings import STARTS, WHITENED_TRACKS
 from .initialization import (Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt,
-                             smoothed_start, start_covariance)
+                             off_exact_zeros, smoothed_start, start_covariance)
 from ._inputs import data_input as _data
 from .kernels import bone_emission_logp, hmm_logp
 from .observation import has_scores, observation_loglik, project_points, student_t_2d_logp
@@ -511,10 +511,14 @@ def build_model(
                 temporal_prior(x, init, config)
         log_obs_t = pm.Deterministic("log_obs_t", observation_loglik(x, dataset, init, config), dims="frame")
         pm.Potential("y_obs", log_obs_t.sum())
+    if validate:
+        from ..diagnostics.checks import compile_logp_and_grad
+
+        checker = compile_logp_and_grad(model, init_point_for(model, init))
+        init = off_exact_zeros(model, init, checker)  # e.g. the middle frame of a gap no camera saw
+        check_initial_point(model, init_point_for(model, init), checker)
     model.gimbal_config = config
     model.gimbal_init = init
     model.gimbal_terms = terms  # named intermediate tensors (e.g. the (T, S) HMM emissions) for checks
     model.gimbal_skeleton = skeleton
-    if validate:
-        check_initial_point(model, init_point_for(model, init))
     return model

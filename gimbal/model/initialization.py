@@ -13,7 +13,7 @@ from training data) are estimated from that reconstruction.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytensor.tensor as pt
@@ -36,6 +36,7 @@ __all__ = [
     "continuous_track",
     "fit_pose_states",
     "check_initial_point",
+    "off_exact_zeros",
 ]
 
 KAPPA_RANGE = (0.1, 500.0)
@@ -648,11 +649,50 @@ def init_point_for(model, init: Initialization) -> dict:
     return point
 
 
-def check_initial_point(model, point=None) -> None:
+def off_exact_zeros(model, init: Initialization, checker) -> Initialization:
+    """``init`` with free positions ``x`` moved off exactly-zero components of the gradient.
+
+    nutpie scales its initial mass matrix by 1/|gradient|, so it cannot start where a component is exactly zero. The
+    start fills frames no camera saw by linear interpolation, and in the middle of such a gap the random walk's
+    pulls from both sides can cancel exactly while no other term moves that coordinate (measured on the real SLEAP
+    mouse with 5 frames dropped: frame 12's ``Haunch_left`` x and y). Each such coordinate moves by one random-walk
+    step sd of its keypoint, well inside its prior; the model's initial value follows. Other variables, and ``x``
+    when it is not sampled as it is (whitened, non-centered), are left to :func:`check_initial_point`.
+
+    Parameters
+    ----------
+    model : pymc.Model
+        Built from ``init`` (:func:`gimbal.model.build.build_model`).
+    init : Initialization
+    checker : gimbal.diagnostics.checks.LogpGrad
+        The model's compiled log density and gradient.
+    """
+    rv = next((v for v in model.free_RVs if v.name == "x"), None)
+    if rv is None or model.rvs_to_transforms.get(rv) is not None:
+        return init
+    point = init_point_for(model, init)
+    grad = checker.dlogp(checker.flatten(point))
+    offset = 0
+    for name, _, size, _ in checker.template.point_map_info:
+        if name == model.rvs_to_values[rv].name:
+            break
+        offset += size
+    zero = np.flatnonzero(grad[offset:offset + size] == 0.0)
+    if not zero.size:
+        return init
+    x = np.array(init.values["x"], dtype=float)
+    step = np.broadcast_to(np.asarray(init.values["step_sigma"], float), (x.shape[1],))
+    x.reshape(-1)[zero] += step[np.unravel_index(zero, x.shape)[1]]
+    model.set_initval(rv, x)
+    return replace(init, positions=x, values={**init.values, "x": x})
+
+
+def check_initial_point(model, point=None, checker=None) -> None:
     """Raise :class:`InitializationError` where nutpie would refuse to start from ``point``.
 
     That is: a non-finite log-density term, a non-finite gradient, or a gradient component that is exactly zero
-    (nutpie scales its initial mass matrix by 1/|gradient|); each problem names its variables.
+    (nutpie scales its initial mass matrix by 1/|gradient|); each problem names its variables. ``checker``: the
+    model's compiled :class:`gimbal.diagnostics.checks.LogpGrad`, where the caller has one.
     """
     from ..diagnostics.checks import compile_logp_and_grad, gradient_report, safe_point_logps
 
@@ -664,7 +704,7 @@ def check_initial_point(model, point=None) -> None:
             "non-finite log-density terms: "
             + ", ".join(f"{k}={logps['terms'][k]}" for k in logps["nonfinite_terms"])
         )
-    grad = gradient_report(compile_logp_and_grad(model, point), point)
+    grad = gradient_report(checker or compile_logp_and_grad(model, point), point)
     if not grad["finite"]:
         bad = [f"{k} ({v['nan']} NaN, {v['inf']} inf of {v['size']})" for k, v in grad["per_variable"].items() if v["nan"] or v["inf"]]
         problems.append("non-finite gradient in: " + ", ".join(bad))
