@@ -412,7 +412,7 @@ def heading_text(check: dict) -> str:
     if not check["traced"]:
         return ""
     short = check["short_frames"]
-    shown = ", ".join(map(str, short[:8])) + (f", ... ({len(short)} in all)" if len(short) > 8 else "")
+    shown = _frame_list(short)
     base, tip = check["keypoints"]
     return (f"{check['unconverged_at_short']} of the {len(check['unconverged_frames'])} frames where the chains "
             f"disagree are where the heading baseline ({base} -> {tip}) is shorter than "
