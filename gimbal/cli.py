@@ -186,17 +186,15 @@ def cmd_fit(args) -> int:
 
 
 def _heading_check(model, trace, table):
-    """With a trained prior: :func:`gimbal.model.prior.heading_check` at the posterior mean, against the frames
-    where some position's R-hat is above 1.01 (None without a prior, or with frozen positions)."""
-    from .model.prior import heading_check
+    """With a trained prior: the heading check at the posterior mean against the frames where some position's R-hat
+    is above 1.01 (None without a prior, or with frozen positions)."""
+    from .model.prior import posterior_heading_check
 
     post = trace["posterior"]
-    if not model.gimbal_config.heading or "x" not in post:
+    if "x" not in post:
         return None
-    states = model.gimbal_init.pose_states
     unconverged = (table["rhat_x"].max(["keypoint", "xyz"]).values > 1.01) if "rhat_x" in table else None
-    return heading_check(post["x"].mean(("chain", "draw")).values, states.heading_keypoints, states.frame_axes,
-                         list(post["x"]["keypoint"].values), unconverged, frames=post["x"]["frame"].values)
+    return posterior_heading_check(model, post["x"], unconverged)
 
 
 def _unconverged_support(trace, ds, pixel_noise: float, rhat_x=None):

@@ -355,7 +355,7 @@ def _build_model(ctx: _Context):
     if options.get("use_directional_hmm"):
         # a one-state dataset would reduce the HMM to a single vMF: exercise at least two states
         options.setdefault("n_states", max(2, int(ds.attrs.get("n_states", 1))))
-    if ctx.options["prior"] and uses_prior(ctx.spec):
+    if h.parameters["prior_used"]:
         options["prior"] = ctx.options["prior"]  # build_model matches it to the skeleton; the config names its source
         options.pop("n_states", None)  # the prior's states
     options.update(ctx.options["backend_options"])
@@ -445,19 +445,16 @@ def _chain_regions(ctx: _Context):
 
 
 def _heading_check(ctx: _Context):
-    """Where the model's body frame is ill-defined (:func:`gimbal.model.prior.heading_check` at the posterior
-    mean), set against the frames the chains disagree at and the frame the divergent draws peak at."""
-    from ..model.prior import heading_check
+    """Where the model's body frame is ill-defined (:func:`gimbal.model.prior.posterior_heading_check`), set against
+    the frames the chains disagree at and the frame the divergent draws peak at."""
+    from ..model.prior import posterior_heading_check
 
-    states = ctx.model.gimbal_init.pose_states
-    x = ctx.fit.trace.posterior["x"]
     unconverged = None
     conv = ctx.conv.get("x")
     if conv is not None and conv.n_flagged:
         level = max(conv.rhat_threshold, conv.chance_rhat or 0.0)  # above what chance gives over this many elements
         unconverged = conv.rhat.max([d for d in conv.rhat.dims if d != "frame"]).values > level
-    check = heading_check(x.mean(("chain", "draw")).values, states.heading_keypoints, states.frame_axes,
-                          list(ctx.ds["keypoint"].values), unconverged, frames=x["frame"].values)
+    check = posterior_heading_check(ctx.model, ctx.fit.trace.posterior["x"], unconverged)
     loc = ctx.result.localization or {}
     peak = ((loc.get("profiles") or {}).get("frame") or {}).get("peak") if loc.get("n_divergent") else None
     ctx.result.heading = {**check, "divergence_peak_frame": None if peak is None else int(peak)}
@@ -641,13 +638,13 @@ def run_group(
                             "device": jax_device() if backend == "jax" else "cpu"} if spec.samples else None),
         # backend also shapes the model (plain graph for JAX) where nothing is sampled
         parameters={"max_T": settings["max_T"], "max_K": settings["max_K"], "exclude": exclude,
-                    "prior": prior_path, "prior_used": bool(prior_path) and uses_prior(spec), "overwrite": bool(overwrite),
-                    "backend": backend},
+                    "prior": prior_path, "prior_used": bool(prior_path) and uses_prior(spec),
+                    "overwrite": bool(overwrite), "backend": backend},
         environment=io.collect_environment())
     result = GroupResult(schema_version=SCHEMA_VERSION, header=header, status="running", steps=[], verdict=None,
                          process={"pid": os.getpid(), "host": platform.node()})
-    options = dict(settings, dataset_name=dataset_name, exclude=exclude, prior=prior_path, explicit_T=max_T is not None, seed=int(seed),
-                   sampler=sampler, target_accept=float(target_accept), maxdepth=int(maxdepth), backend=backend,
+    options = dict(settings, dataset_name=dataset_name, exclude=exclude, prior=prior_path, explicit_T=max_T is not None,
+                   seed=int(seed), sampler=sampler, target_accept=float(target_accept), maxdepth=int(maxdepth), backend=backend,
                    backend_options=backend_options, progress=progress)
     ctx = _Context(spec, options, paths, result)
     ctx.flush()

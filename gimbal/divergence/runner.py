@@ -90,8 +90,8 @@ def _execute(group, args, root: Path, lock) -> dict:
     return {"group": group, "status": status, "seconds": seconds, "result": result, "notebook": paths.notebook_run}
 
 
-RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "exclude", "prior", "seed", "chains", "tune", "draws", "sampler",
-                "target_accept", "maxdepth", "backend")
+RUN_SETTINGS = ("profile", "dataset", "max_T", "max_K", "exclude", "prior", "seed", "chains", "tune", "draws",
+                "sampler", "target_accept", "maxdepth", "backend")
 
 
 def _requested(root: Path, args) -> list[str]:

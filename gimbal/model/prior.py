@@ -37,6 +37,7 @@ __all__ = [
     "heading_aligned_directions",
     "heading_baseline",
     "heading_check",
+    "posterior_heading_check",
     "heading_text",
     "HEADING_FIX",
     "short_heading",
@@ -402,6 +403,18 @@ def heading_check(positions, heading_keypoints, axes, keypoint_names, unconverge
     }
 
 
+def posterior_heading_check(model, x, unconverged=None) -> dict | None:
+    """:func:`heading_check` at the posterior mean of a model built with a trained prior (None without one).
+
+    ``x``: the positions' draws (chain, draw, frame, keypoint, xyz); ``unconverged``: (frame,) bool.
+    """
+    if not model.gimbal_config.heading:
+        return None
+    states = model.gimbal_init.pose_states
+    return heading_check(x.mean(("chain", "draw")).values, states.heading_keypoints, states.frame_axes,
+                         list(x["keypoint"].values), unconverged, frames=x["frame"].values)
+
+
 HEADING_FIX = ("Fit the prior with heading keypoints further apart along the body, so that they never stand on top "
                "of each other seen from above (gimbal prior fit --heading BASE,TIP, e.g. the mid spine and the snout).")
 
@@ -430,8 +443,7 @@ def _warn_short_heading(lengths: np.ndarray, label: str, where: str, frames: str
         warnings.warn(
             f"the heading baseline ({label}) is shorter than {SHORT_HEADING:.0%} of its median length, seen from "
             f"above, in {short.mean():.1%} of {where} ({frames}shortest {np.nanmin(lengths):.3g}): there the heading "
-            "is ill-defined and sampling may diverge. Choose two keypoints further apart along the body (e.g. the "
-            "mid spine and the snout).", stacklevel=4)
+            f"is ill-defined and sampling may diverge. {HEADING_FIX}", stacklevel=4)
 
 
 def _check_heading_baseline(seqs, heading_keypoints, axes, names=None) -> None:
@@ -675,7 +687,8 @@ def with_prior(init, prior: PosePrior, skeleton: Skeleton, *, max_length_ratio: 
     short = np.flatnonzero(short_heading(lengths))
     names = skeleton.names
     _warn_short_heading(lengths, f"{names[prior.heading_keypoints[0]]} -> {names[prior.heading_keypoints[1]]}",
-                        "this recording's frames at the chains' start", f"frame{'s' if len(short) != 1 else ''} {_frame_list(short)}; ")
+                        "this recording's frames at the chains' start",
+                        f"frame{'s' if len(short) != 1 else ''} {_frame_list(short)}; ")
     ll = prior.state_loglik(init.positions) + np.log(np.maximum(prior.state_probability, 1e-300))[None]
     states = PoseStates(
         mean_directions=prior.state_directions[:, 1:],
