@@ -546,7 +546,7 @@ def test_frames_no_camera_saw_do_not_stop_the_sampler_from_starting():
     """A detector that drops out for five frames: the start fills the gap by linear interpolation, and in its middle
     frame the random walk's pulls cancel exactly for a keypoint seen by one camera elsewhere (frame 12, Haunch_left,
     x and y), which nutpie cannot start from (1/|gradient|). build_model moves just those coordinates by one step sd;
-    nutpie then starts and samples."""
+    nutpie then starts and samples. The same holds where the tracks are sampled whitened (``--whitened-tracks``)."""
     from gimbal.datasets import truncate
     from gimbal.diagnostics.checks import compile_logp_and_grad, gradient_report
     from gimbal.model.build import build_model
@@ -569,5 +569,15 @@ def test_frames_no_camera_saw_do_not_stop_the_sampler_from_starting():
     assert np.array_equal(np.argwhere(moved != 0), [[12, k, 0], [12, k, 1]])
     assert np.allclose(moved[12, k, :2], step[k])
     assert np.array_equal(model.initial_point()["x"], model.gimbal_init.positions)  # where nutpie starts
+    fit = sample_model(model, chains=1, tune=30, draws=10, seed=0, progress=False)
+    assert np.isfinite(fit.trace.posterior["x"].values).all()
+
+    plain = build_model(ds, whitened_tracks="still", validate=False)
+    point = init_point_for(plain, plain.gimbal_init)
+    zero = gradient_report(compile_logp_and_grad(plain, point), point)["zero_components"]
+    assert zero == ["x_whitened__[12, 3, 0]", "x_whitened__[12, 3, 1]"]
+    model = build_model(ds, whitened_tracks="still")  # raised InitializationError before
+    moved = model.gimbal_init.positions - plain.gimbal_init.positions
+    assert np.array_equal(np.argwhere(moved != 0), [[12, k, 0], [12, k, 1]])
     fit = sample_model(model, chains=1, tune=30, draws=10, seed=0, progress=False)
     assert np.isfinite(fit.trace.posterior["x"].values).all()

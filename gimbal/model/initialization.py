@@ -23,6 +23,7 @@ from scipy.cluster.vq import kmeans2
 from .cameras import (Candidates, project, refine_triangulation, reprojection_error, select_candidates,
                       triangulation_candidates, triangulation_covariance)
 from .observation import NOISE_POOL_SD
+from .whitening import TrackWhitening
 from ..datasets import skeleton_of
 
 __all__ = [
@@ -656,8 +657,10 @@ def off_exact_zeros(model, init: Initialization, checker) -> Initialization:
     start fills frames no camera saw by linear interpolation, and in the middle of such a gap the random walk's
     pulls from both sides can cancel exactly while no other term moves that coordinate (measured on the real SLEAP
     mouse with 5 frames dropped: frame 12's ``Haunch_left`` x and y). Each such coordinate moves by one random-walk
-    step sd of its keypoint, well inside its prior; the model's initial value follows. Other variables, and ``x``
-    when it is not sampled as it is (whitened, non-centered), are left to :func:`check_initial_point`.
+    step sd of its keypoint, well inside its prior; the model's initial value follows. Where the tracks are sampled
+    whitened (:mod:`gimbal.model.whitening`, same shape as ``x``), the zeros are those of the whitened coordinates and
+    the same positions move. Other variables, and ``x`` when it is not free (non-centered root), are left to
+    :func:`check_initial_point`.
 
     Parameters
     ----------
@@ -668,7 +671,7 @@ def off_exact_zeros(model, init: Initialization, checker) -> Initialization:
         The model's compiled log density and gradient.
     """
     rv = next((v for v in model.free_RVs if v.name == "x"), None)
-    if rv is None or model.rvs_to_transforms.get(rv) is not None:
+    if rv is None or not isinstance(model.rvs_to_transforms.get(rv), (type(None), TrackWhitening)):
         return init
     point = init_point_for(model, init)
     grad = checker.dlogp(checker.flatten(point))
