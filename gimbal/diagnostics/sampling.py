@@ -158,9 +158,10 @@ def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarra
         regular[:] = False
     if not regular.all():
         ds = xr.Dataset({"z": (("chain", "draw", "element"), values[:, :, ~regular])})
-        rhat.append(np.asarray(azs.rhat(ds)["z"].values, dtype=float))
-        bulk.append(np.asarray(azs.ess(ds, method="bulk")["z"].values, dtype=float))
-        tail.append(np.asarray(azs.ess(ds, method="tail")["z"].values, dtype=float))
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant element's NaN is the answer, not a fault
+            rhat.append(np.asarray(azs.rhat(ds)["z"].values, dtype=float))
+            bulk.append(np.asarray(azs.ess(ds, method="bulk")["z"].values, dtype=float))
+            tail.append(np.asarray(azs.ess(ds, method="tail")["z"].values, dtype=float))
 
     def flat(parts):
         return np.concatenate([np.ravel(p) for p in parts]) if parts else np.array([])
