@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from gimbal.model.cameras import camera_matrix, intrinsics, look_at, project, reprojection_error, triangulate_dlt, triangulate_robust
+from gimbal.model.cameras import (camera_centres, camera_matrix, intrinsics, look_at, project, ray_directions,
+                                  reprojection_error, triangulate_dlt, triangulate_robust)
 from gimbal.model.skeleton import Skeleton, validate_parents
 
 
@@ -48,6 +49,23 @@ def test_project_then_triangulate_round_trip():
     y1 = np.moveaxis(y, 0, 1).copy()
     y1[0, 1:] = np.nan
     assert np.isnan(triangulate_dlt(y1, P)[0]).all()
+
+
+def test_rays_run_from_opencvs_camera_centres_through_the_points_in_front():
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(3)
+    P = _ring_cameras() * rng.uniform(0.5, 2.0, size=(1, 1, 1))  # any scale of P
+    X = rng.normal(scale=10, size=(20, 3))
+    centres = camera_centres(P)
+    for c in range(len(P)):
+        h = cv2.decomposeProjectionMatrix(P[c])[2].ravel()  # the centre, homogeneous
+        np.testing.assert_allclose(centres[c], h[:3] / h[3], atol=1e-8)
+    d = ray_directions(project(X, P), P)  # (C, 20, 3)
+    v = X[None] - centres[:, None]
+    depth = np.einsum("ckd,ckd->ck", v, d)
+    assert (depth > 0).all()
+    np.testing.assert_allclose(np.linalg.norm(d, axis=-1), 1.0)
+    np.testing.assert_allclose(centres[:, None] + depth[..., None] * d, np.broadcast_to(X, v.shape), atol=1e-8)
 
 
 def test_dlt_matches_opencv_on_noisy_pairs():

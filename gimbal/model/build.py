@@ -137,6 +137,14 @@ class ModelConfig:
 # --- pieces ---------------------------------------------------------------------------
 
 
+def _has_unseen_positions(dataset: xr.Dataset) -> bool:
+    """Whether some keypoint goes undetected by every camera in some frame: only there can the start's gradient have
+    exactly-zero components (:func:`~gimbal.model.initialization.off_exact_zeros`)."""
+    obs = dataset["observations"].transpose("frame", "camera", "keypoint", ...).values
+    seen = np.isfinite(obs).all(axis=-1).any(axis=1)  # (frame, keypoint)
+    return not seen.all()
+
+
 def latent_positions(dataset: xr.Dataset, init: Initialization, config: ModelConfig, whitening=None):
     """3D keypoint positions: a free variable, or a constant when latents are frozen.
 
@@ -450,7 +458,9 @@ def build_model(
         Precomputed :func:`gimbal.model.initialization.initialize_from_observations_dlt` result.
     validate : bool
         Raise :class:`gimbal.model.initialization.InitializationError` if logp or its
-        gradient is not finite at the initial point.
+        gradient is not finite at the initial point. Either way, where some keypoint goes undetected by every camera
+        in some frame, start coordinates with an exactly-zero gradient are moved off it
+        (:func:`gimbal.model.initialization.off_exact_zeros`), so that nutpie can start.
     seed : int
         Seed for the pose-state clustering.
 
@@ -511,12 +521,13 @@ def build_model(
                 temporal_prior(x, init, config)
         log_obs_t = pm.Deterministic("log_obs_t", observation_loglik(x, dataset, init, config), dims="frame")
         pm.Potential("y_obs", log_obs_t.sum())
-    if validate:
+    if validate or _has_unseen_positions(dataset):  # the start is moved even unvalidated (diagnostic groups, windows)
         from ..diagnostics.checks import compile_logp_and_grad
 
         checker = compile_logp_and_grad(model, init_point_for(model, init))
         init = off_exact_zeros(model, init, checker)  # e.g. the middle frame of a gap no camera saw
-        check_initial_point(model, init_point_for(model, init), checker)
+        if validate:
+            check_initial_point(model, init_point_for(model, init), checker)
     model.gimbal_config = config
     model.gimbal_init = init
     model.gimbal_terms = terms  # named intermediate tensors (e.g. the (T, S) HMM emissions) for checks

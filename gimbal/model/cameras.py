@@ -29,6 +29,8 @@ __all__ = [
     "projection_jacobian",
     "select_candidates",
     "reprojection_error",
+    "camera_centres",
+    "ray_directions",
 ]
 
 
@@ -108,6 +110,25 @@ def project(points, cameras) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         pix = homog[..., :2] / depth
     return np.where(depth > 0, pix, np.nan)
+
+
+def camera_centres(cameras) -> np.ndarray:
+    """Each camera's centre of projection, ``(C, 3)``: the point ``P`` maps to zero, ``-M^-1 p4`` for ``P = [M | p4]``."""
+    cameras = np.asarray(cameras, float)
+    return -np.linalg.solve(cameras[:, :, :3], cameras[:, :, 3:])[..., 0]
+
+
+def ray_directions(observations, cameras) -> np.ndarray:
+    """Unit direction of each detection's back-projected ray, pointing in front of its camera.
+
+    ``observations``: ``(..., C, K, 2)`` pixels; returns ``(..., C, K, 3)`` (NaN where missing). The ray of camera
+    ``c`` is ``camera_centres(cameras)[c] + s * direction`` for ``s > 0``.
+    """
+    M = np.asarray(cameras, float)[:, :, :3]  # (C, 3, 3)
+    obs = np.asarray(observations, float)
+    uv1 = np.concatenate([obs, np.ones(obs.shape[:-1] + (1,))], axis=-1)
+    d = np.einsum("cij,...ckj->...cki", np.linalg.inv(M), uv1)  # M d = (u, v, 1): depth 1 > 0, in front
+    return d / np.linalg.norm(d, axis=-1, keepdims=True)
 
 
 def _dlt_rows(y, cameras):

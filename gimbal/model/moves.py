@@ -38,7 +38,7 @@ import pytensor.tensor as pt
 import xarray as xr
 from pymc.step_methods.compound import BlockedStep, Competence
 
-from .cameras import reprojection_error, triangulate_dlt, triangulation_candidates
+from .cameras import ray_directions, reprojection_error, triangulate_dlt, triangulation_candidates
 from .whitening import to_coordinates, to_positions, whitening_of
 
 __all__ = ["ExplanationBlock", "explanation_blocks", "ExplanationMoves", "move_counts", "sum_counts",
@@ -85,14 +85,6 @@ def _runs(mask: np.ndarray, max_len: int):
         return []
     runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
     return [r[i:i + max_len] for r in runs for i in range(0, r.size, max_len)]
-
-
-def _camera_rays(observations: np.ndarray, cameras: np.ndarray) -> np.ndarray:
-    """Unit direction of each detection's back-projected ray, ``(T, C, K, 3)`` (NaN where missing)."""
-    M = cameras[:, :, :3]  # (C, 3, 3)
-    uv1 = np.concatenate([observations, np.ones(observations.shape[:-1] + (1,))], axis=-1)  # (T, C, K, 3)
-    d = np.einsum("cij,tckj->tcki", np.linalg.inv(M), uv1)
-    return d / np.linalg.norm(d, axis=-1, keepdims=True)
 
 
 def explanation_blocks(dataset: xr.Dataset, pixel_noise: float = 4.0, *, max_frames: int = 30, rays: bool = True,
@@ -152,7 +144,7 @@ def explanation_blocks(dataset: xr.Dataset, pixel_noise: float = 4.0, *, max_fra
         blocks += _camera_blocks(obs, P, agree_best & has_best[..., None], band, max_frames)
     if rays:
         seen = np.isfinite(obs).all(-1)  # (T, K, C)
-        ray = np.moveaxis(_camera_rays(np.moveaxis(obs, 1, 2), P), 1, 2)  # (T, K, C, 3)
+        ray = np.moveaxis(ray_directions(np.moveaxis(obs, 1, 2), P), 1, 2)  # (T, K, C, 3)
         weak = ~has_best
         parents = dataset["parents"].values
         for k in range(K):
