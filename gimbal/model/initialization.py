@@ -690,7 +690,9 @@ def off_exact_zeros(model, init: Initialization, checker) -> Initialization:
     nutpie scales its initial mass matrix by 1/|gradient|, so it cannot start where a component is exactly zero. The
     start fills frames no camera saw by linear interpolation, and in the middle of such a gap the random walk's
     pulls from both sides can cancel exactly while no other term moves that coordinate (measured on the real SLEAP
-    mouse with 5 frames dropped: frame 12's ``Haunch_left`` x and y). Each such coordinate moves by one random-walk
+    mouse with 5 frames dropped: frame 12's ``Haunch_left`` x and y, when a keypoint no two cameras see still started
+    one bone straight above its parent; :func:`_on_single_rays` removed that case, this guards the others). Each
+    such coordinate moves by one random-walk
     step sd of its keypoint, well inside its prior; the model's initial value follows. Where the tracks are sampled
     whitened (:mod:`gimbal.model.whitening`, same shape as ``x``), the zeros are those of the whitened coordinates and
     the same positions move. Other variables, and ``x`` when it is not free (non-centered root), are left to
