@@ -205,3 +205,26 @@ def test_diag_run_uses_a_trained_prior_in_the_groups_with_pose_states(tmp_path):
     assert f"--prior {path.resolve()}" in (out / "environment.md").read_text()
     summary = summary_markdown(collect_run(root, "pr"), "pr")
     assert f"**Pose prior.** Group 5 ran with the trained prior `{path.resolve()}`" in summary
+
+
+def test_temporal_groups_a_short_recording_would_repeat_are_not_run(tmp_path, monkeypatch, capsys):
+    """On a recording shorter than the temporal groups' T, 8b-8e would all run the same frames under four titles
+    (T=200 ... T=1800): only the first of them runs, and the run says which were left out and why."""
+    from gimbal.datasets import load_dataset, save_dataset
+    from gimbal.divergence.groups import repeated_temporal_groups
+
+    assert repeated_temporal_groups(["8a", "8b", "8c", "8d", "8e"], "quick", 30) == {"8c": "8b", "8d": "8b", "8e": "8b"}
+    assert repeated_temporal_groups(["8a", "8b", "8c", "8d", "8e"], "quick", 60) == {}
+    assert repeated_temporal_groups(["1", "8a", "8e"], "full", 120) == {}  # 80 and 120: two different T
+    assert repeated_temporal_groups(["8a", "8b", "8c"], "full", 50) == {"8b": "8a", "8c": "8a"}
+
+    short = tmp_path / "short.nc"
+    save_dataset(load_dataset("v0.2.1_L00_minimal", max_T=30), short)
+    ran = []
+    monkeypatch.setattr(runner, "_execute", lambda g, args, root, lock: ran.append(g) or {"group": g, "status": "ok"})
+    args = build_parser().parse_args(["diag", "run", "--groups", "1,8", "--run-id", "short", "--root",
+                                      str(tmp_path / "out"), "--dataset", str(short)])
+    runner.run_groups(args)
+    assert ran == ["1", "8a", "8b"]
+    assert "group(s) 8c, 8d, 8e not run: the recording has 30 frames" in capsys.readouterr().out
+    assert read_manifest(tmp_path / "out", "short")["groups"] == ["1", "8a", "8b"]  # --resume does not run them

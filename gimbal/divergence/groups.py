@@ -27,7 +27,7 @@ from . import rules as study_rules
 from .paths import DEFAULT_ROOT, DiagPaths, archive_legacy, make_paths
 
 __all__ = ["GroupSpec", "GROUPS", "PROFILES", "PRIOR_GROUPS", "Step", "STEPS", "run_group", "group_desc",
-           "resolve_settings", "uses_prior", "check_prior", "GroupFailed"]
+           "resolve_settings", "repeated_temporal_groups", "uses_prior", "check_prior", "GroupFailed"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,22 @@ def resolve_settings(group, profile="quick", max_T=None, max_K=None, chains=None
         "tune": int(base["tune"] if tune is None else tune),
         "draws": int(draws or base["draws"]),
     }
+
+
+def repeated_temporal_groups(groups, profile: str, n_frames: int) -> dict[str, str]:
+    """Temporal groups (8a-8e) that a recording of ``n_frames`` frames cuts to a T an earlier one already runs.
+
+    Returns ``{group: the earlier group}``: run, they would repeat that group's run under another title.
+    """
+    first, out = {}, {}
+    for g in groups:
+        if g.startswith("8"):
+            T = min(resolve_settings(g, profile)["max_T"], int(n_frames))
+            if T in first:
+                out[g] = first[T]
+            else:
+                first[T] = g
+    return out
 
 
 @dataclass

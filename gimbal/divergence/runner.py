@@ -21,7 +21,8 @@ from ..diagnostics import io
 from ..errors import UsageError
 from ..settings import (SamplerSettings, add_data_arguments, add_exclude_argument, add_prior_argument,
                         add_sampler_arguments, excluded_pairs, positive_int)
-from .groups import GROUPS, PRIOR_GROUPS, PROFILES, check_prior, group_desc, resolve_settings
+from .groups import (GROUPS, PRIOR_GROUPS, PROFILES, check_prior, group_desc, repeated_temporal_groups,
+                     resolve_settings)
 from .paths import DEFAULT_ROOT, archive_legacy, make_paths
 from .runs import groups_to_resume, missing_result, read_manifest, resolve_result, write_manifest
 from .summary import collect_run, write_summary
@@ -125,6 +126,19 @@ def _on_terminate(root: Path, run_id: str, groups: list[str]):
     return handler
 
 
+def _without_repeats(groups: list[str], args, left_out) -> list[str]:
+    """``groups`` less the temporal groups the recording is too short for (:func:`repeated_temporal_groups`)."""
+    from ..datasets import load_dataset
+
+    n_frames = load_dataset(args.dataset, exclude=left_out).sizes["frame"]
+    repeated = repeated_temporal_groups(groups, args.profile, n_frames)
+    if repeated:
+        by = ", ".join(sorted(set(repeated.values())))
+        print(f"group(s) {', '.join(repeated)} not run: the recording has {n_frames} frames, so their T would be cut "
+              f"to the {n_frames} frames that group {by} already runs.", flush=True)
+    return [g for g in groups if g not in repeated]
+
+
 def run_groups(args) -> list[dict]:
     """Run the selected groups (``args`` as parsed by ``gimbal diag run``) and return their outcomes."""
     root = Path(args.root)
@@ -153,6 +167,8 @@ def run_groups(args) -> list[dict]:
         from ..datasets import load_dataset
 
         load_dataset(args.dataset, exclude=left_out)  # a pair the data lacks fails here, before any group runs
+    if not getattr(args, "resume", None) and not args.max_T and any(g.startswith("8") for g in groups):
+        groups = requested = _without_repeats(groups, args, left_out)
     if getattr(args, "prior", None) and any(g in PRIOR_GROUPS for g in groups):
         from ..model.prior import PriorFileError
 
