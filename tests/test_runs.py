@@ -228,3 +228,16 @@ def test_temporal_groups_a_short_recording_would_repeat_are_not_run(tmp_path, mo
     assert ran == ["1", "8a", "8b"]
     assert "group(s) 8c, 8d, 8e not run: the recording has 30 frames" in capsys.readouterr().out
     assert read_manifest(tmp_path / "out", "short")["groups"] == ["1", "8a", "8b"]  # --resume does not run them
+
+
+def test_group_5s_hmm_check_fits_a_recording_shorter_than_its_five_frames(tmp_path):
+    """A 3-frame recording (the SLEAP multi-view session has 3): group 5's brute-force HMM check ran on 5 frames of
+    the dataset and crashed the group ("max_T=5 is outside [1, 3]"); it now enumerates the 2^3 paths of all 3."""
+    from gimbal.datasets import load_dataset, save_dataset
+    from gimbal.divergence.groups import _hmm_micro_check
+
+    short = tmp_path / "three.nc"
+    save_dataset(load_dataset("v0.2.1_L00_minimal", max_T=3), short)
+    check = _hmm_micro_check(str(short), seed=0, n_frames=3)
+    assert check["passed"], check["summary"]
+    assert check["finite_difference"]["n_checked"] > 0

@@ -264,10 +264,11 @@ def _mixture_checks(dataset, model, init) -> dict:
     }
 
 
-def _hmm_micro_check(dataset_name, seed) -> dict:
-    """Group 5's micro check on a tiny model (T=5, K=2, S=2, learned states).
+def _hmm_micro_check(dataset_name, seed, n_frames: int = 5) -> dict:
+    """Group 5's micro check on a tiny model (T=5, or ``n_frames`` where the recording is shorter; K=2, S=2, learned
+    states).
 
-    The model's HMM term is compared with brute-force enumeration of all 2^5
+    The model's HMM term is compared with brute-force enumeration of all 2^T
     state paths over the model's own emission matrix, and the gradient of the
     whole tiny model with central finite differences on every component.
     """
@@ -278,7 +279,7 @@ def _hmm_micro_check(dataset_name, seed) -> dict:
     from ..datasets import load_dataset
     from ..model.build import build_model
 
-    tiny = load_dataset(dataset_name, max_T=5, max_K=2)
+    tiny = load_dataset(dataset_name, max_T=min(5, n_frames), max_K=2)
     model = build_model(tiny, use_mixture=False, use_directional_hmm=True, n_states=2, state_params="learned",
                         seed=seed, validate=False)
     E = checks.evaluate_at(model, model.gimbal_terms["emission"])
@@ -399,7 +400,8 @@ def _gradient_checks(ctx: _Context):
     if "mixture_checks" in spec.extra:
         out["component_checks"]["mixture"] = _mixture_checks(ctx.ds, ctx.model, ctx.model.gimbal_init)
     if "hmm_micro_gradient" in spec.extra:
-        out["component_checks"]["hmm_micro_gradient"] = _hmm_micro_check(ctx.options["dataset_name"], seed)
+        out["component_checks"]["hmm_micro_gradient"] = _hmm_micro_check(ctx.options["dataset_name"], seed,
+                                                                          ctx.ds.sizes["frame"])
     ctx.result.gradient_checks = out
 
 
