@@ -227,7 +227,12 @@ def test_temporal_groups_a_short_recording_would_repeat_are_not_run(tmp_path, mo
     runner.run_groups(args)
     assert ran == ["1", "8a", "8b"]
     assert "group(s) 8c, 8d, 8e not run: the recording has 30 frames" in capsys.readouterr().out
-    assert read_manifest(tmp_path / "out", "short")["groups"] == ["1", "8a", "8b"]  # --resume does not run them
+    manifest = read_manifest(tmp_path / "out", "short")
+    assert manifest["groups"] == ["1", "8a", "8b"]  # --resume does not run them
+    reason = "the recording has 30 frames, which group 8b already runs whole"
+    assert manifest["not_run"] == {"8c": reason, "8d": reason, "8e": reason}
+    text = summary_markdown([], "short", not_run=manifest["not_run"])  # the summary page and the book's say so
+    assert f"**Not run.** Groups 8c, 8d, 8e: {reason}." in text
 
 
 def test_group_5s_hmm_check_fits_a_recording_shorter_than_its_five_frames(tmp_path):

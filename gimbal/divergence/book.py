@@ -25,7 +25,7 @@ from ..diagnostics.report import fmt, md_table
 from .report import render_report
 from .results import dataset_label, excluded_of
 from .groups import GROUPS, group_desc
-from .summary import collect_run, list_runs, summary_markdown, temporal_series, write_summary
+from .summary import collect_run, list_runs, run_not_run, summary_markdown, temporal_series, write_summary
 
 __all__ = ["BOOK_DIR", "book_source", "generate_pages", "build_book", "register"]
 
@@ -551,7 +551,8 @@ def generate_pages(root, run_id: str | None = None, project_dir=".") -> tuple[Pa
     write_summary(root, run_id)
     fig = _temporal_figure(temporal_series(results), out / "figures" / "temporal_scaling.png")
     io.save_text(out / "report_summary.md", summary_markdown(results, run_id, book=True,
-                                                             figure="figures/temporal_scaling.png" if fig else None))
+                                                             figure="figures/temporal_scaling.png" if fig else None,
+                                                             not_run=run_not_run(root, run_id)))
     for r in results:
         io.save_text(out / "groups" / f"{group_desc(r['header']['group'])}.md", _group_page(r, root, run_id, out))
     if not (out / "notebooks").exists():  # keeps the TOC's notebook glob valid, and says why it is empty

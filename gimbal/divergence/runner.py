@@ -126,8 +126,9 @@ def _on_terminate(root: Path, run_id: str, groups: list[str]):
     return handler
 
 
-def _without_repeats(groups: list[str], args, left_out) -> list[str]:
-    """``groups`` less the temporal groups the recording is too short for (:func:`repeated_temporal_groups`)."""
+def _without_repeats(groups: list[str], args, left_out) -> tuple[list[str], dict[str, str]]:
+    """``groups`` less the temporal groups the recording is too short for (:func:`repeated_temporal_groups`), and
+    why each of those is not run."""
     from ..datasets import load_dataset
 
     n_frames = load_dataset(args.dataset, exclude=left_out).sizes["frame"]
@@ -136,7 +137,9 @@ def _without_repeats(groups: list[str], args, left_out) -> list[str]:
         by = ", ".join(sorted(set(repeated.values())))
         print(f"group(s) {', '.join(repeated)} not run: the recording has {n_frames} frames, so their T would be cut "
               f"to the {n_frames} frames that group {by} already runs.", flush=True)
-    return [g for g in groups if g not in repeated]
+    reasons = {g: f"the recording has {n_frames} frames, which group {first} already runs whole" for g, first in
+               repeated.items()}
+    return [g for g in groups if g not in repeated], reasons
 
 
 def run_groups(args) -> list[dict]:
@@ -167,8 +170,10 @@ def run_groups(args) -> list[dict]:
         from ..datasets import load_dataset
 
         load_dataset(args.dataset, exclude=left_out)  # a pair the data lacks fails here, before any group runs
+    not_run = {}
     if not getattr(args, "resume", None) and not args.max_T and any(g.startswith("8") for g in groups):
-        groups = requested = _without_repeats(groups, args, left_out)
+        groups, not_run = _without_repeats(groups, args, left_out)
+        requested = groups
     if getattr(args, "prior", None) and any(g in PRIOR_GROUPS for g in groups):
         from ..model.prior import PriorFileError
 
@@ -185,7 +190,8 @@ def run_groups(args) -> list[dict]:
     moved = archive_legacy(root)
     if moved:
         print(f"moved {len(moved)} legacy tg* artifact(s) into {root / 'archive'}")
-    write_manifest(root, args.run_id, requested, "running", settings={k: getattr(args, k, None) for k in RUN_SETTINGS})
+    write_manifest(root, args.run_id, requested, "running", settings={k: getattr(args, k, None) for k in RUN_SETTINGS},
+                   **({} if getattr(args, "resume", None) else {"not_run": not_run}))  # a resumed run keeps its own
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_terminate(root, args.run_id, requested))
     print(f"run {args.run_id}: {len(groups)} group(s), profile {args.profile}, dataset {args.dataset}, {args.jobs} job(s) -> {root}", flush=True)

@@ -11,7 +11,8 @@ from .groups import GROUPS, group_desc
 from .rules import rule_contrast, rule_summary, rule_temporal
 from .runs import RUNS_DIR, missing_result, read_manifest, resolve_result
 
-__all__ = ["collect_run", "list_runs", "summary_rows", "summary_markdown", "write_summary", "temporal_series"]
+__all__ = ["collect_run", "list_runs", "summary_rows", "summary_markdown", "write_summary", "temporal_series",
+           "run_not_run"]
 
 
 def collect_run(root, run_id: str) -> list[dict]:
@@ -80,12 +81,14 @@ def temporal_series(results: list[dict]) -> list[dict]:
     return sorted(series, key=lambda p: p["T"])
 
 
-def summary_markdown(results: list[dict], run_id: str, book: bool = False, figure: str | None = None) -> str:
+def summary_markdown(results: list[dict], run_id: str, book: bool = False, figure: str | None = None,
+                     not_run: dict[str, str] | None = None) -> str:
     """The summary page text for one run.
 
     ``book=True`` links group pages with MyST ``{doc}`` roles (for Jupyter Book)
     instead of links to the report files beside ``report_summary.md``;
-    ``figure`` is an optional temporal-scaling plot to embed.
+    ``figure`` is an optional temporal-scaling plot to embed; ``not_run``: groups asked for but left out, and why
+    (the run manifest's ``not_run``).
     """
     flat = [_flatten(r) for r in results]
     verdict = rule_summary(flat)
@@ -115,6 +118,9 @@ def summary_markdown(results: list[dict], run_id: str, book: bool = False, figur
     if series:
         tv = rule_temporal(series)
         lines.append(f"**Temporal scaling.** {tv.interpretation} {tv.next_action}\n")
+    for reason in dict.fromkeys((not_run or {}).values()):
+        left = [g for g, r in not_run.items() if r == reason]
+        lines.append(f"**Not run.** Group{'s' if len(left) > 1 else ''} {', '.join(left)}: {reason}.\n")
     lines.append("## Groups\n")
     lines.append(md_table(SUMMARY_HEADER, summary_rows(results)) + "\n")
     if series:
@@ -138,9 +144,14 @@ def summary_markdown(results: list[dict], run_id: str, book: bool = False, figur
     return "\n".join(lines) + "\n"
 
 
+def run_not_run(root, run_id: str) -> dict[str, str]:
+    """The groups a run was asked for but left out, and why (its manifest's ``not_run``)."""
+    return (read_manifest(root, run_id) or {}).get("not_run") or {}
+
+
 def write_summary(root, run_id: str) -> Path:
     """Write ``report_summary.md`` (and ``report_summary__<run_id>.md``) at the diagnostics root."""
     root = Path(root)
-    text = summary_markdown(collect_run(root, run_id), run_id)
+    text = summary_markdown(collect_run(root, run_id), run_id, not_run=run_not_run(root, run_id))
     io.save_text(root / f"report_summary__{run_id}.md", text)
     return io.save_text(root / "report_summary.md", text)
