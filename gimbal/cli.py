@@ -7,6 +7,7 @@ import argparse
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .settings import add_exclude_argument, add_prior_argument, excluded_pairs, positive_int
@@ -618,8 +619,27 @@ def _error_log(exc: BaseException) -> Path | None:
         return None
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+_plain_formatwarning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """gimbal's own warnings as ``warning: MESSAGE`` lines (they name the problem and the fix); others as Python's."""
+    if issubclass(category, UserWarning) and Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+        return f"warning: {message}\n"
+    return _plain_formatwarning(message, category, filename, lineno, line)
+
+
 def main(argv=None) -> int:
     """Run the ``gimbal`` command. Exit status: 0 done, 1 the run failed, 2 a usage error (nothing was run)."""
+    previous, warnings.formatwarning = warnings.formatwarning, _format_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(argv) -> int:
     from .errors import UsageError
 
     parser = build_parser()

@@ -354,3 +354,35 @@ def test_gimbal_fit_with_a_prior_checks_its_body_frame(tmp_path, capsys):
     assert set(heading["short_frames"]) <= {0, 1, 2} and heading["min_length"] < 0.25 * heading["median_length"]
     assert set(heading["unconverged_frames"]) <= set(range(8))
     assert ("body frame:" in out) == heading["traced"]
+
+
+@needs_dannce
+def test_label3d_2d_labels_are_named_exact_reprojections_not_detections():
+    """Label3D's 2D labels are the 3D labels' reprojections (residual ~1e-10 px): fitting the model to them pins every
+    position to the 0.1 px noise floor. build_model says so, and a diagnostic group's sampling finding on them is
+    traced there (its quick group 3 on mouse 2 had read "core kinematics ill-conditioned", E-BFMI 0.04). The same
+    labels with 2 px of detector-like noise raise nothing."""
+    import warnings
+
+    from gimbal.diagnostics.rules import Verdict
+    from gimbal.divergence import rules as study_rules
+    from gimbal.io.label3d import load_label3d
+    from gimbal.model.build import build_model
+
+    ds = load_label3d(DANNCE / "markerless_mouse_2" / "label3d_dannce.mat", DANNCE / "mouse22_skeleton.mat")
+    with pytest.warns(UserWarning, match=r"exact reprojections of 3D points \(median triangulation residual"):
+        model = build_model(ds, validate=False)
+    residual = model.gimbal_init.triangulation_residual_px
+    assert residual < 1e-6
+    finding = Verdict("finding", "core_ill_conditioned", "3 divergent draws.", "Reparameterize.", ("divergences",))
+    v = study_rules.rule_exact_labels(finding, residual)
+    assert v.code == "exact_reprojections" and v.problems[-1] == "exact_reprojections"
+    assert v.interpretation.startswith("3 divergent draws. The 2D points are exact reprojections")
+    assert "gimbal prior fit --source truth" in v.next_action and v.next_action.endswith("Reparameterize.")
+    assert study_rules.rule_exact_labels(finding, None) is finding  # runs before the residual was recorded
+    noisy = ds.copy(deep=True)
+    noisy["observations"].values += np.random.default_rng(0).normal(scale=2.0, size=noisy["observations"].shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = build_model(noisy, validate=False)
+    assert study_rules.rule_exact_labels(finding, model.gimbal_init.triangulation_residual_px) is finding

@@ -131,3 +131,20 @@ def test_cli_model_option_defaults_are_the_model_defaults():
     for option in ("directions", "state_params", "scales", "kernels", "root_dynamics", "outlier_model", "observation"):
         assert getattr(args, option) == getattr(ModelConfig, option), option
     assert args.confidence is ModelConfig.confidence
+
+
+def test_the_cli_prints_gimbals_own_warnings_as_warning_lines(capsys):
+    """gimbal's warnings name the problem and the fix: the command prints them as ``warning: ...`` lines, not with
+    Python's file:line prefix; other packages' warnings keep theirs, and Python's format is back after the command."""
+    import warnings
+
+    from gimbal import cli
+
+    ours = cli._format_warning(UserWarning("the baseline is short"), UserWarning,
+                               str(cli.PACKAGE_DIR / "model" / "build.py"), 10)
+    assert ours == "warning: the baseline is short\n"
+    theirs = cli._format_warning(UserWarning("deprecated"), UserWarning, "/elsewhere/lib.py", 3)
+    assert "/elsewhere/lib.py:3" in theirs and not theirs.startswith("warning:")
+    before = warnings.formatwarning
+    assert cli.main(["datasets"]) == 0
+    assert warnings.formatwarning is before

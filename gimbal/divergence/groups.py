@@ -378,6 +378,7 @@ def _build_model(ctx: _Context):
     options.update(ctx.options["backend_options"])
     ctx.model = build_model(ds, seed=ctx.options["seed"], validate=False, **options)
     h.config = ctx.model.gimbal_config.as_dict()
+    h.parameters["triangulation_residual_px"] = float(ctx.model.gimbal_init.triangulation_residual_px)
     ctx.point = init_point_for(ctx.model, ctx.model.gimbal_init)
 
 
@@ -505,6 +506,8 @@ def _verdict(ctx: _Context):
                                       rhat_chance=r.rhat_chance, localization=r.convergence_localization,
                                       divergences=r.localization),
             r.heading)
+        if not spec.model.get("freeze_latents"):  # group 7 samples no positions
+            r.verdict = study_rules.rule_exact_labels(r.verdict, r.header.parameters.get("triangulation_residual_px"))
 
 
 def _samples(ctx: _Context) -> bool:

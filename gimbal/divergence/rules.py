@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..diagnostics.rules import Verdict, divergence_location, rule_convergence, sampling_problems
 
-__all__ = ["rule_sampling", "rule_heading", "rule_temporal", "rule_summary", "rule_contrast", "GIMBAL_HINTS"]
+__all__ = ["rule_sampling", "rule_heading", "rule_exact_labels", "rule_temporal", "rule_summary", "rule_contrast",
+           "GIMBAL_HINTS"]
 
 GIMBAL_HINTS = {
     "label_switching": "In GIMBAL: state_params='empirical' fits the pose states from data, as the original does.",
@@ -145,6 +146,22 @@ def rule_heading(verdict: Verdict, heading: dict | None) -> Verdict:
                    f"{verdict.interpretation} Traced to the trained prior: {' '.join(causes)}",
                    f"{HEADING_FIX} Then run again; if the finding stays: {verdict.next_action}",
                    tuple(verdict.problems) + ("heading",))
+
+
+def rule_exact_labels(verdict: Verdict, residual_px: float | None) -> Verdict:
+    """A sampling finding on 2D points that are exact reprojections of 3D points: labels, not detections.
+
+    ``residual_px``: the start's median triangulation residual (the group header's
+    ``parameters["triangulation_residual_px"]``; None in runs before it was recorded). Only findings are refined.
+    """
+    from ..model.initialization import EXACT_FIX, exact_reprojection_text
+
+    text = None if residual_px is None else exact_reprojection_text(residual_px)
+    if verdict.status != "finding" or text is None:
+        return verdict
+    return Verdict("finding", "exact_reprojections", f"{verdict.interpretation} {text}",
+                   f"{EXACT_FIX} If the finding stays on a detector's output: {verdict.next_action}",
+                   tuple(verdict.problems) + ("exact_reprojections",))
 
 
 def rule_temporal(series: list[dict]) -> Verdict:

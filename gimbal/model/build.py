@@ -24,6 +24,7 @@ implementation, and what the JAX backend compiles); there the HMM runs frame by 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,8 +35,8 @@ import xarray as xr
 from ..datasets import skeleton_of
 from .distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, vmf_logp
 from ..settings import STARTS, WHITENED_TRACKS
-from .initialization import (Initialization, check_initial_point, init_point_for, initialize_from_observations_dlt,
-                             off_exact_zeros, smoothed_start, start_covariance)
+from .initialization import (EXACT_FIX, Initialization, check_initial_point, exact_reprojection_text, init_point_for,
+                             initialize_from_observations_dlt, off_exact_zeros, smoothed_start, start_covariance)
 from ._inputs import data_input as _data
 from .kernels import bone_emission_logp, hmm_logp
 from .observation import has_scores, observation_loglik, project_points, student_t_2d_logp
@@ -506,6 +507,9 @@ def build_model(
         init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed)
     if config.start == "smoothed" and config.temporal and config.freeze_latents is None and init.start != "smoothed":
         init = smoothed_start(init, dataset)
+    exact = exact_reprojection_text(init.triangulation_residual_px)
+    if exact and config.freeze_latents is None:
+        warnings.warn(f"{exact} {EXACT_FIX}", UserWarning, stacklevel=2)
     whitening = None
     if config.whitened_tracks != "none" and init.positions.shape[0] > 1:
         whitening = _track_whitening(dataset, init, every=config.whitened_tracks == "all")

@@ -38,6 +38,7 @@ __all__ = [
     "fit_pose_states",
     "check_initial_point",
     "off_exact_zeros",
+    "exact_reprojection_text",
 ]
 
 KAPPA_RANGE = (0.1, 500.0)
@@ -496,6 +497,20 @@ def _pixel_noise(resid: np.ndarray, inlier: np.ndarray) -> float:
 
 
 MIN_PIXEL_NOISE = 0.1  # the detections' noise estimate is at least this (pixels)
+EXACT_RESIDUAL_PX = 0.01  # a median triangulation residual below this: the 2D points are reprojections, not detections
+EXACT_FIX = ("Fit the model to a detector's output; use 3D labels as training data (`gimbal prior fit --source truth`), "
+             "or score the model on them with detector-like noise added to their 2D points.")
+
+
+def exact_reprojection_text(residual_px: float) -> str | None:
+    """What it means that the 2D points are exact reprojections of 3D points (the start's median triangulation
+    residual below :data:`EXACT_RESIDUAL_PX`), else None. Label3D's 2D labels are (DANNCE mice: 2e-10 px)."""
+    if not residual_px < EXACT_RESIDUAL_PX:
+        return None
+    return (f"The 2D points are exact reprojections of 3D points (median triangulation residual {residual_px:.1g} px): "
+            "labels made in 3D, not a detector's output. The pixel noise sits at its floor "
+            f"({MIN_PIXEL_NOISE} px), so the likelihood pins every position to a fraction of a pixel and the "
+            "posterior is sharply curved, which the sampler reads as ill-conditioning.")
 SCALE_FLOOR = 0.25  # a scale less its triangulation noise keeps at least this fraction of its raw estimate
 
 
