@@ -226,7 +226,7 @@ def test_temporal_groups_a_short_recording_would_repeat_are_not_run(tmp_path, mo
                                       str(tmp_path / "out"), "--dataset", str(short)])
     runner.run_groups(args)
     assert ran == ["1", "8a", "8b"]
-    assert "group(s) 8c, 8d, 8e not run: the recording has 30 frames" in capsys.readouterr().out
+    assert "not run: Groups 8c, 8d, 8e: the recording has 30 frames, which group 8b" in capsys.readouterr().out
     manifest = read_manifest(tmp_path / "out", "short")
     assert manifest["groups"] == ["1", "8a", "8b"]  # --resume does not run them
     reason = "the recording has 30 frames, which group 8b already runs whole"

@@ -25,7 +25,7 @@ from .groups import (GROUPS, PRIOR_GROUPS, PROFILES, check_prior, group_desc, re
                      resolve_settings)
 from .paths import DEFAULT_ROOT, archive_legacy, make_paths
 from .runs import groups_to_resume, missing_result, read_manifest, resolve_result, write_manifest
-from .summary import collect_run, write_summary
+from .summary import collect_run, not_run_lines, write_summary
 
 __all__ = ["register", "run_groups", "parse_groups", "notebook_for", "NOTEBOOK_DIR"]
 
@@ -126,19 +126,14 @@ def _on_terminate(root: Path, run_id: str, groups: list[str]):
     return handler
 
 
-def _without_repeats(groups: list[str], args, left_out) -> tuple[list[str], dict[str, str]]:
-    """``groups`` less the temporal groups the recording is too short for (:func:`repeated_temporal_groups`), and
-    why each of those is not run."""
-    from ..datasets import load_dataset
-
-    n_frames = load_dataset(args.dataset, exclude=left_out).sizes["frame"]
-    repeated = repeated_temporal_groups(groups, args.profile, n_frames)
-    if repeated:
-        by = ", ".join(sorted(set(repeated.values())))
-        print(f"group(s) {', '.join(repeated)} not run: the recording has {n_frames} frames, so their T would be cut "
-              f"to the {n_frames} frames that group {by} already runs.", flush=True)
+def _without_repeats(groups: list[str], profile: str, n_frames: int) -> tuple[list[str], dict[str, str]]:
+    """``groups`` less the temporal groups a recording of ``n_frames`` frames is too short for
+    (:func:`repeated_temporal_groups`), and why each of those is not run."""
+    repeated = repeated_temporal_groups(groups, profile, n_frames)
     reasons = {g: f"the recording has {n_frames} frames, which group {first} already runs whole" for g, first in
                repeated.items()}
+    for line in not_run_lines(reasons):
+        print(f"not run: {line}", flush=True)
     return [g for g in groups if g not in repeated], reasons
 
 
@@ -166,14 +161,14 @@ def run_groups(args) -> list[dict]:
         resolve_settings(g, args.profile, args.max_T, args.max_K, args.chains, args.tune, args.draws)
     SamplerSettings.from_args(args)  # the same checks as the command line's, for callers that build args themselves
     left_out = excluded_pairs(getattr(args, "exclude", None))
-    if left_out:
+    not_run, cut = {}, not getattr(args, "resume", None) and not args.max_T and any(g.startswith("8") for g in groups)
+    if left_out or cut:
         from ..datasets import load_dataset
 
-        load_dataset(args.dataset, exclude=left_out)  # a pair the data lacks fails here, before any group runs
-    not_run = {}
-    if not getattr(args, "resume", None) and not args.max_T and any(g.startswith("8") for g in groups):
-        groups, not_run = _without_repeats(groups, args, left_out)
-        requested = groups
+        data = load_dataset(args.dataset, exclude=left_out)  # a pair the data lacks fails here, before any group runs
+        if cut:  # the temporal groups a short recording would repeat
+            groups, not_run = _without_repeats(groups, args.profile, data.sizes["frame"])
+            requested = groups
     if getattr(args, "prior", None) and any(g in PRIOR_GROUPS for g in groups):
         from ..model.prior import PriorFileError
 

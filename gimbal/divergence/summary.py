@@ -12,7 +12,7 @@ from .rules import rule_contrast, rule_summary, rule_temporal
 from .runs import RUNS_DIR, missing_result, read_manifest, resolve_result
 
 __all__ = ["collect_run", "list_runs", "summary_rows", "summary_markdown", "write_summary", "temporal_series",
-           "run_not_run"]
+           "run_not_run", "not_run_lines"]
 
 
 def collect_run(root, run_id: str) -> list[dict]:
@@ -118,9 +118,7 @@ def summary_markdown(results: list[dict], run_id: str, book: bool = False, figur
     if series:
         tv = rule_temporal(series)
         lines.append(f"**Temporal scaling.** {tv.interpretation} {tv.next_action}\n")
-    for reason in dict.fromkeys((not_run or {}).values()):
-        left = [g for g, r in not_run.items() if r == reason]
-        lines.append(f"**Not run.** Group{'s' if len(left) > 1 else ''} {', '.join(left)}: {reason}.\n")
+    lines += [f"**Not run.** {line}\n" for line in not_run_lines(not_run or {})]
     lines.append("## Groups\n")
     lines.append(md_table(SUMMARY_HEADER, summary_rows(results)) + "\n")
     if series:
@@ -142,6 +140,15 @@ def summary_markdown(results: list[dict], run_id: str, book: bool = False, figur
         else:
             lines.append(f"- Group {h['group']}: [{h['title']}](report_{group_desc(h['group'])}__{run_id}.md)")
     return "\n".join(lines) + "\n"
+
+
+def not_run_lines(not_run: dict[str, str]) -> list[str]:
+    """``"Groups 8c, 8d, 8e: REASON."``: one line per reason of a run's ``not_run`` (group -> why it was left out)."""
+    lines = []
+    for reason in dict.fromkeys(not_run.values()):
+        left = [g for g, r in not_run.items() if r == reason]
+        lines.append(f"Group{'s' if len(left) > 1 else ''} {', '.join(left)}: {reason}.")
+    return lines
 
 
 def run_not_run(root, run_id: str) -> dict[str, str]:
