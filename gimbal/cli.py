@@ -119,6 +119,7 @@ def cmd_fit(args) -> int:
     T, C, K = ds.sizes["frame"], ds.sizes["camera"], ds.sizes["keypoint"]
     left_out = f"; left out: {ds.attrs['excluded_detections']}" if ds.attrs.get("excluded_detections") else ""
     print(f"[1/4] dataset {label}: T={T} frames, C={C} cameras, K={K} keypoints{left_out}")
+    _warn_flagged_calibration(ds)
     model_options = _model_options(args, ds, label)
     model_options.update(backend_model_options(args.backend))  # JAX: plain graph, tree-form HMM
     if args.hmm_algorithm:
@@ -354,9 +355,10 @@ def cmd_import(args) -> int:
     save_dataset(ds, out, overwrite=args.overwrite)
     print(f"wrote {out}  (use it as --dataset {out})")
     if not result.calibration_report.ok:
+        from .io.calibration_check import FLAGGED_FIX
+
         names = ", ".join(c.name for c in result.calibration_report.flagged)
-        print(f"warning: the calibration check flagged camera(s) {names}; fits with them will be biased. Fix the "
-              "calibration, or import without them.", file=sys.stderr)
+        print(f"warning: the calibration check flagged camera(s) {names}. {FLAGGED_FIX}", file=sys.stderr)
         return 1 if args.strict else 0
     return 0
 
@@ -440,6 +442,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _warn_flagged_calibration(ds) -> None:
+    from .io.calibration_check import flagged_at_import
+
+    flagged = flagged_at_import(ds)
+    if flagged:
+        print(f"warning: {flagged}", file=sys.stderr)
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import leave_one_camera_out
 
@@ -451,6 +461,8 @@ def cmd_evaluate(args) -> int:
     label = Path(args.dataset).stem if args.dataset and Path(args.dataset).suffix == ".nc" else args.dataset
     ds = load_dataset(args.dataset, max_T=args.max_T, exclude=excluded_pairs(args.exclude)) if args.dataset else None
     options = _model_options(args, ds, label) if args.dataset else None
+    if ds is not None:
+        _warn_flagged_calibration(ds)
     report = leave_one_camera_out(
         ds if excluded_pairs(args.exclude) else args.dataset, out=args.out, max_T=args.max_T, cameras=args.cameras.split(",") if args.cameras else None,
         sampler=sampler, min_confidence=args.min_confidence, overwrite=args.overwrite,

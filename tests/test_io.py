@@ -118,13 +118,29 @@ def test_calibration_errors_name_the_problem(tmp_path):
 
 
 @needs_session
-def test_real_broken_calibration_is_flagged_by_camera_name_and_valid_one_passes():
-    broken = import_session(SESSION, SESSION / "calibration.toml", MOUSE_SKELETON).calibration_report
+def test_real_broken_calibration_is_flagged_by_camera_name_and_valid_one_passes(tmp_path, capsys):
+    """The import names the broken camera; the dataset keeps the check, so `gimbal fit` and `gimbal evaluate` say it
+    again whoever imported the file (they had fitted it silently)."""
+    from gimbal.datasets import save_dataset
+    from gimbal.io.calibration_check import flagged_at_import
+
+    imported = import_session(SESSION, SESSION / "calibration.toml", MOUSE_SKELETON)
+    broken = imported.calibration_report
     assert [c.name for c in broken.flagged] == ["side"]
     assert "identical to 'top'" in broken.flagged[0].cause
-    valid = import_session(SESSION, SESSION / "calibration_valid.toml", MOUSE_SKELETON).calibration_report
-    assert valid.ok, valid.text()
-    assert all(c.heldout_median_px < 20 for c in valid.cameras), valid.text()
+    said = flagged_at_import(imported.dataset)
+    assert said.startswith("the calibration check at import flagged camera(s) side ('side' is ") and "biased" in said
+    assert flagged_at_import(imported.dataset.sel(camera=["back", "mid", "top"])) is None  # imported without it
+    valid = import_session(SESSION, SESSION / "calibration_valid.toml", MOUSE_SKELETON)
+    assert valid.calibration_report.ok, valid.calibration_report.text()
+    assert all(c.heldout_median_px < 20 for c in valid.calibration_report.cameras), valid.calibration_report.text()
+    assert flagged_at_import(valid.dataset) is None
+    from gimbal.cli import main
+
+    path = save_dataset(imported.dataset, tmp_path / "broken.nc")
+    # evaluate's up-front checks run before any fit: an unknown camera stops it there, after the warning
+    assert main(["evaluate", "--dataset", str(path), "--cameras", "nope", "--out", str(tmp_path / "l.json")]) != 0
+    assert f"warning: {said}" in capsys.readouterr().err
 
 
 @needs_session

@@ -12,16 +12,18 @@ calibration, or a calibration of another session).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from ..model.cameras import project, triangulate_robust
 
-__all__ = ["CameraCheck", "CalibrationReport", "check_calibration", "FLAG_RATIO", "FLAG_MIN_PX"]
+__all__ = ["CameraCheck", "CalibrationReport", "check_calibration", "flagged_at_import", "FLAG_RATIO", "FLAG_MIN_PX"]
 
 FLAG_RATIO = 3.0  # flagged when the held-out error exceeds this multiple of the other cameras' median ...
 FLAG_MIN_PX = 20.0  # ... and this many pixels (real calibrations reproject at a few pixels)
+FLAGGED_FIX = "Fits with them are biased: fix the calibration and import again, or import without them."
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,21 @@ class CalibrationReport:
             lines.append(f"  {c.name:>12s}  {err}  ({c.n_points} detections)" + (f"  <-- {c.cause}" if c.flagged else ""))
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def flagged_at_import(dataset) -> str | None:
+    """What the import's calibration check (the dataset's ``calibration_check``) said about the cameras the dataset
+    still has, where it flagged any: a fit with them is biased, whoever imported the file and however long ago. None
+    when nothing was flagged or the dataset was not imported with a check."""
+    text = dataset.attrs.get("calibration_check")
+    if not text:
+        return None
+    kept = {str(c) for c in dataset["camera"].values}
+    flagged = [c for c in json.loads(text)["cameras"] if c["flagged"] and c["name"] in kept]
+    if not flagged:
+        return None
+    named = "; ".join(f"{c['name']} ({c['cause'].rstrip('.')})" if c["cause"] else c["name"] for c in flagged)
+    return f"the calibration check at import flagged camera(s) {named}. {FLAGGED_FIX}"
 
 
 def _heldout_errors(obs: np.ndarray, P: np.ndarray, c: int, det: np.ndarray | None = None) -> np.ndarray:
