@@ -141,6 +141,19 @@ def test_real_broken_calibration_is_flagged_by_camera_name_and_valid_one_passes(
     # evaluate's up-front checks run before any fit: an unknown camera stops it there, after the warning
     assert main(["evaluate", "--dataset", str(path), "--cameras", "nope", "--out", str(tmp_path / "l.json")]) != 0
     assert f"warning: {said}" in capsys.readouterr().err
+    # the diagnostic groups: the header records it, the page's header and the summary show it
+    from gimbal.divergence.book import generate_pages
+    from gimbal.divergence.summary import collect_run
+
+    root = tmp_path / "diag"
+    assert main(["diag", "run", "--groups", "1", "--run-id", "cal", "--root", str(root), "--dataset", str(path),
+                 "--max-T", "5"]) == 0
+    [result] = collect_run(root, "cal")
+    assert result["header"]["parameters"]["calibration_flagged"] == said
+    out, _ = generate_pages(root, "cal", tmp_path / "project")
+    assert f"| calibration | {said}" in (out / "groups" / "group_1_build_only_sanity.md").read_text()
+    assert "**Calibration.** The calibration check at import flagged camera(s) side" in (
+        out / "report_summary.md").read_text()
 
 
 @needs_session

@@ -334,6 +334,7 @@ def _draw_plots(ctx: _Context, jobs: dict):
 
 def _load_data(ctx: _Context):
     from ..datasets import load_dataset, save_dataset, truncate
+    from ..io.calibration_check import flagged_at_import
 
     o, h, spec = ctx.options, ctx.result.header, ctx.spec
     ds = load_dataset(o["dataset_name"], exclude=o["exclude"])
@@ -342,6 +343,7 @@ def _load_data(ctx: _Context):
         want = ds.sizes["frame"]  # the profile's T is longer than the recording: use all of it (the title says so)
     ds = truncate(ds, max_T=want, max_K=_kept_keypoints(ds, o["max_K"]))
     h.T, h.K, h.C = ds.sizes["frame"], ds.sizes["keypoint"], ds.sizes["camera"]
+    h.parameters["calibration_flagged"] = flagged_at_import(ds)
     if ds.sizes["frame"] != spec.T:  # pages show the T that really ran, and the seed's beside it
         h.title = f"{spec.title.split(', T=')[0]}, T={ds.sizes['frame']} (the seed's T={spec.T}, {h.profile} profile)"
         h.purpose = f"{spec.purpose} Run here at T={ds.sizes['frame']}."

@@ -12,7 +12,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from ..diagnostics.report import fmt
-from .results import GroupResult, dataset_label, prior_row
+from .results import GroupResult, dataset_label, parameter_rows
 
 __all__ = ["show_header", "show_checks", "show_sampling", "show_plots", "show_verdict"]
 
@@ -24,7 +24,7 @@ def _table(rows, columns=("quantity", "value")):
 def show_header(result: GroupResult) -> None:
     h = result.header
     _table([("group", h.group), ("run_id", h.run_id), ("dataset", dataset_label(asdict(h))), ("T, K, C", f"{h.T}, {h.K}, {h.C}"),
-            ("profile", h.profile), ("status", result.status)] + prior_row(asdict(h))
+            ("profile", h.profile), ("status", result.status)] + parameter_rows(asdict(h))
            + ([("frozen at", h.frozen_at)] if h.frozen_at else []) + [(k, v) for k, v in h.config.items()])
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..diagnostics.report import fmt, md_table
-from .results import dataset_label, prior_row
+from .results import dataset_label, parameter_rows
 
 __all__ = ["render_report", "REPORT_SECTIONS"]
 
@@ -112,7 +112,7 @@ def render_report(payload: dict, report_path, json_path, plot_paths: dict, capti
                 ("sampler", ", ".join(f"{k}={v}" for k, v in (h.get("sampling_settings") or {}).items()) or "not sampled"),
                 ("seed", h.get("seed")),
                 ("status", status),
-            ] + prior_row(h) + ([("positions frozen at", h["frozen_at"])] if h.get("frozen_at") else []),
+            ] + parameter_rows(h) + ([("positions frozen at", h["frozen_at"])] if h.get("frozen_at") else []),
         )
         + "\n"
     )

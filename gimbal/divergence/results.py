@@ -22,7 +22,7 @@ from ..diagnostics.io import to_jsonable
 from ..diagnostics.rules import Verdict
 
 __all__ = ["SCHEMA_VERSION", "Header", "StepRecord", "GroupError", "GroupResult", "results_schema", "SCHEMA_FILE",
-           "excluded_of", "dataset_label", "prior_row"]
+           "excluded_of", "dataset_label", "prior_row", "calibration_row", "parameter_rows"]
 
 SCHEMA_VERSION = "1.4"  # 1.1 added the "long" profile; 1.2 the contrast group 6c, the process and convergence keys;
 # 1.3 the chain_regions key; 1.4 the heading key
@@ -71,6 +71,17 @@ def prior_row(header: dict) -> list[tuple[str, str]]:
         return []
     return [("pose prior", p["prior"] if p.get("prior_used") else
              f"not used: this group's model has no pose states ({p['prior']} was given to the run)")]
+
+
+def calibration_row(header: dict) -> list[tuple[str, str]]:
+    """The header's ``("calibration", ...)`` row where the dataset's import flagged cameras, else none."""
+    flagged = (header.get("parameters") or {}).get("calibration_flagged")
+    return [("calibration", flagged)] if flagged else []
+
+
+def parameter_rows(header: dict) -> list[tuple[str, str]]:
+    """The rows a group's header adds for what the run was given: the trained prior and a flagged calibration."""
+    return prior_row(header) + calibration_row(header)
 
 
 def dataset_label(header: dict) -> str:

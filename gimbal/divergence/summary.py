@@ -109,6 +109,10 @@ def summary_markdown(results: list[dict], run_id: str, book: bool = False, figur
         lines.append(f"**Pose prior.** Group{'s' if len(used) != 1 else ''} {', '.join(used) or 'none'} ran with the "
                      f"trained prior {', '.join(f'`{f}`' for f in files)}; the others without it (their models have no "
                      "pose states, or the run did not give one).\n")
+    for flagged in dict.fromkeys(filter(None, ((r["header"].get("parameters") or {}).get("calibration_flagged")
+                                               for r in results))):
+        lines.append(f"**Calibration.** {flagged[0].upper()}{flagged[1:]} Every group ran with them: read their "
+                     "findings with that in mind.\n")
     by_group = {f["group"]: f for f in flat}
     for f in flat:
         if f["contrast_of"]:
