@@ -497,6 +497,7 @@ def _pixel_noise(resid: np.ndarray, inlier: np.ndarray) -> float:
 
 
 MIN_PIXEL_NOISE = 0.1  # the detections' noise estimate is at least this (pixels)
+SCALE_FLOOR = 0.25  # a scale less its triangulation noise keeps at least this fraction of its raw estimate
 EXACT_RESIDUAL_PX = 0.01  # a median triangulation residual below this: the 2D points are reprojections, not detections
 EXACT_FIX = ("Fit the model to a detector's output; use 3D labels as training data (`gimbal prior fit --source truth`), "
              "or score the model on them with detector-like noise added to their 2D points.")
@@ -511,7 +512,6 @@ def exact_reprojection_text(residual_px: float) -> str | None:
             "labels made in 3D, not a detector's output. The pixel noise sits at its floor "
             f"({MIN_PIXEL_NOISE} px), so the likelihood pins every position to a fraction of a pixel and the "
             "posterior is sharply curved, which the sampler reads as ill-conditioning.")
-SCALE_FLOOR = 0.25  # a scale less its triangulation noise keeps at least this fraction of its raw estimate
 
 
 def _less_noise(raw_sd: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
@@ -707,10 +707,9 @@ def off_exact_zeros(model, init: Initialization, checker) -> Initialization:
     pulls from both sides can cancel exactly while no other term moves that coordinate (measured on the real SLEAP
     mouse with 5 frames dropped: frame 12's ``Haunch_left`` x and y, when a keypoint no two cameras see still started
     one bone straight above its parent; :func:`_on_single_rays` removed that case, this guards the others). Each
-    such coordinate moves by one random-walk
-    step sd of its keypoint, well inside its prior; the model's initial value follows. Where the tracks are sampled
-    whitened (:mod:`gimbal.model.whitening`, same shape as ``x``), the zeros are those of the whitened coordinates and
-    the same positions move. Other variables, and ``x`` when it is not free (non-centered root), are left to
+    such coordinate moves by one random-walk step sd of its keypoint, well inside its prior; the model's initial
+    value follows. Where the tracks are sampled whitened (:mod:`gimbal.model.whitening`, same shape as ``x``), the
+    zeros are those of the whitened coordinates and the same positions move. Other variables, and ``x`` when it is not free (non-centered root), are left to
     :func:`check_initial_point`.
 
     Parameters
