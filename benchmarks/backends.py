@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .common import SEED_OBSERVATION, dataset_of_length, logp_grad_callable, logp_grad_times, machine, peak_rss_mib, read_results, write_result
+from .common import SEED_MODEL, dataset_of_length, logp_grad_callable, logp_grad_times, machine, peak_rss_mib, read_results, write_result
 
 FULL_T = (80, 200, 500, 1000, 1800, 7200)
 QUICK_T = (80,)
@@ -40,7 +40,7 @@ def measure(dataset: str, T: int, variants=tuple(VARIANTS), n_evals: int = 100) 
     from gimbal.model.build import build_model
 
     ds = dataset_of_length(dataset, T)
-    reference = build_model(ds, validate=False, **SEED_OBSERVATION)  # numba-fused: the reference value and gradient
+    reference = build_model(ds, validate=False, **SEED_MODEL)  # numba-fused: the reference value and gradient
     init = reference.gimbal_init
     t0 = time.perf_counter()
     ref = compile_nutpie(reference, backend="numba", jitter=False)
@@ -57,7 +57,7 @@ def measure(dataset: str, T: int, variants=tuple(VARIANTS), n_evals: int = 100) 
             compiled, compile_s = ref, ref_compile_s
             f, x0, names = f_ref, x_ref, names_ref
         else:
-            model = build_model(ds, validate=False, init=init, **{**SEED_OBSERVATION, **options})
+            model = build_model(ds, validate=False, init=init, **{**SEED_MODEL, **options})
             t0 = time.perf_counter()
             compiled = compile_nutpie(model, backend=backend, jitter=False)
             f, x0, names = logp_grad_callable(compiled, model)

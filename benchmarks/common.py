@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 # the speed and convergence benchmarks on the seed's synthetic data track the seed's observation model over time
-from gimbal.divergence.groups import SEED_OBSERVATION
+from gimbal.divergence.groups import SEED_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .common import SEED_OBSERVATION, dataset_of_length, logp_grad_callable, logp_grad_times, machine, write_result
+from .common import SEED_MODEL, dataset_of_length, logp_grad_callable, logp_grad_times, machine, write_result
 
 BASELINE = "seed's model (seed observation model, states from the data)"
 
@@ -26,7 +26,7 @@ def _configurations(n_states: int):
 
     prior = train_prior(n_states, 0)
     return [
-        (BASELINE, "rodent18_multistate", dict(SEED_OBSERVATION)),
+        (BASELINE, "rodent18_multistate", dict(SEED_MODEL)),
         ("default model (no detector scores in this dataset)", "rodent18_multistate", {}),
         ("default model (with the detector scores)", DATASET, {}),
         (f"default model + trained prior ({n_states} states)", DATASET, dict(prior=prior)),

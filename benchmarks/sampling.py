@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import SEED_OBSERVATION, dataset_of_length, machine, peak_rss_mib, read_results, write_result
+from .common import SEED_MODEL, dataset_of_length, machine, peak_rss_mib, read_results, write_result
 
 FULL_T = (80, 200, 500, 1000, 1800)
 QUICK_T = (80,)
@@ -29,7 +29,7 @@ def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target
 
     ds = dataset_of_length(dataset, T)
     t0 = time.perf_counter()
-    model = build_model(ds, validate=False, **SEED_OBSERVATION, **backend_model_options(backend))
+    model = build_model(ds, validate=False, **SEED_MODEL, **backend_model_options(backend))
     build_s = time.perf_counter() - t0
     fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, adaptation=adaptation,
                        maxdepth=maxdepth, target_accept=target_accept, save_warmup=False, trace_dir=trace_dir,

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .common import SEED_OBSERVATION, dataset_of_length, logp_grad_callable, logp_grad_times, machine, peak_rss_mib, read_results, write_result
+from .common import SEED_MODEL, dataset_of_length, logp_grad_callable, logp_grad_times, machine, peak_rss_mib, read_results, write_result
 
 FULL_T = (80, 200, 500, 1000, 1800, 7200)
 QUICK_T = (80, 200)
@@ -32,18 +32,18 @@ def measure_one(dataset: str, T: int, n_evals: int = 200) -> dict:
 
     ds = dataset_of_length(dataset, T)
     t0 = time.perf_counter()
-    model = build_model(ds, validate=False, **SEED_OBSERVATION)
+    model = build_model(ds, validate=False, **SEED_MODEL)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     compiled = nutpie.compile_pymc_model(model, jitter_rvs=set())
     cold_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    nutpie.compile_pymc_model(build_model(ds, validate=False, **SEED_OBSERVATION), jitter_rvs=set())
+    nutpie.compile_pymc_model(build_model(ds, validate=False, **SEED_MODEL), jitter_rvs=set())
     warm_s = time.perf_counter() - t0
     other = dataset_of_length(dataset, T + 1).copy(deep=True)
     other["observations"] = other["observations"] + np.random.default_rng(0).normal(0, 0.5, other["observations"].shape)
     t0 = time.perf_counter()
-    nutpie.compile_pymc_model(build_model(other, validate=False, **SEED_OBSERVATION), jitter_rvs=set())
+    nutpie.compile_pymc_model(build_model(other, validate=False, **SEED_MODEL), jitter_rvs=set())
     other_s = time.perf_counter() - t0
     f, x0, _ = logp_grad_callable(compiled, model)
     n_parameters, times = x0.size, logp_grad_times(f, x0, n_evals)

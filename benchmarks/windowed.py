@@ -6,7 +6,7 @@ import xarray as xr
 
 from gimbal.diagnostics.report import fmt
 
-from .common import SEED_OBSERVATION, dataset_of_length, machine, peak_rss_mib, read_results, write_result
+from .common import SEED_MODEL, dataset_of_length, machine, peak_rss_mib, read_results, write_result
 
 
 def _extreme(pick, windows, key):
@@ -24,7 +24,7 @@ def run(dataset: str = "rodent18_multistate", T: int = 1800, window: int = 200, 
         T, window, overlap, chains, tune, draws = 120, 40, 10, 2, 150, 100
     ds = dataset_of_length(dataset, T)
     res = sample_windowed(ds, window=window, overlap=overlap, chains=chains, tune=tune, draws=draws, seed=1,
-                          maxdepth=maxdepth, target_accept=target_accept, model_options=dict(SEED_OBSERVATION))
+                          maxdepth=maxdepth, target_accept=target_accept, model_options=dict(SEED_MODEL))
     err = position_errors(xr.DataTree.from_dict({"posterior": res.posterior}), ds) or {}
     w = res.windows
     row = {

@@ -22,7 +22,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .settings import STARTS, WHITENED_TRACKS
+    from .settings import STARTS, STEPS, WHITENED_TRACKS
 
     g = p.add_argument_group("model")
     g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
@@ -30,6 +30,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-states", type=positive_int, default=None, help="pose states (default: the dataset's)")
     g.add_argument("--directions", choices=("marginal", "explicit"), default="marginal")
     g.add_argument("--state-params", choices=("empirical", "learned"), default="empirical")
+    g.add_argument("--steps", choices=STEPS, default=STEPS[0],
+                   help="a keypoint's frame-to-frame 3D step: Gaussian or Student-t (heavy tails: bursts of movement "
+                        f"pass, still keypoints stay still) (default: {STEPS[0]})")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
     g.add_argument("--root-dynamics", choices=("centered", "noncentered"), default="centered",
                    help="sample root positions directly (default) or as start + standard-normal random-walk steps")
@@ -229,6 +232,7 @@ def _model_options(args, ds, label: str) -> dict:
         n_states=args.n_states,
         directions=args.directions,
         state_params=args.state_params,
+        steps=args.steps,
         scales=args.scales,
         root_dynamics=args.root_dynamics,
         kernels=args.kernels,

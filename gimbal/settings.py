@@ -16,7 +16,7 @@ from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
            "probability", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH", "STARTS",
-           "WHITENED_TRACKS", "add_exclude_argument", "add_prior_argument", "excluded_pairs"]
+           "WHITENED_TRACKS", "STEPS", "add_exclude_argument", "add_prior_argument", "excluded_pairs"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")
@@ -25,6 +25,8 @@ ADAPTATIONS = ("diag", "low_rank")
 STARTS = ("tracks", "smoothed")
 # which tracks the sampler moves in whitened coordinates (build_model's ``whitened_tracks``); the first is the default
 WHITENED_TRACKS = ("none", "still", "all")
+# the distribution of a keypoint's frame-to-frame 3D step (build_model's ``steps``); the first is the default
+STEPS = ("student_t", "gaussian")
 MAX_TREE_DEPTH = 20
 
 

@@ -5,9 +5,10 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from scipy.special import logsumexp
-from scipy.stats import vonmises_fisher
+from scipy.stats import multivariate_normal, multivariate_t, vonmises_fisher
 
-from gimbal.model.distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, vmf_log_normalizer, vmf_logp
+from gimbal.model.distributions import (STEP_DOF, hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, step_logp,
+                                       vmf_log_normalizer, vmf_logp)
 
 KAPPAS = np.logspace(-3, 4, 29)
 
@@ -158,3 +159,17 @@ def test_parallel_hmm_checks_the_number_of_frames():
         f(E[:5], init, A)
     with pytest.raises(ValueError, match="n_frames"):
         hmm_parallel_logp(e, a, b, 0)
+
+
+@pytest.mark.parametrize("dof", [None, STEP_DOF, 1.0])
+def test_step_density_matches_scipy(dof):
+    """A random walk's 3D step: isotropic Gaussian or multivariate Student-t with scale sigma, as scipy has them."""
+    rng = np.random.default_rng(0)
+    sigma = np.array([0.05, 0.3, 2.0])
+    # steps from well inside the scale to far in the tail (up to about 50 scales)
+    d = rng.normal(size=(3, 20, 3)) * sigma[:, None, None] * np.exp(rng.normal(scale=1.5, size=(1, 20, 1)))
+    got = step_logp(pt.as_tensor(np.sum(d**2, axis=-1)), pt.as_tensor(sigma[:, None]), dof).eval()
+    for i, s in enumerate(sigma):
+        ref = (multivariate_normal(np.zeros(3), s**2 * np.eye(3)).logpdf(d[i]) if dof is None
+               else multivariate_t(np.zeros(3), s**2 * np.eye(3), df=dof).logpdf(d[i]))
+        np.testing.assert_allclose(got[i], ref, rtol=1e-10, atol=1e-10)

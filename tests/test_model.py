@@ -143,8 +143,8 @@ def test_noncentered_root_is_the_same_posterior_over_positions():
     """Centered and non-centered root walks differ only by the constant Jacobian of steps -> positions."""
     ds = load_dataset("v0.2.1_L02_outliers", max_T=15)
     init = initialize_from_observations_dlt(ds, n_states=int(ds.attrs.get("n_states", 1)))
-    centered = build_model(ds, init=init)
-    noncentered = build_model(ds, init=init, root_dynamics="noncentered")
+    centered = build_model(ds, init=init, steps="gaussian")
+    noncentered = build_model(ds, init=init, root_dynamics="noncentered", steps="gaussian")
     assert "root_steps" in noncentered.named_vars and noncentered["x"] in noncentered.deterministics
     rng = np.random.default_rng(4)
     x = init.values["x"] + rng.normal(scale=0.3, size=init.values["x"].shape)
@@ -163,7 +163,37 @@ def test_noncentered_root_is_the_same_posterior_over_positions():
     report = finite_difference_check(compile_logp_and_grad(noncentered), max_components=60, seed=2)
     assert report["passed"], report["worst"][:3]
     with pytest.raises(ValueError, match="scales='fixed'"):
-        build_model(ds, init=init, root_dynamics="noncentered", scales="learned")
+        build_model(ds, init=init, root_dynamics="noncentered", steps="gaussian", scales="learned")
+
+
+def test_student_t_steps_change_only_the_random_walk():
+    """steps='student_t' (the default): the model's logp differs from the Gaussian-step model's by exactly the two walks' difference
+    (scipy's densities), its gradient passes finite differences, and a burst costs far less than under Gaussian steps."""
+    from scipy.stats import multivariate_normal, multivariate_t
+
+    ds = load_dataset("v0.2.1_L02_outliers", max_T=15)
+    init = initialize_from_observations_dlt(ds, n_states=int(ds.attrs.get("n_states", 1)))
+    gauss, heavy = build_model(ds, init=init, steps="gaussian"), build_model(ds, init=init)
+    assert heavy.gimbal_config.steps == "student_t" and gauss.gimbal_config.steps == "gaussian"  # the default: Student-t
+    x = init.values["x"].copy()
+    x[8:, 1] += 5 * float(np.max(init.values["step_sigma"]))  # one keypoint jumps between frames 7 and 8
+    point = {**gauss.initial_point(), "x": x}
+    sigma = np.asarray(init.values["step_sigma"], float)
+    d = np.diff(x, axis=0)
+    walks = [sum(dist(np.zeros(3), s**2 * np.eye(3), **kw).logpdf(d[:, k]).sum() for k, s in enumerate(sigma))
+             for dist, kw in ((multivariate_normal, {}), (multivariate_t, {"df": 3.0}))]
+    lg, lh = float(gauss.compile_logp()(point)), float(heavy.compile_logp()(point))
+    assert lh - lg == pytest.approx(walks[1] - walks[0], rel=1e-9, abs=1e-6)
+    jump = d[7, 1]
+    burst = [dist(np.zeros(3), sigma[1] ** 2 * np.eye(3), **kw).logpdf(jump) for dist, kw in
+             ((multivariate_normal, {}), (multivariate_t, {"df": 3.0}))]
+    assert burst[1] - burst[0] > 5  # the Student-t lets the burst through
+    report = finite_difference_check(compile_logp_and_grad(heavy, point), max_components=60, seed=2)
+    assert report["passed"], report["worst"][:3]
+    with pytest.raises(ValueError, match="steps='gaussian'"):
+        build_model(ds, init=init, root_dynamics="noncentered")
+    with pytest.raises(ValueError, match="steps must be one of"):
+        build_model(ds, init=init, steps="laplace")
 
 
 def test_parallel_hmm_model_equals_the_sequential_one(python_mode):

@@ -25,7 +25,8 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
     from benchmarks.observation import train_prior
 
     # with the HMM: the default model with a trained prior (4 states); without: one state, frames independent
-    model = build_model(realistic, prior=train_prior(4)) if hmm else build_model(realistic, use_directional_hmm=False)
+    model = (build_model(realistic, prior=train_prior(4), steps="gaussian") if hmm
+             else build_model(realistic, use_directional_hmm=False, steps="gaussian"))
     blocks = explanation_blocks(realistic)
     kinds = {b.kind for b in blocks}
     assert kinds == {"groups", "ray", "camera"}
@@ -72,6 +73,26 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
     for m, i in enumerate(idx):
         block = blocks[i]
         assert np.any(x[block.frames, block.keypoint] != x0[block.frames, block.keypoint]) == expect[m]
+
+
+def test_move_ratios_with_student_t_steps(realistic):
+    """With heavy-tailed steps (the default) of the random walk the moves rate the steps into and out of a block with the Student-t
+    density: the local ratio still equals the model's logp difference, forwards and back."""
+    model = build_model(realistic, use_directional_hmm=False)  # the default steps: Student-t
+    blocks = explanation_blocks(realistic)
+    step = ExplanationMoves(vars=[model.rvs_to_values[model["x"]]], blocks=blocks, parents=realistic["parents"].values,
+                            model=model)
+    assert step.step_dof == 3.0
+    logp = model.compile_logp()
+    point = model.initial_point()
+    chosen = [b for b in blocks if b.kind == "groups"][:6] + [b for b in blocks if b.first == 0][:1]
+    for block in chosen:
+        for carry in (False, True):
+            ratio, full, moved_x = _log_ratio_and_full(model, step, point, block, carry, logp)
+            assert np.isfinite(full) and full != 0
+            assert ratio == pytest.approx(full, abs=1e-6, rel=1e-9)
+            back, _, _ = _log_ratio_and_full(model, step, {**point, "x": moved_x}, block, carry, logp)
+            assert back == pytest.approx(-ratio, abs=1e-6)
 
 
 def test_moves_act_on_positions_under_whitened_tracks(realistic):

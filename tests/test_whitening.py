@@ -90,7 +90,7 @@ def test_whitened_model_has_the_same_density_over_positions():
 
 def test_whitening_is_refused_where_the_tracks_are_not_free_random_walks():
     ds = load_dataset("v0.2.1_L00_minimal", max_T=10)
-    for options in (dict(temporal=False), dict(root_dynamics="noncentered"), dict(freeze_latents="init")):
+    for options in (dict(temporal=False), dict(root_dynamics="noncentered", steps="gaussian"), dict(freeze_latents="init")):
         with pytest.raises(ValueError, match="whitened_tracks='all' .* temporal=True"):
             build_model(ds, whitened_tracks="all", validate=False, **options)
     with pytest.raises(ValueError, match="whitened_tracks must be one of"):

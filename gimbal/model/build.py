@@ -10,7 +10,8 @@
   directions integrated out analytically (``directions="marginal"``) or as explicit unit vectors;
 * :func:`pose_prior` - the directional HMM (states summed out by the forward algorithm) or a
   single-state prior;
-* :func:`temporal_prior` - a random walk per keypoint plus a weak anchor of the first root position;
+* :func:`temporal_prior` - a random walk per keypoint (Student-t or Gaussian steps) plus a weak anchor of the first
+  root position;
 * :func:`observation_loglik` - projection into every camera and the Gaussian or
   inlier/outlier-mixture likelihood, per frame, with missing detections contributing exactly 0.
 
@@ -33,8 +34,8 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from ..datasets import skeleton_of
-from .distributions import hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, vmf_logp
-from ..settings import STARTS, WHITENED_TRACKS
+from .distributions import STEP_DOF, hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, step_logp, vmf_logp
+from ..settings import STARTS, STEPS, WHITENED_TRACKS
 from .initialization import (EXACT_FIX, Initialization, check_initial_point, exact_reprojection_text, init_point_for,
                              initialize_from_observations_dlt, off_exact_zeros, smoothed_start, start_covariance)
 from ._inputs import data_input as _data
@@ -70,6 +71,7 @@ class ModelConfig:
     state_params: str = "empirical"
     freeze_latents: str | None = None
     temporal: bool = True
+    steps: str = STEPS[0]
     scales: str = "fixed"
     kernels: str = "fused"
     root_dynamics: str = "centered"
@@ -97,9 +99,13 @@ class ModelConfig:
             raise ValueError(f"kernels must be 'fused' or 'graph', got {self.kernels!r}.")
         if self.root_dynamics not in ("centered", "noncentered"):
             raise ValueError(f"root_dynamics must be 'centered' or 'noncentered', got {self.root_dynamics!r}.")
-        if self.root_dynamics == "noncentered" and (self.scales != "fixed" or not self.temporal):
-            raise ValueError("root_dynamics='noncentered' rewrites the temporal prior's root random walk with its fixed "
-                             "step size: it needs scales='fixed' and temporal=True.")
+        if self.steps not in STEPS:
+            raise ValueError(f"steps must be one of {STEPS}, got {self.steps!r}.")
+        if self.root_dynamics == "noncentered" and (self.scales != "fixed" or not self.temporal
+                                                    or self.steps != "gaussian"):
+            raise ValueError("root_dynamics='noncentered' rewrites the temporal prior's root random walk as "
+                             "standard-normal steps of its fixed size: it needs scales='fixed', temporal=True and "
+                             "steps='gaussian' (CLI: --steps gaussian).")
         if self.hmm_algorithm not in ("sequential", "parallel"):
             raise ValueError(f"hmm_algorithm must be 'sequential' or 'parallel', got {self.hmm_algorithm!r}.")
         if self.hmm_algorithm == "parallel" and self.kernels != "graph":
@@ -292,9 +298,10 @@ def pose_prior(emission, init: Initialization, config: ModelConfig):
 
 
 def temporal_prior(x, init: Initialization, config: ModelConfig):
-    """Per-keypoint Gaussian random walk over frames plus a weak anchor for the first root position.
+    """Per-keypoint random walk over frames plus a weak anchor for the first root position.
 
-    The step size is fixed at its triangulation estimate unless ``scales="learned"``.
+    A step is Gaussian or Student-t (``config.steps``, :func:`~gimbal.model.distributions.step_logp`); its size is
+    fixed at its triangulation estimate unless ``scales="learned"``.
     """
     step0 = init.values["step_sigma"]
     if config.scales == "fixed":
@@ -306,7 +313,7 @@ def temporal_prior(x, init: Initialization, config: ModelConfig):
     anchor = -0.5 * pt.sum((x[0, 0] - _data(init.center, "anchor_center")) ** 2) / spread**2
     if init.positions.shape[0] > 1:
         d = x[1:] - x[:-1]
-        walk = -0.5 * pt.sum(d**2, axis=-1) / step**2 - 3 * pt.log(step) - 1.5 * np.log(2 * np.pi)
+        walk = step_logp(pt.sum(d**2, axis=-1), step, STEP_DOF if config.steps == "student_t" else None)
         if config.root_dynamics == "noncentered":
             walk = walk[:, 1:]  # the root's walk is the N(0, 1) prior of its steps (see latent_positions)
         anchor = anchor + walk.sum()
@@ -353,6 +360,7 @@ def build_model(
     state_params: str = "empirical",
     freeze_latents: str | None = None,
     temporal: bool = True,
+    steps: str = ModelConfig.steps,
     scales: str = "fixed",
     kernels: str = "fused",
     root_dynamics: str = "centered",
@@ -392,6 +400,12 @@ def build_model(
         and keep only the observation model: the likelihood-only check of group 7.
     temporal : bool
         Include the per-keypoint random-walk prior over frames.
+    steps : {"gaussian", "student_t"}
+        The distribution of a keypoint's 3D step from one frame to the next: isotropic Gaussian, or multivariate
+        Student-t with :data:`~gimbal.model.distributions.STEP_DOF` degrees of freedom and the same scale. The scale
+        comes from the median step, so with Gaussian steps a keypoint that moves in bursts (a fly's leg in swing, a
+        mouse that sits and then runs) pays a square for every burst and the model widens that keypoint's pixel
+        noise instead, letting the track drift off its detections; the Student-t's tails let the burst through.
     scales : {"fixed", "learned"}
         Fix the per-bone positional spread and the per-keypoint step size at their
         triangulation estimates (default) or learn them (funnel-prone).
@@ -488,6 +502,7 @@ def build_model(
         state_params=state_params,
         freeze_latents=freeze_latents,
         temporal=bool(temporal),
+        steps=steps,
         scales=scales,
         kernels=kernels,
         root_dynamics=root_dynamics,

@@ -1,4 +1,4 @@
-"""PyTensor building blocks: von Mises-Fisher on S^2 and the HMM forward algorithm.
+"""PyTensor building blocks: von Mises-Fisher on S^2, the HMM forward algorithm, a random walk's steps.
 
 Everything here is a pure graph function (tensors in, tensor out) with exact
 autodiff gradients. Only the parallel-in-time HMM loops in Python, over
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 from pytensor import scan
+from scipy.special import gammaln
 
 __all__ = [
     "vmf_log_normalizer",
@@ -18,7 +19,11 @@ __all__ = [
     "hmm_forward_logp",
     "hmm_parallel_logp",
     "safe_norm",
+    "step_logp",
+    "STEP_DOF",
 ]
+
+STEP_DOF = 3.0  # degrees of freedom of the Student-t steps (build_model's steps="student_t")
 
 _SMALL_KAPPA = 1e-6
 
@@ -49,6 +54,16 @@ def vmf_logp(u, mu, kappa):
 def safe_norm(v, axis=-1, eps=1e-12):
     """Euclidean norm with a finite gradient at zero."""
     return pt.sqrt(pt.sum(v**2, axis=axis) + eps)
+
+
+def step_logp(squared_step, sigma, dof=None):
+    """Log density of a 3D step ``d``, given ``|d|^2``: isotropic Gaussian with per-axis sd ``sigma`` (``dof=None``),
+    or the multivariate Student-t with ``dof`` degrees of freedom and scale ``sigma``, whose heavy tails let a
+    keypoint that mostly holds still move in bursts (a burst costs a logarithm, not a square)."""
+    if dof is None:
+        return -0.5 * squared_step / sigma**2 - 3 * pt.log(sigma) - 1.5 * np.log(2 * np.pi)
+    c = gammaln((dof + 3) / 2) - gammaln(dof / 2) - 1.5 * np.log(dof * np.pi)
+    return -0.5 * (dof + 3) * pt.log1p(squared_step / (dof * sigma**2)) - 3 * pt.log(sigma) + c
 
 
 def marginal_bone_logp(delta, rho, sigma, mu, kappa):

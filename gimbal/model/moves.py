@@ -38,6 +38,7 @@ import pytensor.tensor as pt
 import xarray as xr
 from pymc.step_methods.compound import BlockedStep, Competence
 
+from .distributions import STEP_DOF
 from .cameras import ray_directions, reprojection_error, triangulate_dlt, triangulation_candidates
 from .whitening import to_coordinates, to_positions, whitening_of
 
@@ -330,13 +331,13 @@ def _propose(x, prop, idx, carry, offset, frames, normal, anchor, keypoint, ray,
 
 @numba.njit(cache=True)
 def _rate(x, prop, idx, carry, decision, log_u, offset, frames, keypoint, below, log_obs, log_obs_p, emission,
-          emission_p, mode, A, init, log_init, beta, step_sigma, temporal, center, anchor_spread):
+          emission_p, mode, A, init, log_init, beta, step_sigma, step_dof, temporal, center, anchor_spread):
     """Rate the chosen blocks (frame order, disjoint) one after the other and accept or reject each.
 
     ``mode``: 2 the HMM (forward message carried past accepted moves, backward messages ``beta`` from the round's
     start), 1 a mixture of states, 0 one state. ``decision[m]``: 1 accept, 0 reject, -1 Metropolis with ``log_u[m]``.
-    ``x``, ``emission`` and ``log_obs`` are updated in place for accepted moves. Returns the log ratios and the
-    number accepted.
+    ``x``, ``emission`` and ``log_obs`` are updated in place for accepted moves. ``step_dof``: 0 for Gaussian steps of
+    the random walk, else the Student-t's degrees of freedom. Returns the log ratios and the number accepted.
     """
     T, K = x.shape[0], x.shape[1]
     deltas = np.empty(idx.size)
@@ -356,13 +357,18 @@ def _rate(x, prop, idx, carry, decision, log_u, offset, frames, keypoint, below,
             for j in range(K):
                 if not _moves_along(below, k, j, carry[m]):
                     continue
-                acc = 0.0
+                s2 = step_sigma[j] ** 2
                 for t in range(lo, hi):
+                    new, old = 0.0, 0.0
                     for a in range(3):
-                        new = prop[t + 1, j, a] - prop[t, j, a]
-                        old = x[t + 1, j, a] - x[t, j, a]
-                        acc += new * new - old * old
-                total += acc / step_sigma[j] ** 2
+                        dn = prop[t + 1, j, a] - prop[t, j, a]
+                        do = x[t + 1, j, a] - x[t, j, a]
+                        new += dn * dn
+                        old += do * do
+                    if step_dof > 0:  # -(dof + 3) / 2 log(1 + |d|^2 / (dof s^2)), as gimbal.model.distributions.step_logp
+                        total += (step_dof + 3) * (math.log1p(new / (step_dof * s2)) - math.log1p(old / (step_dof * s2)))
+                    else:
+                        total += (new - old) / s2
             delta -= 0.5 * total
             if first == 0 and _moves_along(below, k, 0, carry[m]):
                 acc = 0.0
@@ -476,6 +482,7 @@ class ExplanationMoves(BlockedStep):
         self.init = np.exp(self.log_init)
         self.temporal = bool(config.temporal and init.positions.shape[0] > 1)
         self.step_sigma = np.asarray(init.values["step_sigma"], float)
+        self.step_dof = STEP_DOF if config.steps == "student_t" else 0.0
         self.anchor_spread = 10.0 * float(np.max(init.values["bone_length"], initial=1.0))
         self.center = np.asarray(init.center, float)
         self._fn = None
@@ -538,7 +545,7 @@ class ExplanationMoves(BlockedStep):
         log_u = np.log(self.rng.random(idx.size))
         deltas, accepted = _rate(x, prop, idx, carry, decision, log_u, pk.offset, pk.frames, pk.keypoint, self.below,
                                  log_obs, log_obs_p, emission, emission_p, mode, A, self.init,
-                                 self.log_init, beta, self.step_sigma, self.temporal, self.center,
+                                 self.log_init, beta, self.step_sigma, self.step_dof, self.temporal, self.center,
                                  self.anchor_spread)
         return int(accepted), deltas
 
