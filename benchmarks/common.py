@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-# the speed and convergence benchmarks on the seed's synthetic data track the seed's observation model over time
+# the speed and convergence benchmarks on the seed's synthetic data track the seed's model over time
 from gimbal.divergence.groups import SEED_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"

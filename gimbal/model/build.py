@@ -133,6 +133,11 @@ class ModelConfig:
             raise ValueError("a trained prior's body-frame pose states (heading) need directions='marginal'.")
 
     @property
+    def step_dof(self) -> float | None:
+        """The Student-t steps' degrees of freedom, or None for Gaussian steps."""
+        return STEP_DOF if self.steps == "student_t" else None
+
+    @property
     def tracks_are_walks(self) -> bool:
         """Whether the positions are free and tied over frames by the random walk alone."""
         return self.freeze_latents is None and self.temporal and self.root_dynamics == "centered"
@@ -313,7 +318,7 @@ def temporal_prior(x, init: Initialization, config: ModelConfig):
     anchor = -0.5 * pt.sum((x[0, 0] - _data(init.center, "anchor_center")) ** 2) / spread**2
     if init.positions.shape[0] > 1:
         d = x[1:] - x[:-1]
-        walk = step_logp(pt.sum(d**2, axis=-1), step, STEP_DOF if config.steps == "student_t" else None)
+        walk = step_logp(pt.sum(d**2, axis=-1), step, config.step_dof)
         if config.root_dynamics == "noncentered":
             walk = walk[:, 1:]  # the root's walk is the N(0, 1) prior of its steps (see latent_positions)
         anchor = anchor + walk.sum()
@@ -400,9 +405,10 @@ def build_model(
         and keep only the observation model: the likelihood-only check of group 7.
     temporal : bool
         Include the per-keypoint random-walk prior over frames.
-    steps : {"gaussian", "student_t"}
-        The distribution of a keypoint's 3D step from one frame to the next: isotropic Gaussian, or multivariate
-        Student-t with :data:`~gimbal.model.distributions.STEP_DOF` degrees of freedom and the same scale. The scale
+    steps : {"student_t", "gaussian"}
+        The distribution of a keypoint's 3D step from one frame to the next: multivariate Student-t with
+        :data:`~gimbal.model.distributions.STEP_DOF` degrees of freedom (default), or isotropic Gaussian (the seed's
+        model), both with the step size as scale. The scale
         comes from the median step, so with Gaussian steps a keypoint that moves in bursts (a fly's leg in swing, a
         mouse that sits and then runs) pays a square for every burst and the model widens that keypoint's pixel
         noise instead, letting the track drift off its detections; the Student-t's tails let the burst through.

@@ -38,7 +38,6 @@ import pytensor.tensor as pt
 import xarray as xr
 from pymc.step_methods.compound import BlockedStep, Competence
 
-from .distributions import STEP_DOF
 from .cameras import ray_directions, reprojection_error, triangulate_dlt, triangulation_candidates
 from .whitening import to_coordinates, to_positions, whitening_of
 
@@ -482,7 +481,7 @@ class ExplanationMoves(BlockedStep):
         self.init = np.exp(self.log_init)
         self.temporal = bool(config.temporal and init.positions.shape[0] > 1)
         self.step_sigma = np.asarray(init.values["step_sigma"], float)
-        self.step_dof = STEP_DOF if config.steps == "student_t" else 0.0
+        self.step_dof = config.step_dof or 0.0  # 0: Gaussian steps
         self.anchor_spread = 10.0 * float(np.max(init.values["bone_length"], initial=1.0))
         self.center = np.asarray(init.center, float)
         self._fn = None
