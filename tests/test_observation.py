@@ -153,3 +153,40 @@ def test_the_default_uses_the_detectors_scores_where_the_dataset_has_them():
     assert no_mixture.gimbal_config.confidence is False
     unscored = build_model(load_dataset("v0.2.1_L02_outliers", max_T=6), validate=False)
     assert unscored.gimbal_config.confidence is False and "confidence_slope" not in unscored.named_vars
+
+
+def test_a_cameras_noise_cannot_collapse_onto_its_rays():
+    """Any one camera's residuals can be zeroed by putting every point on its rays; then a product-of-factors noise
+    makes the density grow without bound as that camera's factor falls (DeepFly3D, ``cam5`` held out: ``cam4``'s
+    factor ran to exp(-2.84)). The pair's noise has a floor, so past it the density only pays the factor's prior."""
+    from gimbal.model.build import build_model
+    from gimbal.model.cameras import project
+    from gimbal.model.observation import NOISE_FLOOR_PX, zero_sum_basis
+
+    ds = load_dataset("v0.2.1_L02_outliers", max_T=30)
+    truth = ds["positions_true"].values
+    obs = ds["observations"].values.copy()
+    obs[:, 0] = project(truth, ds["camera_matrix"].values)[:, 0]  # camera 0: exactly on the points' rays
+    ds = ds.assign(observations=(ds["observations"].dims, obs))
+    model = build_model(ds, validate=False, confidence=False)
+    logp = model.compile_logp()
+    noise = model.compile_fn(model.replace_rvs_by_values([model["obs_sigma_ck"]])[0], inputs=model.value_vars,
+                             on_unused_input="ignore")
+    C = ds.sizes["camera"]
+    B = zero_sum_basis(C)
+    point = {**model.initial_point(), "x": truth}
+    dens, sigma = [], []
+    for factor in (-4.0, -8.0, -12.0):
+        v = np.full(C, -factor / (C - 1))
+        v[0] = factor
+        q = {**point, "log_noise_camera_free": B.T @ v}
+        dens.append(float(logp(q)))
+        sigma.append(noise(q))
+    sigma = np.asarray(sigma)
+    shared = float(np.exp(point["obs_sigma_log__"]))
+    kp = np.exp(zero_sum_basis(ds.sizes["keypoint"]) @ point["log_noise_keypoint_free"])
+    for i, factor in enumerate((-4.0, -8.0, -12.0)):
+        np.testing.assert_allclose(sigma[i][0], np.hypot(NOISE_FLOOR_PX, shared * np.exp(factor) * kp), rtol=1e-10)
+    assert sigma[:, 0].min() >= NOISE_FLOOR_PX
+    # 120 zero residuals: without the floor each halving of the noise would add 120 * 2 * ln 2 = 166 nats
+    assert dens[0] > dens[1] > dens[2], dens

@@ -15,7 +15,11 @@ Three choices shape it (:class:`~gimbal.model.build.ModelConfig`):
   free per pair does not converge: for a pair the detector mostly gets wrong, "many outliers and a small noise"
   and "fewer outliers and a large noise" explain its detections equally well, and chains settle in either (R-hat
   1.5 on ``rodent18_realistic``); the factors are pinned by every pair of their camera or keypoint. The spreads
-  are fixed, not learned: a learned spread jointly with the values it spreads is a funnel.
+  are fixed, not learned: a learned spread jointly with the values it spreads is a funnel. The pair's noise
+  never falls below :data:`NOISE_FLOOR_PX` (added in quadrature): any one camera's residuals can be zeroed by
+  putting every point on its rays, so without a floor the likelihood grows without bound as that camera's noise
+  shrinks, and where the positions are free enough to follow (Student-t steps, two good views) chains run off
+  towards it (DeepFly3D with ``cam5`` held out: ``cam4``'s factor fell to exp(-2.84), 0.2 px, R-hat 2.2).
 * ``outlier_model`` - the outlier class: ``"uniform"`` over the camera's image (the seed's), ``"gaussian"``
   around the projection with standard deviation :data:`OUTLIER_SD_FRACTION` of the image diagonal (the
   original GIMBAL's wide Gaussian: a wrong detection is usually on or near the animal), or ``"student_t"``
@@ -42,6 +46,7 @@ from .kernels import observation_logp
 
 __all__ = [
     "NOISE_POOL_SD",
+    "NOISE_FLOOR_PX",
     "LOGODDS_POOL_SD",
     "OUTLIER_SD_FRACTION",
     "STUDENT_T_DOF",
@@ -57,6 +62,7 @@ __all__ = [
 
 NOISE_POOL_SD = 0.5  # spread of the camera and keypoint factors of the log noise: each within ~x2.7 of the shared one
 LOGODDS_POOL_SD = 2.0  # sd of logodds_inlier_ck around logodds_inlier[k]: outlier rates 5%-95% stay within reach
+NOISE_FLOOR_PX = 0.5  # the inlier noise sd of a (camera, keypoint) pair is at least this (pixels)
 OUTLIER_SD_FRACTION = 0.125  # the Gaussian outlier class's sd, as a fraction of the image diagonal (~200 px at 1280x1024)
 STUDENT_T_DOF = 3.0  # heavy enough that a detection 100 sigma away pulls like an inlier 0.05 sigma off
 _CONFIDENCE_CLIP = 1e-3  # scores are clipped to [clip, 1 - clip] before the logit (SLEAP's can exceed 1)
@@ -130,8 +136,8 @@ def observation_parameters(dataset: xr.Dataset, init, config):
     if per_pair:
         camera = _zero_sum_normal("log_noise_camera", init.values["log_noise_camera"], "camera")
         keypoint = _zero_sum_normal("log_noise_keypoint", init.values["log_noise_keypoint"], "keypoint")
-        omega = pm.Deterministic("obs_sigma_ck", omega * pt.exp(camera[:, None] + keypoint[None, :]),
-                                 dims=("camera", "keypoint"))
+        factored = omega * pt.exp(camera[:, None] + keypoint[None, :])
+        omega = pm.Deterministic("obs_sigma_ck", pt.sqrt(NOISE_FLOOR_PX**2 + factored**2), dims=("camera", "keypoint"))
     if not config.use_mixture or config.outlier_model == "student_t":
         return omega, None
     logodds = pm.Normal("logodds_inlier", mu=2.0, sigma=1.5, dims="keypoint", initval=init.values["logodds_inlier"])
