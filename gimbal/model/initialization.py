@@ -22,7 +22,7 @@ from scipy.cluster.vq import kmeans2
 
 from .cameras import (Candidates, camera_centres, project, ray_directions, refine_triangulation, reprojection_error,
                       select_candidates, triangulation_candidates, triangulation_covariance)
-from .observation import NOISE_POOL_SD
+from .observation import NOISE_FLOOR_PX, NOISE_POOL_SD
 from .whitening import TrackWhitening
 from ..datasets import skeleton_of
 
@@ -510,7 +510,8 @@ def exact_reprojection_text(residual_px: float) -> str | None:
         return None
     return (f"The 2D points are exact reprojections of 3D points (median triangulation residual {residual_px:.1g} px): "
             "labels made in 3D, not a detector's output. The pixel noise sits at its floor "
-            f"({MIN_PIXEL_NOISE} px), so the likelihood pins every position to a fraction of a pixel and the "
+            f"({MIN_PIXEL_NOISE} px shared, {NOISE_FLOOR_PX} px per camera and keypoint), so the likelihood pins "
+            "every position to a fraction of a pixel and the "
             "posterior is sharply curved, which the sampler reads as ill-conditioning.")
 
 
