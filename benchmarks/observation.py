@@ -7,8 +7,8 @@ systematic offsets, detector scores. Ground truth is known. Each row reconstruct
 * robust triangulation (the initialization);
 * the seed's observation model (one noise, per-keypoint outlier rates, uniform outliers);
 * per-(camera, keypoint) noise and outlier rates (pooled); then with the wide-Gaussian outlier class; then with the
-  detector's scores as a covariate (the default where a dataset has scores); the default with the sampler moving every
-  track in whitened coordinates (:mod:`gimbal.model.whitening`);
+  detector's scores as a covariate (the default where a dataset has scores); the same with the sampler moving every
+  track in whitened coordinates (:mod:`gimbal.model.whitening`), with Gaussian and with the default's Student-t steps;
 * the seed's and the default with a pose prior trained on another recording (``rodent18_realistic_train``'s ground truth, heading
   SpineM -> SpineF, ``n_states`` states).
 
@@ -34,6 +34,7 @@ HEADING = ("SpineM", "SpineF")
 DEFAULT_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps (default)"
 GAUSSIAN_STEPS_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Gaussian steps"
 WHITENED_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, every track whitened"
+WHITENED_T_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps, every track whitened"
 # the observation models are compared with the random walk's Gaussian steps (as they were first measured); the
 # default's Student-t steps are a row of their own
 _PAIRS = dict(observation="camera_keypoint", outlier_model="gaussian", confidence=True)
@@ -46,6 +47,7 @@ VARIANTS = {
     GAUSSIAN_STEPS_VARIANT: dict(_PAIRS, steps="gaussian"),
     DEFAULT_VARIANT: dict(_PAIRS, steps="student_t"),
     WHITENED_VARIANT: dict(_PAIRS, steps="gaussian", whitened_tracks="all"),
+    WHITENED_T_VARIANT: dict(_PAIRS, steps="student_t", whitened_tracks="all"),
     "per (camera, keypoint), uniform outliers, scores": dict(observation="camera_keypoint", outlier_model="uniform",
                                                              confidence=True, steps="gaussian"),
 }
@@ -187,7 +189,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     for label, tri in (("triangulation", baseline), (INIT_ROW, triangulate_sequence(ds))):
         rows[label] = {"errors": _errors(tri, truth), "errors_wrong_in_3_cameras": _errors(tri[wrong], truth[wrong])}
     chosen = dict(VARIANTS)
-    for base in (list(VARIANTS)[0], DEFAULT_VARIANT, GAUSSIAN_STEPS_VARIANT, WHITENED_VARIANT):
+    for base in (list(VARIANTS)[0], DEFAULT_VARIANT, GAUSSIAN_STEPS_VARIANT, WHITENED_VARIANT, WHITENED_T_VARIANT):
         chosen[f"{base} {PRIOR_ROW} ({n_states} states)"] = dict(VARIANTS[base], prior="trained")
     if variants:
         unknown = sorted(set(variants) - set(chosen))

@@ -119,7 +119,7 @@ def test_unconverged_positions_are_counted_by_the_cameras_that_support_them():
     import xarray as xr
 
     from gimbal.datasets import load_dataset
-    from gimbal.model.support import camera_support, unconverged_support
+    from gimbal.model.support import UnconvergedSupport, camera_support, unconverged_support
 
     ds = load_dataset("v0.2.1_L00_minimal", max_T=6).copy(deep=True)
     truth = ds["positions_true"].values
@@ -143,6 +143,10 @@ def test_unconverged_positions_are_counted_by_the_cameras_that_support_them():
     x[1] += 0.05  # the second chain elsewhere everywhere: not a matter of particular keypoints
     trace = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw", "frame", "keypoint", "xyz"), x)})})
     assert "the run as a whole" in unconverged_support(trace, ds, pixel_noise=3.0).text()
+    # most unconverged positions seen by several cameras: disagreeing cameras, and the remedies for that case
+    firm = UnconvergedSupport(rhat_threshold=1.01, threshold_px=10.0, by_support={1: (10, 1), 3: (500, 4)})
+    assert "two groups of cameras disagree" in firm.text() and "--whitened-tracks all" in firm.text()
+    assert "--whitened-tracks" not in result.text()
 
 
 @pytest.mark.slow

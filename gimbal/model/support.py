@@ -102,7 +102,9 @@ class UnconvergedSupport:
             out += (" Most are supported by two or more cameras: there, typically, two groups of cameras "
                     "disagree (a left/right swap or a confident wrong detection in several cameras) and the chains "
                     "move between the two explanations slowly; gimbal fit --sampler pymc --moves adds Metropolis moves "
-                    "between them (gimbal.model.moves), and more draws and a trained pose prior help.")
+                    "between them (gimbal.model.moves), and more draws and a trained pose prior help. On a short "
+                    "recording (about 100 frames) with a trained prior, --whitened-tracks all made such positions "
+                    "converge (README: whitened tracks with a trained prior).")
         return out
 
 
