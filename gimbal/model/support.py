@@ -103,8 +103,8 @@ class UnconvergedSupport:
                     "disagree (a left/right swap or a confident wrong detection in several cameras) and the chains "
                     "move between the two explanations slowly; gimbal fit --sampler pymc --moves adds Metropolis moves "
                     "between them (gimbal.model.moves), and more draws and a trained pose prior help. On a short "
-                    "recording (about 100 frames) with a trained prior, --whitened-tracks all made such positions "
-                    "converge (README: whitened tracks with a trained prior).")
+                    "recording (about 100 frames) with a trained prior, --whitened-tracks all mixed such positions "
+                    "faster (README: whitened tracks with a trained prior).")
         return out
 
 
