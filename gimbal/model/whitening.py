@@ -21,8 +21,8 @@ On the mouse above ``"still"`` took sampling from 665-743 s to about 100 s (4 x 
 gradients per draw), but its chains settled in other regions of the observation parameters than the unwhitened ones
 (README, *Your recordings*); on the simulated moving rodent ``"all"`` gained nothing without a prior (T = 100, one
 run: min bulk ESS 296 against 883), but with a trained prior it made all four 100-frame seeds tried reach min bulk ESS
-867-1087 (133-1237 unwhitened; 3 of 4 with every R-hat <= 1.01 against 2 of 4), while at T = 1800 and on the real
-recordings it was no better. Hence an option, not the default.
+867-1087 (133-1237 unwhitened; 3 of 4 with every R-hat <= 1.01 against 2 of 4), while at T = 300 (two seeds: min
+bulk ESS 430 and 118 against 347 and 251), T = 1800 and on the real recordings it was no better. Hence an option, not the default.
 """
 
 from __future__ import annotations
