@@ -22,7 +22,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .settings import STARTS, STEPS, WHITENED_TRACKS
+    from .settings import STARTS, STEP_DOF, STEPS, WHITENED_TRACKS, positive_number
 
     g = p.add_argument_group("model")
     g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
@@ -33,6 +33,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", choices=STEPS, default=STEPS[0],
                    help="a keypoint's frame-to-frame 3D step: Gaussian or Student-t (heavy tails: bursts of movement "
                         f"pass, still keypoints stay still) (default: {STEPS[0]})")
+    g.add_argument("--steps-dof", type=positive_number, default=STEP_DOF,
+                   help="degrees of freedom of the Student-t steps: fewer make large steps cheaper (bursts of movement, "
+                        f"but also wrong detections pulling a keypoint off its track) (default: {STEP_DOF:g})")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
     g.add_argument("--root-dynamics", choices=("centered", "noncentered"), default="centered",
                    help="sample root positions directly (default) or as start + standard-normal random-walk steps")
@@ -218,11 +221,15 @@ def _model_options(args, ds, label: str) -> dict:
     from .errors import UsageError
     from .model.build import sparse_frame_options
     from .model.observation import has_scores
+    from .settings import STEP_DOF
 
     if getattr(args, "backend", "numba") == "jax" and args.whitened_tracks != "none":
         raise UsageError(f"--whitened-tracks {args.whitened_tracks} needs the numba backend (the whitened tracks' "
                          "solve is numba code, and JAX samples the positions as they are): drop --whitened-tracks or "
                          "--backend jax.")
+    if args.steps == "gaussian" and args.steps_dof != STEP_DOF:
+        raise UsageError(f"--steps-dof {args.steps_dof:g} sets the Student-t steps' degrees of freedom, and --steps "
+                         "gaussian has none: drop one of the two.")
     if args.confidence and not has_scores(ds):
         raise UsageError(f"--confidence needs the detector's scores, and {label} has none: import the detections "
                          "with `gimbal import` from files that carry scores, or drop --confidence.")
@@ -233,6 +240,7 @@ def _model_options(args, ds, label: str) -> dict:
         directions=args.directions,
         state_params=args.state_params,
         steps=args.steps,
+        steps_dof=args.steps_dof,
         scales=args.scales,
         root_dynamics=args.root_dynamics,
         kernels=args.kernels,

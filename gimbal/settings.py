@@ -10,13 +10,14 @@ got VALUE.``
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass
 
 from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
-           "probability", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH", "STARTS",
-           "WHITENED_TRACKS", "STEPS", "add_exclude_argument", "add_prior_argument", "excluded_pairs"]
+           "probability", "positive_number", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH", "STARTS",
+           "WHITENED_TRACKS", "STEPS", "STEP_DOF", "add_exclude_argument", "add_prior_argument", "excluded_pairs"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")
@@ -27,6 +28,8 @@ STARTS = ("tracks", "smoothed")
 WHITENED_TRACKS = ("none", "still", "all")
 # the distribution of a keypoint's frame-to-frame 3D step (build_model's ``steps``); the first is the default
 STEPS = ("student_t", "gaussian")
+# the Student-t steps' degrees of freedom (build_model's ``steps_dof``, ``--steps-dof``): the default
+STEP_DOF = 10.0
 MAX_TREE_DEPTH = 20
 
 
@@ -66,6 +69,17 @@ def probability(text) -> float:
         raise argparse.ArgumentTypeError(_message("the value", "a number between 0 and 1 (exclusive)", text)) from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(_message("the value", "a number between 0 and 1 (exclusive)", text))
+    return value
+
+
+def positive_number(text) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(_message("the value", "a number > 0", text)) from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(_message("the value", "a number > 0", text))
     return value
 
 

@@ -145,8 +145,8 @@ def test_unconverged_positions_are_counted_by_the_cameras_that_support_them():
     assert "the run as a whole" in unconverged_support(trace, ds, pixel_noise=3.0).text()
     # most unconverged positions seen by several cameras: disagreeing cameras, and the remedies for that case
     firm = UnconvergedSupport(rhat_threshold=1.01, threshold_px=10.0, by_support={1: (10, 1), 3: (500, 4)})
-    assert "two groups of cameras disagree" in firm.text() and "--whitened-tracks all" in firm.text()
-    assert "--whitened-tracks" not in result.text()
+    assert "two groups of cameras disagree" in firm.text() and "a larger --steps-dof" in firm.text()
+    assert "--steps-dof" not in result.text()
 
 
 @pytest.mark.slow

@@ -168,32 +168,40 @@ def test_noncentered_root_is_the_same_posterior_over_positions():
 
 def test_student_t_steps_change_only_the_random_walk():
     """steps='student_t' (the default): the model's logp differs from the Gaussian-step model's by exactly the two walks' difference
-    (scipy's densities), its gradient passes finite differences, and a burst costs far less than under Gaussian steps."""
+    (scipy's densities, with the default's and with 3 degrees of freedom), its gradient passes finite differences, and a burst
+    costs far less than under Gaussian steps."""
     from scipy.stats import multivariate_normal, multivariate_t
+
+    from gimbal.settings import STEP_DOF
 
     ds = load_dataset("v0.2.1_L02_outliers", max_T=15)
     init = initialize_from_observations_dlt(ds, n_states=int(ds.attrs.get("n_states", 1)))
     gauss, heavy = build_model(ds, init=init, steps="gaussian"), build_model(ds, init=init)
+    heavier = build_model(ds, init=init, steps_dof=3.0)
     assert heavy.gimbal_config.steps == "student_t" and gauss.gimbal_config.steps == "gaussian"  # the default: Student-t
+    assert heavy.gimbal_config.step_dof == STEP_DOF and heavier.gimbal_config.step_dof == 3.0
     x = init.values["x"].copy()
-    x[8:, 1] += 5 * float(np.max(init.values["step_sigma"]))  # one keypoint jumps between frames 7 and 8
+    x[8:, 1] += 8 * float(np.max(init.values["step_sigma"]))  # one keypoint jumps between frames 7 and 8
     point = {**gauss.initial_point(), "x": x}
     sigma = np.asarray(init.values["step_sigma"], float)
     d = np.diff(x, axis=0)
-    walks = [sum(dist(np.zeros(3), s**2 * np.eye(3), **kw).logpdf(d[:, k]).sum() for k, s in enumerate(sigma))
-             for dist, kw in ((multivariate_normal, {}), (multivariate_t, {"df": 3.0}))]
-    lg, lh = float(gauss.compile_logp()(point)), float(heavy.compile_logp()(point))
-    assert lh - lg == pytest.approx(walks[1] - walks[0], rel=1e-9, abs=1e-6)
-    jump = d[7, 1]
-    burst = [dist(np.zeros(3), sigma[1] ** 2 * np.eye(3), **kw).logpdf(jump) for dist, kw in
-             ((multivariate_normal, {}), (multivariate_t, {"df": 3.0}))]
-    assert burst[1] - burst[0] > 5  # the Student-t lets the burst through
+    lg = float(gauss.compile_logp()(point))
+    for model, dof in ((heavy, STEP_DOF), (heavier, 3.0)):
+        walks = [sum(dist(np.zeros(3), s**2 * np.eye(3), **kw).logpdf(d[:, k]).sum() for k, s in enumerate(sigma))
+                 for dist, kw in ((multivariate_normal, {}), (multivariate_t, {"df": dof}))]
+        assert float(model.compile_logp()(point)) - lg == pytest.approx(walks[1] - walks[0], rel=1e-9, abs=1e-6)
+        jump = d[7, 1]
+        burst = [dist(np.zeros(3), sigma[1] ** 2 * np.eye(3), **kw).logpdf(jump) for dist, kw in
+                 ((multivariate_normal, {}), (multivariate_t, {"df": dof}))]
+        assert burst[1] - burst[0] > 5  # the Student-t lets the burst through
     report = finite_difference_check(compile_logp_and_grad(heavy, point), max_components=60, seed=2)
     assert report["passed"], report["worst"][:3]
     with pytest.raises(ValueError, match="steps='gaussian'"):
         build_model(ds, init=init, root_dynamics="noncentered")
     with pytest.raises(ValueError, match="steps must be one of"):
         build_model(ds, init=init, steps="laplace")
+    with pytest.raises(ValueError, match="steps_dof must be a positive number"):
+        build_model(ds, init=init, steps_dof=0.0)
 
 
 def test_parallel_hmm_model_equals_the_sequential_one(python_mode):

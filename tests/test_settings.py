@@ -20,6 +20,8 @@ from gimbal.settings import SamplerSettings
     (["diag", "run", "--jobs", "0"], "--jobs: the value must be an integer >= 1, got '0'"),
     (["diag", "run", "--maxdepth", "30"], "--maxdepth: the value must be an integer from 1 to 20, got '30'"),
     (["evaluate", "--dataset", "x.nc", "--draws", "many"], "--draws: the value must be an integer >= 1, got 'many'"),
+    (["fit", "--steps-dof", "0"], "--steps-dof: the value must be a number > 0, got '0'"),
+    (["evaluate", "--dataset", "x.nc", "--steps-dof", "inf"], "--steps-dof: the value must be a number > 0, got 'inf'"),
 ])
 def test_bad_options_are_refused_up_front_with_one_message_style(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -128,7 +130,8 @@ def test_cli_model_option_defaults_are_the_model_defaults():
     from gimbal.model.build import ModelConfig
 
     args = build_parser().parse_args(["fit"])
-    for option in ("directions", "state_params", "scales", "kernels", "root_dynamics", "outlier_model", "observation"):
+    for option in ("directions", "state_params", "steps", "steps_dof", "scales", "kernels", "root_dynamics", "outlier_model",
+                   "observation"):
         assert getattr(args, option) == getattr(ModelConfig, option), option
     assert args.confidence is ModelConfig.confidence
 
@@ -148,3 +151,17 @@ def test_the_cli_prints_gimbals_own_warnings_as_warning_lines(capsys):
     before = warnings.formatwarning
     assert cli.main(["datasets"]) == 0
     assert warnings.formatwarning is before
+
+
+def test_steps_dof_without_student_t_steps_is_refused():
+    """--steps-dof is the Student-t steps' degrees of freedom: with --steps gaussian it would be ignored, so it is refused;
+    with the Student-t steps it reaches build_model."""
+    from gimbal.cli import _model_options
+    from gimbal.datasets import load_dataset
+
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=5)
+    args = build_parser().parse_args(["fit", "--steps", "gaussian", "--steps-dof", "3"])
+    with pytest.raises(UsageError, match="--steps-dof 3 sets the Student-t steps' degrees of freedom, and --steps gaussian"):
+        _model_options(args, ds, "minimal")
+    assert _model_options(build_parser().parse_args(["fit", "--steps-dof", "3"]), ds, "minimal")["steps_dof"] == 3.0
+    assert _model_options(build_parser().parse_args(["fit", "--steps", "gaussian"]), ds, "minimal")["steps"] == "gaussian"

@@ -12,6 +12,8 @@ import pytensor.tensor as pt
 from pytensor import scan
 from scipy.special import gammaln
 
+from ..settings import STEP_DOF  # the Student-t steps' default degrees of freedom, declared with the other settings
+
 __all__ = [
     "vmf_log_normalizer",
     "vmf_logp",
@@ -23,7 +25,6 @@ __all__ = [
     "STEP_DOF",
 ]
 
-STEP_DOF = 3.0  # degrees of freedom of the Student-t steps (build_model's steps="student_t")
 
 _SMALL_KAPPA = 1e-6
 

@@ -102,9 +102,9 @@ class UnconvergedSupport:
             out += (" Most are supported by two or more cameras: there, typically, two groups of cameras "
                     "disagree (a left/right swap or a confident wrong detection in several cameras) and the chains "
                     "move between the two explanations slowly; gimbal fit --sampler pymc --moves adds Metropolis moves "
-                    "between them (gimbal.model.moves), and more draws and a trained pose prior help. On a short "
-                    "recording (about 100 frames) with a trained prior, --whitened-tracks all mixed such positions "
-                    "faster (README: whitened tracks with a trained prior).")
+                    "between them (gimbal.model.moves), and more draws and a trained pose prior help, as do steps with "
+                    "lighter tails (a larger --steps-dof, or --steps gaussian), which hold a keypoint closer to its track "
+                    "(README: degrees of freedom of the steps).")
         return out
 
 
