@@ -470,9 +470,10 @@ def build_model(
         and the cameras' information (:mod:`gimbal.model.whitening`); ``"all"``: every track. On the real SLEAP +
         Anipose mouse (every keypoint still) ``"still"`` takes 63 instead of about 500 gradients per draw, but its
         chains ended in several regions of the observation parameters in 4 of 5 seeds (2 of 3 unwhitened runs had one
-        region): an option, not the default. With a trained prior on 100 frames of the simulated moving rodent
-        ``"all"`` converged where the default's chains sometimes did not (README: whitened tracks with a trained
-        prior). Needs free positions tied by the random walk.
+        region): an option, not the default. With a trained prior on 100 frames of the simulated moving rodent and
+        the Student-t steps' earlier 3 degrees of freedom, ``"all"`` converged where the unwhitened chains sometimes
+        did not; with the default ``steps_dof`` (10) the unwhitened fits converged in those seeds (README: whitened
+        tracks with a trained prior). Needs free positions tied by the random walk.
     prior : PosePrior or path, optional
         A trained pose prior (:func:`gimbal.model.prior.fit_prior`, ``gimbal prior fit``, or the original
         GIMBAL's trained-parameter ``.npz``), matched to the dataset's skeleton by keypoint name. Its pose
