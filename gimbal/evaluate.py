@@ -3,9 +3,11 @@
 For each camera ``c``: the model is fitted to the other cameras' detections only;
 the posterior mean is projected into ``c`` (raw pixels, its lens distortion
 included when the dataset has it) and compared with ``c``'s confident detections.
-Robust triangulation from the same remaining cameras is scored the same way, so
+Robust triangulation from the same remaining cameras is scored the same way, on the same detections, so
 each row says whether the model places keypoints better than triangulation where
-it could not see them. Bone-length stability (the coefficient of variation of
+it could not see them. Held-out detections of keypoints that fewer than two remaining cameras see have no
+triangulation: the posterior's errors there (the prior and one ray place them) are reported on their own
+(``posterior_only``), never mixed into the paired comparison. Bone-length stability (the coefficient of variation of
 each bone's length over frames; a rigid skeleton has 0) is reported for both.
 Detections of the held-out camera are themselves noisy, so neither error reaches 0.
 """
@@ -61,6 +63,8 @@ class CameraScore:
     min_ess_bulk: float | None
     fit_s: float
     triangulation_least_squares: ErrorStats | None = None  # the consensus refined to the reprojection minimum
+    # the held-out detections that only the posterior places (fewer than two remaining cameras see the keypoint)
+    posterior_only: ErrorStats | None = None
 
     @property
     def ratio_median(self) -> float | None:
@@ -95,14 +99,18 @@ class LocoReport:
                  + (f"; left out, neither fitted nor scored: {left_out}" if left_out else "")
                  + "): held-out reprojection error, px",
                  f"  {'camera':>10s} {'n':>6s} {'posterior median':>17s} {'triang. median':>15s} {'ratio':>6s} "
-                 f"{'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s} {'least-sq. tri. median/p90':>26s}"]
+                 f"{'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s} {'least-sq. tri. median/p90':>26s} "
+                 f"{'posterior only: n, median':>26s}"]
         for c in self.cameras:
             f = lambda v, s=".1f": "n/a" if v is None else format(v, s)  # noqa: E731
             ls = c.triangulation_least_squares
             lines.append(f"  {c.camera:>10s} {c.posterior.n:6d} {f(c.posterior.median):>17s} {f(c.triangulation.median):>15s} "
                          f"{f(c.ratio_median, '.2f'):>6s} {f(c.posterior.p90):>10s} {f(c.triangulation.p90):>9s} "
                          f"{f(c.bone_cv_posterior, '.3f') + ' / ' + f(c.bone_cv_triangulation, '.3f'):>17s} "
-                         f"{(f(ls.median) + ' / ' + f(ls.p90)) if ls else 'n/a':>26s}")
+                         f"{(f(ls.median) + ' / ' + f(ls.p90)) if ls else 'n/a':>26s} "
+                         f"{(str(c.posterior_only.n) + ', ' + f(c.posterior_only.median)) if c.posterior_only else 'n/a':>26s}")
+        lines.append("  (n: held-out detections every method places, scored for each; posterior only: the ones of "
+                     "keypoints fewer than two remaining cameras see, which no triangulation places)")
         return "\n".join(lines)
 
 
@@ -131,6 +139,7 @@ def bone_length_cv(points: np.ndarray, dataset: xr.Dataset) -> float | None:
     """Median over bones of (sd / mean) of the bone's length over frames."""
     skel = skeleton_of(dataset)
     lengths = np.linalg.norm(skel.bone_vectors(points), axis=-1)  # (T, B)
+    lengths = lengths[:, np.isfinite(lengths).sum(axis=0) >= 2]  # a bone no triangulation placed twice has no spread
     with np.errstate(all="ignore"):
         cv = np.nanstd(lengths, axis=0) / np.nanmean(lengths, axis=0)
     cv = cv[np.isfinite(cv)]
@@ -223,17 +232,21 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
         per_point = np.moveaxis(rest["observations"].values, 1, 2)
         tri = triangulate_robust(per_point, rest["camera_matrix"].values)
         tri_ls = triangulate_least_squares(per_point, rest["camera_matrix"].values)
+        post, robust, least = (heldout_errors(p, ds, cam, min_confidence) for p in (mean, tri, tri_ls))
+        paired = np.isfinite(post) & np.isfinite(robust) & np.isfinite(least)  # every method scored on the same ones
+        on = lambda err, where: ErrorStats.of(np.where(where, err, np.nan))  # noqa: E731
         rows.append(CameraScore(
             camera=cam,
-            posterior=ErrorStats.of(heldout_errors(mean, ds, cam, min_confidence)),
-            triangulation=ErrorStats.of(heldout_errors(tri, ds, cam, min_confidence)),
+            posterior=on(post, paired),
+            triangulation=on(robust, paired),
             bone_cv_posterior=bone_length_cv(mean, ds),
             bone_cv_triangulation=bone_length_cv(tri, ds),
             divergences=int(summary["divergences"]),
             max_rhat=summary.get("max_rhat_all"),
             min_ess_bulk=summary.get("min_ess_bulk_all"),
             fit_s=fit.fit_s,
-            triangulation_least_squares=ErrorStats.of(heldout_errors(tri_ls, ds, cam, min_confidence)),
+            triangulation_least_squares=on(least, paired),
+            posterior_only=on(post, np.isfinite(post) & ~paired),
         ))
         if progress:
             r = rows[-1]

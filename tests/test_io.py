@@ -519,6 +519,11 @@ def test_leave_one_camera_out_records_the_detections_left_out(tmp_path, monkeypa
     data = json.loads(report.path.read_text())
     assert data["dataset"] == "rig" and data["settings"]["excluded_detections"] == "cam1:distal_left"
     assert "left out, neither fitted nor scored: cam1:distal_left" in report.text()
+    # without cam0 only cam2 sees distal_left: no triangulation places it, so its 6 held-out detections are scored
+    # apart and the paired comparison holds the other 3 keypoints' 18, for the posterior and triangulation alike
+    row = report.cameras[0]
+    assert row.posterior_only.n == 6 and row.posterior.n == row.triangulation.n == 18
+    assert data["rows"][0]["posterior_only"]["n"] == 6
 
 
 @needs_session
