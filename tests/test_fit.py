@@ -176,3 +176,22 @@ def test_cli_fit_with_moves_between_explanations(tmp_path):
     assert summary["moves"]["tried"] == sum(m["tried"] for m in per_window)
     assert summary["moves"]["accepted"] == sum(m["accepted"] for m in per_window)
     assert f"moves between explanations: {summary['moves']['tried']} tried" in windowed.stdout
+
+
+def test_fit_summary_calls_a_reconstruction_a_reference_not_ground_truth(capsys):
+    """Real recordings carry another program's 3D (DeepFly3D's) as ``positions_reference``: the printed summary says
+    distance to it, where it says 3D error against a simulation's ground truth."""
+    from types import SimpleNamespace
+
+    from gimbal.cli import _print_fit_summary
+
+    s = {"divergences": 0, "total_draws": 40, "divergence_fraction": 0.0, "max_rhat_all": 1.0, "min_ess_bulk_all": 400.0,
+         "min_ess_tail_all": 400.0, "ebfmi_per_chain": [0.9], "max_treedepth_fraction": 0.0}
+    stats = {"median": 0.02, "p90": 0.07}
+    result = SimpleNamespace(compile_s=1.0, sample_s=2.0)
+    for reference, said in (("positions_reference", "distance to the reference 3D, posterior mean"),
+                            ("positions_true", "3D error, posterior mean")):
+        _print_fit_summary(s, {"reference": reference, "units": "mm", "posterior_mean": stats, "triangulation": stats},
+                           result)
+        out = capsys.readouterr().out
+        assert said in out and ("not ground truth" in out) == (reference == "positions_reference")
