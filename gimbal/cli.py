@@ -514,8 +514,8 @@ def _print_fit_summary(s: dict, errors: dict | None, result, moves: dict | None 
         u = errors["units"]
         # a real recording's reference is another program's reconstruction (DeepFly3D's), not ground truth
         what = "3D error" if errors["reference"] == "positions_true" else "distance to the reference 3D"
-        rows.append((f"{what}, posterior mean", f"median {errors['posterior_mean']['median']:.3f} {u}, p90 {errors['posterior_mean']['p90']:.3f}"))
-        rows.append((f"{what}, robust triangulation", f"median {errors['triangulation']['median']:.3f} {u}, p90 {errors['triangulation']['p90']:.3f}"))
+        for label, key in (("posterior mean", "posterior_mean"), ("robust triangulation", "triangulation")):
+            rows.append((f"{what}, {label}", f"median {errors[key]['median']:.3f} {u}, p90 {errors[key]['p90']:.3f}"))
         if errors["reference"] != "positions_true":
             rows.append(("reference 3D", "the dataset's own reconstruction (positions_reference), not ground truth"))
     width = max(len(r[0]) for r in rows)

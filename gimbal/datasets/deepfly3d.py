@@ -50,7 +50,10 @@ _SIDE_CAMERAS = {0: 0, 1: 0, 2: 0, 4: 1, 5: 1, 6: 1}  # camera -> side (0: keypo
 
 
 def fly_visibility() -> np.ndarray:
-    """``(7, 38)`` bool: whether DeepFly3D counts camera ``c``'s detection of keypoint ``k`` (its ``camera_see_joint``)."""
+    """``(7, 38)`` bool: whether DeepFly3D counts camera ``c``'s detection of keypoint ``k``.
+
+    DeepFly3D's ``camera_see_joint``, in this loader's keypoint order.
+    """
     seen = np.zeros((7, 38), bool)
     for cam, side in _SIDE_CAMERAS.items():
         seen[cam, 19 * side:19 * side + 19] = True

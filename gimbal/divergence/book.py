@@ -330,7 +330,8 @@ def _loco_section(data: dict) -> str:
             + ". Both are scored on the same detections, those every method places; the held-out detections of "
               "keypoints that fewer than two remaining cameras see, which only the model places, are counted apart "
               "(*posterior only*). A ratio below 1 means the model placed keypoints better than triangulation where it "
-              "could not see them. Bone CV: median over bones of the length's sd / mean over frames (0 for a rigid skeleton). "
+              "could not see them. Bone CV: median over bones of the length's sd / mean over frames (0 for a rigid "
+              "skeleton). "
               "Least-squares triangulation: the same consensus moved to the minimum of its inlier cameras' "
               "reprojection error (a stronger baseline than the linear one the ratio uses).\n"]
     rows = [[r["camera"], r["posterior"]["n"], fmt(r["posterior"]["median"]), fmt(r["triangulation"]["median"]),
