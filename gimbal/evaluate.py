@@ -65,6 +65,9 @@ class CameraScore:
     triangulation_least_squares: ErrorStats | None = None  # the consensus refined to the reprojection minimum
     # the held-out detections that only the posterior places (fewer than two remaining cameras see the keypoint)
     posterior_only: ErrorStats | None = None
+    # share of the paired detections that the posterior mean reprojects closer to than robust triangulation does: a
+    # paired view next to the ratio of medians, which compares two pooled distributions
+    posterior_closer: float | None = None
 
     @property
     def ratio_median(self) -> float | None:
@@ -100,7 +103,7 @@ class LocoReport:
                  + "): held-out reprojection error, px",
                  f"  {'camera':>10s} {'n':>6s} {'posterior median':>17s} {'triang. median':>15s} {'ratio':>6s} "
                  f"{'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s} {'least-sq. tri. median/p90':>26s} "
-                 f"{'posterior only: n, median':>26s}"]
+                 f"{'posterior only: n, median':>26s} {'post. closer':>12s}"]
         for c in self.cameras:
             f = lambda v, s=".1f": "n/a" if v is None else format(v, s)  # noqa: E731
             ls, only = c.triangulation_least_squares, c.posterior_only
@@ -108,9 +111,11 @@ class LocoReport:
                          f"{f(c.ratio_median, '.2f'):>6s} {f(c.posterior.p90):>10s} {f(c.triangulation.p90):>9s} "
                          f"{f(c.bone_cv_posterior, '.3f') + ' / ' + f(c.bone_cv_triangulation, '.3f'):>17s} "
                          f"{(f(ls.median) + ' / ' + f(ls.p90)) if ls else 'n/a':>26s} "
-                         f"{(str(only.n) + ', ' + f(only.median)) if only else 'n/a':>26s}")
+                         f"{(str(only.n) + ', ' + f(only.median)) if only else 'n/a':>26s} "
+                         f"{f(None if c.posterior_closer is None else 100 * c.posterior_closer, '.0f') + '%':>12s}")
         lines.append("  (n: held-out detections every method places, scored for each; posterior only: the ones of "
-                     "keypoints fewer than two remaining cameras see, which no triangulation places)")
+                     "keypoints fewer than two remaining cameras see, which no triangulation places; post. closer: "
+                     "share of the n where the posterior reprojects closer than triangulation)")
         return "\n".join(lines)
 
 
@@ -247,6 +252,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
             fit_s=fit.fit_s,
             triangulation_least_squares=on(least, paired),
             posterior_only=on(post, np.isfinite(post) & ~paired),
+            posterior_closer=float(np.mean(post[paired] < robust[paired])) if paired.any() else None,
         ))
         if progress:
             r = rows[-1]

@@ -664,3 +664,29 @@ def test_a_keypoint_one_camera_sees_starts_on_its_rays():
             vertical_err.append(np.median(np.linalg.norm(vertical - reference[:, k], axis=-1)))
     # measured: 13.0 against 30.1 mm at the median over the cases
     assert np.median(ray_err) < 0.6 * np.median(vertical_err), (np.median(ray_err), np.median(vertical_err))
+
+
+def test_leave_one_camera_out_pairs_its_comparison(monkeypatch, tmp_path, minimal80):
+    """The posterior and triangulation are scored on the same held-out detections, and ``posterior_closer`` is the
+    share of them the posterior reprojects strictly closer to: 0 for a 'posterior' that is the triangulation itself,
+    most of them for the simulation's true positions."""
+    import gimbal.evaluate as evaluate
+    from gimbal.datasets import truncate
+    from gimbal.model.cameras import triangulate_robust
+
+    ds = truncate(minimal80, max_T=20)
+    ds["observations"].values[:, 1, 3] = np.nan  # without cam0, only cam2 sees distal_right: no triangulation there
+
+    def fake_fit(dataset, camera, *, use, **_):
+        rest = dataset.sel(camera=[c for c in dataset["camera"].values if c != camera])
+        tri = triangulate_robust(np.moveaxis(rest["observations"].values, 1, 2), rest["camera_matrix"].values)
+        mean = np.where(np.isfinite(tri), tri, dataset["positions_true"].values) if use == "triangulation" else \
+            dataset["positions_true"].values
+        return evaluate._HeldOutFit(rest, mean, {"divergences": 0}, 0.0, {})
+
+    for use, check in (("triangulation", lambda r: r.posterior_closer == 0.0 and r.ratio_median == 1.0),
+                       ("truth", lambda r: r.posterior_closer > 0.6 and r.ratio_median < 1.0)):
+        monkeypatch.setattr(evaluate, "_fit_without", lambda *a, use=use, **k: fake_fit(*a, use=use, **k))
+        row = evaluate.leave_one_camera_out(ds, cameras=["cam0"], out=tmp_path / f"{use}.json", progress=False).cameras[0]
+        assert row.posterior.n == row.triangulation.n == 20 * 3 and row.posterior_only.n == 20, row
+        assert check(row), row

@@ -330,7 +330,8 @@ def _loco_section(data: dict) -> str:
             + ". Both are scored on the same detections, those every method places; the held-out detections of "
               "keypoints that fewer than two remaining cameras see, which only the model places, are counted apart "
               "(*posterior only*). A ratio below 1 means the model placed keypoints better than triangulation where it "
-              "could not see them. Bone CV: median over bones of the length's sd / mean over frames (0 for a rigid "
+              "could not see them; *closer* is the share of the scored detections that the model's point reprojects "
+              "closer to than triangulation's (a paired view of the same comparison). Bone CV: median over bones of the length's sd / mean over frames (0 for a rigid "
               "skeleton). "
               "Least-squares triangulation: the same consensus moved to the minimum of its inlier cameras' "
               "reprojection error (a stronger baseline than the linear one the ratio uses).\n"]
@@ -338,17 +339,22 @@ def _loco_section(data: dict) -> str:
              fmt(r["ratio_median_posterior_to_triangulation"]), fmt(r["posterior"]["p90"]), fmt(r["triangulation"]["p90"]),
              f"{fmt(r['bone_cv_posterior'])} / {fmt(r['bone_cv_triangulation'])}",
              _median_p90(r.get("triangulation_least_squares")), _posterior_only(r.get("posterior_only")),
-             r["divergences"], fmt(r["max_rhat"], 3), fmt(r["fit_s"])] for r in data["rows"]]
+             _percent(r.get("posterior_closer")), r["divergences"], fmt(r["max_rhat"], 3), fmt(r["fit_s"])]
+            for r in data["rows"]]
     text.append(md_table(["held-out camera", "detections", "posterior median px", "triangulation median px", "ratio",
                           "posterior p90", "triangulation p90", "bone CV post / tri",
-                          "least-squares triangulation median / p90", "posterior only: detections, median px", "div",
-                          "max R-hat", "fit s"], rows) + "\n")
+                          "least-squares triangulation median / p90", "posterior only: detections, median px",
+                          "closer", "div", "max R-hat", "fit s"], rows) + "\n")
     return "\n".join(text)
 
 
 def _posterior_only(stats: dict | None) -> str:
     """``posterior_only`` of a row; files written before it was scored apart say "n/a"."""
     return "n/a" if stats is None else f"{stats['n']}, {fmt(stats.get('median'))}"
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.0f}%"
 
 
 def _median_p90(stats: dict | None) -> str:
