@@ -107,12 +107,13 @@ class LocoReport:
         for c in self.cameras:
             f = lambda v, s=".1f": "n/a" if v is None else format(v, s)  # noqa: E731
             ls, only = c.triangulation_least_squares, c.posterior_only
+            closer = "n/a" if c.posterior_closer is None else f"{100 * c.posterior_closer:.0f}%"
             lines.append(f"  {c.camera:>10s} {c.posterior.n:6d} {f(c.posterior.median):>17s} {f(c.triangulation.median):>15s} "
                          f"{f(c.ratio_median, '.2f'):>6s} {f(c.posterior.p90):>10s} {f(c.triangulation.p90):>9s} "
                          f"{f(c.bone_cv_posterior, '.3f') + ' / ' + f(c.bone_cv_triangulation, '.3f'):>17s} "
                          f"{(f(ls.median) + ' / ' + f(ls.p90)) if ls else 'n/a':>26s} "
                          f"{(str(only.n) + ', ' + f(only.median)) if only else 'n/a':>26s} "
-                         f"{f(None if c.posterior_closer is None else 100 * c.posterior_closer, '.0f') + '%':>12s}")
+                         f"{closer:>12s}")
         lines.append("  (n: held-out detections every method places, scored for each; posterior only: the ones of "
                      "keypoints fewer than two remaining cameras see, which no triangulation places; post. closer: "
                      "share of the n where the posterior reprojects closer than triangulation)")

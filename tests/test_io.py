@@ -680,13 +680,16 @@ def test_leave_one_camera_out_pairs_its_comparison(monkeypatch, tmp_path, minima
     def fake_fit(dataset, camera, *, use, **_):
         rest = dataset.sel(camera=[c for c in dataset["camera"].values if c != camera])
         tri = triangulate_robust(np.moveaxis(rest["observations"].values, 1, 2), rest["camera_matrix"].values)
-        mean = np.where(np.isfinite(tri), tri, dataset["positions_true"].values) if use == "triangulation" else \
-            dataset["positions_true"].values
+        mean = dataset["positions_true"].values
+        if use == "triangulation":  # where it has a point
+            mean = np.where(np.isfinite(tri), tri, mean)
         return evaluate._HeldOutFit(rest, mean, {"divergences": 0}, 0.0, {})
 
     for use, check in (("triangulation", lambda r: r.posterior_closer == 0.0 and r.ratio_median == 1.0),
                        ("truth", lambda r: r.posterior_closer > 0.6 and r.ratio_median < 1.0)):
         monkeypatch.setattr(evaluate, "_fit_without", lambda *a, use=use, **k: fake_fit(*a, use=use, **k))
-        row = evaluate.leave_one_camera_out(ds, cameras=["cam0"], out=tmp_path / f"{use}.json", progress=False).cameras[0]
+        report = evaluate.leave_one_camera_out(ds, cameras=["cam0"], out=tmp_path / f"{use}.json", progress=False)
+        row = report.cameras[0]
         assert row.posterior.n == row.triangulation.n == 20 * 3 and row.posterior_only.n == 20, row
         assert check(row), row
+        assert report.text().splitlines()[2].endswith(f" {100 * row.posterior_closer:.0f}%")

@@ -331,8 +331,8 @@ def _loco_section(data: dict) -> str:
               "keypoints that fewer than two remaining cameras see, which only the model places, are counted apart "
               "(*posterior only*). A ratio below 1 means the model placed keypoints better than triangulation where it "
               "could not see them; *closer* is the share of the scored detections that the model's point reprojects "
-              "closer to than triangulation's (a paired view of the same comparison). Bone CV: median over bones of the length's sd / mean over frames (0 for a rigid "
-              "skeleton). "
+              "closer to than triangulation's (a paired view of the same comparison). Bone CV: median over bones of "
+              "the length's sd / mean over frames (0 for a rigid skeleton). "
               "Least-squares triangulation: the same consensus moved to the minimum of its inlier cameras' "
               "reprojection error (a stronger baseline than the linear one the ratio uses).\n"]
     rows = [[r["camera"], r["posterior"]["n"], fmt(r["posterior"]["median"]), fmt(r["triangulation"]["median"]),
