@@ -34,8 +34,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="a keypoint's frame-to-frame 3D step: Gaussian or Student-t (heavy tails: bursts of movement "
                         f"pass, still keypoints stay still) (default: {STEPS[0]})")
     g.add_argument("--steps-dof", type=positive_number, default=STEP_DOF,
-                   help="degrees of freedom of the Student-t steps: fewer make large steps cheaper (bursts of movement, "
-                        f"but also wrong detections pulling a keypoint off its track) (default: {STEP_DOF:g})")
+                   help="degrees of freedom of the Student-t steps: fewer make large steps cheaper (bursts of "
+                        "movement, but also wrong detections pulling a keypoint off its track) "
+                        f"(default: {STEP_DOF:g})")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
     g.add_argument("--root-dynamics", choices=("centered", "noncentered"), default="centered",
                    help="sample root positions directly (default) or as start + standard-normal random-walk steps")

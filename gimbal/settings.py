@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
-           "probability", "positive_number", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH", "STARTS",
-           "WHITENED_TRACKS", "STEPS", "STEP_DOF", "add_exclude_argument", "add_prior_argument", "excluded_pairs"]
+           "probability", "positive_number", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH",
+           "STARTS", "WHITENED_TRACKS", "STEPS", "STEP_DOF", "add_exclude_argument", "add_prior_argument",
+           "excluded_pairs"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")

@@ -167,9 +167,9 @@ def test_noncentered_root_is_the_same_posterior_over_positions():
 
 
 def test_student_t_steps_change_only_the_random_walk():
-    """steps='student_t' (the default): the model's logp differs from the Gaussian-step model's by exactly the two walks' difference
-    (scipy's densities, with the default's and with 3 degrees of freedom), its gradient passes finite differences, and a burst
-    costs far less than under Gaussian steps."""
+    """steps='student_t' (the default): the model's logp differs from the Gaussian-step model's by exactly the two
+    walks' difference (scipy's densities, with the default's and with 3 degrees of freedom), its gradient passes finite
+    differences, and a burst costs far less than under Gaussian steps."""
     from scipy.stats import multivariate_normal, multivariate_t
 
     from gimbal.settings import STEP_DOF

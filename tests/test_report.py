@@ -281,7 +281,8 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
     assert "One logp + gradient at T = 1800 (median of 5 interleaved rounds of 40" in page
     assert "| default + prior | realistic | 4 | 97,216 | 7.5 (7.3-8) | 1.15 |" in page
     assert "## Leave one camera out: `mouse` (T=120, K=15)" in page and "confidence >= 0.5" in page
-    loco_row = "| side | 100 | 30 | 33.1 | 0.906 | 47.2 | 49.8 | 0.013 / 0.066 | 31.5 / 48 | 12, 80 | 57% | 0 | 1.1 | 69 |"
+    loco_row = ("| side | 100 | 30 | 33.1 | 0.906 | 47.2 | 49.8 | 0.013 / 0.066 | 31.5 / 48 | 12, 80 | 57% | 0 | 1.1 "
+                "| 69 |")
     assert loco_row in page
     assert "numba, 2 CPUs" in page and "jax on gpu: TestCard, 16 CPUs" in page  # each sampling row names its machine
     assert "JAX device gpu: TestCard" in page and "| jax-graph-parallel | gpu: TestCard | 3 | 0.5 | 16 | 1e-09 |" in page

@@ -130,8 +130,8 @@ def test_cli_model_option_defaults_are_the_model_defaults():
     from gimbal.model.build import ModelConfig
 
     args = build_parser().parse_args(["fit"])
-    for option in ("directions", "state_params", "steps", "steps_dof", "scales", "kernels", "root_dynamics", "outlier_model",
-                   "observation"):
+    for option in ("directions", "state_params", "steps", "steps_dof", "scales", "kernels", "root_dynamics",
+                   "outlier_model", "observation"):
         assert getattr(args, option) == getattr(ModelConfig, option), option
     assert args.confidence is ModelConfig.confidence
 
@@ -154,14 +154,16 @@ def test_the_cli_prints_gimbals_own_warnings_as_warning_lines(capsys):
 
 
 def test_steps_dof_without_student_t_steps_is_refused():
-    """--steps-dof is the Student-t steps' degrees of freedom: with --steps gaussian it would be ignored, so it is refused;
-    with the Student-t steps it reaches build_model."""
+    """--steps-dof is the Student-t steps' degrees of freedom: with --steps gaussian it would be ignored, so it is
+    refused; with the Student-t steps it reaches build_model."""
     from gimbal.cli import _model_options
     from gimbal.datasets import load_dataset
 
     ds = load_dataset("v0.2.1_L00_minimal", max_T=5)
     args = build_parser().parse_args(["fit", "--steps", "gaussian", "--steps-dof", "3"])
-    with pytest.raises(UsageError, match="--steps-dof 3 sets the Student-t steps' degrees of freedom, and --steps gaussian"):
+    refused = "--steps-dof 3 sets the Student-t steps' degrees of freedom, and --steps gaussian"
+    with pytest.raises(UsageError, match=refused):
         _model_options(args, ds, "minimal")
-    assert _model_options(build_parser().parse_args(["fit", "--steps-dof", "3"]), ds, "minimal")["steps_dof"] == 3.0
-    assert _model_options(build_parser().parse_args(["fit", "--steps", "gaussian"]), ds, "minimal")["steps"] == "gaussian"
+    options = lambda *argv: _model_options(build_parser().parse_args(["fit", *argv]), ds, "minimal")  # noqa: E731
+    assert options("--steps-dof", "3")["steps_dof"] == 3.0
+    assert options("--steps", "gaussian")["steps"] == "gaussian"

@@ -103,8 +103,8 @@ class UnconvergedSupport:
                     "disagree (a left/right swap or a confident wrong detection in several cameras) and the chains "
                     "move between the two explanations slowly; gimbal fit --sampler pymc --moves adds Metropolis moves "
                     "between them (gimbal.model.moves), and more draws and a trained pose prior help, as do steps with "
-                    "lighter tails (a larger --steps-dof, or --steps gaussian), which hold a keypoint closer to its track "
-                    "(README: degrees of freedom of the steps).")
+                    "lighter tails (a larger --steps-dof, or --steps gaussian), which hold a keypoint closer to its "
+                    "track (README: degrees of freedom of the steps).")
         return out
 
 
