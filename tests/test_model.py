@@ -305,6 +305,69 @@ def test_initial_scales_are_net_of_triangulation_noise():
     assert np.all((0.5 < ratio) & (ratio < 2.0)), ratio  # the raw spread of triangulated lengths is 2-5x
     step_true = np.std(np.diff(truth, axis=0), axis=(0, 2))
     np.testing.assert_allclose(init.values["step_sigma"], step_true, rtol=0.25)
+    student = initialize_from_observations_dlt(ds, step_dof=10.0)  # the default model's steps: Student-t, 10 dof
+    np.testing.assert_allclose(student.values["step_sigma"], step_true, rtol=0.25)
+
+
+def test_student_t_step_scale_is_its_maximum_likelihood_scale():
+    """With Student-t steps the step size is the scale that distribution fits best (scipy's density, maximized by
+    scipy), which for a keypoint that mostly holds still and moves in bursts is larger than the median step's."""
+    from scipy import optimize, stats
+
+    from gimbal.model.initialization import _step_scale_fit
+
+    rng = np.random.default_rng(0)
+    bursty = np.concatenate([rng.normal(scale=0.05, size=(170, 3)), rng.normal(scale=1.0, size=(30, 3))])
+    dof = 10.0
+
+    def nll(log_s):
+        return -stats.multivariate_t(loc=np.zeros(3), shape=np.exp(2 * log_s) * np.eye(3), df=dof).logpdf(bursty).sum()
+
+    best = np.exp(optimize.minimize_scalar(nll, bounds=(-8, 2), method="bounded", options={"xatol": 1e-10}).x)
+    with_gap = np.concatenate([bursty, np.full((5, 3), np.nan)])[:, None]  # (N, K=1, 3) with unknown steps
+    fitted = _step_scale_fit(with_gap, dof)
+    assert fitted[0] == pytest.approx(best, rel=1e-5)
+    assert fitted[0] > 1.5 * _step_scale_fit(with_gap, None)[0]  # the median step sees the stance only
+    gaussian = rng.normal(scale=0.3, size=(4000, 1, 3))  # steady motion: both follow the sd
+    assert _step_scale_fit(gaussian, dof)[0] == pytest.approx(0.3, rel=0.1)
+    # the median step over sqrt(3), as before: a 3D Gaussian step's median length is 1.538 sd, so 0.888 sd
+    assert _step_scale_fit(gaussian, None)[0] == pytest.approx(0.3 * 1.538 / np.sqrt(3), rel=0.05)
+    assert np.isnan(_step_scale_fit(np.full((4, 1, 3), np.nan), dof)).all()  # never triangulated twice in a row
+
+
+def test_student_t_step_scale_skips_steps_to_points_the_cameras_dispute():
+    from gimbal.model.initialization import MIN_AGREED_STEPS, _agreed_steps
+
+    agreed = np.ones((12, 2), bool)
+    agreed[3, 0] = False  # keypoint 0: the steps into and out of frame 3 may be a wrong choice's jump
+    agreed[2:, 1] = False  # keypoint 1: one agreed step, fewer than MIN_AGREED_STEPS: all of its steps count
+    steps = np.arange(11 * 2 * 3, dtype=float).reshape(11, 2, 3)
+    kept = _agreed_steps(steps, agreed)
+    assert np.isnan(kept[[2, 3], 0]).all()
+    assert np.array_equal(np.delete(kept[:, 0], [2, 3], 0), np.delete(steps[:, 0], [2, 3], 0))
+    assert MIN_AGREED_STEPS > 1 and np.array_equal(kept[:, 1], steps[:, 1])
+
+
+@pytest.mark.network
+def test_a_fast_movement_every_camera_agrees_on_is_not_a_spike():
+    """DeepFly3D without `cam2`: the left hind leg, seen by `cam0` and `cam1` only, swings up to 2.3 mm per frame
+    in frames 11-13 (the tarsus tip, whose median step is 0.2 mm). The start keeps it where the two
+    cameras agree to within 4 px: the temporal spike removal had interpolated over the swing, 0.8-1.9 mm off, and
+    every chain stayed there."""
+    from gimbal.datasets import DeepFly3DUnavailable
+    from gimbal.model.initialization import triangulate_sequence
+
+    try:
+        ds = load_dataset("deepfly3d")
+    except DeepFly3DUnavailable as exc:
+        pytest.skip(f"offline: {exc}")
+    rest = ds.sel(camera=[c for c in ds["camera"].values if c != "cam2"])
+    both = triangulate_robust(np.moveaxis(rest["observations"].values, 1, 2), rest["camera_matrix"].values)
+    leg = [list(ds["keypoint"].values).index(f"LH_{j}") for j in ("FemurTibia", "TibiaTarsus", "TarsusTip")]
+    swing = np.linalg.norm(both[11:15, leg] - both[10:14, leg], axis=-1)
+    assert swing.max() > 1.0 and np.isfinite(rest["observations"].values[11:14, :, leg, 0]).sum(1).max() == 2
+    start = triangulate_sequence(rest)
+    assert np.linalg.norm(start[11:14, leg] - both[11:14, leg], axis=-1).max() < 0.01
 
 
 def test_continuous_track_keeps_the_explanation_of_the_frames_around_a_tie():

@@ -413,10 +413,12 @@ def build_model(
     steps : {"student_t", "gaussian"}
         The distribution of a keypoint's 3D step from one frame to the next: multivariate Student-t with
         ``steps_dof`` degrees of freedom (default), or isotropic Gaussian (the seed's
-        model), both with the step size as scale. The scale
-        comes from the median step, so with Gaussian steps a keypoint that moves in bursts (a fly's leg in swing, a
-        mouse that sits and then runs) pays a square for every burst and the model widens that keypoint's pixel
-        noise instead, letting the track drift off its detections; the Student-t's tails let the burst through.
+        model), both with the step size as scale, fitted to the robust reconstruction's steps less its noise: the
+        Student-t's maximum-likelihood scale, the Gaussian's from the median step. With Gaussian steps a keypoint
+        that moves in bursts (a fly's leg in swing, a mouse that sits and then runs) pays a square for every burst
+        and the model widens that keypoint's pixel noise instead, letting the track drift off its detections; the
+        Student-t's tails let the burst through, and its fitted scale counts the bursts (the median step, which
+        sees the still frames only, is 1-4x smaller there; README, *Step sizes*).
     steps_dof : float
         The Student-t steps' degrees of freedom (ignored with ``steps="gaussian"``). Fewer make every large step
         cheaper: a burst of movement, but also an explanation of a frame's detections that pulls the keypoint off its
@@ -537,9 +539,10 @@ def build_model(
     )
     if prior is not None:
         if init is None or init.pose_states.heading_keypoints is None:
-            init = with_prior(init or initialize_from_observations_dlt(dataset, n_states=1, seed=seed), prior, skeleton)
+            init = with_prior(init or initialize_from_observations_dlt(dataset, n_states=1, seed=seed,
+                                                                        step_dof=config.step_dof), prior, skeleton)
     elif init is None or init.pose_states.n_states != config.n_states:
-        init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed)
+        init = initialize_from_observations_dlt(dataset, n_states=config.n_states, seed=seed, step_dof=config.step_dof)
     if config.start == "smoothed" and config.temporal and config.freeze_latents is None and init.start != "smoothed":
         init = smoothed_start(init, dataset)
     exact = exact_reprojection_text(init.triangulation_residual_px)

@@ -94,8 +94,9 @@ def _fill_gaps(track: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(t, t[ok], track[ok, d]) for d in range(3)], axis=-1)
 
 
-def _remove_spikes(track: np.ndarray, window: int = 5, n_mad: float = 6.0) -> np.ndarray:
-    """Blank frames that jump far from their temporal running median."""
+def _remove_spikes(track: np.ndarray, window: int = 5, n_mad: float = 6.0,
+                   keep: np.ndarray | None = None) -> np.ndarray:
+    """Blank frames that jump far from their temporal running median, except those in ``keep`` ``(T,)``."""
     T = track.shape[0]
     if T < window:
         return track
@@ -112,7 +113,8 @@ def _remove_spikes(track: np.ndarray, window: int = 5, n_mad: float = 6.0) -> np
         return track
     mad = np.median(dev[finite]) + 1e-9
     out = track.copy()
-    out[finite & (dev > n_mad * 1.4826 * mad + 1e-6)] = np.nan
+    spike = finite & (dev > n_mad * 1.4826 * mad + 1e-6)
+    out[spike if keep is None else spike & ~keep] = np.nan
     return out
 
 
@@ -129,6 +131,9 @@ def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skelet
     dataset's frames are consecutive, i.e. not sparse labelled frames with ``attrs['frames_consecutive'] = 0``);
     with ``refine`` each point then moves to the minimum of its inlier cameras' reprojection error
     (:func:`~gimbal.model.cameras.refine_triangulation`; linear triangulation's error can be several times that).
+    With ``temporal``, points far from their 5-frame running median are taken for wrong choices and interpolated
+    over, except where every camera that detected the point agrees on it and its bones keep their lengths (a fly's
+    leg in swing seen by two cameras moves that fast).
     Keypoints seen by fewer than two cameras in a frame are interpolated in time (without ``temporal``: placed
     from the skeleton, and points far off their bones replaced, :func:`_skeleton_cleaned`, instead of the temporal
     spike removal); a keypoint never triangulated
@@ -136,14 +141,27 @@ def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skelet
     interpolated in time (without ``temporal``, and where no camera ever sees it: one median bone length above its
     parent); the root, if never triangulated, at the centroid of the others.
     """
+    return _reconstruct(dataset, threshold_px, skeleton_consistent, refine, temporal)[0]
+
+
+def _reconstruct(dataset: xr.Dataset, threshold_px: float, skeleton_consistent: bool, refine: bool,
+                 temporal: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`triangulate_sequence`'s points ``(T, K, 3)``, and ``(T, K)`` which of them every camera that detected
+    them agrees on (:func:`_unanimous`)."""
     obs = dataset["observations"].values  # (T, C, K, 2)
     P = dataset["camera_matrix"].values
     candidates = triangulation_candidates(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px)
     skel = skeleton_of(dataset)
     if temporal is None:
         temporal = bool(dataset.attrs.get("frames_consecutive", 1))
-    clean = _cleaned if temporal else (lambda points: _skeleton_cleaned(points, skel.parents))
-    x = clean(select_candidates(candidates))  # (T, K, 3)
+    x = select_candidates(candidates)  # (T, K, 3)
+    agreed = _unanimous(candidates)
+    if temporal:
+        keep = agreed & _bones_hold(x, skel.parents, _unanimous_bone_lengths(candidates, x, skel.parents))
+        clean = lambda points: _cleaned(points, keep)  # noqa: E731
+    else:
+        clean = lambda points: _skeleton_cleaned(points, skel.parents)  # noqa: E731
+    x = clean(x)
     if skeleton_consistent and x.shape[1] > 1:
         x = clean(_prefer_consistent_bones(candidates, x, skel.parents, temporal=temporal))
     if refine:  # the chosen points' cameras (those within threshold_px), to the reprojection-error minimum
@@ -169,7 +187,7 @@ def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skelet
                     placed = _fill_gaps(placed)
                 vertical = x[:, skel.parents[k]] + np.array([0.0, 0.0, step])
                 x[:, k] = np.where(np.isfinite(placed).all(axis=-1, keepdims=True), placed, vertical)
-    return x
+    return x, agreed
 
 
 def _on_single_rays(parent: np.ndarray, observations: np.ndarray, cameras: np.ndarray, length: float) -> np.ndarray:
@@ -200,12 +218,19 @@ def _on_single_rays(parent: np.ndarray, observations: np.ndarray, cameras: np.nd
     return out
 
 
-def _cleaned(x: np.ndarray) -> np.ndarray:
-    """Temporal spikes removed and gaps filled, per keypoint (a copy)."""
+def _cleaned(x: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Temporal spikes removed and gaps filled, per keypoint (a copy); points in ``keep`` ``(T, K)`` stay."""
     x = x.copy()
     for k in range(x.shape[1]):
-        x[:, k] = _fill_gaps(_remove_spikes(x[:, k]))
+        x[:, k] = _fill_gaps(_remove_spikes(x[:, k], keep=None if keep is None else keep[:, k]))
     return x
+
+
+def _unanimous(candidates: Candidates) -> np.ndarray:
+    """``(T, K)`` bool: points whose best candidate every camera that detected them (at least two) supports."""
+    best = np.argmax(candidates.score, axis=0)  # (T, K)
+    support = np.take_along_axis(candidates.support, best[None], axis=0)[0]
+    return (support == candidates.seen) & (candidates.seen >= 2)
 
 
 SPARSE_BONE_TOLERANCE = 3.0  # on sparse frames, a bone this far (relative) from its median length is a wrong point
@@ -380,6 +405,18 @@ def continuous_track(points: np.ndarray, score: np.ndarray, fallback: np.ndarray
     return opts[path, np.arange(T)]
 
 
+def _bones_hold(x: np.ndarray, parents: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """``(T, K)`` bool: points whose every bone (to the parent and to each child) is within ``BONE_TOLERANCE``
+    (relative) of its ``length``; a NaN point or length holds none."""
+    held = np.ones(x.shape[:2], bool)
+    for k in range(1, x.shape[1]):  # bone k, from its parent to keypoint k
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bone = np.abs(np.linalg.norm(x[:, k] - x[:, parents[k]], axis=-1) / length[k] - 1.0) <= BONE_TOLERANCE
+        held[:, k] &= bone
+        held[:, parents[k]] &= bone
+    return held
+
+
 def _unanimous_bone_lengths(candidates: Candidates, x, parents, min_frames: int = 5) -> np.ndarray:
     """Each bone's median length over the frames where both ends are unanimous, shape ``(K,)`` (entry 0 unused).
 
@@ -388,9 +425,7 @@ def _unanimous_bone_lengths(candidates: Candidates, x, parents, min_frames: int 
     median over all frames would learn the wrong length. With fewer than ``min_frames`` such frames the median
     over all frames is used.
     """
-    best = np.argmax(candidates.score, axis=0)  # (T, K)
-    support = np.take_along_axis(candidates.support, best[None], axis=0)[0]
-    unanimous = (support == candidates.seen) & (candidates.seen >= 2)
+    unanimous = _unanimous(candidates)
     length = np.full(x.shape[1], np.nan)
     for k in range(1, x.shape[1]):
         d = np.linalg.norm(x[:, k] - x[:, parents[k]], axis=-1)
@@ -538,6 +573,46 @@ def _bone_noise_var(delta: np.ndarray, cov: np.ndarray, children: np.ndarray, pa
     return _median_over_frames(np.einsum("tbi,tbij,tbj->tb", u, both, u))
 
 
+def _step_scale_fit(steps: np.ndarray, dof: float | None, iterations: int = 200) -> np.ndarray:
+    """Per keypoint, the per-axis scale of its 3D frame-to-frame steps ``(T - 1, K, 3)``, shape ``(K,)``.
+
+    Gaussian steps (``dof=None``): the median step length over ``sqrt(3)`` (the median ignores the few jumps a wrong
+    choice makes; a 3D Gaussian step's median length is 1.538 per-axis sds, so this is 0.89 sd). Student-t steps:
+    the maximum-likelihood scale of the multivariate Student-t with ``dof`` degrees of freedom, the model's own step
+    distribution, by its EM iteration (each step weighted ``(dof + 3) / (dof + |d|^2 / s^2)``). On steady motion
+    both follow the sd; where a keypoint mostly holds still and moves in bursts (a leg in stance and swing) the
+    median sees the still frames only and the Student-t scale is larger (up to 3.8x on the real recordings; README,
+    *Step sizes and fast movements*). NaN for a keypoint without steps.
+    """
+    squared = np.sum(steps**2, axis=-1)  # (N, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a keypoint never triangulated twice in a row: all-NaN
+        scale = np.nanmedian(np.sqrt(squared), axis=0) / np.sqrt(3)
+    if dof is None:
+        return scale
+    known = np.isfinite(squared)
+    q = np.where(known, squared, 0.0)
+    n = known.sum(axis=0)
+    s2 = np.maximum(np.nan_to_num(scale, nan=1.0) ** 2, 1e-30)
+    for _ in range(iterations):
+        w = np.where(known, (dof + 3) / (dof + q / s2), 0.0)
+        s2 = np.maximum(np.sum(w * q, axis=0) / np.maximum(3 * n, 1), 1e-30)
+    return np.where(n > 0, np.sqrt(s2), np.nan)
+
+
+MIN_AGREED_STEPS = 5  # a keypoint with fewer steps between agreed points uses all of its steps
+
+
+def _agreed_steps(steps: np.ndarray, agreed: np.ndarray) -> np.ndarray:
+    """``steps`` ``(T - 1, K, 3)`` with those not between two points every camera agrees on (``agreed``, ``(T, K)``)
+    set to NaN, per keypoint where at least :data:`MIN_AGREED_STEPS` remain. A step from or to a point the cameras
+    disagree about may be a wrong choice's jump, not movement (on the real SLEAP mouse such jumps tripled the
+    Student-t scale of some keypoints)."""
+    both = agreed[1:] & agreed[:-1]
+    use = both | (both.sum(axis=0) < MIN_AGREED_STEPS)[None]
+    return np.where(use[..., None], steps, np.nan)
+
+
 def initialize_from_observations_dlt(
     dataset: xr.Dataset,
     *,
@@ -545,6 +620,7 @@ def initialize_from_observations_dlt(
     threshold_px: float = 20.0,
     model=None,
     seed: int = 0,
+    step_dof: float | None = None,
 ) -> Initialization:
     """Robust triangulation-based initial values for every free variable of the model.
 
@@ -562,13 +638,17 @@ def initialize_from_observations_dlt(
         and every variable with a non-finite gradient.
     seed : int
         Seed for the pose-state clustering.
+    step_dof : float, optional
+        The Student-t steps' degrees of freedom: the step sizes are then that distribution's maximum-likelihood
+        scales on the steps between points every camera agrees on (:func:`_agreed_steps`); None (Gaussian steps)
+        takes them from the median of all steps (:func:`_step_scale_fit`). Both less the triangulation noise.
 
     Returns
     -------
     Initialization
     """
     skel = skeleton_of(dataset)
-    x = triangulate_sequence(dataset, threshold_px=threshold_px)
+    x, agreed = _reconstruct(dataset, threshold_px, skeleton_consistent=True, refine=True, temporal=None)
     T, K, _ = x.shape
     # 2D residuals of the reconstruction: noise scale and inlier fraction per keypoint
     obs = dataset["observations"].values
@@ -588,10 +668,11 @@ def initialize_from_observations_dlt(
     mad = 1.4826 * np.median(np.abs(lengths - rho), axis=0)
     sigma = np.maximum(_less_noise(mad, _bone_noise_var(delta, cov, skel.bones, skel.bone_parents)), 0.005 * rho)
     if T > 1:
-        steps = np.linalg.norm(np.diff(x, axis=0), axis=-1)  # (T-1, K)
         scale_ref = np.median(rho) if rho.size else 1.0
-        step_sigma = np.maximum(_less_noise(np.median(steps, axis=0) / np.sqrt(3), _step_noise_var(cov)),
-                                1e-3 * scale_ref)
+        steps = np.diff(x, axis=0)
+        if step_dof is not None:  # every step counts in the Student-t's scale: only those between agreed points
+            steps = _agreed_steps(steps, agreed)
+        step_sigma = np.maximum(_less_noise(_step_scale_fit(steps, step_dof), _step_noise_var(cov)), 1e-3 * scale_ref)
     else:
         step_sigma = np.ones(K)
     directions = delta / np.maximum(lengths, 1e-12)[..., None]
