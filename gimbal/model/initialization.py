@@ -157,13 +157,13 @@ def _reconstruct(dataset: xr.Dataset, threshold_px: float, skeleton_consistent: 
     x = select_candidates(candidates)  # (T, K, 3)
     agreed = _unanimous(candidates)
     if temporal:
-        keep = agreed & _bones_hold(x, skel.parents, _unanimous_bone_lengths(candidates, x, skel.parents))
+        keep = agreed & _bones_hold(x, skel.parents, _unanimous_bone_lengths(agreed, x, skel.parents))
         clean = lambda points: _cleaned(points, keep)  # noqa: E731
     else:
         clean = lambda points: _skeleton_cleaned(points, skel.parents)  # noqa: E731
     x = clean(x)
     if skeleton_consistent and x.shape[1] > 1:
-        x = clean(_prefer_consistent_bones(candidates, x, skel.parents, temporal=temporal))
+        x = clean(_prefer_consistent_bones(candidates, x, skel.parents, agreed, temporal=temporal))
     if refine:  # the chosen points' cameras (those within threshold_px), to the reprojection-error minimum
         per_point = np.moveaxis(obs, 1, 2)  # (T, K, C, 2)
         with np.errstate(invalid="ignore"):
@@ -294,7 +294,7 @@ BONE_TOLERANCE = 0.2  # relative bone-length deviation a candidate may have at n
 BONE_WEIGHT = 3.0  # cost, in supporting cameras, of each further 100% of deviation
 
 
-def _prefer_consistent_bones(candidates: Candidates, x, parents, temporal: bool = True) -> np.ndarray:
+def _prefer_consistent_bones(candidates: Candidates, x, parents, agreed, temporal: bool = True) -> np.ndarray:
     """Re-choose each point among its consensus candidates, weighing camera support against bone lengths.
 
     A candidate's score (supporting cameras, :class:`~gimbal.model.cameras.Candidates`) loses ``BONE_WEIGHT``
@@ -310,12 +310,14 @@ def _prefer_consistent_bones(candidates: Candidates, x, parents, temporal: bool 
     x : (T, K, 3) ndarray
         The plain choice, gaps filled.
     parents : (K,) ndarray
+    agreed : (T, K) bool ndarray
+        The unanimous points (:func:`_unanimous`), whose bones give the reference lengths.
     temporal : bool
         Choose tracks (default) rather than points.
     """
     K = x.shape[1]
     children = [np.flatnonzero(parents == k) for k in range(K)]
-    length = _unanimous_bone_lengths(candidates, x, parents)
+    length = _unanimous_bone_lengths(agreed, x, parents)
     points, out = candidates.points, x.copy()
 
     def cost(candidate, other, bone):
@@ -417,15 +419,16 @@ def _bones_hold(x: np.ndarray, parents: np.ndarray, length: np.ndarray) -> np.nd
     return held
 
 
-def _unanimous_bone_lengths(candidates: Candidates, x, parents, min_frames: int = 5) -> np.ndarray:
-    """Each bone's median length over the frames where both ends are unanimous, shape ``(K,)`` (entry 0 unused).
+def _unanimous_bone_lengths(unanimous: np.ndarray, x, parents, min_frames: int = 5) -> np.ndarray:
+    """Each bone's median length over the frames where both ends are ``unanimous`` ``(T, K)``, shape ``(K,)`` (entry 0
+    unused).
 
-    A point is unanimous when its best candidate is supported by every camera that detected it (at least two):
+    A point is unanimous when its best candidate is supported by every camera that detected it (at least two,
+    :func:`_unanimous`):
     where the cameras disagree, the plain choice may be wrong for most of a recording (an occluded elbow), and a
     median over all frames would learn the wrong length. With fewer than ``min_frames`` such frames the median
     over all frames is used.
     """
-    unanimous = _unanimous(candidates)
     length = np.full(x.shape[1], np.nan)
     for k in range(1, x.shape[1]):
         d = np.linalg.norm(x[:, k] - x[:, parents[k]], axis=-1)
