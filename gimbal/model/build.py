@@ -418,7 +418,7 @@ def build_model(
         that moves in bursts (a fly's leg in swing, a mouse that sits and then runs) pays a square for every burst
         and the model widens that keypoint's pixel noise instead, letting the track drift off its detections; the
         Student-t's tails let the burst through, and its fitted scale counts the bursts (the median step, which
-        sees the still frames only, is 1-4x smaller there; README, *Step sizes*).
+        sees the still frames only, is up to 3.8x smaller there; README, *Step sizes and fast movements*).
     steps_dof : float
         The Student-t steps' degrees of freedom (ignored with ``steps="gaussian"``). Fewer make every large step
         cheaper: a burst of movement, but also an explanation of a frame's detections that pulls the keypoint off its
