@@ -132,7 +132,9 @@ def test_two_camera_groups_make_one_block_whose_move_swaps_their_points():
     truth = np.zeros((T, 2, 3))
     truth[:, 1] = [60.0, 0.0, 0.0]  # keypoint 1, 60 mm from the root
     obs = project(truth, cams)  # (T, C, K, 2)
-    b_point = np.array([60.0, 120.0, 90.0])  # 150 mm from A: about 80 px in every camera
+    b_point = np.array([60.0, 0.0, 150.0])  # 150 mm above A: 74-80 px from it in every camera, so that no point
+    # between A and B is within the 20 px threshold of three cameras (at (60, 120, 90), 32 px from A in camera 1, a
+    # correctly normalized DLT finds a compromise that cameras 1-3 support; the unnormalized one missed it)
     obs[2, 2:, 1] = project(b_point[None], cams[2:])[:, 0]
     ds = from_arrays(obs, cams, parents=[-1, 0], keypoint_names=["root", "tip"])
     blocks = explanation_blocks(ds, rays=False, cameras=False)
