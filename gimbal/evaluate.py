@@ -68,6 +68,10 @@ class CameraScore:
     # share of the paired detections that the posterior mean reprojects closer to than robust triangulation does: a
     # paired view next to the ratio of medians, which compares two pooled distributions
     posterior_closer: float | None = None
+    # keypoints whose paired detections' median error is lower for the posterior, of those with paired detections:
+    # the comparison per landmark, where the pooled median mixes keypoints of different difficulty
+    keypoints_lower: int | None = None
+    keypoints_compared: int | None = None
 
     @property
     def ratio_median(self) -> float | None:
@@ -103,20 +107,22 @@ class LocoReport:
                  + "): held-out reprojection error, px",
                  f"  {'camera':>10s} {'n':>6s} {'posterior median':>17s} {'triang. median':>15s} {'ratio':>6s} "
                  f"{'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s} {'least-sq. tri. median/p90':>26s} "
-                 f"{'posterior only: n, median':>26s} {'post. closer':>12s}"]
+                 f"{'posterior only: n, median':>26s} {'post. closer':>12s} {'kp lower':>9s}"]
         for c in self.cameras:
             f = lambda v, s=".1f": "n/a" if v is None else format(v, s)  # noqa: E731
             ls, only = c.triangulation_least_squares, c.posterior_only
             closer = "n/a" if c.posterior_closer is None else f"{100 * c.posterior_closer:.0f}%"
+            lower = "n/a" if not c.keypoints_compared else f"{c.keypoints_lower}/{c.keypoints_compared}"
             lines.append(f"  {c.camera:>10s} {c.posterior.n:6d} {f(c.posterior.median):>17s} {f(c.triangulation.median):>15s} "
                          f"{f(c.ratio_median, '.2f'):>6s} {f(c.posterior.p90):>10s} {f(c.triangulation.p90):>9s} "
                          f"{f(c.bone_cv_posterior, '.3f') + ' / ' + f(c.bone_cv_triangulation, '.3f'):>17s} "
                          f"{(f(ls.median) + ' / ' + f(ls.p90)) if ls else 'n/a':>26s} "
                          f"{(str(only.n) + ', ' + f(only.median)) if only else 'n/a':>26s} "
-                         f"{closer:>12s}")
+                         f"{closer:>12s} {lower:>9s}")
         lines.append("  (n: held-out detections every method places, scored for each; posterior only: the ones of "
                      "keypoints fewer than two remaining cameras see, which no triangulation places; post. closer: "
-                     "share of the n where the posterior reprojects closer than triangulation)")
+                     "share of the n where the posterior reprojects closer than triangulation; kp lower: keypoints "
+                     "whose median over those detections is lower for the posterior, of the keypoints scored)")
         return "\n".join(lines)
 
 
@@ -179,6 +185,14 @@ def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, 
     summary = sampling_summary(fit.trace, ["x"])
     mean = fit.trace["posterior"]["x"].mean(("chain", "draw")).values
     return _HeldOutFit(rest, mean, summary, time.perf_counter() - t0, model.gimbal_config.as_dict())
+
+
+def _keypoints_lower(post: np.ndarray, robust: np.ndarray, paired: np.ndarray) -> dict:
+    """Per keypoint (the last axis of the ``(T, K)`` errors), whether the posterior's median over its ``paired``
+    detections is lower than triangulation's: ``keypoints_lower`` of ``keypoints_compared``."""
+    scored = [k for k in range(paired.shape[1]) if paired[:, k].any()]
+    lower = sum(bool(np.median(post[paired[:, k], k]) < np.median(robust[paired[:, k], k])) for k in scored)
+    return {"keypoints_lower": lower, "keypoints_compared": len(scored)}
 
 
 def _describe_options(options: dict) -> dict:
@@ -254,6 +268,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
             triangulation_least_squares=on(least, paired),
             posterior_only=on(post, np.isfinite(post) & ~paired),
             posterior_closer=float(np.mean(post[paired] < robust[paired])) if paired.any() else None,
+            **_keypoints_lower(post, robust, paired),
         ))
         if progress:
             r = rows[-1]

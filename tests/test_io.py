@@ -679,7 +679,8 @@ def test_a_keypoint_one_camera_sees_starts_on_its_rays():
 def test_leave_one_camera_out_pairs_its_comparison(monkeypatch, tmp_path, minimal80):
     """The posterior and triangulation are scored on the same held-out detections, and ``posterior_closer`` is the
     share of them the posterior reprojects strictly closer to: 0 for a 'posterior' that is the triangulation itself,
-    most of them for the simulation's true positions."""
+    most of them for the simulation's true positions; ``keypoints_lower`` counts the keypoints whose median is
+    strictly lower, among the keypoints with scored detections."""
     import gimbal.evaluate as evaluate
     from gimbal.datasets import truncate
     from gimbal.model.cameras import triangulate_robust
@@ -695,11 +696,14 @@ def test_leave_one_camera_out_pairs_its_comparison(monkeypatch, tmp_path, minima
             mean = np.where(np.isfinite(tri), tri, mean)
         return evaluate._HeldOutFit(rest, mean, {"divergences": 0}, 0.0, {})
 
-    for use, check in (("triangulation", lambda r: r.posterior_closer == 0.0 and r.ratio_median == 1.0),
-                       ("truth", lambda r: r.posterior_closer > 0.6 and r.ratio_median < 1.0)):
+    for use, check in (("triangulation", lambda r: r.posterior_closer == 0.0 and r.ratio_median == 1.0
+                        and r.keypoints_lower == 0),
+                       ("truth", lambda r: r.posterior_closer > 0.6 and r.ratio_median < 1.0 and r.keypoints_lower >= 2)):
         monkeypatch.setattr(evaluate, "_fit_without", lambda *a, use=use, **k: fake_fit(*a, use=use, **k))
         report = evaluate.leave_one_camera_out(ds, cameras=["cam0"], out=tmp_path / f"{use}.json", progress=False)
         row = report.cameras[0]
         assert row.posterior.n == row.triangulation.n == 20 * 3 and row.posterior_only.n == 20, row
         assert check(row), row
-        assert report.text().splitlines()[2].endswith(f" {100 * row.posterior_closer:.0f}%")
+        assert row.keypoints_compared == 3  # distal_right's held-out detections are the posterior's only
+        assert report.text().splitlines()[2].endswith(f" {100 * row.posterior_closer:.0f}% "
+                                                      f"{row.keypoints_lower:>7d}/3")

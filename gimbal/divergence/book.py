@@ -331,7 +331,9 @@ def _loco_section(data: dict) -> str:
               "keypoints that fewer than two remaining cameras see, which only the model places, are counted apart "
               "(*posterior only*). A ratio below 1 means the model placed keypoints better than triangulation where it "
               "could not see them; *closer* is the share of the scored detections that the model's point reprojects "
-              "closer to than triangulation's (a paired view of the same comparison). Bone CV: median over bones of "
+              "closer to than triangulation's (a paired view of the same comparison); *keypoints lower*: of the "
+              "keypoints scored, those whose median error is lower for the model (the pooled median mixes easy and "
+              "hard keypoints, so it can rise while most keypoints improve). Bone CV: median over bones of "
               "the length's sd / mean over frames (0 for a rigid skeleton). "
               "Least-squares triangulation: the same consensus moved to the minimum of its inlier cameras' "
               "reprojection error (a stronger baseline than the linear one the ratio uses).\n"]
@@ -339,12 +341,13 @@ def _loco_section(data: dict) -> str:
              fmt(r["ratio_median_posterior_to_triangulation"]), fmt(r["posterior"]["p90"]), fmt(r["triangulation"]["p90"]),
              f"{fmt(r['bone_cv_posterior'])} / {fmt(r['bone_cv_triangulation'])}",
              _median_p90(r.get("triangulation_least_squares")), _posterior_only(r.get("posterior_only")),
-             _percent(r.get("posterior_closer")), r["divergences"], fmt(r["max_rhat"], 3), fmt(r["fit_s"])]
+             _percent(r.get("posterior_closer")), _of(r.get("keypoints_lower"), r.get("keypoints_compared")),
+             r["divergences"], fmt(r["max_rhat"], 3), fmt(r["fit_s"])]
             for r in data["rows"]]
     text.append(md_table(["held-out camera", "detections", "posterior median px", "triangulation median px", "ratio",
                           "posterior p90", "triangulation p90", "bone CV post / tri",
                           "least-squares triangulation median / p90", "posterior only: detections, median px",
-                          "closer", "div", "max R-hat", "fit s"], rows) + "\n")
+                          "closer", "keypoints lower", "div", "max R-hat", "fit s"], rows) + "\n")
     return "\n".join(text)
 
 
@@ -355,6 +358,11 @@ def _posterior_only(stats: dict | None) -> str:
 
 def _percent(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.0f}%"
+
+
+def _of(part: int | None, whole: int | None) -> str:
+    """``"part/whole"``, or "n/a" where there is nothing to count (older result files lack the fields)."""
+    return "n/a" if not whole else f"{part}/{whole}"
 
 
 def _median_p90(stats: dict | None) -> str:
