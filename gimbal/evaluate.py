@@ -27,7 +27,8 @@ from .model.cameras import triangulate_least_squares, triangulate_robust
 from .datasets import load_dataset, skeleton_of
 from .settings import SamplerSettings
 
-__all__ = ["CameraScore", "LocoReport", "leave_one_camera_out", "heldout_errors", "bone_length_cv", "DEFAULT_OUT"]
+__all__ = ["CameraScore", "LocoReport", "leave_one_camera_out", "heldout_errors", "bone_length_cv", "ratio_interval",
+           "DEFAULT_OUT"]
 
 DEFAULT_OUT = Path("benchmarks") / "results"
 
@@ -72,6 +73,9 @@ class CameraScore:
     # the comparison per landmark, where the pooled median mixes keypoints of different difficulty
     keypoints_lower: int | None = None
     keypoints_compared: int | None = None
+    # a 90% moving-block bootstrap interval over frames of the ratio of medians (:func:`ratio_interval`): how far the
+    # ratio moves with the frames that happened to be recorded
+    ratio_median_interval: tuple[float, float] | None = None
 
     @property
     def ratio_median(self) -> float | None:
@@ -106,20 +110,24 @@ class LocoReport:
                  + (f"; left out, neither fitted nor scored: {left_out}" if left_out else "")
                  + "): held-out reprojection error, px",
                  f"  {'camera':>10s} {'n':>6s} {'posterior median':>17s} {'triang. median':>15s} {'ratio':>6s} "
-                 f"{'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s} {'least-sq. tri. median/p90':>26s} "
+                 f"{'90% interval':>12s} {'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s} "
+                 f"{'least-sq. tri. median/p90':>26s} "
                  f"{'posterior only: n, median':>26s} {'post. closer':>12s} {'kp lower':>9s}"]
         for c in self.cameras:
             f = lambda v, s=".1f": "n/a" if v is None else format(v, s)  # noqa: E731
             ls, only = c.triangulation_least_squares, c.posterior_only
             closer = "n/a" if c.posterior_closer is None else f"{100 * c.posterior_closer:.0f}%"
             lower = "n/a" if not c.keypoints_compared else f"{c.keypoints_lower}/{c.keypoints_compared}"
+            band = "n/a" if c.ratio_median_interval is None else "{:.2f}-{:.2f}".format(*c.ratio_median_interval)
             lines.append(f"  {c.camera:>10s} {c.posterior.n:6d} {f(c.posterior.median):>17s} {f(c.triangulation.median):>15s} "
-                         f"{f(c.ratio_median, '.2f'):>6s} {f(c.posterior.p90):>10s} {f(c.triangulation.p90):>9s} "
+                         f"{f(c.ratio_median, '.2f'):>6s} {band:>12s} {f(c.posterior.p90):>10s} "
+                         f"{f(c.triangulation.p90):>9s} "
                          f"{f(c.bone_cv_posterior, '.3f') + ' / ' + f(c.bone_cv_triangulation, '.3f'):>17s} "
                          f"{(f(ls.median) + ' / ' + f(ls.p90)) if ls else 'n/a':>26s} "
                          f"{(str(only.n) + ', ' + f(only.median)) if only else 'n/a':>26s} "
                          f"{closer:>12s} {lower:>9s}")
-        lines.append("  (n: held-out detections every method places, scored for each; posterior only: the ones of "
+        lines.append("  (n: held-out detections every method places, scored for each; 90% interval: of the ratio, "
+                     "resampling blocks of frames; posterior only: the ones of "
                      "keypoints fewer than two remaining cameras see, which no triangulation places; post. closer: "
                      "share of the n where the posterior reprojects closer than triangulation; kp lower: keypoints "
                      "whose median over those detections is lower for the posterior, of the keypoints scored)")
@@ -193,6 +201,59 @@ def _keypoints_lower(post: np.ndarray, robust: np.ndarray, paired: np.ndarray) -
     scored = [k for k in range(paired.shape[1]) if paired[:, k].any()]
     lower = sum(bool(np.median(post[paired[:, k], k]) < np.median(robust[paired[:, k], k])) for k in scored)
     return {"keypoints_lower": lower, "keypoints_compared": len(scored)}
+
+
+def ratio_interval(post: np.ndarray, robust: np.ndarray, paired: np.ndarray, *, block: int = 1, level: float = 0.9,
+                   n_resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of the ratio of median errors, resampling frames in blocks.
+
+    The frames of one recording are a sample: another stretch of the same session would give another ratio. Each
+    resample draws ``ceil(T / block)`` runs of ``block`` consecutive frames (a moving-block bootstrap, since the
+    errors of neighbouring frames are alike; ``block=1`` draws single frames) and takes the ratio of the posterior's
+    median to triangulation's over the paired detections of those frames. Only the frames vary: the cameras, the
+    keypoints and their calibration errors are those of the recording, so an interval that excludes 1 says the
+    comparison would hold on more frames like these, not on another rig.
+
+    Parameters
+    ----------
+    post, robust : (T, K) ndarray
+        Held-out reprojection errors of the posterior mean and of triangulation.
+    paired : (T, K) bool ndarray
+        The detections both are scored on.
+    block : int
+        Frames per block (at most T).
+    level : float
+        Coverage of the interval.
+    n_resamples : int
+    seed : int
+
+    Returns
+    -------
+    (low, high), or None without paired detections.
+    """
+    T = paired.shape[0]
+    if not paired.any():
+        return None
+    block = int(min(max(block, 1), T))
+    starts = np.random.default_rng(seed).integers(0, T - block + 1, size=(n_resamples, -(-T // block)))
+    frames = (starts[..., None] + np.arange(block)).reshape(n_resamples, -1)[:, :T]
+    ratios = np.full(n_resamples, np.nan)
+    for i, f in enumerate(frames):
+        use = paired[f]
+        if use.any():
+            ratios[i] = np.median(post[f][use]) / np.median(robust[f][use])
+    ratios = ratios[np.isfinite(ratios)]
+    if not ratios.size:
+        return None
+    low, high = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def _frame_block(dataset: xr.Dataset) -> int:
+    """Frames per bootstrap block: ``T^(1/3)`` rounded for consecutive frames (the usual rate for a moving-block
+    bootstrap), 1 for sparse labelled frames."""
+    T = int(dataset.sizes["frame"])
+    return max(1, round(T ** (1 / 3))) if bool(dataset.attrs.get("frames_consecutive", 1)) else 1
 
 
 def _describe_options(options: dict) -> dict:
@@ -269,6 +330,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
             posterior_only=on(post, np.isfinite(post) & ~paired),
             posterior_closer=float(np.mean(post[paired] < robust[paired])) if paired.any() else None,
             **_keypoints_lower(post, robust, paired),
+            ratio_median_interval=ratio_interval(post, robust, paired, block=_frame_block(ds), seed=sampler.seed),
         ))
         if progress:
             r = rows[-1]

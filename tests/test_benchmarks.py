@@ -15,3 +15,30 @@ def test_a_run_of_some_variants_finds_the_rows_measured_with_the_same_settings(t
     assert earlier_rows("observation_models", settings, out_dir=tmp_path) == {"a": {"x": 1}, "b": {"x": 2}}
     assert earlier_rows("observation_models", {**settings, "draws": 500}, out_dir=tmp_path) is None
     assert earlier_rows("ablation_x", settings, out_dir=tmp_path) is None
+
+
+def test_oracle_triangulation_is_the_least_squares_point_of_the_true_inliers():
+    """The observation benchmark's reference row: each point at scipy's reprojection-error minimum over the
+    detections the simulated detector left intact; NaN where fewer than two are."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    from benchmarks.observation import oracle_triangulation
+    from gimbal.datasets import load_dataset
+    from gimbal.model.cameras import project
+
+    ds = load_dataset("rodent18_realistic", max_T=30)  # frames 25 and 29 hold a point with < 2
+    x = oracle_triangulation(ds)
+    obs = ds["observations"].values  # (T, C, K, 2)
+    used = np.isfinite(obs).all(-1) & ~ds["is_outlier"].values  # (T, C, K)
+    P = ds["camera_matrix"].values
+    few = used.sum(axis=1) < 2
+    assert few.any() and np.isnan(x[few]).all() and np.isfinite(x[~few]).all()
+    checked = 0
+    for t, k in zip(*np.nonzero(~few)):
+        cams = np.flatnonzero(used[t, :, k])
+        truth = ds["positions_true"].values[t, k]
+        res = least_squares(lambda p: (project(p[None], P[cams])[:, 0] - obs[t, cams, k]).ravel(), truth + 5.0)
+        assert np.linalg.norm(x[t, k] - res.x) < 1e-3, (t, k, x[t, k], res.x)
+        checked += 1
+    assert checked > 500

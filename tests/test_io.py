@@ -697,8 +697,9 @@ def test_leave_one_camera_out_pairs_its_comparison(monkeypatch, tmp_path, minima
         return evaluate._HeldOutFit(rest, mean, {"divergences": 0}, 0.0, {})
 
     for use, check in (("triangulation", lambda r: r.posterior_closer == 0.0 and r.ratio_median == 1.0
-                        and r.keypoints_lower == 0),
-                       ("truth", lambda r: r.posterior_closer > 0.6 and r.ratio_median < 1.0 and r.keypoints_lower >= 2)):
+                        and r.keypoints_lower == 0 and r.ratio_median_interval == (1.0, 1.0)),
+                       ("truth", lambda r: r.posterior_closer > 0.6 and r.ratio_median < 1.0 and r.keypoints_lower >= 2
+                        and r.ratio_median_interval[0] <= r.ratio_median <= r.ratio_median_interval[1])):
         monkeypatch.setattr(evaluate, "_fit_without", lambda *a, use=use, **k: fake_fit(*a, use=use, **k))
         report = evaluate.leave_one_camera_out(ds, cameras=["cam0"], out=tmp_path / f"{use}.json", progress=False)
         row = report.cameras[0]
@@ -707,3 +708,34 @@ def test_leave_one_camera_out_pairs_its_comparison(monkeypatch, tmp_path, minima
         assert row.keypoints_compared == 3  # distal_right's held-out detections are the posterior's only
         assert report.text().splitlines()[2].endswith(f" {100 * row.posterior_closer:.0f}% "
                                                       f"{row.keypoints_lower:>7d}/3")
+        assert "{:.2f}-{:.2f}".format(*row.ratio_median_interval) in report.text().splitlines()[2]
+
+
+def test_ratio_interval_matches_scipy_bootstrap():
+    """With blocks of one frame the interval is scipy's percentile bootstrap over frames (the same statistic,
+    independent resamples: endpoints within Monte Carlo error); blocks of frames widen it where neighbouring frames'
+    errors move together; without paired detections there is none."""
+    from scipy.stats import bootstrap
+
+    from gimbal.evaluate import ratio_interval
+
+    rng = np.random.default_rng(3)
+    T, K = 60, 4
+    post = rng.gamma(2.0, 2.0, (T, K)) * np.linspace(0.5, 2.0, K)
+    robust = post * rng.uniform(0.8, 1.4, (T, K))
+    paired = rng.random((T, K)) < 0.85
+
+    def stat(frames):
+        f = frames.astype(int)
+        return np.median(post[f][paired[f]]) / np.median(robust[f][paired[f]])
+
+    ref = bootstrap((np.arange(T),), stat, vectorized=False, paired=False, n_resamples=20000, confidence_level=0.9,
+                    method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+    low, high = ratio_interval(post, robust, paired, block=1, n_resamples=20000)
+    assert abs(low - ref.low) < 0.01 and abs(high - ref.high) < 0.01, ((low, high), ref)
+    # errors that drift slowly over frames (runs of 10 alike): single frames understate the spread, blocks do not
+    slow = np.repeat(rng.uniform(0.6, 1.6, T // 10), 10)[:, None] * np.ones((1, K))
+    narrow = ratio_interval(post * slow, post, np.ones((T, K), bool), block=1)
+    wide = ratio_interval(post * slow, post, np.ones((T, K), bool), block=10)
+    assert wide[1] - wide[0] > narrow[1] - narrow[0] > 0, (narrow, wide)
+    assert ratio_interval(post, robust, np.zeros((T, K), bool)) is None

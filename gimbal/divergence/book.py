@@ -330,7 +330,9 @@ def _loco_section(data: dict) -> str:
             + ". Both are scored on the same detections, those every method places; the held-out detections of "
               "keypoints that fewer than two remaining cameras see, which only the model places, are counted apart "
               "(*posterior only*). A ratio below 1 means the model placed keypoints better than triangulation where it "
-              "could not see them; *closer* is the share of the scored detections that the model's point reprojects "
+              "could not see them; its *90% interval* comes from resampling blocks of frames (what other frames of the "
+              "same session would give; the cameras and their calibration stay those of this one); *closer* is the "
+              "share of the scored detections that the model's point reprojects "
               "closer to than triangulation's (a paired view of the same comparison); *keypoints lower*: of the "
               "keypoints scored, those whose median error is lower for the model (the pooled median mixes easy and "
               "hard keypoints, so it can rise while most keypoints improve). Bone CV: median over bones of "
@@ -338,14 +340,15 @@ def _loco_section(data: dict) -> str:
               "Least-squares triangulation: the same consensus moved to the minimum of its inlier cameras' "
               "reprojection error (a stronger baseline than the linear one the ratio uses).\n"]
     rows = [[r["camera"], r["posterior"]["n"], fmt(r["posterior"]["median"]), fmt(r["triangulation"]["median"]),
-             fmt(r["ratio_median_posterior_to_triangulation"]), fmt(r["posterior"]["p90"]), fmt(r["triangulation"]["p90"]),
+             fmt(r["ratio_median_posterior_to_triangulation"]), _interval(r.get("ratio_median_interval")),
+             fmt(r["posterior"]["p90"]), fmt(r["triangulation"]["p90"]),
              f"{fmt(r['bone_cv_posterior'])} / {fmt(r['bone_cv_triangulation'])}",
              _median_p90(r.get("triangulation_least_squares")), _posterior_only(r.get("posterior_only")),
              _percent(r.get("posterior_closer")), _of(r.get("keypoints_lower"), r.get("keypoints_compared")),
              r["divergences"], fmt(r["max_rhat"], 3), fmt(r["fit_s"])]
             for r in data["rows"]]
     text.append(md_table(["held-out camera", "detections", "posterior median px", "triangulation median px", "ratio",
-                          "posterior p90", "triangulation p90", "bone CV post / tri",
+                          "ratio 90% interval", "posterior p90", "triangulation p90", "bone CV post / tri",
                           "least-squares triangulation median / p90", "posterior only: detections, median px",
                           "closer", "keypoints lower", "div", "max R-hat", "fit s"], rows) + "\n")
     return "\n".join(text)
@@ -358,6 +361,11 @@ def _posterior_only(stats: dict | None) -> str:
 
 def _percent(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.0f}%"
+
+
+def _interval(bounds: list | None) -> str:
+    """``"low-high"`` of a ratio's interval, or "n/a" (older result files lack it)."""
+    return "n/a" if not bounds else f"{fmt(bounds[0], 3)}-{fmt(bounds[1], 3)}"
 
 
 def _of(part: int | None, whole: int | None) -> str:
@@ -474,7 +482,9 @@ def _observation_models_section(data: dict) -> str:
         "A simulated real detector (`gimbal.datasets.detector_errors`): outlier rates per (camera, keypoint) from 5% to "
         "95% in runs of frames, confident left/right swaps, systematic offsets, scores that overlap between good and "
         "bad detections; the animal turns about the vertical. Each row reconstructs the same frames: robust "
-        "triangulation (the baseline), the skeleton-consistent triangulation the chains start from, then the models; "
+        "triangulation (the baseline), the skeleton-consistent triangulation the chains start from, where present "
+        "least squares on the detections the simulator left intact (a reference that knows every outlier, not a "
+        "method: what frame-by-frame triangulation reaches without wrong detections), then the models; "
         f"rows marked *+ trained prior* add a pose prior trained on `{data['train']}`'s ground truth ({data['n_states']} states, heading "
         f"{' -> '.join(data['heading'])}). 3D error (mm) of the posterior mean, its ratio to robust triangulation's "
         "(target: at most 0.5 in mean and p90), convergence over every latent (positions and globals), and how well "
