@@ -76,6 +76,9 @@ class CameraScore:
     # a 90% moving-block bootstrap interval over frames of the ratio of medians (:func:`ratio_interval`): how far the
     # ratio moves with the frames that happened to be recorded
     ratio_median_interval: tuple[float, float] | None = None
+    # the ratio with each chain's own mean in place of the posterior mean, on the same detections: where chains sit
+    # in different regions (R-hat well above 1), whether the comparison holds in each of them
+    ratio_median_by_chain: list[float] | None = None
 
     @property
     def ratio_median(self) -> float | None:
@@ -112,25 +115,28 @@ class LocoReport:
                  f"  {'camera':>10s} {'n':>6s} {'posterior median':>17s} {'triang. median':>15s} {'ratio':>6s} "
                  f"{'90% interval':>12s} {'post. p90':>10s} {'tri. p90':>9s} {'bone CV post/tri':>17s} "
                  f"{'least-sq. tri. median/p90':>26s} "
-                 f"{'posterior only: n, median':>26s} {'post. closer':>12s} {'kp lower':>9s}"]
+                 f"{'posterior only: n, median':>26s} {'post. closer':>12s} {'kp lower':>9s}  ratio per chain"]
         for c in self.cameras:
             f = lambda v, s=".1f": "n/a" if v is None else format(v, s)  # noqa: E731
             ls, only = c.triangulation_least_squares, c.posterior_only
             closer = "n/a" if c.posterior_closer is None else f"{100 * c.posterior_closer:.0f}%"
             lower = "n/a" if not c.keypoints_compared else f"{c.keypoints_lower}/{c.keypoints_compared}"
             band = "n/a" if c.ratio_median_interval is None else "{:.2f}-{:.2f}".format(*c.ratio_median_interval)
+            chains = "n/a" if not c.ratio_median_by_chain else " ".join(f"{r:.2f}" for r in c.ratio_median_by_chain)
             lines.append(f"  {c.camera:>10s} {c.posterior.n:6d} {f(c.posterior.median):>17s} {f(c.triangulation.median):>15s} "
                          f"{f(c.ratio_median, '.2f'):>6s} {band:>12s} {f(c.posterior.p90):>10s} "
                          f"{f(c.triangulation.p90):>9s} "
                          f"{f(c.bone_cv_posterior, '.3f') + ' / ' + f(c.bone_cv_triangulation, '.3f'):>17s} "
                          f"{(f(ls.median) + ' / ' + f(ls.p90)) if ls else 'n/a':>26s} "
                          f"{(str(only.n) + ', ' + f(only.median)) if only else 'n/a':>26s} "
-                         f"{closer:>12s} {lower:>9s}")
+                         f"{closer:>12s} {lower:>9s}  {chains}")
         lines.append("  (n: held-out detections every method places, scored for each; 90% interval: of the ratio, "
                      "resampling blocks of frames; posterior only: the ones of "
                      "keypoints fewer than two remaining cameras see, which no triangulation places; post. closer: "
                      "share of the n where the posterior reprojects closer than triangulation; kp lower: keypoints "
-                     "whose median over those detections is lower for the posterior, of the keypoints scored)")
+                     "whose median over those detections is lower for the posterior, of the keypoints scored; ratio "
+                     "per chain: with each chain's own mean, which tells where chains disagree whether each region "
+                     "leads)")
         return "\n".join(lines)
 
 
@@ -175,6 +181,7 @@ class _HeldOutFit:
     summary: dict
     fit_s: float
     model: dict  # the ModelConfig as built (choices left to the data resolved)
+    chain_means: np.ndarray | None = None  # (chains, T, K, 3): each chain's own mean
 
 
 def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, progress, model_options) -> _HeldOutFit:
@@ -191,8 +198,9 @@ def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, 
                        sampler=sampler.sampler, target_accept=sampler.target_accept, maxdepth=sampler.maxdepth,
                        adaptation=sampler.adaptation, backend=sampler.backend, progress=progress)
     summary = sampling_summary(fit.trace, ["x"])
-    mean = fit.trace["posterior"]["x"].mean(("chain", "draw")).values
-    return _HeldOutFit(rest, mean, summary, time.perf_counter() - t0, model.gimbal_config.as_dict())
+    chain_means = fit.trace["posterior"]["x"].mean("draw").values
+    return _HeldOutFit(rest, chain_means.mean(axis=0), summary, time.perf_counter() - t0, model.gimbal_config.as_dict(),
+                       chain_means)
 
 
 def _keypoints_lower(post: np.ndarray, robust: np.ndarray, paired: np.ndarray) -> dict:
@@ -247,6 +255,16 @@ def ratio_interval(post: np.ndarray, robust: np.ndarray, paired: np.ndarray, *, 
         return None
     low, high = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+def _ratio_by_chain(chain_means: np.ndarray | None, dataset: xr.Dataset, camera: str, min_confidence: float | None,
+                    robust: np.ndarray, paired: np.ndarray) -> list[float] | None:
+    """The ratio of medians with each chain's mean ``(chains, T, K, 3)`` in place of the posterior mean, on the
+    ``paired`` detections; None without chain means or paired detections."""
+    if chain_means is None or not paired.any():
+        return None
+    base = float(np.median(robust[paired]))
+    return [float(np.median(heldout_errors(m, dataset, camera, min_confidence)[paired])) / base for m in chain_means]
 
 
 def _frame_block(dataset: xr.Dataset) -> int:
@@ -331,6 +349,7 @@ def leave_one_camera_out(dataset, *, out=None, max_T: int | None = None, cameras
             posterior_closer=float(np.mean(post[paired] < robust[paired])) if paired.any() else None,
             **_keypoints_lower(post, robust, paired),
             ratio_median_interval=ratio_interval(post, robust, paired, block=_frame_block(ds), seed=sampler.seed),
+            ratio_median_by_chain=_ratio_by_chain(fit.chain_means, ds, cam, min_confidence, robust, paired),
         ))
         if progress:
             r = rows[-1]

@@ -499,6 +499,8 @@ def test_leave_one_camera_out_scores_every_camera(tmp_path, minimal80):
         assert 0.5 < row.posterior.median < 6, row
         assert row.triangulation.median > 0.8 * row.posterior.median, row
         assert row.posterior.n == 15 * 4 and row.bone_cv_posterior < row.bone_cv_triangulation
+        assert row.ratio_median_by_chain == [pytest.approx(row.ratio_median)]  # one chain: its mean is the posterior's
+    assert all(len(r["ratio_median_by_chain"]) == 1 and len(r["ratio_median_interval"]) == 2 for r in data["rows"])
     with pytest.raises(FileExistsError):
         leave_one_camera_out(ds, out=tmp_path / "loco.json", progress=False)
     with pytest.raises(ValueError, match="needs >= 3 cameras"):
@@ -692,9 +694,11 @@ def test_leave_one_camera_out_pairs_its_comparison(monkeypatch, tmp_path, minima
         rest = dataset.sel(camera=[c for c in dataset["camera"].values if c != camera])
         tri = triangulate_robust(np.moveaxis(rest["observations"].values, 1, 2), rest["camera_matrix"].values)
         mean = dataset["positions_true"].values
-        if use == "triangulation":  # where it has a point
-            mean = np.where(np.isfinite(tri), tri, mean)
-        return evaluate._HeldOutFit(rest, mean, {"divergences": 0}, 0.0, {})
+        on_tri = np.where(np.isfinite(tri), tri, mean)  # triangulation where it has a point
+        if use == "triangulation":
+            mean = on_tri
+        # two 'chains': one at the posterior mean, one at triangulation
+        return evaluate._HeldOutFit(rest, mean, {"divergences": 0}, 0.0, {}, np.stack([mean, on_tri]))
 
     for use, check in (("triangulation", lambda r: r.posterior_closer == 0.0 and r.ratio_median == 1.0
                         and r.keypoints_lower == 0 and r.ratio_median_interval == (1.0, 1.0)),
@@ -706,9 +710,10 @@ def test_leave_one_camera_out_pairs_its_comparison(monkeypatch, tmp_path, minima
         assert row.posterior.n == row.triangulation.n == 20 * 3 and row.posterior_only.n == 20, row
         assert check(row), row
         assert row.keypoints_compared == 3  # distal_right's held-out detections are the posterior's only
-        assert report.text().splitlines()[2].endswith(f" {100 * row.posterior_closer:.0f}% "
-                                                      f"{row.keypoints_lower:>7d}/3")
+        assert f" {100 * row.posterior_closer:.0f}% {row.keypoints_lower:>7d}/3 " in report.text().splitlines()[2]
         assert "{:.2f}-{:.2f}".format(*row.ratio_median_interval) in report.text().splitlines()[2]
+        assert row.ratio_median_by_chain == [pytest.approx(row.ratio_median), 1.0], row.ratio_median_by_chain
+        assert report.text().splitlines()[2].endswith(f"  {row.ratio_median:.2f} 1.00")
 
 
 def test_ratio_interval_matches_scipy_bootstrap():

@@ -338,19 +338,21 @@ def _loco_section(data: dict) -> str:
               "hard keypoints, so it can rise while most keypoints improve). Bone CV: median over bones of "
               "the length's sd / mean over frames (0 for a rigid skeleton). "
               "Least-squares triangulation: the same consensus moved to the minimum of its inlier cameras' "
-              "reprojection error (a stronger baseline than the linear one the ratio uses).\n"]
+              "reprojection error (a stronger baseline than the linear one the ratio uses). *Ratio per chain*: the "
+              "ratio with each chain's own mean, which says, where the chains disagree (max R-hat well above 1), "
+              "whether the lead holds in each of their regions.\n"]
     rows = [[r["camera"], r["posterior"]["n"], fmt(r["posterior"]["median"]), fmt(r["triangulation"]["median"]),
              fmt(r["ratio_median_posterior_to_triangulation"]), _interval(r.get("ratio_median_interval")),
              fmt(r["posterior"]["p90"]), fmt(r["triangulation"]["p90"]),
              f"{fmt(r['bone_cv_posterior'])} / {fmt(r['bone_cv_triangulation'])}",
              _median_p90(r.get("triangulation_least_squares")), _posterior_only(r.get("posterior_only")),
              _percent(r.get("posterior_closer")), _of(r.get("keypoints_lower"), r.get("keypoints_compared")),
-             r["divergences"], fmt(r["max_rhat"], 3), fmt(r["fit_s"])]
+             r["divergences"], fmt(r["max_rhat"], 3), _by_chain(r.get("ratio_median_by_chain")), fmt(r["fit_s"])]
             for r in data["rows"]]
     text.append(md_table(["held-out camera", "detections", "posterior median px", "triangulation median px", "ratio",
                           "ratio 90% interval", "posterior p90", "triangulation p90", "bone CV post / tri",
                           "least-squares triangulation median / p90", "posterior only: detections, median px",
-                          "closer", "keypoints lower", "div", "max R-hat", "fit s"], rows) + "\n")
+                          "closer", "keypoints lower", "div", "max R-hat", "ratio per chain", "fit s"], rows) + "\n")
     return "\n".join(text)
 
 
@@ -366,6 +368,11 @@ def _percent(share: float | None) -> str:
 def _interval(bounds: list | None) -> str:
     """``"low-high"`` of a ratio's interval, or "n/a" (older result files lack it)."""
     return "n/a" if not bounds else f"{fmt(bounds[0], 3)}-{fmt(bounds[1], 3)}"
+
+
+def _by_chain(ratios: list | None) -> str:
+    """Each chain's ratio, or "n/a" (older result files lack them)."""
+    return "n/a" if not ratios else " / ".join(fmt(r, 3) for r in ratios)
 
 
 def _of(part: int | None, whole: int | None) -> str:
