@@ -8,6 +8,12 @@ with the likely cause: parameters identical to another camera's (a copied
 section), detections that fit another camera's calibration better (swapped
 files or names), or extrinsics that disagree with the rest (moved after
 calibration, or a calibration of another session).
+
+The same residuals, per (camera, keypoint), give each pair's steady offset: the median over frames of the vector
+from the others' triangulation to the camera's detection, next to how much it scatters from frame to frame. A large
+offset with a small scatter is a bias, not noise: the detector marks another spot than the other cameras' detectors,
+or the calibration is off at that place. The report lists the largest (:data:`N_OFFSETS`) without judging them; such a
+pair pulls every fit towards it, and ``--exclude CAMERA:KEYPOINT`` leaves it out.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import numpy as np
 
 from ..model.cameras import project, triangulate_robust
 
-__all__ = ["CameraCheck", "CalibrationReport", "check_calibration", "flagged_at_import", "FLAG_RATIO", "FLAG_MIN_PX"]
+__all__ = ["CameraCheck", "PairOffset", "CalibrationReport", "check_calibration", "flagged_at_import", "FLAG_RATIO",
+           "FLAG_MIN_PX", "N_OFFSETS"]
 
 FLAG_RATIO = 3.0  # flagged when the held-out error exceeds this multiple of the other cameras' median ...
 FLAG_MIN_PX = 20.0  # ... and this many pixels (real calibrations reproject at a few pixels)
 FLAGGED_FIX = "Fits with them are biased: fix the calibration and import again, or import without them."
+N_OFFSETS = 10  # the largest per-(camera, keypoint) offsets listed
+MIN_OFFSET_FRAMES = 10  # a pair's offset needs this many frames with both its detection and the others' point
 
 
 @dataclass(frozen=True)
@@ -38,12 +47,24 @@ class CameraCheck:
 
 
 @dataclass(frozen=True)
+class PairOffset:
+    """One (camera, keypoint) pair's steady offset from the other cameras' triangulation."""
+
+    camera: str
+    keypoint: str
+    offset_px: float  # length of the median (over frames) residual vector, detection minus the others' point
+    scatter_px: float  # median distance of the frames' residual vectors from that median
+    n_frames: int
+
+
+@dataclass(frozen=True)
 class CalibrationReport:
-    """Per-camera results of :func:`check_calibration`."""
+    """Per-camera results of :func:`check_calibration`, and the largest per-(camera, keypoint) offsets."""
 
     cameras: tuple[CameraCheck, ...]
     min_confidence: float | None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    offsets: tuple[PairOffset, ...] = ()
 
     @property
     def flagged(self) -> list[CameraCheck]:
@@ -56,6 +77,7 @@ class CalibrationReport:
     def to_dict(self) -> dict:
         return {"cameras": [asdict(c) for c in self.cameras], "min_confidence": self.min_confidence,
                 "flagged": [c.name for c in self.flagged], "notes": list(self.notes),
+                "largest_offsets": [asdict(o) for o in self.offsets],
                 "rule": f"flagged when the held-out median exceeds {FLAG_RATIO:g}x the other cameras' median "
                         f"and {FLAG_MIN_PX:g} px"}
 
@@ -64,6 +86,13 @@ class CalibrationReport:
         for c in self.cameras:
             err = "n/a" if c.heldout_median_px is None else f"{c.heldout_median_px:7.1f} px"
             lines.append(f"  {c.name:>12s}  {err}  ({c.n_points} detections)" + (f"  <-- {c.cause}" if c.flagged else ""))
+        if self.offsets:
+            lines.append("largest offsets of a camera's keypoint from the others' triangulation (median over frames; "
+                         "scatter: frame to frame). A large offset with a small scatter is a bias, not noise, and pulls "
+                         "every fit towards it; gimbal evaluate shows what leaving one out (--exclude CAMERA:KEYPOINT) "
+                         "changes:")
+            lines.extend(f"  {o.camera}:{o.keypoint}  {o.offset_px:.1f} px  (scatter {o.scatter_px:.1f} px, "
+                         f"{o.n_frames} frames)" for o in self.offsets)
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -83,19 +112,38 @@ def flagged_at_import(dataset) -> str | None:
     return f"the calibration check at import flagged camera(s) {named}. {FLAGGED_FIX}"
 
 
-def _heldout_errors(obs: np.ndarray, P: np.ndarray, c: int, det: np.ndarray | None = None) -> np.ndarray:
-    """Errors of camera ``c`` (its detections ``det``, default its own) against the others' triangulation."""
+def _heldout_residuals(obs: np.ndarray, P: np.ndarray, c: int) -> np.ndarray:
+    """``(T, K, 2)``: camera ``c``'s detections minus the projection of the others' triangulation (NaN where either
+    is missing)."""
     others = [i for i in range(P.shape[0]) if i != c]
     X = triangulate_robust(obs[:, others].transpose(0, 2, 1, 3), P[others])  # (T, K, 3)
-    proj = project(X, P[c : c + 1])[:, 0]  # (T, K, 2)
-    target = obs[:, c] if det is None else det
-    err = np.linalg.norm(proj - target, axis=-1)
+    return obs[:, c] - project(X, P[c : c + 1])[:, 0]
+
+
+def _heldout_errors(obs: np.ndarray, P: np.ndarray, c: int) -> np.ndarray:
+    """Errors of camera ``c``'s detections against the others' triangulation, the finite ones flattened."""
+    err = np.linalg.norm(_heldout_residuals(obs, P, c), axis=-1)
     return err[np.isfinite(err)]
 
 
+def _pair_offsets(residuals: np.ndarray, camera: str, keypoints) -> list[PairOffset]:
+    """Each keypoint's :class:`PairOffset` from one camera's residuals ``(T, K, 2)`` (keypoints with fewer than
+    :data:`MIN_OFFSET_FRAMES` frames left out)."""
+    out = []
+    for k, name in enumerate(keypoints):
+        r = residuals[:, k][np.isfinite(residuals[:, k]).all(-1)]
+        if len(r) < MIN_OFFSET_FRAMES:
+            continue
+        median = np.median(r, axis=0)
+        out.append(PairOffset(camera, str(name), float(np.linalg.norm(median)),
+                              float(np.median(np.linalg.norm(r - median, axis=-1))), len(r)))
+    return out
+
+
 def check_calibration(observations, camera_matrices, names, calibration=None, confidence=None,
-                      min_confidence: float | None = None) -> CalibrationReport:
-    """Per-camera held-out reprojection error of (undistorted) detections.
+                      min_confidence: float | None = None, keypoints=None) -> CalibrationReport:
+    """Per-camera held-out reprojection error of (undistorted) detections, and the largest per-(camera, keypoint)
+    steady offsets.
 
     Parameters
     ----------
@@ -108,6 +156,8 @@ def check_calibration(observations, camera_matrices, names, calibration=None, co
     confidence : (T, C, K) array, optional
     min_confidence : float, optional
         Only detections at least this confident are compared (default: all).
+    keypoints : sequence of str, optional
+        Keypoint names for the offsets (default: their indices).
     """
     obs = np.array(observations, float)
     P = np.asarray(camera_matrices, float)
@@ -118,8 +168,12 @@ def check_calibration(observations, camera_matrices, names, calibration=None, co
     if C < 3:
         notes.append(f"{C} cameras: a held-out check needs at least 3 (two to triangulate, one to compare).")
         return CalibrationReport(tuple(CameraCheck(str(n), 0, None) for n in names), min_confidence, tuple(notes))
-    errors = [_heldout_errors(obs, P, c) for c in range(C)]
+    residuals = [_heldout_residuals(obs, P, c) for c in range(C)]
+    errors = [e[np.isfinite(e)] for e in (np.linalg.norm(r, axis=-1) for r in residuals)]
     medians = [float(np.median(e)) if e.size else None for e in errors]
+    keypoints = [str(k) for k in (keypoints if keypoints is not None else range(obs.shape[2]))]
+    offsets = sorted((o for c, r in enumerate(residuals) for o in _pair_offsets(r, str(names[c]), keypoints)),
+                     key=lambda o: -o.offset_px)[:N_OFFSETS]
     checks = []
     for c, name in enumerate(names):
         others = [m for i, m in enumerate(medians) if i != c and m is not None]
@@ -127,7 +181,7 @@ def check_calibration(observations, camera_matrices, names, calibration=None, co
         flagged = m is not None and bool(others) and m > FLAG_RATIO * float(np.median(others)) and m > FLAG_MIN_PX
         cause = _likely_cause(c, names, obs, P, calibration, m) if flagged else ""
         checks.append(CameraCheck(str(name), int(errors[c].size), m, flagged, cause))
-    return CalibrationReport(tuple(checks), min_confidence, tuple(notes))
+    return CalibrationReport(tuple(checks), min_confidence, tuple(notes), tuple(offsets))
 
 
 def _likely_cause(c, names, obs, P, calibration, median) -> str:

@@ -302,7 +302,7 @@ def import_session(
     ds["observations_raw"] = (("frame", "camera", "keypoint", "uv"), raw)
     ds["confidence"] = (("frame", "camera", "keypoint"), conf)
     ds = attach_calibration(ds, used)
-    report = check_calibration(und, used.pinhole_matrices(), order, used, conf, min_confidence)
+    report = check_calibration(und, used.pinhole_matrices(), order, used, conf, min_confidence, keypoints=skel.names)
     ds.attrs.update(
         calibration_file=str(calib.source),
         detection_files=json.dumps({c: per_camera[c].attrs.get("source_file", "") for c in order}),
