@@ -120,10 +120,15 @@ def _heldout_residuals(obs: np.ndarray, P: np.ndarray, c: int) -> np.ndarray:
     return obs[:, c] - project(X, P[c : c + 1])[:, 0]
 
 
+def _errors(residuals: np.ndarray) -> np.ndarray:
+    """The finite lengths of residual vectors ``(..., 2)``, flattened."""
+    err = np.linalg.norm(residuals, axis=-1)
+    return err[np.isfinite(err)]
+
+
 def _heldout_errors(obs: np.ndarray, P: np.ndarray, c: int) -> np.ndarray:
     """Errors of camera ``c``'s detections against the others' triangulation, the finite ones flattened."""
-    err = np.linalg.norm(_heldout_residuals(obs, P, c), axis=-1)
-    return err[np.isfinite(err)]
+    return _errors(_heldout_residuals(obs, P, c))
 
 
 def _pair_offsets(residuals: np.ndarray, camera: str, keypoints) -> list[PairOffset]:
@@ -169,7 +174,7 @@ def check_calibration(observations, camera_matrices, names, calibration=None, co
         notes.append(f"{C} cameras: a held-out check needs at least 3 (two to triangulate, one to compare).")
         return CalibrationReport(tuple(CameraCheck(str(n), 0, None) for n in names), min_confidence, tuple(notes))
     residuals = [_heldout_residuals(obs, P, c) for c in range(C)]
-    errors = [e[np.isfinite(e)] for e in (np.linalg.norm(r, axis=-1) for r in residuals)]
+    errors = [_errors(r) for r in residuals]
     medians = [float(np.median(e)) if e.size else None for e in errors]
     keypoints = [str(k) for k in (keypoints if keypoints is not None else range(obs.shape[2]))]
     offsets = sorted((o for c, r in enumerate(residuals) for o in _pair_offsets(r, str(names[c]), keypoints)),
