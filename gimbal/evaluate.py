@@ -245,11 +245,7 @@ def ratio_interval(post: np.ndarray, robust: np.ndarray, paired: np.ndarray, *, 
     block = int(min(max(block, 1), T))
     starts = np.random.default_rng(seed).integers(0, T - block + 1, size=(n_resamples, -(-T // block)))
     frames = (starts[..., None] + np.arange(block)).reshape(n_resamples, -1)[:, :T]
-    ratios = np.full(n_resamples, np.nan)
-    for i, f in enumerate(frames):
-        use = paired[f]
-        if use.any():
-            ratios[i] = np.median(post[f][use]) / np.median(robust[f][use])
+    ratios = np.array([_median_ratio(post[f], robust[f], paired[f]) if paired[f].any() else np.nan for f in frames])
     ratios = ratios[np.isfinite(ratios)]
     if not ratios.size:
         return None
@@ -263,8 +259,12 @@ def _ratio_by_chain(chain_means: np.ndarray | None, dataset: xr.Dataset, camera:
     ``paired`` detections; None without chain means or paired detections."""
     if chain_means is None or not paired.any():
         return None
-    base = float(np.median(robust[paired]))
-    return [float(np.median(heldout_errors(m, dataset, camera, min_confidence)[paired])) / base for m in chain_means]
+    return [_median_ratio(heldout_errors(m, dataset, camera, min_confidence), robust, paired) for m in chain_means]
+
+
+def _median_ratio(post: np.ndarray, robust: np.ndarray, where: np.ndarray) -> float:
+    """The posterior's median error over the detections ``where`` divided by triangulation's."""
+    return float(np.median(post[where]) / np.median(robust[where]))
 
 
 def _frame_block(dataset: xr.Dataset) -> int:
