@@ -90,6 +90,31 @@ def test_dlt_matches_opencv_on_noisy_pairs():
     assert ours_err < 0.5
 
 
+def test_dlt_stays_near_the_maximum_likelihood_point_where_pixel_noise_times_depth_is_large():
+    """Four cameras 850 mm away (f = 900 px), 2 px noise: the normalized DLT, and robust triangulation built on it
+    (the baselines), stay within a noise-sized distance of the reprojection-error minimum scipy finds, and in front of
+    every camera; the solve in world units as they are (``normalize=False``, what the chains' start keeps) strays far
+    from it on the same points."""
+    from scipy.optimize import least_squares
+
+    rng = np.random.default_rng(0)
+    K = intrinsics(900.0, 320.0, 240.0)
+    P = np.stack([camera_matrix(K, *look_at([800 * np.cos(a), 800 * np.sin(a), 300.0], [0, 0, 0]))
+                  for a in np.radians([0, 90, 180, 270])])
+    X = rng.normal(scale=15.0, size=(200, 3))
+    y = np.moveaxis(project(X, P), 0, 1) + rng.normal(scale=2.0, size=(200, 4, 2))
+    ml = np.stack([least_squares(lambda v, o=o: (project(v[None], P)[:, 0] - o).ravel(), x0).x
+                   for o, x0 in zip(y, X)])
+    dlt = triangulate_dlt(y, P)
+    assert np.max(np.linalg.norm(dlt - ml, axis=-1)) < 1.0  # mm; the noise moves points ~2 mm
+    depth = np.einsum("cj,nj->nc", P[:, 2, :3], dlt) + P[:, 2, 3]
+    assert (depth > 0).all()
+    plain = triangulate_dlt(y, P, normalize=False)
+    assert np.max(np.linalg.norm(plain - ml, axis=-1)) > 10.0
+    robust = triangulate_robust(y, P)  # the baselines' triangulation: every camera is an inlier here
+    assert np.max(np.linalg.norm(robust - ml, axis=-1)) < 1.0
+
+
 def test_robust_triangulation_survives_20_percent_outliers():
     rng = np.random.default_rng(2)
     P = _ring_cameras(6)

@@ -145,7 +145,7 @@ def _dlt_rows(y, cameras):
     return rows.reshape(rows.shape[0], -1, 4), seen.sum(axis=-1)
 
 
-def triangulate_dlt(observations, cameras) -> np.ndarray:
+def triangulate_dlt(observations, cameras, normalize: bool = True) -> np.ndarray:
     """Linear (DLT) triangulation from every camera that sees a point.
 
     Parameters
@@ -153,6 +153,11 @@ def triangulate_dlt(observations, cameras) -> np.ndarray:
     observations : (..., C, 2) array_like
         Pixels; ``NaN`` marks a camera that did not see the point.
     cameras : (C, 3, 4) array_like
+    normalize : bool
+        Solve in world coordinates centred on the cameras and scaled by their spread (Hartley and Zisserman's
+        normalization, :func:`_world_normalization`). Without it (world units as they are) the solve's minimum can
+        slide towards the plane at infinity where pixel noise times depth is large; the chains' start keeps that
+        solve for its candidates (see :func:`gimbal.model.initialization.triangulate_sequence`).
 
     Returns
     -------
@@ -167,13 +172,31 @@ def triangulate_dlt(observations, cameras) -> np.ndarray:
         )
     lead = obs.shape[:-2]
     flat = obs.reshape(-1, cameras.shape[0], 2)
-    A, n_seen = _dlt_rows(flat, cameras)
+    centre, scale = _world_normalization(cameras) if normalize else (np.zeros(3), 1.0)
+    to_world = np.eye(4)
+    to_world[:3, :3] *= scale
+    to_world[:3, 3] = centre
+    A, n_seen = _dlt_rows(flat, cameras @ to_world)
     _, _, vt = np.linalg.svd(A)
     X = vt[:, -1, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        pts = X[:, :3] / X[:, 3:4]
+        pts = centre + scale * X[:, :3] / X[:, 3:4]
     pts[n_seen < 2] = np.nan
     return pts.reshape(*lead, 3)
+
+
+def _world_normalization(cameras) -> tuple[np.ndarray, float]:
+    """The centre and scale of the cameras' centres, for the linear solve of :func:`triangulate_dlt`.
+
+    The DLT minimizes an algebraic error over homogeneous points ``(X, W)`` of unit norm. In world units (mm,
+    cameras ~1 m away) a detection's pixel noise times the depth outweighs what moving ``X`` costs, and the
+    minimum can lie near ``W = 0``: a point metres away, behind the cameras. In coordinates where the cameras are
+    about one unit from the origin ``W`` stays comparable to ``X``.
+    """
+    centres = camera_centres(cameras)
+    centre = centres.mean(axis=0)
+    scale = float(np.sqrt(np.mean(np.sum((centres - centre) ** 2, axis=-1))))
+    return centre, (scale if np.isfinite(scale) and scale > 0 else 1.0)
 
 
 def projection_jacobian(points, cameras):
@@ -323,8 +346,9 @@ def select_candidates(candidates: Candidates, score: np.ndarray | None = None) -
     return np.where(usable[..., None], chosen, candidates.fallback)
 
 
-def triangulation_candidates(observations, cameras, threshold_px: float = 20.0) -> Candidates:
-    """One candidate 3D point per camera pair, with its support and score (:class:`Candidates`)."""
+def triangulation_candidates(observations, cameras, threshold_px: float = 20.0, normalize: bool = True) -> Candidates:
+    """One candidate 3D point per camera pair, with its support and score (:class:`Candidates`); ``normalize``
+    as in :func:`triangulate_dlt`."""
     obs = np.asarray(observations, float)
     cameras = np.asarray(cameras, float)
     C = cameras.shape[0]
@@ -338,7 +362,7 @@ def triangulation_candidates(observations, cameras, threshold_px: float = 20.0) 
     for i, j in combinations(range(C), 2):
         pair = np.full_like(flat, np.nan)
         pair[:, [i, j]] = flat[:, [i, j]]
-        proposals.append(triangulate_dlt(pair, cameras))
+        proposals.append(triangulate_dlt(pair, cameras, normalize))
     proposals = np.stack(proposals)  # (pairs, N, 3)
     err = reprojection_error(proposals, flat[None], cameras)  # (pairs, N, C)
     inlier = np.isfinite(err) & (err <= threshold_px)
@@ -351,7 +375,7 @@ def triangulation_candidates(observations, cameras, threshold_px: float = 20.0) 
             spread = np.nanmedian(np.where(inlier, err, np.nan), axis=-1)
             median = np.nanmedian(proposals, axis=0)
     score = np.where(np.isfinite(spread) & (n_in >= 2), n_in - spread / (threshold_px + 1.0), -np.inf)
-    refit = triangulate_dlt(np.where(inlier[..., None], flat[None], np.nan), cameras)  # (pairs, N, 3)
+    refit = triangulate_dlt(np.where(inlier[..., None], flat[None], np.nan), cameras, normalize)  # (pairs, N, 3)
     score = np.where(np.isfinite(refit).all(-1), score, -np.inf)
     n_pairs = proposals.shape[0]
     return Candidates(refit.reshape(n_pairs, *lead, 3), n_in.reshape(n_pairs, *lead), score.reshape(n_pairs, *lead),

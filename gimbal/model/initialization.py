@@ -122,8 +122,9 @@ def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skelet
                          refine: bool = True, temporal: bool | None = None) -> np.ndarray:
     """Robust 3D reconstruction of every frame and keypoint, gaps filled.
 
-    Each point is the best-supported camera-pair consensus (:func:`~gimbal.model.cameras.triangulate_robust`);
-    with ``skeleton_consistent`` the choice among the consensus candidates also weighs the bone lengths
+    Each point is the best-supported camera-pair consensus (:func:`~gimbal.model.cameras.triangulate_robust`, but
+    from the unnormalized linear solve, ``normalize=False``, for the reason given in :func:`_reconstruct`); with
+    ``skeleton_consistent`` the choice among the consensus candidates also weighs the bone lengths
     (:func:`_prefer_consistent_bones`), so that where the cameras disagree the point the skeleton allows wins,
     and with ``temporal`` each keypoint's choices form the track through frames that best trades camera support
     against continuity (:func:`continuous_track`), so that a tie the skeleton cannot see (three cameras for a
@@ -150,7 +151,11 @@ def _reconstruct(dataset: xr.Dataset, threshold_px: float, skeleton_consistent: 
     them agrees on (:func:`_unanimous`)."""
     obs = dataset["observations"].values  # (T, C, K, 2)
     P = dataset["camera_matrix"].values
-    candidates = triangulation_candidates(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px)
+    # The start's candidates keep the unnormalized linear solve (triangulate_dlt's normalize=False): on the SLEAP
+    # mouse its three-camera refits leave out the worst-calibrated camera where the normalized ones compromise
+    # with it, and chains from the normalized start settle 2,400 log-density units lower (README, *The linear
+    # triangulation is normalized*). The baselines and checks (triangulate_robust) use the normalized solve.
+    candidates = triangulation_candidates(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px, normalize=False)
     skel = skeleton_of(dataset)
     if temporal is None:
         temporal = bool(dataset.attrs.get("frames_consecutive", 1))

@@ -122,7 +122,7 @@ def explanation_blocks(dataset: xr.Dataset, pixel_noise: float = 4.0, *, max_fra
     if not (np.isfinite(pixel_noise) and pixel_noise > 0):
         raise ValueError(f"pixel_noise must be a positive number of pixels, got {pixel_noise!r}.")
     threshold_px = GROUP_SEPARATION_SD * float(pixel_noise)
-    cand = triangulation_candidates(obs, P, threshold_px)
+    cand = triangulation_candidates(obs, P, threshold_px, normalize=False)  # the start's candidates' solve
     points = cand.points  # (pairs, T, K, 3)
     err = reprojection_error(points, obs[None], P)  # (pairs, T, K, C)
     with np.errstate(invalid="ignore"):
@@ -165,10 +165,10 @@ def _camera_blocks(obs, P, agree_best, band_px, max_frames) -> list[ExplanationB
         others = agree_best.copy()
         others[..., c] = False
         usable = others.sum(-1) >= 2
-        a = triangulate_dlt(np.where(others[..., None], obs, np.nan), P)  # (T, K, 3) without c
+        a = triangulate_dlt(np.where(others[..., None], obs, np.nan), P, normalize=False)  # (T, K, 3) without c
         with_c = others.copy()
         with_c[..., c] = seen[..., c]
-        b = triangulate_dlt(np.where(with_c[..., None], obs, np.nan), P)
+        b = triangulate_dlt(np.where(with_c[..., None], obs, np.nan), P, normalize=False)
         with np.errstate(invalid="ignore"):
             off = reprojection_error(a, obs, P)[..., c]  # (T, K): c's detection from the point fitted without it
             ok = usable & seen[..., c] & (off >= band_px[0]) & (off <= band_px[1])
