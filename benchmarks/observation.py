@@ -207,7 +207,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     wrong = wrong_in_cameras(ds)
     rows = {}
     # the baseline is plain robust triangulation (consensus, no refinement); the model starts from the initialization
-    baseline = triangulate_sequence(ds, skeleton_consistent=False, refine=False)
+    baseline = triangulate_sequence(ds, skeleton_consistent=False, refine=False, normalize=True)
     for label, tri in (("triangulation", baseline), (INIT_ROW, triangulate_sequence(ds)),
                        (ORACLE_ROW, oracle_triangulation(ds))):
         rows[label] = {"errors": _errors(tri, truth), "errors_wrong_in_3_cameras": _errors(tri[wrong], truth[wrong])}

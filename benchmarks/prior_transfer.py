@@ -93,7 +93,7 @@ def run(*, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 10
     occluded = wrong_in_cameras(noisy)
     rows = {}
     # the baseline is plain robust triangulation (consensus, no refinement); the model starts from the initialization
-    plain = triangulate_sequence(noisy, skeleton_consistent=False, refine=False)
+    plain = triangulate_sequence(noisy, skeleton_consistent=False, refine=False, normalize=True)
     for label, tri in (("triangulation", plain), (INIT_ROW, triangulate_sequence(noisy))):
         rows[label] = {"errors": _errors(tri, truth), "errors_wrong_in_3_cameras": _errors(tri[occluded], truth[occluded])}
     variants = {"data states (no prior)": dict(prior=None, n_states=1)}

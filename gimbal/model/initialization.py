@@ -119,11 +119,12 @@ def _remove_spikes(track: np.ndarray, window: int = 5, n_mad: float = 6.0,
 
 
 def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skeleton_consistent: bool = True,
-                         refine: bool = True, temporal: bool | None = None) -> np.ndarray:
+                         refine: bool = True, temporal: bool | None = None, normalize: bool = False) -> np.ndarray:
     """Robust 3D reconstruction of every frame and keypoint, gaps filled.
 
-    Each point is the best-supported camera-pair consensus (:func:`~gimbal.model.cameras.triangulate_robust`, but
-    from the unnormalized linear solve, ``normalize=False``, for the reason given in :func:`_reconstruct`); with
+    Each point is the best-supported camera-pair consensus (:func:`~gimbal.model.cameras.triangulate_robust`; by
+    default from the unnormalized linear solve, as the chains' start uses it, for the reason given in
+    :func:`_reconstruct`; ``normalize=True`` for the normalized one, as the benchmarks' triangulation baseline); with
     ``skeleton_consistent`` the choice among the consensus candidates also weighs the bone lengths
     (:func:`_prefer_consistent_bones`), so that where the cameras disagree the point the skeleton allows wins,
     and with ``temporal`` each keypoint's choices form the track through frames that best trades camera support
@@ -142,20 +143,20 @@ def triangulate_sequence(dataset: xr.Dataset, threshold_px: float = 20.0, skelet
     interpolated in time (without ``temporal``, and where no camera ever sees it: one median bone length above its
     parent); the root, if never triangulated, at the centroid of the others.
     """
-    return _reconstruct(dataset, threshold_px, skeleton_consistent, refine, temporal)[0]
+    return _reconstruct(dataset, threshold_px, skeleton_consistent, refine, temporal, normalize)[0]
 
 
 def _reconstruct(dataset: xr.Dataset, threshold_px: float, skeleton_consistent: bool, refine: bool,
-                 temporal: bool | None) -> tuple[np.ndarray, np.ndarray]:
+                 temporal: bool | None, normalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`triangulate_sequence`'s points ``(T, K, 3)``, and ``(T, K)`` which of them every camera that detected
     them agrees on (:func:`_unanimous`)."""
     obs = dataset["observations"].values  # (T, C, K, 2)
     P = dataset["camera_matrix"].values
-    # The start's candidates keep the unnormalized linear solve (triangulate_dlt's normalize=False): on the SLEAP
-    # mouse its three-camera refits leave out the worst-calibrated camera where the normalized ones compromise
-    # with it, and chains from the normalized start settle 2,400 log-density units lower (README, *The linear
-    # triangulation is normalized*). The baselines and checks (triangulate_robust) use the normalized solve.
-    candidates = triangulation_candidates(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px, normalize=False)
+    # The start's candidates keep the unnormalized linear solve (normalize=False): on the SLEAP mouse its
+    # three-camera refits leave out the worst-calibrated camera where the normalized ones compromise with it, and
+    # chains from the normalized start settle 2,400 log-density units lower (README, *The linear triangulation is
+    # normalized*). The baselines and checks (triangulate_robust) use the normalized solve.
+    candidates = triangulation_candidates(np.moveaxis(obs, 1, 2), P, threshold_px=threshold_px, normalize=normalize)
     skel = skeleton_of(dataset)
     if temporal is None:
         temporal = bool(dataset.attrs.get("frames_consecutive", 1))
@@ -656,7 +657,8 @@ def initialize_from_observations_dlt(
     Initialization
     """
     skel = skeleton_of(dataset)
-    x, agreed = _reconstruct(dataset, threshold_px, skeleton_consistent=True, refine=True, temporal=None)
+    x, agreed = _reconstruct(dataset, threshold_px, skeleton_consistent=True, refine=True, temporal=None,
+                             normalize=False)
     T, K, _ = x.shape
     # 2D residuals of the reconstruction: noise scale and inlier fraction per keypoint
     obs = dataset["observations"].values
