@@ -135,3 +135,11 @@ def wrong_in_cameras(dataset, n: int = 3):
 
     bad = dataset["is_outlier"].values.sum(axis=1) + (~np.isfinite(dataset["observations"].values).all(-1)).sum(axis=1)
     return bad >= n
+
+
+def oracle_detections(dataset, *, offsets: bool = True):
+    """``dataset`` with only the detections the simulated errors left intact (those ``is_outlier`` marks NaN); with
+    ``offsets=False`` each pair's systematic pixel offset (``offset_true``) is also taken off them. The data of the
+    reference rows: what a model reaches when it knows every outlier (and offset)."""
+    kept = dataset["observations"].where(~dataset["is_outlier"])
+    return dataset.assign(observations=kept if offsets else kept - dataset["offset_true"])

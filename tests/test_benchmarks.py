@@ -42,3 +42,27 @@ def test_oracle_triangulation_is_the_least_squares_point_of_the_true_inliers():
         assert np.linalg.norm(x[t, k] - res.x) < 1e-3, (t, k, x[t, k], res.x)
         checked += 1
     assert checked > 500
+
+
+def test_oracle_detections_keep_the_true_inliers_and_take_off_the_offsets_the_generator_planted():
+    """The reference rows' data: outliers, swaps and missing detections NaN; ``offset_true`` is each pair's mean
+    residual of its true inliers from the true projection (checked independently here), and is taken off."""
+    import numpy as np
+
+    from benchmarks.common import oracle_detections
+    from gimbal.datasets import load_dataset
+    from gimbal.model.cameras import project
+
+    ds = load_dataset("rodent18_realistic", max_T=600)
+    obs, wrong = ds["observations"].values, ds["is_outlier"].values
+    kept = oracle_detections(ds)["observations"].values
+    assert np.isnan(kept[wrong]).all() and np.array_equal(kept[~wrong], obs[~wrong], equal_nan=True)
+    residual = obs - project(ds["positions_true"].values, ds["camera_matrix"].values)  # (T, C, K, 2)
+    mean = np.nanmean(np.where(wrong[..., None], np.nan, residual), axis=0)  # (C, K, 2)
+    planted = np.linalg.norm(ds["offset_true"].values, axis=-1) > 0
+    assert 0.05 < planted.mean() < 0.2  # the generator's 10% of pairs
+    assert np.abs(mean - ds["offset_true"].values).max() < 0.8  # 3 px noise over ~500 inlier frames
+    assert np.linalg.norm(mean[planted], axis=-1).min() > 3.5  # planted offsets are 4-8 px
+    clean = oracle_detections(ds, offsets=False)["observations"].values
+    assert np.nanmax(np.abs(np.nanmean(clean - project(ds["positions_true"].values, ds["camera_matrix"].values),
+                                       axis=0))) < 0.8

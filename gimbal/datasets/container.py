@@ -14,7 +14,9 @@ Variables:
   (frame, camera, keypoint); the calibration ``camera_intrinsics``, ``camera_rotation`` (camera, row, col3),
   ``camera_translation`` (camera, row), ``camera_distortion`` (camera, dist_coeff: k1 k2 p1 p2 k3).
 * optional ground truth: ``positions_true`` (frame, keypoint, xyz), ``states_true``
-  (frame), ``is_outlier`` (frame, camera, keypoint), ``bone_lengths_true`` (keypoint).
+  (frame), ``is_outlier`` (frame, camera, keypoint), ``bone_lengths_true`` (keypoint); from a simulated detector
+  (:mod:`gimbal.datasets.detector_errors`) also ``outlier_rate_true`` (camera, keypoint) and ``offset_true``
+  (camera, keypoint, uv), each pair's systematic pixel offset.
 """
 
 from __future__ import annotations

@@ -168,6 +168,7 @@ def generate(spec: SyntheticSpec):
     if confidence is not None:
         ds["confidence"] = (("frame", "camera", "keypoint"), confidence)
         ds["outlier_rate_true"] = (("camera", "keypoint"), sim.outlier_rate)
+        ds["offset_true"] = (("camera", "keypoint", "uv"), sim.offset)
     if heading is not None:
         ds["heading_true"] = (("frame",), heading)
     ds["state_directions_true"] = (("state", "bone", "xyz"), _unit(spec.state_directions))
