@@ -137,9 +137,26 @@ def wrong_in_cameras(dataset, n: int = 3):
     return bad >= n
 
 
+# the reference rows' data (a reference, not a method): a row's ``detections`` option names one
+TRUE_INLIERS, NO_OFFSETS = "true inliers", "true inliers, offsets removed"
+REFERENCE_ROWS = {  # the text each reference row's label ends with
+    TRUE_INLIERS: "on the true inliers (knows every outlier: a reference, not a method)",
+    NO_OFFSETS: "on the true inliers without their systematic offsets (knows every outlier and offset: a reference, "
+                "not a method)",
+}
+
+
 def oracle_detections(dataset, *, offsets: bool = True):
     """``dataset`` with only the detections the simulated errors left intact (those ``is_outlier`` marks NaN); with
     ``offsets=False`` each pair's systematic pixel offset (``offset_true``) is also taken off them. The data of the
     reference rows: what a model reaches when it knows every outlier (and offset)."""
     kept = dataset["observations"].where(~dataset["is_outlier"])
     return dataset.assign(observations=kept if offsets else kept - dataset["offset_true"])
+
+
+def row_data(dataset, options: dict):
+    """A row's data and model options: the dataset, or for a reference row (``options["detections"]``, a key of
+    :data:`REFERENCE_ROWS`) its :func:`oracle_detections`; the options without ``detections``."""
+    detections = options.get("detections")
+    data = dataset if detections is None else oracle_detections(dataset, offsets=detections != NO_OFFSETS)
+    return data, {k: v for k, v in options.items() if k != "detections"}

@@ -7,7 +7,8 @@ systematic offsets, detector scores. Ground truth is known. Each row reconstruct
 * robust triangulation, and the skeleton-consistent reconstruction the chains start from;
 * least squares on the true inliers (:func:`oracle_triangulation`): a reference that knows every outlier;
 * the default with the trained prior on the true inliers alone, and on them without the detector's systematic offsets
-  (:func:`oracle_detections`): references for what the model reaches when it knows every outlier (and offset);
+  (:func:`benchmarks.common.oracle_detections`): references for what the model reaches when it knows every outlier
+  (and offset);
 * the seed's observation model (one noise, per-keypoint outlier rates, uniform outliers);
 * per-(camera, keypoint) noise and outlier rates (pooled); then with the wide-Gaussian outlier class; then with the
   detector's scores as a covariate (the default where a dataset has scores); the same with the sampler moving every
@@ -28,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (SEED_MODEL, INIT_ROW, earlier_rows, machine, oracle_detections, position_errors_3d as _errors,
-                     write_result, wrong_in_cameras)
+from .common import (SEED_MODEL, INIT_ROW, REFERENCE_ROWS, earlier_rows, machine, position_errors_3d as _errors,
+                     row_data, write_result, wrong_in_cameras)
 
 DATASET, TRAIN = "rodent18_realistic", "rodent18_realistic_train"
 HEADING = ("SpineM", "SpineF")
@@ -59,14 +60,6 @@ VARIANTS = {
 # a reference, not a method: least squares on the detections the simulated detector did not corrupt (it knows every
 # outlier, swap and missing detection; the systematic offsets stay in)
 ORACLE_ROW = "least-squares triangulation on the true inliers (knows every outlier: a reference, not a method)"
-# the default model with the trained prior on the detections the simulated detector left intact, and on those without
-# its systematic offsets: what is left when the observation model's whole job (finding the outliers) is done for it
-TRUE_INLIERS, NO_OFFSETS = "true inliers", "true inliers, offsets removed"
-REFERENCE_ROWS = {
-    TRUE_INLIERS: "on the true inliers (knows every outlier: a reference, not a method)",
-    NO_OFFSETS: "on the true inliers without their systematic offsets (knows every outlier and offset: a reference, "
-                "not a method)",
-}
 PRIOR_ROW = "+ trained prior"
 MOVES_ROW = " + moves (PyMC NUTS)"
 PYMC_ROW = " (PyMC NUTS)"
@@ -225,6 +218,8 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     for base in (list(VARIANTS)[0], DEFAULT_VARIANT, STUDENT_T3_VARIANT, GAUSSIAN_STEPS_VARIANT, WHITENED_VARIANT,
                  WHITENED_T_VARIANT):
         chosen[f"{base} {PRIOR_ROW} ({n_states} states)"] = dict(VARIANTS[base], prior="trained")
+    # the default model with the trained prior on the detections the simulated detector left intact, and on those
+    # without its systematic offsets: what is left when the observation model's job (finding the outliers) is done
     for detections, text in REFERENCE_ROWS.items():
         chosen[f"{DEFAULT_VARIANT} {PRIOR_ROW} ({n_states} states), {text}"] = dict(
             VARIANTS[DEFAULT_VARIANT], prior="trained", detections=detections)
@@ -236,9 +231,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     prior = train_prior(n_states, seed) if any(o.get("prior") for o in chosen.values()) else None
     for label, options in chosen.items():
         options = {**options, "prior": prior} if options.get("prior") else options
-        model_options = {k: v for k, v in options.items() if k != "detections"}
-        data = (oracle_detections(ds, offsets=options["detections"] != NO_OFFSETS) if options.get("detections")
-                else ds)
+        data, model_options = row_data(ds, options)
         label = f"{label}{MOVES_ROW}" if moves else (f"{label}{PYMC_ROW}" if sampler == "pymc" else label)
         label = f"{label}{WINDOW_ROW.format(window)}" if window else label
         t0 = time.perf_counter()

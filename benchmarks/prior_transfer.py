@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import INIT_ROW, machine, oracle_detections, position_errors_3d as _errors, write_result, wrong_in_cameras
+from .common import (INIT_ROW, REFERENCE_ROWS, TRUE_INLIERS, machine, position_errors_3d as _errors, row_data,
+                     write_result, wrong_in_cameras)
 
 SHARED = Path(os.environ.get("GIMBAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DANNCE = SHARED / "dannce_markerless_mouse"
-REFERENCE_ROW = "on the true inliers (knows every outlier: a reference, not a method)"
 HEADING = ("SpineM", "Snout")  # long on the floor even when the mouse rears (SpineM -> SpineF is not: see fit_prior)
 
 
@@ -102,12 +102,12 @@ def run(*, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 10
     variants = {"data states (no prior)": dict(prior=None, n_states=1)}
     variants.update({f"trained prior ({S} state{'s' * (S > 1)})": dict(prior=p) for S, p in priors.items()})
     # a reference, not a method: the richest prior on the detections the simulated errors left intact
-    variants[f"{list(variants)[-1]}, {REFERENCE_ROW}"] = dict(prior=priors[max(priors)], detections="true inliers")
+    variants[f"{list(variants)[-1]}, {REFERENCE_ROWS[TRUE_INLIERS]}"] = dict(prior=priors[max(priors)],
+                                                                          detections=TRUE_INLIERS)
     for label, options in variants.items():
         t0 = time.perf_counter()
-        data = oracle_detections(noisy) if options.get("detections") else noisy
-        model = build_model(data, use_directional_hmm=False, temporal=False,
-                            **{k: v for k, v in options.items() if k != "detections"})
+        data, model_options = row_data(noisy, options)
+        model = build_model(data, use_directional_hmm=False, temporal=False, **model_options)
         fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False)
         post = fit.trace.posterior
         x = post["x"].mean(dim=("chain", "draw")).values
