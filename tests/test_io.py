@@ -21,11 +21,14 @@ from gimbal.io import (
     DetectionFileError,
     SessionImportError,
     SkeletonFileError,
+    calibration_from_dataset,
     import_session,
     load_calibration,
     load_detections,
     load_skeleton,
 )
+from gimbal.datasets import read_dataset_file, save_dataset
+from gimbal.io.calibration import Camera
 from gimbal.io.export import posterior_poses, reproject_raw, to_anipose_csv, to_dlc_files, to_movement, uncertainty_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,6 +100,61 @@ def test_calibration_matches_aniposelib_projection_undistortion_and_triangulatio
     ours3d = triangulate_dlt(und, calib.pinhole_matrices())
     np.testing.assert_allclose(ours3d, group.triangulate(theirs, undistort=True), atol=1e-4)
     np.testing.assert_allclose(ours3d, X, atol=1e-4)
+
+
+def _fisheye_group(dist=(0.08, -0.02, 0.004, -0.001)):
+    """Three aniposelib cameras, the first two with fisheye lenses (aniposelib's ``FisheyeCamera``), the third not."""
+    standard = _anipose_group()
+    cams = [aniposelib.FisheyeCamera(name=c.get_name(), size=c.get_size(), matrix=c.get_camera_matrix(),
+                                     dist=np.asarray(dist) * (1 + 0.2 * i), rvec=c.get_rotation(),
+                                     tvec=c.get_translation()) for i, c in enumerate(standard.cameras[:2])]
+    return aniposelib.CameraGroup(cams + [standard.cameras[2]])
+
+
+def test_fisheye_calibration_matches_aniposelib_and_survives_import_save_and_export(tmp_path):
+    from movement.io import save_poses
+
+    group = _fisheye_group()
+    group.dump(str(tmp_path / "calibration.toml"))  # aniposelib's own writer: 'fisheye = true' and 4 coefficients
+    calib = load_calibration(tmp_path / "calibration.toml")
+    assert [c.fisheye for c in calib.cameras] == [True, True, False]
+    assert [c.dist.size for c in calib.cameras] == [4, 4, 5]
+    bad = tmp_path / "bad.toml"
+    bad.write_text((tmp_path / "calibration.toml").read_text().replace("fisheye = true", 'fisheye = "yes"', 1))
+    with pytest.raises(CalibrationFileError, match=r"fisheye must be true or false, got 'yes'"):
+        load_calibration(bad)
+    X = _points(T=10, spread=45.0)
+    flat = X.reshape(-1, 3)
+    theirs = np.stack([cam.project(flat).reshape(-1, 2) for cam in group.cameras])  # raw pixels
+    np.testing.assert_allclose(np.stack([c.project(flat) for c in calib.cameras]), theirs, atol=1e-6)
+    for c, (cam, acam) in enumerate(zip(calib.cameras, group.cameras)):
+        undist = cam.undistort(theirs[c])
+        norm = np.c_[undist, np.ones(len(undist))] @ np.linalg.inv(cam.K).T
+        np.testing.assert_allclose(norm[:, :2], acam.undistort_points(theirs[c]).reshape(-1, 2), atol=1e-6)
+        np.testing.assert_allclose(undist, cam.project(flat, distort=False), atol=1e-5)
+    # the lens model matters: read as OpenCV's standard model, the same four numbers move a detection 400 px from
+    # the image centre by pixels (they are k1 k2 k3 k4 of the fisheye model, not k1 k2 p1 p2)
+    fish = calib.cameras[0]
+    as_standard = Camera("camA", fish.K, fish.R, fish.t, fish.dist, fish.size)
+    angle = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    ring = fish.K[:2, 2] + 400 * np.c_[np.cos(angle), np.sin(angle)]
+    assert np.linalg.norm(as_standard.undistort(ring) - fish.undistort(ring), axis=-1).min() > 5
+    # import -> save -> load -> export: the fisheye lenses are kept and the reprojection is aniposelib's
+    files = {}
+    kps = ["body", "head", "tail", "paw"]
+    for c, name in enumerate(group.get_names()):
+        save_poses.to_dlc_file(_movement_2d(theirs[c].reshape(10, 4, 2), np.ones((10, 4)), kps), tmp_path / f"{name}.h5")
+        files[name] = _written(tmp_path / f"{name}.h5")
+    (tmp_path / "skel.yaml").write_text("keypoints: [body, head, tail, paw]\nparents: [null, body, body, body]\n")
+    ds = import_session(files, tmp_path / "calibration.toml", tmp_path / "skel.yaml").dataset
+    save_dataset(ds, tmp_path / "ds.nc")
+    back = read_dataset_file(tmp_path / "ds.nc")
+    assert back.attrs["gimbal_format_version"] == 2
+    np.testing.assert_allclose(triangulate_dlt(np.moveaxis(back["observations"].values, 1, 2),
+                                               back["camera_matrix"].values), X, atol=1e-3)
+    again = calibration_from_dataset(back)
+    assert [c.fisheye for c in again.cameras] == [True, True, False]
+    np.testing.assert_allclose(reproject_raw(X, back), np.moveaxis(theirs.reshape(3, 10, 4, 2), 0, 1), atol=1e-6)
 
 
 def test_calibration_errors_name_the_problem(tmp_path):

@@ -12,7 +12,9 @@ Variables:
 * from ``gimbal import``: ``observations_raw`` (frame, camera, keypoint, uv), the detector's pixels before
   undistortion (``observations`` holds the undistorted ones the pinhole matrices map to); ``confidence``
   (frame, camera, keypoint); the calibration ``camera_intrinsics``, ``camera_rotation`` (camera, row, col3),
-  ``camera_translation`` (camera, row), ``camera_distortion`` (camera, dist_coeff: k1 k2 p1 p2 k3).
+  ``camera_translation`` (camera, row), ``camera_distortion`` (camera, dist_coeff: k1 k2 p1 p2 k3, OpenCV's
+  standard lens model); where a camera has a fisheye lens (OpenCV's fisheye model, format 2) also
+  ``camera_fisheye`` (camera, bool) and ``camera_fisheye_distortion`` (camera, fisheye_coeff: k1 k2 k3 k4).
 * optional ground truth: ``positions_true`` (frame, keypoint, xyz), ``states_true``
   (frame), ``is_outlier`` (frame, camera, keypoint), ``bone_lengths_true`` (keypoint); from a simulated detector
   (:mod:`gimbal.datasets.detector_errors`) also ``outlier_rate_true`` (camera, keypoint) and ``offset_true``
@@ -27,7 +29,7 @@ import xarray as xr
 from ..errors import UsageError
 from ..model.skeleton import Skeleton, validate_parents
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fisheye lenses (camera_fisheye, camera_fisheye_distortion)
 
 __all__ = ["from_arrays", "validate_dataset", "truncate", "exclude_detections", "skeleton_of", "FORMAT_VERSION"]
 

@@ -2,9 +2,10 @@
 
 One camera is a :class:`Camera`: intrinsics ``K`` (with skew where the
 calibration has one), rotation ``R`` and translation ``t`` (world to camera,
-``x_cam = R X + t``), five OpenCV distortion coefficients ``k1 k2 p1 p2 k3`` and
-the image size. Raw (distorted) pixels are turned into pinhole pixels with
-:meth:`Camera.undistort` (OpenCV's iterative inverse of its distortion model);
+``x_cam = R X + t``), its lens model's distortion coefficients (OpenCV's standard
+model: five, ``k1 k2 p1 p2 k3``; OpenCV's fisheye model, ``fisheye=True``: four,
+``k1 k2 k3 k4``) and the image size. Raw (distorted) pixels are turned into pinhole
+pixels with :meth:`Camera.undistort` (OpenCV's iterative inverse of the lens model);
 the pinhole matrix ``K [R | t]`` of :meth:`Camera.pinhole_matrix` then maps
 world points to those pixels, which is what the model and the triangulation use.
 :meth:`Camera.project` goes back to raw pixels, distortion included.
@@ -12,7 +13,8 @@ world points to those pixels, which is what the model and the triangulation use.
 Formats:
 
 * aniposelib ``calibration.toml``: one table per camera with ``name``, ``size``,
-  ``matrix``, ``distortions`` (5), ``rotation`` (Rodrigues) and ``translation``.
+  ``matrix``, ``distortions`` (5; 4 with ``fisheye = true``, aniposelib's
+  ``FisheyeCamera``), ``rotation`` (Rodrigues) and ``translation``.
 * DANNCE/Label3D ``label3d_dannce.mat``: ``camnames`` and ``params`` with ``K``,
   ``r``, ``t``, ``RDistort`` (k1 k2 [k3]) and ``TDistort`` (p1 p2), in MATLAB's
   row-vector convention (``x_cam = X r + t``, pixel ``= x_cam K``): transposed here.
@@ -32,7 +34,8 @@ from ._files import reader_for
 
 __all__ = ["Camera", "Calibration", "CalibrationFileError", "load_calibration"]
 
-N_DIST = 5
+N_DIST = 5  # OpenCV's standard model: k1 k2 p1 p2 k3
+N_FISHEYE = 4  # OpenCV's fisheye model: k1 k2 k3 k4
 
 
 class CalibrationFileError(ValueError):
@@ -61,22 +64,24 @@ class Camera:
     K: np.ndarray  # (3, 3) intrinsics, skew allowed
     R: np.ndarray  # (3, 3) rotation, x_cam = R X + t
     t: np.ndarray  # (3,)
-    dist: np.ndarray  # (5,) k1 k2 p1 p2 k3
+    dist: np.ndarray  # (5,) k1 k2 p1 p2 k3; with fisheye=True (4,) k1 k2 k3 k4
     size: tuple[float, float]  # (width, height) in pixels
+    fisheye: bool = False  # OpenCV's fisheye lens model (cv2.fisheye) instead of its standard one
 
     def __post_init__(self):
         K = _shaped(self.name, "intrinsic matrix", self.K, (3, 3))
         R = _shaped(self.name, "rotation", self.R, (3, 3))
         t = _shaped(self.name, "translation", self.t, (3,))
-        dist = np.zeros(N_DIST)
+        n, model = (N_FISHEYE, "fisheye model's 4 (k1 k2 k3 k4)") if self.fisheye else (N_DIST, "5 (k1 k2 p1 p2 k3)")
+        dist = np.zeros(n)
         given = np.asarray(self.dist, float).ravel()
-        if given.size > N_DIST:
-            if np.any(given[N_DIST:] != 0):
+        if given.size > n:
+            if np.any(given[n:] != 0):
                 raise CalibrationFileError(
-                    f"camera {self.name!r} has {given.size} distortion coefficients; gimbal supports OpenCV's 5 "
-                    "(k1 k2 p1 p2 k3) and the extra ones are not zero."
+                    f"camera {self.name!r} has {given.size} distortion coefficients; gimbal supports OpenCV's {model} "
+                    "and the extra ones are not zero."
                 )
-            given = given[:N_DIST]
+            given = given[:n]
         dist[: given.size] = given
         size = tuple(float(s) for s in np.asarray(self.size, float).ravel())
         for label, arr in (("intrinsic matrix", K), ("rotation", R), ("translation", t), ("distortion", dist)):
@@ -91,7 +96,8 @@ class Camera:
             )
         if not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
             raise CalibrationFileError(f"camera {self.name!r}: rotation is not a proper rotation matrix.")
-        for attr, value in (("K", K), ("R", R), ("t", t), ("dist", dist), ("size", size)):
+        for attr, value in (("K", K), ("R", R), ("t", t), ("dist", dist), ("size", size),
+                            ("fisheye", bool(self.fisheye))):
             object.__setattr__(self, attr, value)
 
     @property
@@ -118,7 +124,9 @@ class Camera:
         homog = np.c_[flat[ok], np.ones(ok.sum())] @ np.linalg.inv(self.K).T  # distorted normalized (skew removed)
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
         src = homog[:, None, :2].copy()
-        if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4.x names the iterating form separately
+        if self.fisheye:
+            norm = cv2.fisheye.undistortPoints(src, np.eye(3), self.dist, criteria=criteria)
+        elif hasattr(cv2, "undistortPointsIter"):  # OpenCV 4.x names the iterating form separately
             norm = cv2.undistortPointsIter(src, np.eye(3), self.dist, None, None, criteria)
         else:
             norm = cv2.undistortPoints(src, np.eye(3), self.dist, R=None, P=None, criteria=criteria)
@@ -137,7 +145,8 @@ class Camera:
         ok = np.isfinite(cam).all(-1) & (cam[:, 2] > 0)
         if ok.any():
             if distort and np.any(self.dist):
-                norm, _ = _cv2().projectPoints(flat[ok][:, None, :], self.rvec, self.t, np.eye(3), self.dist)
+                project = _cv2().fisheye.projectPoints if self.fisheye else _cv2().projectPoints
+                norm, _ = project(flat[ok][:, None, :], self.rvec, self.t, np.eye(3), self.dist)
                 norm = norm.reshape(-1, 2)
             else:
                 norm = cam[ok, :2] / cam[ok, 2:3]
@@ -205,8 +214,12 @@ def _read_anipose_toml(path: Path) -> Calibration:
         if rvec.size != 3 or not np.all(np.isfinite(rvec)):
             raise CalibrationFileError(f"{path}: [{key}] rotation must be 3 finite numbers (Rodrigues), got {rvec}.")
         R = _cv2().Rodrigues(rvec)[0]
+        fisheye = table.get("fisheye", False)
+        if not isinstance(fisheye, bool):
+            raise CalibrationFileError(f"{path}: [{key}] fisheye must be true or false, got {fisheye!r}.")
         cameras.append(Camera(str(table.get("name", key)), table["matrix"], R, table["translation"],
-                              table.get("distortions", np.zeros(N_DIST)), table["size"]))
+                              table.get("distortions", np.zeros(N_FISHEYE if fisheye else N_DIST)), table["size"],
+                              fisheye=fisheye))
     return Calibration(tuple(cameras), source=str(path))
 
 

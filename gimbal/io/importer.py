@@ -8,12 +8,13 @@
 4. :func:`stack_frames` - one (frame, camera, keypoint, uv) array over the union of frames;
 5. :func:`check_image_bounds` - detections inside each camera's image;
 6. low-confidence detections become missing (``min_confidence``);
-7. undistortion (OpenCV's model) and :func:`gimbal.datasets.from_arrays`;
+7. undistortion (OpenCV's standard or fisheye lens model, per camera) and :func:`gimbal.datasets.from_arrays`;
 8. :func:`gimbal.io.calibration_check.check_calibration` - a camera far worse than the others is named.
 
 The dataset keeps the raw pixels (``observations_raw``), the confidence, and the
 full calibration (``camera_intrinsics``, ``camera_rotation``, ``camera_translation``,
-``camera_distortion``), so that posterior positions can be projected back into raw
+``camera_distortion``; for a rig with fisheye lenses also ``camera_fisheye`` and
+``camera_fisheye_distortion``), so that posterior positions can be projected back into raw
 pixels (:func:`calibration_from_dataset`).
 """
 
@@ -29,7 +30,7 @@ import xarray as xr
 
 from ..datasets.container import from_arrays
 from ..model.skeleton import Skeleton
-from .calibration import Calibration, Camera, load_calibration
+from .calibration import N_DIST, N_FISHEYE, Calibration, Camera, load_calibration
 from .calibration_check import CalibrationReport, check_calibration
 from .detections import DetectionFileError, load_detections, load_slp_session_detections
 from .skeleton_files import load_skeleton
@@ -183,13 +184,20 @@ def check_image_bounds(raw: np.ndarray, cameras: list[Camera]) -> None:
 def attach_calibration(ds: xr.Dataset, calibration: Calibration) -> xr.Dataset:
     """Store the full calibration (intrinsics, extrinsics, distortion) beside the pinhole matrices."""
     cams = calibration.cameras
+    fisheye = np.array([c.fisheye for c in cams])
     ds = ds.assign(
         camera_intrinsics=(("camera", "row", "col3"), np.stack([c.K for c in cams])),
         camera_rotation=(("camera", "row", "col3"), np.stack([c.R for c in cams])),
         camera_translation=(("camera", "row"), np.stack([c.t for c in cams])),
-        camera_distortion=(("camera", "dist_coeff"), np.stack([c.dist for c in cams])),
-    )
-    return ds.assign_coords(dist_coeff=["k1", "k2", "p1", "p2", "k3"])
+        camera_distortion=(("camera", "dist_coeff"), np.stack([np.zeros(N_DIST) if c.fisheye else c.dist for c in cams])),
+    ).assign_coords(dist_coeff=["k1", "k2", "p1", "p2", "k3"])
+    if fisheye.any():  # OpenCV's fisheye model, per camera: its own four coefficients
+        ds = ds.assign(
+            camera_fisheye=(("camera",), fisheye),
+            camera_fisheye_distortion=(("camera", "fisheye_coeff"),
+                                       np.stack([c.dist if c.fisheye else np.zeros(N_FISHEYE) for c in cams])),
+        ).assign_coords(fisheye_coeff=["k1", "k2", "k3", "k4"])
+    return ds
 
 
 def calibration_from_dataset(ds: xr.Dataset) -> Calibration | None:
@@ -197,10 +205,12 @@ def calibration_from_dataset(ds: xr.Dataset) -> Calibration | None:
     if "camera_intrinsics" not in ds:
         return None
     cams = []
+    fisheye = ds["camera_fisheye"].values if "camera_fisheye" in ds else np.zeros(ds.sizes["camera"], bool)
     for i, name in enumerate(ds["camera"].values):
+        dist = ds["camera_fisheye_distortion"].values[i] if fisheye[i] else ds["camera_distortion"].values[i]
         cams.append(Camera(str(name), ds["camera_intrinsics"].values[i], ds["camera_rotation"].values[i],
-                           ds["camera_translation"].values[i], ds["camera_distortion"].values[i],
-                           tuple(ds["image_size"].values[i])))
+                           ds["camera_translation"].values[i], dist, tuple(ds["image_size"].values[i]),
+                           fisheye=bool(fisheye[i])))
     return Calibration(tuple(cams), source=str(ds.attrs.get("calibration_file", "")), units=str(ds.attrs.get("units", "")))
 
 
