@@ -357,7 +357,8 @@ def cmd_import(args) -> int:
     result = import_session(
         detections, args.calibration, args.skeleton, min_confidence=args.min_confidence,
         camera_map=parse_pairs(args.camera_map, "--camera-map"), videos=parse_pairs(args.video, "--video"),
-        individual=args.individual, person=args.person, root=args.root, fps=args.fps, name=args.name,
+        individual=args.individual, person=args.person, root=args.root, cam_regex=args.cam_regex, fps=args.fps,
+        name=args.name,
     )
     ds = result.dataset
     print(f"imported {ds.sizes['frame']} frames x {ds.sizes['camera']} cameras {list(map(str, ds['camera'].values))} "
@@ -548,6 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=float, default=None, help="detections below this score become missing")
     p.add_argument("--camera-map", nargs="+", default=None, metavar="FILE_NAME=CALIBRATION_NAME",
                    help="map detection camera names to calibration camera names where they differ")
+    p.add_argument("--cam-regex", default=None, metavar="REGEX",
+                   help="anipose's cam_regex: in a session folder a file belongs to the camera its name's first group "
+                        "names ('-cam([A-Z])$': vid-camA.h5 is camera A); default: the cam_regex of an anipose "
+                        "config.toml given as --skeleton, else files are matched by camera name. Write "
+                        "--cam-regex=REGEX when it starts with '-'")
     p.add_argument("--video", nargs="+", default=None, metavar="NAME=FILE", help="a video per camera (for the book)")
     p.add_argument("--individual", default=None, help="the animal to read from multi-animal files")
     p.add_argument("--person", type=int, default=None,

@@ -380,6 +380,44 @@ def synthetic_files(tmp_path):
     return tmp_path, files
 
 
+def test_an_anipose_project_folder_is_matched_by_its_cam_regex(tmp_path, capsys):
+    """anipose names a camera by its cam_regex's group in the file name (``...-camA.h5`` is camera ``A``)."""
+    from movement.io import save_poses
+
+    from gimbal.cli import main
+
+    group = _anipose_group()
+    for cam, name in zip(group.cameras, "ABC"):
+        cam.set_name(name)
+    group.dump(str(tmp_path / "calibration.toml"))
+    X = _points(T=10, spread=45.0)
+    kps = ["body", "head", "tail", "paw"]
+    folder = tmp_path / "pose-2d"
+    folder.mkdir()
+    for c, name in enumerate("ABC"):
+        raw = group.cameras[c].project(X.reshape(-1, 3)).reshape(10, 4, 2)
+        path = folder / f"2019-08-02-vid01-cam{name}.h5"  # anipose names pose-2d files after their videos
+        save_poses.to_dlc_file(_movement_2d(raw, np.ones((10, 4)), kps), path)
+        _written(path).rename(path)  # movement appends the individual's name
+    (tmp_path / "skel.yaml").write_text("keypoints: [body, head, tail, paw]\nparents: [null, body, body, body]\n")
+    config = tmp_path / "config.toml"  # anipose's project config: its cam_regex and constraints
+    config.write_text("cam_regex = '-cam([A-Z])$'\n\n[triangulation]\n"
+                      "constraints = [['body', 'head'], ['body', 'tail'], ['body', 'paw']]\n")
+    with pytest.raises(SessionImportError, match="no detection file named after a calibration camera.*--cam-regex"):
+        import_session(folder, tmp_path / "calibration.toml", tmp_path / "skel.yaml")
+    for skeleton, cam_regex in ((config, None), (tmp_path / "skel.yaml", "-cam([A-Z])$")):
+        ds = import_session(folder, tmp_path / "calibration.toml", skeleton, cam_regex=cam_regex).dataset
+        assert list(ds["camera"].values) == ["A", "B", "C"]
+        tri = triangulate_dlt(np.moveaxis(ds["observations"].values, 1, 2), ds["camera_matrix"].values)
+        np.testing.assert_allclose(tri, X[:, [kps.index(k) for k in ds["keypoint"].values]], atol=1e-2)
+    with pytest.raises(SessionImportError, match="has no group"):
+        import_session(folder, tmp_path / "calibration.toml", tmp_path / "skel.yaml", cam_regex="-cam[A-Z]$")
+    out = tmp_path / "ds.nc"
+    assert main(["import", "--detections", str(folder), "--calibration", str(tmp_path / "calibration.toml"),
+                 "--skeleton", str(tmp_path / "skel.yaml"), "--cam-regex=-cam([A-Z])$", "--out", str(out)]) == 0
+    assert "3 cameras ['A', 'B', 'C']" in capsys.readouterr().out and out.is_file()
+
+
 def test_unmatched_camera_names_list_both_sides_and_camera_map_fixes_it(synthetic_files):
     tmp, files = synthetic_files
     renamed = {"left": files["camA"], "camB": files["camB"], "camC": files["camC"]}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +81,15 @@ def parse_pairs(items, what: str) -> dict[str, str]:
     return out
 
 
-def _camera_file_in(folder: Path, name: str) -> Path | None:
+def _camera_file_in(folder: Path, name: str, cam_regex: re.Pattern | None = None) -> Path | None:
     """The detection file of camera ``name`` in a session folder: in a sub-folder named after it, or a file whose
-    name has it as a word (``minimal_back.slp``); formats in :data:`DETECTION_SUFFIXES` order."""
+    name has it as a word (``minimal_back.slp``), or, with ``cam_regex``, whose name's first group is ``name``
+    (anipose's ``cam_regex``); formats in :data:`DETECTION_SUFFIXES` order."""
     sub = folder / name
-    pool = list(sub.iterdir()) if sub.is_dir() else [p for p in folder.iterdir() if name in _name_tokens(p)]
+    if cam_regex is not None:
+        pool = [p for p in folder.iterdir() if _regex_camera(p, cam_regex) == name]
+    else:
+        pool = list(sub.iterdir()) if sub.is_dir() else [p for p in folder.iterdir() if name in _name_tokens(p)]
     for suffix in DETECTION_SUFFIXES:
         hits = sorted(p for p in pool if p.is_file() and p.name.lower().endswith(suffix))
         if len(hits) > 1:
@@ -101,19 +106,60 @@ def _name_tokens(path: Path) -> set[str]:
     return set(re.split(r"[_\-\s]+", path.name.split(".")[0]))
 
 
-def read_detection_sources(detections, calibration: Calibration, individual=None, person=None) -> dict[str, xr.Dataset]:
-    """Detections per camera name from ``{name: file}``, a session folder, or one multi-camera ``.slp``."""
+def _regex_camera(path: Path, cam_regex: re.Pattern) -> str | None:
+    """The camera ``cam_regex``'s first group names in a file's name without its extension, as anipose reads it
+    (``vid-camA.h5`` with ``-cam([A-Z])$``: ``A``); a double extension (``.analysis.h5``) is tried whole too."""
+    for stem in dict.fromkeys((path.stem, path.name.split(".")[0])):
+        match = cam_regex.search(stem)
+        if match:
+            return match.group(1).strip()
+    return None
+
+
+def compile_cam_regex(cam_regex: str) -> re.Pattern:
+    """anipose's ``cam_regex`` (a regular expression whose first group is the camera name), checked."""
+    try:
+        pattern = re.compile(cam_regex)
+    except re.error as exc:
+        raise SessionImportError(f"cam_regex {cam_regex!r} is not a regular expression: {exc}.") from exc
+    if pattern.groups < 1:
+        raise SessionImportError(f"cam_regex {cam_regex!r} has no group: the camera name is its first group, as in "
+                                 "anipose's '-cam([A-Z])$'.")
+    return pattern
+
+
+def anipose_cam_regex(path) -> str | None:
+    """The ``cam_regex`` of an anipose ``config.toml`` (None for other files or where it has none)."""
+    path = Path(path)
+    if path.suffix.lower() != ".toml" or not path.is_file():
+        return None
+    try:
+        value = tomllib.loads(path.read_text(encoding="utf-8")).get("cam_regex")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None  # the skeleton reader names what is wrong with the file
+    return str(value) if value else None
+
+
+def read_detection_sources(detections, calibration: Calibration, individual=None, person=None,
+                           cam_regex: str | None = None) -> dict[str, xr.Dataset]:
+    """Detections per camera name from ``{name: file}``, a session folder, or one multi-camera ``.slp``.
+
+    In a session folder a camera's file is found by its name (a sub-folder, or a word of the file name) or, with
+    ``cam_regex`` (anipose's), by the regular expression's first group in the file name.
+    """
     if isinstance(detections, (str, Path)):
         src = Path(detections)
         if src.is_file() and src.suffix.lower() == ".slp":
             return load_slp_session_detections(src, individual=individual)
         if not src.is_dir():
             raise DetectionFileError(f"{src}: expected a folder with one detection file per camera, or a multi-camera .slp.")
-        found = {n: _camera_file_in(src, n) for n in calibration.names}
+        pattern = compile_cam_regex(cam_regex) if cam_regex else None
+        found = {n: _camera_file_in(src, n, pattern) for n in calibration.names}
         missing = [n for n, p in found.items() if p is None]
         if len(missing) == len(found):
-            raise SessionImportError(f"{src}: no detection file is named after a calibration camera {calibration.names}; "
-                               "pass them as --detections NAME=FILE.")
+            how = (f"whose name's cam_regex {cam_regex!r} group is" if cam_regex else "named after")
+            raise SessionImportError(f"{src}: no detection file {how} a calibration camera {calibration.names}; "
+                                     "pass them as --detections NAME=FILE, or give anipose's --cam-regex.")
         detections = {n: p for n, p in found.items() if p is not None}
     return {str(n): load_detections(p, individual=individual, person=person) for n, p in dict(detections).items()}
 
@@ -237,6 +283,7 @@ def import_session(
     individual: str | None = None,
     person: int | None = None,
     root: str | None = None,
+    cam_regex: str | None = None,
     fps: float | None = None,
     name: str | None = None,
 ) -> ImportResult:
@@ -265,6 +312,10 @@ def import_session(
         OpenPose folders: the person index in each frame (default: the most confident person).
     root : str, optional
         Root keypoint of the skeleton tree.
+    cam_regex : str, optional
+        anipose's ``cam_regex``: in a session folder, a file belongs to the camera its name's first group names
+        (``-cam([A-Z])$``: ``vid-camA.h5`` is camera ``A``). Default: the ``cam_regex`` of an anipose
+        ``config.toml`` given as ``skeleton``, else files are matched by camera name.
     fps : float, optional
     name : str, optional
         Dataset name (default: the calibration file's folder name).
@@ -276,7 +327,9 @@ def import_session(
     calib = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
     if min_confidence is not None and not 0 <= float(min_confidence) <= 1:
         raise SessionImportError(f"min_confidence must be in [0, 1], got {min_confidence}.")
-    per_camera = read_detection_sources(detections, calib, individual=individual, person=person)
+    if cam_regex is None and skeleton is not None and not isinstance(skeleton, Skeleton):
+        cam_regex = anipose_cam_regex(skeleton)
+    per_camera = read_detection_sources(detections, calib, individual=individual, person=person, cam_regex=cam_regex)
     mapping = match_cameras(list(per_camera), calib, camera_map)
     per_camera = {mapping[d]: det for d, det in per_camera.items()}
     order = [n for n in calib.names if n in per_camera]  # the calibration's order
