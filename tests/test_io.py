@@ -396,7 +396,8 @@ def test_an_anipose_project_folder_is_matched_by_its_cam_regex(tmp_path, capsys)
     folder.mkdir()
     for c, name in enumerate("ABC"):
         raw = group.cameras[c].project(X.reshape(-1, 3)).reshape(10, 4, 2)
-        path = folder / f"2019-08-02-vid01-cam{name}.h5"  # anipose names pose-2d files after their videos
+        # anipose names pose-2d files after their videos; DeepLabCut appends its scorer to the video's name
+        path = folder / f"2019-08-02-vid01-cam{name}{'DLC_resnet50_mouseJun1shuffle1_100000' if name == 'C' else ''}.h5"
         save_poses.to_dlc_file(_movement_2d(raw, np.ones((10, 4)), kps), path)
         _written(path).rename(path)  # movement appends the individual's name
     (tmp_path / "skel.yaml").write_text("keypoints: [body, head, tail, paw]\nparents: [null, body, body, body]\n")

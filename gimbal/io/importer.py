@@ -102,14 +102,21 @@ def _camera_file_in(folder: Path, name: str, cam_regex: re.Pattern | None = None
     return None
 
 
+def _video_stems(path: Path) -> tuple[str, ...]:
+    """A detection file's name without its extension, then without a double extension (``.analysis.h5``), then
+    without the scorer DeepLabCut appends to the video's name (``vid-camADLC_resnet50_...h5``: ``vid-camA``)."""
+    stems = (path.stem, path.name.split(".")[0])
+    return tuple(dict.fromkeys(stems + tuple(s.split("DLC_")[0] for s in stems if "DLC_" in s)))
+
+
 def _name_tokens(path: Path) -> set[str]:
-    return set(re.split(r"[_\-\s]+", path.name.split(".")[0]))
+    return {t for stem in _video_stems(path) for t in re.split(r"[_\-\s]+", stem)}
 
 
 def _regex_camera(path: Path, cam_regex: re.Pattern) -> str | None:
     """The camera ``cam_regex``'s first group names in a file's name without its extension, as anipose reads it
-    (``vid-camA.h5`` with ``-cam([A-Z])$``: ``A``); a double extension (``.analysis.h5``) is tried whole too."""
-    for stem in dict.fromkeys((path.stem, path.name.split(".")[0])):
+    (``vid-camA.h5`` with ``-cam([A-Z])$``: ``A``; see :func:`_video_stems`)."""
+    for stem in _video_stems(path):
         match = cam_regex.search(stem)
         if match:
             return match.group(1).strip()
