@@ -453,6 +453,16 @@ def test_bad_inputs_get_clear_errors(synthetic_files):
         blind[name] = _written(tmp / f"blind_{name}.h5")
     with pytest.raises(SessionImportError, match=r"\['paw'\] are never detected by two cameras"):
         import_session(blind, tmp / "calibration.toml", tmp / "skel.yaml")
+    # a detector's guess 8 px past the image's edge is missing, with a note; the rest of the file is imported
+    det = load_detections(files["camB"])
+    pos = det["position"].values.copy()  # (frame, keypoint, uv)
+    pos[3, 1, 0] = -8.0
+    save_poses.to_dlc_file(_movement_2d(pos, np.ones(pos.shape[:2]), [str(k) for k in det["keypoint"].values]),
+                           tmp / "edge_camB.h5")
+    res = import_session(dict(files, camB=_written(tmp / "edge_camB.h5")), tmp / "calibration.toml", tmp / "skel.yaml")
+    assert "1 detections outside their camera's image marked missing {'camB': 1}" in res.notes
+    raw = res.dataset["observations_raw"].values
+    assert np.isnan(raw[3, 1, 1]).all() and np.isfinite(raw[:, 1]).sum() == 2 * (10 * 4 - 1)
 
 
 def test_skeleton_edges_become_a_tree_and_cycles_are_named(tmp_path):

@@ -6,7 +6,7 @@
 2. :func:`match_cameras` - detection names to calibration names, by name (``camera_map`` for the rest);
 3. :func:`select_keypoints` - the skeleton's keypoints, in its order, from every camera;
 4. :func:`stack_frames` - one (frame, camera, keypoint, uv) array over the union of frames;
-5. :func:`check_image_bounds` - detections inside each camera's image;
+5. :func:`check_image_bounds` - detections inside each camera's image (a few past its edge become missing);
 6. low-confidence detections become missing (``min_confidence``);
 7. undistortion (OpenCV's standard or fisheye lens model, per camera) and :func:`gimbal.datasets.from_arrays`;
 8. :func:`gimbal.io.calibration_check.check_calibration` - a camera far worse than the others is named.
@@ -52,6 +52,7 @@ __all__ = [
 
 DETECTION_SUFFIXES = (".analysis.h5", ".slp", ".h5", ".csv")  # preference order when a folder holds several
 BOUNDS_TOLERANCE_PX = 2.0
+MAX_OUTSIDE_FRACTION = 0.01  # more of a camera's detections outside its image: a wrong image size or file
 
 
 class SessionImportError(ValueError):
@@ -218,20 +219,30 @@ def stack_frames(per_camera: dict[str, xr.Dataset], order: list[str]):
     return frames, pos, conf
 
 
-def check_image_bounds(raw: np.ndarray, cameras: list[Camera]) -> None:
-    """Raise when detections fall outside a camera's image (wrong size, or wrong file for that camera)."""
+def check_image_bounds(raw: np.ndarray, cameras: list[Camera]) -> np.ndarray:
+    """Detections outside their camera's image, ``(T, C, K)``.
+
+    A few (at most :data:`MAX_OUTSIDE_FRACTION` of a camera's detections, or two) are a detector's guesses past the
+    image's edge and are returned, to be marked missing; more mean that the calibration's image size or the detection
+    file for that camera is wrong, and raise.
+    """
+    outside = np.zeros(raw.shape[:3], bool)
     for c, cam in enumerate(cameras):
         w, h = cam.size
         u, v = raw[:, c, :, 0], raw[:, c, :, 1]
         with np.errstate(invalid="ignore"):
-            out = (u < -BOUNDS_TOLERANCE_PX) | (u > w + BOUNDS_TOLERANCE_PX) | (v < -BOUNDS_TOLERANCE_PX) | (
-                v > h + BOUNDS_TOLERANCE_PX)
-        if out.any():
+            beyond = np.fmax(np.fmax(-u, u - w), np.fmax(-v, v - h))  # px past the nearest edge (NaN: missing)
+        out = beyond > BOUNDS_TOLERANCE_PX
+        seen = int(np.isfinite(u).sum())
+        if out.sum() > max(MAX_OUTSIDE_FRACTION * seen, 2):
             raise SessionImportError(
-                f"camera {cam.name!r}: {int(out.sum())} detections lie outside its {w:.0f}x{h:.0f} image (up to "
-                f"u={np.nanmax(u):.0f}, v={np.nanmax(v):.0f}); the calibration's image size or the detection file "
-                "for this camera is wrong."
+                f"camera {cam.name!r}: {int(out.sum())} of {seen} detections lie outside its {w:.0f}x{h:.0f} image (up "
+                f"to {np.nanmax(beyond):.0f} px past its edge; u from {np.nanmin(u):.0f} to {np.nanmax(u):.0f}, v from "
+                f"{np.nanmin(v):.0f} to {np.nanmax(v):.0f}); the calibration's image size or the detection file for "
+                "this camera is wrong."
             )
+        outside[:, c] = out
+    return outside
 
 
 def attach_calibration(ds: xr.Dataset, calibration: Calibration) -> xr.Dataset:
@@ -352,7 +363,11 @@ def import_session(
     per_camera = select_keypoints(per_camera, skel)
     frames, raw, conf = stack_frames(per_camera, order)
     used = calib.select(order)
-    check_image_bounds(raw, list(used.cameras))
+    outside = check_image_bounds(raw, list(used.cameras))
+    if outside.any():
+        per_camera_out = {n: int(k) for n, k in zip(order, outside.sum(axis=(0, 2))) if k}
+        notes.append(f"{int(outside.sum())} detections outside their camera's image marked missing {per_camera_out}")
+        raw = np.where(outside[..., None], np.nan, raw)
     if min_confidence is not None:
         low = np.isfinite(raw).all(-1) & ~(conf >= float(min_confidence))
         notes.append(f"{int(low.sum())} of {int(np.isfinite(raw).all(-1).sum())} detections below confidence "
