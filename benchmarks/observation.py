@@ -35,27 +35,29 @@ from .common import (SEED_MODEL, INIT_ROW, REFERENCE_ROWS, earlier_rows, machine
 DATASET, TRAIN = "rodent18_realistic", "rodent18_realistic_train"
 HEADING = ("SpineM", "SpineF")
 
-DEFAULT_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps (default)"
+DEFAULT_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps, relative to the parent where smaller (default)"
+WORLD_STEPS_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps (the default until 2026-12-06)"
 GAUSSIAN_STEPS_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Gaussian steps"
 WHITENED_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, every track whitened"
 WHITENED_T_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps, every track whitened"
 STUDENT_T3_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps with 3 degrees of freedom"
 # the observation models are compared with the random walk's Gaussian steps (as they were first measured); the
-# default's Student-t steps are a row of their own
-_PAIRS = dict(observation="camera_keypoint", outlier_model="gaussian", confidence=True)
+# default's Student-t steps are a row of their own. Every row but the default's steps in the world, as they were measured
+_PAIRS = dict(observation="camera_keypoint", outlier_model="gaussian", confidence=True, step_frame="world")
 VARIANTS = {
     "shared noise, uniform outliers (seed)": dict(SEED_MODEL),
     "per (camera, keypoint), uniform outliers": dict(observation="camera_keypoint", outlier_model="uniform",
-                                                     confidence=False, steps="gaussian"),
+                                                     confidence=False, steps="gaussian", step_frame="world"),
     "per (camera, keypoint), Gaussian outliers": dict(observation="camera_keypoint", outlier_model="gaussian",
-                                                      confidence=False, steps="gaussian"),
+                                                      confidence=False, steps="gaussian", step_frame="world"),
     GAUSSIAN_STEPS_VARIANT: dict(_PAIRS, steps="gaussian"),
-    DEFAULT_VARIANT: dict(_PAIRS, steps="student_t"),
+    DEFAULT_VARIANT: dict(_PAIRS, steps="student_t", step_frame="auto"),
+    WORLD_STEPS_VARIANT: dict(_PAIRS, steps="student_t"),
     STUDENT_T3_VARIANT: dict(_PAIRS, steps="student_t", steps_dof=3.0),  # the default until 2026-12-06
     WHITENED_VARIANT: dict(_PAIRS, steps="gaussian", whitened_tracks="all"),
     WHITENED_T_VARIANT: dict(_PAIRS, steps="student_t", whitened_tracks="all"),
     "per (camera, keypoint), uniform outliers, scores": dict(observation="camera_keypoint", outlier_model="uniform",
-                                                             confidence=True, steps="gaussian"),
+                                                             confidence=True, steps="gaussian", step_frame="world"),
 }
 # a reference, not a method: least squares on the detections the simulated detector did not corrupt (it knows every
 # outlier, swap and missing detection; the systematic offsets stay in)
@@ -191,7 +193,8 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     ``maxdepth``, ``target_accept`` and ``trace_on_disk`` are the sampler settings of the sampling benchmark (the
     T = 1800 rows there use maxdepth 5, target accept 0.7 and draws on disk on 2 CPUs). With ``moves`` each variant
     runs on PyMC's NUTS with the moves between explanations (:mod:`gimbal.model.moves`; draws in memory) and its row
-    is labelled ``... + moves (PyMC NUTS)``; with ``sampler="pymc"`` alone, on PyMC's NUTS without them (``...
+    is labelled ``... + moves (PyMC NUTS)`` (steps in the world: the moves score the walk there); with
+    ``sampler="pymc"`` alone, on PyMC's NUTS without them (``...
     (PyMC NUTS)``, the control). The rows merge with those of the same settings. With ``window`` the sequence is
     sampled in overlapping windows (:func:`gimbal.model.windowed.sample_windowed`, ``overlap`` frames either side;
     rows labelled ``..., windows of N frames``, written to ``..._window{N}.json``): every position's R-hat is that of
@@ -215,8 +218,8 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
                        (ORACLE_ROW, oracle_triangulation(ds))):
         rows[label] = {"errors": _errors(tri, truth), "errors_wrong_in_3_cameras": _errors(tri[wrong], truth[wrong])}
     chosen = dict(VARIANTS)
-    for base in (list(VARIANTS)[0], DEFAULT_VARIANT, STUDENT_T3_VARIANT, GAUSSIAN_STEPS_VARIANT, WHITENED_VARIANT,
-                 WHITENED_T_VARIANT):
+    for base in (list(VARIANTS)[0], DEFAULT_VARIANT, WORLD_STEPS_VARIANT, STUDENT_T3_VARIANT, GAUSSIAN_STEPS_VARIANT,
+                 WHITENED_VARIANT, WHITENED_T_VARIANT):
         chosen[f"{base} {PRIOR_ROW} ({n_states} states)"] = dict(VARIANTS[base], prior="trained")
     # the default model with the trained prior on the detections the simulated detector left intact, and on those
     # without its systematic offsets: what is left when the observation model's job (finding the outliers) is done
@@ -232,6 +235,8 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     for label, options in chosen.items():
         options = {**options, "prior": prior} if options.get("prior") else options
         data, model_options = row_data(ds, options)
+        if moves:  # the moves score each position's random walk in the world (gimbal.model.moves)
+            model_options = {**model_options, "step_frame": "world"}
         label = f"{label}{MOVES_ROW}" if moves else (f"{label}{PYMC_ROW}" if sampler == "pymc" else label)
         label = f"{label}{WINDOW_ROW.format(window)}" if window else label
         t0 = time.perf_counter()

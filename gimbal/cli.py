@@ -22,7 +22,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .settings import STARTS, STEP_DOF, STEPS, WHITENED_TRACKS, positive_number
+    from .settings import STARTS, STEP_DOF, STEP_FRAMES, STEPS, WHITENED_TRACKS, positive_number
 
     g = p.add_argument_group("model")
     g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
@@ -37,6 +37,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="degrees of freedom of the Student-t steps: fewer make large steps cheaper (bursts of "
                         "movement, but also wrong detections pulling a keypoint off its track) "
                         f"(default: {STEP_DOF:g})")
+    g.add_argument("--step-frame", choices=STEP_FRAMES, default=STEP_FRAMES[0],
+                   help="the frame a keypoint's step is taken in: the world, relative to its parent (the root in the "
+                        "world), or per keypoint the one in which its steps are smaller (auto) "
+                        f"(default: {STEP_FRAMES[0]})")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
     g.add_argument("--root-dynamics", choices=("centered", "noncentered"), default="centered",
                    help="sample root positions directly (default) or as start + standard-normal random-walk steps")
@@ -114,6 +118,11 @@ def cmd_fit(args) -> int:
         from .errors import UsageError
 
         raise UsageError("--moves runs inside PyMC's compound sampler: add --sampler pymc (nutpie runs NUTS alone).")
+    if args.moves and args.step_frame != "world":
+        from .errors import UsageError
+
+        raise UsageError(f"--moves score each position's random walk in the world, and --step-frame {args.step_frame} "
+                         "takes steps relative to the parent: add --step-frame world.")
     label = Path(args.dataset).stem if Path(args.dataset).suffix == ".nc" else args.dataset
     out = Path(args.out) if args.out else Path("tests") / "pipeline" / "fits" / label
     summary_path, trace_path = out / "summary.json", out / "trace.nc"
@@ -147,6 +156,9 @@ def cmd_fit(args) -> int:
     whitened = whitened_keypoints(model)
     if whitened:
         scores += f"; {len(whitened)} of {ds.sizes['keypoint']} keypoints' tracks sampled whitened"
+    if model.gimbal_config.temporal and model.gimbal_config.step_frame != "world":
+        relative = int(sum(model.gimbal_step_relative))
+        scores += f"; {relative} of {ds.sizes['keypoint']} keypoints step relative to their parent"
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters{scores})")
     with_moves = "" if moves is None else f" + moves between explanations ({len(moves)} candidate runs)"
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}")
@@ -242,6 +254,7 @@ def _model_options(args, ds, label: str) -> dict:
         state_params=args.state_params,
         steps=args.steps,
         steps_dof=args.steps_dof,
+        step_frame=args.step_frame,
         scales=args.scales,
         root_dynamics=args.root_dynamics,
         kernels=args.kernels,

@@ -17,7 +17,7 @@ from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
            "probability", "positive_number", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH",
-           "STARTS", "WHITENED_TRACKS", "STEPS", "STEP_DOF", "add_exclude_argument", "add_prior_argument",
+           "STARTS", "WHITENED_TRACKS", "STEPS", "STEP_DOF", "STEP_FRAMES", "add_exclude_argument", "add_prior_argument",
            "excluded_pairs"]
 
 SAMPLERS = ("nutpie", "pymc")
@@ -31,6 +31,9 @@ WHITENED_TRACKS = ("none", "still", "all")
 STEPS = ("student_t", "gaussian")
 # the Student-t steps' degrees of freedom (build_model's ``steps_dof``, ``--steps-dof``): the default
 STEP_DOF = 10.0
+# the frame a keypoint's step is taken in (build_model's ``step_frame``): per keypoint the one in which its steps are
+# smaller, the world, or its parent's; the first is the default
+STEP_FRAMES = ("auto", "world", "parent")
 MAX_TREE_DEPTH = 20
 
 

@@ -158,6 +158,10 @@ def test_cli_fit_with_moves_between_explanations(tmp_path):
            "60", "--draws", "40", "--out", str(out), "--quiet", "--maxdepth", "5"]
     refused = subprocess.run(cmd + ["--moves"], capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "--sampler pymc" in refused.stderr and "Traceback" not in refused.stderr
+    # the moves score each position's walk in the world: the default frame ("auto") is refused, naming the fix
+    refused = subprocess.run(cmd + ["--moves", "--sampler", "pymc"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "add --step-frame world" in refused.stderr and "Traceback" not in refused.stderr
+    cmd += ["--step-frame", "world"]
     done = subprocess.run(cmd + ["--moves", "--sampler", "pymc"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "moves between explanations" in done.stdout

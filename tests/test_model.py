@@ -176,8 +176,9 @@ def test_student_t_steps_change_only_the_random_walk():
 
     ds = load_dataset("v0.2.1_L02_outliers", max_T=15)
     init = initialize_from_observations_dlt(ds, n_states=int(ds.attrs.get("n_states", 1)))
-    gauss, heavy = build_model(ds, init=init, steps="gaussian"), build_model(ds, init=init)
-    heavier = build_model(ds, init=init, steps_dof=3.0)
+    world = dict(init=init, step_frame="world")  # every keypoint's walk in the world (the parent frame: below)
+    gauss, heavy = build_model(ds, steps="gaussian", **world), build_model(ds, **world)
+    heavier = build_model(ds, steps_dof=3.0, **world)
     assert heavy.gimbal_config.steps == "student_t" and gauss.gimbal_config.steps == "gaussian"  # the default: Student-t
     assert heavy.gimbal_config.step_dof == STEP_DOF and heavier.gimbal_config.step_dof == 3.0
     x = init.values["x"].copy()
@@ -202,6 +203,48 @@ def test_student_t_steps_change_only_the_random_walk():
         build_model(ds, init=init, steps="laplace")
     with pytest.raises(ValueError, match="steps_dof must be a positive number"):
         build_model(ds, init=init, steps_dof=0.0)
+
+
+def test_steps_relative_to_the_parent_change_only_the_random_walk():
+    """step_frame='parent' / 'auto': the model's logp differs from the world-frame model's by exactly the two walks'
+    difference (scipy's multivariate_t on the change of each keypoint's vector from its parent, the root's in the
+    world); 'auto' takes the parent frame where that step size is the smaller; the gradient passes finite
+    differences; a relative step's scale is fitted to those vectors' steps (on an animal that moves as a whole it is
+    a fraction of the world step)."""
+    from scipy.stats import multivariate_t
+
+    from gimbal.settings import STEP_DOF
+
+    ds = load_dataset("rodent18_realistic", max_T=40)
+    init = initialize_from_observations_dlt(ds, step_dof=STEP_DOF)
+    parents = ds["parents"].values
+    world_s, parent_s = init.values["step_sigma"], init.values["step_sigma_parent"]
+    assert parent_s[0] == world_s[0]  # the root steps in the world either way
+    assert np.median(parent_s[1:] / world_s[1:]) < 0.6  # the rodent walks and turns as a whole
+    models = {f: build_model(ds, init=init, step_frame=f) for f in ("world", "parent", "auto")}
+    assert not models["world"].gimbal_step_relative.any()
+    np.testing.assert_array_equal(models["parent"].gimbal_step_relative, parents >= 0)
+    np.testing.assert_array_equal(models["auto"].gimbal_step_relative, (parents >= 0) & (parent_s < world_s))
+    point = models["world"].initial_point()
+    x = point["x"]
+
+    def walk(relative):
+        r = x.copy()
+        r[:, relative] = x[:, relative] - x[:, parents[relative]]
+        d, s = np.diff(r, axis=0), np.where(relative, parent_s, world_s)
+        return sum(multivariate_t(np.zeros(3), s[k] ** 2 * np.eye(3), df=STEP_DOF).logpdf(d[:, k]).sum()
+                   for k in range(len(s)))
+
+    lw = float(models["world"].compile_logp()(point))
+    world_walk = walk(np.zeros(len(parents), bool))
+    for frame in ("parent", "auto"):
+        rel = models[frame].gimbal_step_relative
+        assert float(models[frame].compile_logp()(point)) - lw == pytest.approx(walk(rel) - world_walk, rel=1e-9,
+                                                                                  abs=1e-6)
+    report = finite_difference_check(compile_logp_and_grad(models["parent"], point), max_components=60, seed=3)
+    assert report["passed"], report["worst"][:3]
+    with pytest.raises(ValueError, match="step_frame must be one of"):
+        build_model(ds, init=init, step_frame="body")
 
 
 def test_parallel_hmm_model_equals_the_sequential_one(python_mode):

@@ -26,8 +26,8 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
     from benchmarks.observation import train_prior
 
     # with the HMM: the default model with a trained prior (4 states); without: one state, frames independent
-    model = (build_model(realistic, prior=train_prior(4), steps="gaussian") if hmm
-             else build_model(realistic, use_directional_hmm=False, steps="gaussian"))
+    model = (build_model(realistic, prior=train_prior(4), steps="gaussian", step_frame="world") if hmm
+             else build_model(realistic, use_directional_hmm=False, steps="gaussian", step_frame="world"))
     blocks = explanation_blocks(realistic)
     kinds = {b.kind for b in blocks}
     assert kinds == {"groups", "ray", "camera"}
@@ -79,7 +79,7 @@ def test_each_move_ratio_is_the_full_log_density_ratio(realistic, hmm):
 def test_move_ratios_with_student_t_steps(realistic):
     """With heavy-tailed steps (the default) of the random walk the moves rate the steps into and out of a block with the Student-t
     density: the local ratio still equals the model's logp difference, forwards and back."""
-    model = build_model(realistic, use_directional_hmm=False)  # the default steps: Student-t
+    model = build_model(realistic, use_directional_hmm=False, step_frame="world")  # the default steps: Student-t
     blocks = explanation_blocks(realistic)
     step = ExplanationMoves(vars=[model.rvs_to_values[model["x"]]], blocks=blocks, parents=realistic["parents"].values,
                             model=model)
@@ -102,7 +102,7 @@ def test_moves_act_on_positions_under_whitened_tracks(realistic):
     from gimbal.model.whitening import to_coordinates
 
     part = realistic.isel(frame=slice(0, 20))
-    model = build_model(part, use_directional_hmm=False, whitened_tracks="all")  # every track ("still": none here)
+    model = build_model(part, use_directional_hmm=False, whitened_tracks="all", step_frame="world")  # every track ("still": none here)
     blocks = explanation_blocks(part)
     step = ExplanationMoves(blocks=blocks, model=model)
     assert step.var_names == ("x_whitened__",) and step.whitening is not None
@@ -147,16 +147,20 @@ def test_two_camera_groups_make_one_block_whose_move_swaps_their_points():
 
 
 def test_moves_refuse_a_model_they_cannot_rate(realistic):
-    model = build_model(realistic, scales="learned")
+    model = build_model(realistic, scales="learned", step_frame="world")
     with pytest.raises(ValueError, match="scales='fixed'"):
         ExplanationMoves(vars=[model.rvs_to_values[model["x"]]], blocks=explanation_blocks(realistic),
                          parents=realistic["parents"].values, model=model)
+    relative = build_model(realistic)  # the default frame: on this rodent its keypoints step relative to their parent
+    assert relative.gimbal_step_relative.any()
+    with pytest.raises(ValueError, match="build the model with step_frame='world'"):
+        ExplanationMoves(blocks=explanation_blocks(realistic), model=relative)
 
 
 def test_moves_need_pymcs_compound_sampler(realistic):
     from gimbal.model.fitting import sample_model
 
-    model = build_model(realistic.isel(frame=slice(0, 5)))
+    model = build_model(realistic.isel(frame=slice(0, 5)), step_frame="world")
     with pytest.raises(ValueError, match="sampler='pymc'"):
         sample_model(model, moves=explanation_blocks(realistic.isel(frame=slice(0, 5))), progress=False)
     with pytest.raises(ValueError, match="jitter=True with moves"):  # the compound sampler would silently not jitter

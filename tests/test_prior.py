@@ -102,6 +102,11 @@ def test_fit_prior_finds_postures_whatever_the_heading():
     assert kappa_world[0, 0] < 2
     # consecutive frames give step variances and transition counts from the data
     assert prior.step_variance is not None and prior.transition_counts.sum() > 2 * 11 + len(x) - 2
+    # ... in the world and relative to each keypoint's parent: the per-axis mean square of each kind of step
+    rel = x - np.where(np.asarray(PARENTS)[:, None] >= 0, x[:, np.maximum(PARENTS, 0)], 0.0)
+    np.testing.assert_allclose(prior.step_variance, np.mean(np.diff(x, axis=0) ** 2, axis=(0, 2)), rtol=1e-9)
+    np.testing.assert_allclose(prior.step_variance_parent, np.mean(np.diff(rel, axis=0) ** 2, axis=(0, 2)), rtol=1e-9)
+    assert prior.step_variance_parent[0] == prior.step_variance[0]  # the root's is its world step
 
 
 def _original_npz(path, prior: PosePrior, cameras=3):
@@ -138,7 +143,8 @@ def test_prior_files_round_trip_and_the_original_format_loads_as_is(tmp_path):
     path = save_prior(prior, tmp_path / "p.npz")
     back = load_prior(path)
     assert back.keypoint_names == tuple(NAMES) and back.source == "test"
-    for name in ("state_directions", "state_concentrations", "bone_length", "bone_variance", "step_variance"):
+    for name in ("state_directions", "state_concentrations", "bone_length", "bone_variance", "step_variance",
+                 "step_variance_parent"):
         np.testing.assert_allclose(getattr(back, name), getattr(prior, name), rtol=1e-6)  # float32 on disk
     np.testing.assert_allclose(back.transition_counts, prior.transition_counts)
     with pytest.raises(FileExistsError, match="overwrite"):
@@ -148,6 +154,7 @@ def test_prior_files_round_trip_and_the_original_format_loads_as_is(tmp_path):
     assert orig.keypoint_names is None and orig.parents.tolist() == PARENTS
     np.testing.assert_allclose(orig.transition_counts, np.full((2, 2), 5.0))  # one row of counts for every state
     np.testing.assert_allclose(orig.step_variance, 4.0)
+    assert orig.step_variance_parent is None  # the original's files carry world steps only
     skel = Skeleton(tuple(NAMES), tuple(PARENTS))
     assert orig.for_skeleton(skel).keypoint_names == tuple(NAMES)  # nameless: matched by the tree
     with pytest.raises(PriorFileError, match="tree must be the dataset's"):
@@ -232,7 +239,35 @@ def test_model_with_a_prior_scores_body_frame_directions():
     np.testing.assert_allclose(pose2, pose, rtol=1e-9)
 
 
+def test_a_prior_gives_the_step_sizes_of_the_frame_the_model_steps_in(tmp_path):
+    """A trained prior's step sizes replace the data's in the frame the model takes each step in; an original GIMBAL
+    file (world steps only) serves step_frame='world' and 'auto' (in the world) and refuses 'parent', naming the fix."""
+    from pytensor.graph.basic import ancestors
+
+    from gimbal.model.build import build_model
+
+    rng = np.random.default_rng(7)
+    x, _ = _poses(rng, T=30)
+    prior = fit_prior(_poses(np.random.default_rng(8), T=120)[0], PARENTS, [0, 1], n_states=2, keypoint_names=NAMES)
+    ds = _dataset_from(x, rng)
+    for frame in ("world", "parent", "auto"):
+        model = build_model(ds, prior=prior, step_frame=frame, validate=False)
+        rel = model.gimbal_step_relative
+        expect = {"world": np.zeros(len(PARENTS), bool), "parent": np.asarray(PARENTS) >= 0,
+                  "auto": (np.asarray(PARENTS) >= 0) & (prior.step_variance_parent < prior.step_variance)}[frame]
+        np.testing.assert_array_equal(rel, expect)
+        walk = next(p for p in model.potentials if p.name == "temporal_prior")
+        sizes = next(v for v in ancestors([walk]) if v.name == "step_sigma_fixed").get_value()
+        np.testing.assert_allclose(sizes, np.sqrt(np.where(rel, prior.step_variance_parent, prior.step_variance)))
+    _original_npz(tmp_path / "orig.npz", prior)
+    assert not build_model(ds, prior=tmp_path / "orig.npz", step_frame="auto", validate=False).gimbal_step_relative.any()
+    with pytest.raises(ValueError, match="step sizes relative to each keypoint's parent, and the pose prior has none"):
+        build_model(ds, prior=tmp_path / "orig.npz", step_frame="parent", validate=False)
+
+
 def test_a_prior_in_other_units_is_refused():
+    from pytensor.graph.basic import ancestors
+
     from gimbal.model.build import build_model
 
     rng = np.random.default_rng(7)
@@ -346,11 +381,12 @@ def test_gimbal_fit_with_a_prior_checks_its_body_frame(tmp_path, capsys):
     path = save_prior(prior, tmp_path / "prior.npz")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # Gaussian steps: the posterior mean of this short run then keeps the truth's upright frames 0-2 (with the
-        # default Student-t steps its shortest baseline there is 0.51x the median, no frame below the check's 0.25x)
+        # Gaussian steps in the world: the posterior mean of this short run then keeps the truth's upright frames 0-2
+        # (with the default Student-t steps its shortest baseline there is 0.51x the median, and with Gaussian steps
+        # in the default frame ("auto") 0.55x: no frame below the check's 0.25x)
         assert main(["fit", "--dataset", "v0.2.1_L00_minimal", "--max-T", "8", "--prior", str(path), "--chains", "2",
-                     "--tune", "100", "--draws", "50", "--steps", "gaussian", "--quiet", "--out",
-                     str(tmp_path / "fit")]) == 0
+                     "--tune", "100", "--draws", "50", "--steps", "gaussian", "--step-frame", "world", "--quiet",
+                     "--out", str(tmp_path / "fit")]) == 0
     out = capsys.readouterr().out
     heading = json.loads((tmp_path / "fit" / "summary.json").read_text())["heading"]
     assert heading["keypoints"] == ["root", "proximal"] and heading["n_frames"] == 8

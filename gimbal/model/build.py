@@ -10,8 +10,8 @@
   directions integrated out analytically (``directions="marginal"``) or as explicit unit vectors;
 * :func:`pose_prior` - the directional HMM (states summed out by the forward algorithm) or a
   single-state prior;
-* :func:`temporal_prior` - a random walk per keypoint (Student-t or Gaussian steps) plus a weak anchor of the first
-  root position;
+* :func:`temporal_prior` - a random walk per keypoint (Student-t or Gaussian steps, each in the world or relative to
+  the keypoint's parent: :func:`step_frames`) plus a weak anchor of the first root position;
 * :func:`observation_loglik` - projection into every camera and the Gaussian or
   inlier/outlier-mixture likelihood, per frame, with missing detections contributing exactly 0.
 
@@ -35,7 +35,7 @@ import xarray as xr
 
 from ..datasets import skeleton_of
 from .distributions import STEP_DOF, hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, step_logp, vmf_logp
-from ..settings import STARTS, STEPS, WHITENED_TRACKS
+from ..settings import STARTS, STEP_FRAMES, STEPS, WHITENED_TRACKS
 from .initialization import (EXACT_FIX, Initialization, check_initial_point, exact_reprojection_text, init_point_for,
                              initialize_from_observations_dlt, off_exact_zeros, smoothed_start, start_covariance)
 from ._inputs import data_input as _data
@@ -73,6 +73,7 @@ class ModelConfig:
     temporal: bool = True
     steps: str = STEPS[0]
     steps_dof: float = STEP_DOF  # the Student-t steps' degrees of freedom (ignored with Gaussian steps)
+    step_frame: str = STEP_FRAMES[0]  # per keypoint the frame its steps are smaller in ("auto"), "world" or "parent"
     scales: str = "fixed"
     kernels: str = "fused"
     root_dynamics: str = "centered"
@@ -102,6 +103,8 @@ class ModelConfig:
             raise ValueError(f"root_dynamics must be 'centered' or 'noncentered', got {self.root_dynamics!r}.")
         if self.steps not in STEPS:
             raise ValueError(f"steps must be one of {STEPS}, got {self.steps!r}.")
+        if self.step_frame not in STEP_FRAMES:
+            raise ValueError(f"step_frame must be one of {STEP_FRAMES}, got {self.step_frame!r}.")
         if (isinstance(self.steps_dof, bool) or not isinstance(self.steps_dof, (int, float))
                 or not (np.isfinite(self.steps_dof) and self.steps_dof > 0)):
             raise ValueError(f"steps_dof must be a positive number (degrees of freedom), got {self.steps_dof!r}.")
@@ -306,13 +309,39 @@ def pose_prior(emission, init: Initialization, config: ModelConfig):
     return pm.Potential("pose_prior", logp)
 
 
-def temporal_prior(x, init: Initialization, config: ModelConfig):
+def step_frames(init: Initialization, config: ModelConfig, parents) -> tuple[np.ndarray, np.ndarray]:
+    """Which keypoints take their steps relative to their parent ``(K,)`` bool, and every keypoint's step size
+    ``(K,)`` in its frame.
+
+    ``config.step_frame``: ``"world"``, every keypoint in the world (the original GIMBAL's); ``"parent"``, every
+    keypoint but the root relative to its parent; ``"auto"``, those whose steps are smaller relative to their parent
+    than in the world (the frame in which the next position is better predicted). The sizes are ``init``'s (the
+    data's, or a trained prior's: :func:`~gimbal.model.prior.with_prior`); a prior with world steps only (the
+    original GIMBAL's files) keeps "auto" in the world and refuses "parent".
+    """
+    world = np.asarray(init.values["step_sigma"], float)
+    parent = init.values.get("step_sigma_parent")
+    if parent is None:  # a prior with world steps only (the original GIMBAL's files): "auto" stays in the world
+        if config.step_frame == "parent":
+            raise ValueError("step_frame='parent' needs step sizes relative to each keypoint's parent, and the pose prior "
+                             "has none (the original GIMBAL's files carry world steps only): re-fit it with `gimbal "
+                             "prior fit`, or use step_frame='world' or 'auto' (--step-frame).")
+        return np.zeros(world.shape, bool), world
+    parent = np.asarray(parent, float)
+    relative = (np.asarray(parents) >= 0) & (config.step_frame != "world")
+    if config.step_frame == "auto":
+        relative &= parent < world
+    return relative, np.where(relative, parent, world)
+
+
+def temporal_prior(x, init: Initialization, config: ModelConfig, parents):
     """Per-keypoint random walk over frames plus a weak anchor for the first root position.
 
-    A step is Gaussian or Student-t (``config.steps``, :func:`~gimbal.model.distributions.step_logp`); its size is
-    fixed at its triangulation estimate unless ``scales="learned"``.
+    A step is Gaussian or Student-t (``config.steps``, :func:`~gimbal.model.distributions.step_logp`), taken in the
+    world or relative to the keypoint's parent (:func:`step_frames`); its size is fixed at its triangulation estimate
+    (or a trained prior's) unless ``scales="learned"``. Returns the keypoints whose steps are relative ``(K,)``.
     """
-    step0 = init.values["step_sigma"]
+    relative, step0 = step_frames(init, config, parents)
     if config.scales == "fixed":
         step = _data(step0, "step_sigma_fixed")
     else:
@@ -321,12 +350,16 @@ def temporal_prior(x, init: Initialization, config: ModelConfig):
     spread = _data(10.0 * float(np.max(init.values["bone_length"], initial=1.0)), "anchor_spread")
     anchor = -0.5 * pt.sum((x[0, 0] - _data(init.center, "anchor_center")) ** 2) / spread**2
     if init.positions.shape[0] > 1:
-        d = x[1:] - x[:-1]
+        # which keypoints step relative to their parent is data, not graph: one compiled model serves every recording
+        parent = _data(np.maximum(np.asarray(parents), 0), "step_parent", "int64")
+        r = x - x[:, parent] * _data(relative.astype(float)[:, None], "step_relative")  # in_step_frames, as a graph
+        d = r[1:] - r[:-1]
         walk = step_logp(pt.sum(d**2, axis=-1), step, config.step_dof)
         if config.root_dynamics == "noncentered":
             walk = walk[:, 1:]  # the root's walk is the N(0, 1) prior of its steps (see latent_positions)
         anchor = anchor + walk.sum()
-    return pm.Potential("temporal_prior", anchor)
+    pm.Potential("temporal_prior", anchor)
+    return relative
 
 
 # --- composition ----------------------------------------------------------------------
@@ -371,6 +404,7 @@ def build_model(
     temporal: bool = True,
     steps: str = ModelConfig.steps,
     steps_dof: float = ModelConfig.steps_dof,
+    step_frame: str = ModelConfig.step_frame,
     scales: str = "fixed",
     kernels: str = "fused",
     root_dynamics: str = "centered",
@@ -424,6 +458,12 @@ def build_model(
         cheaper: a burst of movement, but also an explanation of a frame's detections that pulls the keypoint off its
         track. With 3 instead of the default's 10, 100-frame fits with a trained prior left positions where camera
         groups disagree unconverged in two of four seeds (README, *Degrees of freedom of the steps*).
+    step_frame : {"auto", "world", "parent"}
+        The frame a keypoint's step is taken in (:func:`step_frames`): per keypoint the one of the two below in which
+        its steps are smaller (default), the world (the original GIMBAL's random walk of each position; the seed's
+        model), or relative to its parent (the change of the vector from its parent; the root in the world). On an
+        animal that moves as a whole (a rodent walking and turning) a keypoint's step relative to its parent is a
+        fraction of its step in the world, and the prior predicts the next pose that much better.
     scales : {"fixed", "learned"}
         Fix the per-bone positional spread and the per-keypoint step size at their
         triangulation estimates (default) or learn them (funnel-prone).
@@ -505,7 +545,8 @@ def build_model(
     pymc.Model
         With ``model.gimbal_config`` (a :class:`ModelConfig`), ``model.gimbal_init``
         (the :class:`~gimbal.model.initialization.Initialization`), ``model.gimbal_terms``
-        (intermediate tensors such as the HMM ``emission``) and ``model.gimbal_skeleton`` attached.
+        (intermediate tensors such as the HMM ``emission``), ``model.gimbal_step_relative`` (the keypoints whose steps
+        are relative to their parent) and ``model.gimbal_skeleton`` attached.
     """
     skeleton = skeleton_of(dataset)
     if prior is not None:
@@ -525,6 +566,7 @@ def build_model(
         temporal=bool(temporal),
         steps=steps,
         steps_dof=steps_dof,
+        step_frame=step_frame,
         scales=scales,
         kernels=kernels,
         root_dynamics=root_dynamics,
@@ -552,6 +594,7 @@ def build_model(
     if config.whitened_tracks != "none" and init.positions.shape[0] > 1:
         whitening = _track_whitening(dataset, init, every=config.whitened_tracks == "all")
     terms = {}
+    relative = np.zeros(len(skeleton.parents), bool)
     with pm.Model(coords=_coords(dataset, config.n_states)) as model:
         x = latent_positions(dataset, init, config, whitening)
         if config.freeze_latents is None:
@@ -560,7 +603,7 @@ def build_model(
             emission = terms["emission"] = pose_emissions(x, skeleton, rho, sigma, mean, kappa, init, config)
             pose_prior(emission, init, config)
             if config.temporal:
-                temporal_prior(x, init, config)
+                relative = temporal_prior(x, init, config, skeleton.parents)
         log_obs_t = pm.Deterministic("log_obs_t", observation_loglik(x, dataset, init, config), dims="frame")
         pm.Potential("y_obs", log_obs_t.sum())
     if validate or _has_unseen_positions(dataset):  # the start is moved even unvalidated (diagnostic groups, windows)
@@ -573,5 +616,6 @@ def build_model(
     model.gimbal_config = config
     model.gimbal_init = init
     model.gimbal_terms = terms  # named intermediate tensors (e.g. the (T, S) HMM emissions) for checks
+    model.gimbal_step_relative = relative  # (K,) the keypoints whose steps are taken relative to their parent
     model.gimbal_skeleton = skeleton
     return model

@@ -23,6 +23,7 @@ from scipy.cluster.vq import kmeans2
 from .cameras import (Candidates, camera_centres, project, ray_directions, refine_triangulation, reprojection_error,
                       select_candidates, triangulation_candidates, triangulation_covariance)
 from .observation import NOISE_FLOOR_PX, NOISE_POOL_SD
+from .skeleton import in_step_frames
 from .whitening import TrackWhitening
 from ..datasets import skeleton_of
 
@@ -612,6 +613,26 @@ def _step_scale_fit(steps: np.ndarray, dof: float | None, iterations: int = 200)
 MIN_AGREED_STEPS = 5  # a keypoint with fewer steps between agreed points uses all of its steps
 
 
+def _step_scales(x: np.ndarray, agreed: np.ndarray, cov: np.ndarray, parents, step_dof: float | None,
+                 scale_ref: float, relative: bool) -> np.ndarray:
+    """Per keypoint, the scale of its frame-to-frame steps ``(K,)`` in the world (``relative=False``) or relative to
+    its parent (the root's in the world either way), net of the triangulation noise.
+
+    A step relative to the parent is the change of the vector from the parent to the keypoint: between points
+    every camera agrees on at both ends (Student-t steps), and its noise is the keypoint's and the parent's.
+    """
+    parents = np.asarray(parents)
+    rel = (parents >= 0) if relative else np.zeros(parents.size, bool)
+    steps = np.diff(in_step_frames(x, parents, rel), axis=0)
+    both = agreed.copy()
+    both[:, rel] &= agreed[:, parents[rel]]
+    noise = cov.copy()
+    noise[:, rel] = cov[:, rel] + cov[:, parents[rel]]
+    if step_dof is not None:  # every step counts in the Student-t's scale: only those between agreed points
+        steps = _agreed_steps(steps, both)
+    return np.maximum(_less_noise(_step_scale_fit(steps, step_dof), _step_noise_var(noise)), 1e-3 * scale_ref)
+
+
 def _agreed_steps(steps: np.ndarray, agreed: np.ndarray) -> np.ndarray:
     """``steps`` ``(T - 1, K, 3)`` with those not between two points every camera agrees on (``agreed``, ``(T, K)``)
     set to NaN, per keypoint where at least :data:`MIN_AGREED_STEPS` remain. A step from or to a point the cameras
@@ -650,7 +671,9 @@ def initialize_from_observations_dlt(
     step_dof : float, optional
         The Student-t steps' degrees of freedom: the step sizes are then that distribution's maximum-likelihood
         scales on the steps between points every camera agrees on (:func:`_agreed_steps`); None (Gaussian steps)
-        takes them from the median of all steps (:func:`_step_scale_fit`). Both less the triangulation noise.
+        takes them from the median of all steps (:func:`_step_scale_fit`). Both less the triangulation noise, and
+        both in the world (``values["step_sigma"]``) and relative to each keypoint's parent
+        (``values["step_sigma_parent"]``; :func:`_step_scales`), for ``build_model``'s ``step_frame``.
 
     Returns
     -------
@@ -678,13 +701,12 @@ def initialize_from_observations_dlt(
     mad = 1.4826 * np.median(np.abs(lengths - rho), axis=0)
     sigma = np.maximum(_less_noise(mad, _bone_noise_var(delta, cov, skel.bones, skel.bone_parents)), 0.005 * rho)
     if T > 1:
-        scale_ref = np.median(rho) if rho.size else 1.0
-        steps = np.diff(x, axis=0)
-        if step_dof is not None:  # every step counts in the Student-t's scale: only those between agreed points
-            steps = _agreed_steps(steps, agreed)
-        step_sigma = np.maximum(_less_noise(_step_scale_fit(steps, step_dof), _step_noise_var(cov)), 1e-3 * scale_ref)
+        step_sigma = _step_scales(x, agreed, cov, skel.parents, step_dof, np.median(rho) if rho.size else 1.0,
+                                  relative=False)
+        step_sigma_parent = _step_scales(x, agreed, cov, skel.parents, step_dof, np.median(rho) if rho.size else 1.0,
+                                         relative=True)
     else:
-        step_sigma = np.ones(K)
+        step_sigma = step_sigma_parent = np.ones(K)
     directions = delta / np.maximum(lengths, 1e-12)[..., None]
     states = fit_pose_states(directions, n_states, seed=seed)
     values = {
@@ -692,6 +714,7 @@ def initialize_from_observations_dlt(
         "bone_length": rho,
         "bone_sigma": sigma,
         "step_sigma": step_sigma,
+        "step_sigma_parent": step_sigma_parent,
         "obs_sigma": np.asarray(noise),
         "logodds_inlier": np.log(frac / (1 - frac)),
         "log_noise_camera": noise_camera,

@@ -454,6 +454,9 @@ class ExplanationMoves(BlockedStep):
                 or config.scales != "fixed"):
             raise ValueError("explanation moves need free positions x (freeze_latents=None, root_dynamics='centered'), "
                              "directions='marginal' and scales='fixed'.")
+        if np.any(getattr(model, "gimbal_step_relative", False)):
+            raise ValueError("explanation moves score the random walk of each position in the world: build the model "
+                             "with step_frame='world' (CLI: --step-frame world).")
         if int(rounds) < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}.")
         self.blocks = list(blocks)

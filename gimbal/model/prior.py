@@ -28,7 +28,7 @@ from scipy.special import logsumexp
 
 from .._atomic import atomic_path
 from .initialization import _vmf_kappa  # the same concentration estimate (and range) as the data's pose states
-from .skeleton import Skeleton, validate_parents
+from .skeleton import Skeleton, in_step_frames, validate_parents
 
 __all__ = [
     "PosePrior",
@@ -185,6 +185,10 @@ class PosePrior:
         Mean bone length ``rho`` and per-axis variance ``sigma^2`` of the child around ``parent + rho u``.
     step_variance : (K,) or None
         Per-axis variance of a keypoint's frame-to-frame step; None when the training frames were not consecutive.
+    step_variance_parent : (K,) or None
+        The same for the step relative to the keypoint's parent (the change of the vector from the parent; the
+        root's is its world step), for ``build_model``'s ``step_frame``; None in the original GIMBAL's files
+        (key ``pos_dt_variance_parent``, gimbal's own).
     heading_keypoints : (2,) int
         The heading runs from the first to the second keypoint.
     abscissa, normal : (3,)
@@ -206,6 +210,7 @@ class PosePrior:
     normal: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
     keypoint_names: tuple[str, ...] | None = None
     source: str = ""
+    step_variance_parent: np.ndarray | None = None
 
     def __post_init__(self):
         parents = validate_parents(self.parents)
@@ -216,8 +221,9 @@ class PosePrior:
             "transition_counts": (S, S), "bone_length": (K,), "bone_variance": (K,),
             "heading_keypoints": (2,), "abscissa": (3,), "normal": (3,),
         }
-        if self.step_variance is not None:
-            expected["step_variance"] = (K,)
+        for name in ("step_variance", "step_variance_parent"):
+            if getattr(self, name) is not None:
+                expected[name] = (K,)
         for name, shape in expected.items():
             value = np.asarray(getattr(self, name), dtype=np.int64 if name == "heading_keypoints" else float)
             if value.shape != shape:
@@ -244,6 +250,10 @@ class PosePrior:
                 raise PriorFileError(f"prior {name} must be finite and non-negative.")
         if np.any(self.bone_variance[bones] <= 0) or np.any(self.transition_counts <= 0):
             raise PriorFileError("prior bone variances and transition counts must be positive.")
+        for name in ("step_variance", "step_variance_parent"):
+            value = getattr(self, name)
+            if value is not None and (not np.all(np.isfinite(value)) or np.any(value <= 0)):
+                raise PriorFileError(f"prior {name} must be finite and positive.")
 
     @property
     def n_states(self) -> int:
@@ -304,6 +314,7 @@ class PosePrior:
             bone_length=self.bone_length[idx],
             bone_variance=self.bone_variance[idx],
             step_variance=None if self.step_variance is None else self.step_variance[idx],
+            step_variance_parent=None if self.step_variance_parent is None else self.step_variance_parent[idx],
             heading_keypoints=np.array([pos[int(h)] for h in self.heading_keypoints]),
             keypoint_names=tuple(skeleton.names),
         )
@@ -461,6 +472,16 @@ def _check_heading_baseline(seqs, heading_keypoints, axes, names=None) -> None:
     _warn_short_heading(length, label, "the training frames")
 
 
+def _step_variances(steps, scale: float) -> np.ndarray:
+    """Per keypoint, the per-axis variance of its steps ``[(N, K, 3), ...]`` (at least ``(1e-3 scale)^2``)."""
+    d = np.concatenate(steps)
+    var = np.array([float(max(np.nanmean(d[:, k] ** 2) if np.isfinite(d[:, k]).any() else np.nan, (1e-3 * scale) ** 2))
+                    for k in range(d.shape[1])])
+    if not np.all(np.isfinite(var)):
+        raise ValueError("some keypoints have no two consecutive known positions; fit with consecutive=False.")
+    return var
+
+
 def fit_prior(
     sequences,
     parents,
@@ -523,7 +544,7 @@ def fit_prior(
     labels = np.full(len(u), -1)
     labels[usable] = resp.argmax(axis=1)
     counts = np.full((S, S), 1.0) + stickiness * np.eye(S)
-    step_var = None
+    step_var = step_var_parent = None
     if consecutive:
         steps, start = [], 0
         for s in seqs:
@@ -533,13 +554,9 @@ def fit_prior(
             np.add.at(counts, (lab[:-1][ok], lab[1:][ok]), 1.0)
             steps.append(np.diff(s, axis=0))
             start += T
-        d = np.concatenate(steps)  # (N, K, 3)
-        step_var = np.array([
-            float(max(np.nanmean(d[:, k] ** 2) if np.isfinite(d[:, k]).any() else np.nan, (1e-3 * scale) ** 2))
-            for k in range(K)
-        ])
-        if not np.all(np.isfinite(step_var)):
-            raise ValueError("some keypoints have no two consecutive known positions; fit with consecutive=False.")
+        step_var = _step_variances(steps, scale)
+        step_var_parent = _step_variances(
+            [np.diff(in_step_frames(s, parents, parents >= 0), axis=0) for s in seqs], scale)
     pad = lambda a, fill: np.concatenate([np.full((1, *a.shape[1:]), fill), a])  # noqa: E731 (root row)
     return PosePrior(
         parents=parents,
@@ -550,6 +567,7 @@ def fit_prior(
         bone_length=pad(rho, 0.0),
         bone_variance=pad(var, 1.0),
         step_variance=step_var,
+        step_variance_parent=step_var_parent,
         heading_keypoints=np.asarray(heading_keypoints, dtype=np.int64),
         abscissa=axes[0],
         normal=axes[2],
@@ -593,6 +611,8 @@ def save_prior(prior: PosePrior, path, overwrite: bool = False) -> Path:
     }
     if prior.step_variance is not None:
         arrays["pos_dt_variance"] = prior.step_variance.astype(np.float32)
+    if prior.step_variance_parent is not None:
+        arrays["pos_dt_variance_parent"] = prior.step_variance_parent.astype(np.float32)
     if prior.keypoint_names is not None:
         arrays["keypoint_names"] = np.array(prior.keypoint_names)
     with atomic_path(path, suffix=".npz") as tmp:
@@ -637,6 +657,7 @@ def load_prior(path) -> PosePrior:
             bone_length=data["pos_radius"],
             bone_variance=data["pos_radial_variance"],
             step_variance=data.get("pos_dt_variance"),
+            step_variance_parent=data.get("pos_dt_variance_parent"),
             heading_keypoints=data["crf_keypoints"],
             abscissa=data["crf_abscissa"],
             normal=data["crf_normal"],
@@ -710,5 +731,8 @@ def with_prior(init, prior: PosePrior, skeleton: Skeleton, *, max_length_ratio: 
     )
     if prior.step_variance is not None:
         values["step_sigma"] = np.sqrt(prior.step_variance)
+        # the data's steps relative to the parent do not go with the prior's world steps: the prior's, or none
+        values["step_sigma_parent"] = (None if prior.step_variance_parent is None
+                                       else np.sqrt(prior.step_variance_parent))
     return Initialization(positions=init.positions, values=values, pose_states=states, center=init.center,
                           triangulation_residual_px=init.triangulation_residual_px, start=init.start)

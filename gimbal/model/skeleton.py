@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Skeleton", "validate_parents"]
+__all__ = ["Skeleton", "validate_parents", "in_step_frames"]
 
 
 def validate_parents(parents) -> np.ndarray:
@@ -126,3 +126,15 @@ class Skeleton:
         """Child minus parent position for every bone: ``(..., K, 3) -> (..., K-1, 3)``."""
         positions = np.asarray(positions)
         return positions[..., self.bones, :] - positions[..., self.bone_parents, :]
+
+
+def in_step_frames(x, parents, relative):
+    """Positions ``(..., K, 3)`` in each keypoint's step frame: less its parent's position where ``relative`` ``(K,)``
+    is set (never the root), as they are elsewhere."""
+    relative = np.asarray(relative, bool)
+    parents = np.asarray(parents)
+    if relative.shape != parents.shape or (relative & (parents < 0)).any():
+        raise ValueError("relative must be one flag per keypoint, False at the root.")
+    if not relative.any():
+        return x
+    return x - x[..., np.maximum(parents, 0), :] * relative.astype(float)[:, None]
