@@ -35,14 +35,17 @@ from .common import (SEED_MODEL, INIT_ROW, REFERENCE_ROWS, earlier_rows, machine
 DATASET, TRAIN = "rodent18_realistic", "rodent18_realistic_train"
 HEADING = ("SpineM", "SpineF")
 
-DEFAULT_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps, relative to the parent where smaller (default)"
-WORLD_STEPS_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps (the default until 2026-12-06)"
+DEFAULT_VARIANT = ("per (camera, keypoint), Gaussian outliers, scores, Student-t steps, relative to the parent where "
+                   "smaller (default)")
+WORLD_STEPS_VARIANT = ("per (camera, keypoint), Gaussian outliers, scores, Student-t steps (the default until "
+                       "2026-12-06)")
 GAUSSIAN_STEPS_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Gaussian steps"
 WHITENED_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, every track whitened"
 WHITENED_T_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps, every track whitened"
 STUDENT_T3_VARIANT = "per (camera, keypoint), Gaussian outliers, scores, Student-t steps with 3 degrees of freedom"
 # the observation models are compared with the random walk's Gaussian steps (as they were first measured); the
-# default's Student-t steps are a row of their own. Every row but the default's steps in the world, as they were measured
+# default's Student-t steps are a row of their own. Every row but the default's steps in the world, as they were
+# measured
 _PAIRS = dict(observation="camera_keypoint", outlier_model="gaussian", confidence=True, step_frame="world")
 VARIANTS = {
     "shared noise, uniform outliers (seed)": dict(SEED_MODEL),

@@ -17,8 +17,8 @@ from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
            "probability", "positive_number", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH",
-           "STARTS", "WHITENED_TRACKS", "STEPS", "STEP_DOF", "STEP_FRAMES", "add_exclude_argument", "add_prior_argument",
-           "excluded_pairs"]
+           "STARTS", "WHITENED_TRACKS", "STEPS", "STEP_DOF", "STEP_FRAMES", "add_exclude_argument",
+           "add_prior_argument", "excluded_pairs"]
 
 SAMPLERS = ("nutpie", "pymc")
 BACKENDS = ("numba", "jax")

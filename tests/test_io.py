@@ -143,7 +143,8 @@ def test_fisheye_calibration_matches_aniposelib_and_survives_import_save_and_exp
     files = {}
     kps = ["body", "head", "tail", "paw"]
     for c, name in enumerate(group.get_names()):
-        save_poses.to_dlc_file(_movement_2d(theirs[c].reshape(10, 4, 2), np.ones((10, 4)), kps), tmp_path / f"{name}.h5")
+        save_poses.to_dlc_file(_movement_2d(theirs[c].reshape(10, 4, 2), np.ones((10, 4)), kps),
+                               tmp_path / f"{name}.h5")
         files[name] = _written(tmp_path / f"{name}.h5")
     (tmp_path / "skel.yaml").write_text("keypoints: [body, head, tail, paw]\nparents: [null, body, body, body]\n")
     ds = import_session(files, tmp_path / "calibration.toml", tmp_path / "skel.yaml").dataset
@@ -749,12 +750,16 @@ def test_frames_no_camera_saw_do_not_stop_the_sampler_from_starting(monkeypatch)
         middle, step = np.round(x[12] / grid) * grid, np.round((x[12] - x[11]) / grid) * grid
         x[11], x[12], x[13] = middle - step, middle, middle + step  # inside the gap (frames 10-14)
         start = dataclasses.replace(start, positions=x, values={**start.values, "x": x})
-        plain = build.build_model(ds, init=start, validate=False)
-        plain_whitened = build.build_model(ds, init=start, whitened_tracks="still", validate=False)
+        # the cancellation built above is the world walk's (steps relative to the parent cancel in more places)
+        plain = build.build_model(ds, init=start, validate=False, step_frame="world")
+        plain_whitened = build.build_model(ds, init=start, whitened_tracks="still", validate=False, step_frame="world")
+        relative = build.build_model(ds, init=start, validate=False)  # the default frame
     assert zero_components(plain) == ["x[12, 3, 0]", "x[12, 3, 1]"]
     assert zero_components(plain_whitened) == ["x_whitened__[12, 3, 0]", "x_whitened__[12, 3, 1]"]
+    assert relative.gimbal_step_relative[k] and len(zero_components(relative)) > 2
+    assert zero_components(build.build_model(ds, init=start, validate=False)) == []  # the guard moves them all
 
-    model = build.build_model(ds, init=start)  # validates: raised InitializationError before
+    model = build.build_model(ds, init=start, step_frame="world")  # validates: raised InitializationError before
     moved = model.gimbal_init.positions - plain.gimbal_init.positions
     step = plain.gimbal_init.values["step_sigma"]
     assert np.array_equal(np.argwhere(moved != 0), [[12, k, 0], [12, k, 1]])
@@ -763,11 +768,12 @@ def test_frames_no_camera_saw_do_not_stop_the_sampler_from_starting(monkeypatch)
     fit = sample_model(model, chains=1, tune=30, draws=10, seed=0, progress=False)
     assert np.isfinite(fit.trace.posterior["x"].values).all()
 
-    unvalidated = build.build_model(ds, init=start, validate=False)  # as the diagnostic groups and windows build it
+    # as the diagnostic groups and windows build it
+    unvalidated = build.build_model(ds, init=start, validate=False, step_frame="world")
     assert np.array_equal(unvalidated.gimbal_init.positions, model.gimbal_init.positions)
     assert zero_components(unvalidated) == []
 
-    model = build.build_model(ds, init=start, whitened_tracks="still")  # raised InitializationError before
+    model = build.build_model(ds, init=start, whitened_tracks="still", step_frame="world")  # raised before
     moved = model.gimbal_init.positions - plain_whitened.gimbal_init.positions
     assert np.array_equal(np.argwhere(moved != 0), [[12, k, 0], [12, k, 1]])
     fit = sample_model(model, chains=1, tune=30, draws=10, seed=0, progress=False)

@@ -102,7 +102,8 @@ def test_moves_act_on_positions_under_whitened_tracks(realistic):
     from gimbal.model.whitening import to_coordinates
 
     part = realistic.isel(frame=slice(0, 20))
-    model = build_model(part, use_directional_hmm=False, whitened_tracks="all", step_frame="world")  # every track ("still": none here)
+    # every track ("still": none here)
+    model = build_model(part, use_directional_hmm=False, whitened_tracks="all", step_frame="world")
     blocks = explanation_blocks(part)
     step = ExplanationMoves(blocks=blocks, model=model)
     assert step.var_names == ("x_whitened__",) and step.whitening is not None

@@ -253,7 +253,8 @@ def attach_calibration(ds: xr.Dataset, calibration: Calibration) -> xr.Dataset:
         camera_intrinsics=(("camera", "row", "col3"), np.stack([c.K for c in cams])),
         camera_rotation=(("camera", "row", "col3"), np.stack([c.R for c in cams])),
         camera_translation=(("camera", "row"), np.stack([c.t for c in cams])),
-        camera_distortion=(("camera", "dist_coeff"), np.stack([np.zeros(N_DIST) if c.fisheye else c.dist for c in cams])),
+        camera_distortion=(("camera", "dist_coeff"),
+                           np.stack([np.zeros(N_DIST) if c.fisheye else c.dist for c in cams])),
     ).assign_coords(dist_coeff=["k1", "k2", "p1", "p2", "k3"])
     if fisheye.any():  # OpenCV's fisheye model, per camera: its own four coefficients
         ds = ds.assign(

@@ -323,9 +323,9 @@ def step_frames(init: Initialization, config: ModelConfig, parents) -> tuple[np.
     parent = init.values.get("step_sigma_parent")
     if parent is None:  # a prior with world steps only (the original GIMBAL's files): "auto" stays in the world
         if config.step_frame == "parent":
-            raise ValueError("step_frame='parent' needs step sizes relative to each keypoint's parent, and the pose prior "
-                             "has none (the original GIMBAL's files carry world steps only): re-fit it with `gimbal "
-                             "prior fit`, or use step_frame='world' or 'auto' (--step-frame).")
+            raise ValueError("step_frame='parent' needs step sizes relative to each keypoint's parent, and the pose "
+                             "prior has none (the original GIMBAL's files carry world steps only): re-fit it with "
+                             "`gimbal prior fit`, or use step_frame='world' or 'auto' (--step-frame).")
         return np.zeros(world.shape, bool), world
     parent = np.asarray(parent, float)
     relative = (np.asarray(parents) >= 0) & (config.step_frame != "world")

@@ -701,10 +701,9 @@ def initialize_from_observations_dlt(
     mad = 1.4826 * np.median(np.abs(lengths - rho), axis=0)
     sigma = np.maximum(_less_noise(mad, _bone_noise_var(delta, cov, skel.bones, skel.bone_parents)), 0.005 * rho)
     if T > 1:
-        step_sigma = _step_scales(x, agreed, cov, skel.parents, step_dof, np.median(rho) if rho.size else 1.0,
-                                  relative=False)
-        step_sigma_parent = _step_scales(x, agreed, cov, skel.parents, step_dof, np.median(rho) if rho.size else 1.0,
-                                         relative=True)
+        scale_ref = np.median(rho) if rho.size else 1.0
+        step_sigma, step_sigma_parent = (_step_scales(x, agreed, cov, skel.parents, step_dof, scale_ref, relative=rel)
+                                         for rel in (False, True))
     else:
         step_sigma = step_sigma_parent = np.ones(K)
     directions = delta / np.maximum(lengths, 1e-12)[..., None]
