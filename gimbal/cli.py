@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from .settings import add_exclude_argument, add_prior_argument, excluded_pairs, positive_int
@@ -22,7 +23,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .settings import STARTS, STEP_DOF, STEP_FRAMES, STEPS, WHITENED_TRACKS, positive_number
+    from .settings import OFFSETS, STARTS, STEP_DOF, STEP_FRAMES, STEPS, WHITENED_TRACKS, positive_number
 
     g = p.add_argument_group("model")
     g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
@@ -41,6 +42,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="the frame a keypoint's step is taken in: the world, relative to its parent (the root in the "
                         "world), or per keypoint the one in which its steps are smaller (auto) "
                         f"(default: {STEP_FRAMES[0]})")
+    g.add_argument("--offsets", choices=OFFSETS, default=OFFSETS[0],
+                   help="a detector's systematic offset per (camera, keypoint), a bias in every frame: estimated from "
+                        "the start's residuals where at least 5 cameras see the keypoint, and taken off that pair's "
+                        f"detections, or none (default: {OFFSETS[0]})")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
     g.add_argument("--root-dynamics", choices=("centered", "noncentered"), default="centered",
                    help="sample root positions directly (default) or as start + standard-normal random-walk steps")
@@ -110,6 +115,7 @@ def cmd_fit(args) -> int:
     from .model.regions import chain_findings
     from .model.whitening import whitened_keypoints
     from .model.build import build_model
+    from .model.offsets import OFFSET_REPORT_PX, largest_offsets
 
     from .settings import SamplerSettings
 
@@ -159,6 +165,10 @@ def cmd_fit(args) -> int:
     if model.gimbal_config.temporal and model.gimbal_config.step_frame != "world":
         relative = int(sum(model.gimbal_step_relative))
         scores += f"; {relative} of {ds.sizes['keypoint']} keypoints step relative to their parent"
+    offsets = largest_offsets(model.gimbal_offsets, ds["camera"].values, ds["keypoint"].values)
+    if offsets:
+        scores += (f"; detector offsets of {len(offsets)} (camera, keypoint) pairs >= {OFFSET_REPORT_PX:g} px "
+                   f"taken off (largest {offsets[0].camera}:{offsets[0].keypoint} {offsets[0].length_px:.1f} px)")
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters{scores})")
     with_moves = "" if moves is None else f" + moves between explanations ({len(moves)} candidate runs)"
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}")
@@ -187,6 +197,7 @@ def cmd_fit(args) -> int:
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
+        "detector_offsets": [asdict(o) for o in offsets],
         "stranded_chains": chains.stranded,
         "chain_regions": chains.regions,
         "heading": heading,
@@ -255,6 +266,7 @@ def _model_options(args, ds, label: str) -> dict:
         steps=args.steps,
         steps_dof=args.steps_dof,
         step_frame=args.step_frame,
+        offsets=args.offsets,
         scales=args.scales,
         root_dynamics=args.root_dynamics,
         kernels=args.kernels,

@@ -17,7 +17,7 @@ from .errors import UsageError
 
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
            "probability", "positive_number", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH",
-           "STARTS", "WHITENED_TRACKS", "STEPS", "STEP_DOF", "STEP_FRAMES", "add_exclude_argument",
+           "STARTS", "WHITENED_TRACKS", "STEPS", "STEP_DOF", "STEP_FRAMES", "OFFSETS", "add_exclude_argument",
            "add_prior_argument", "excluded_pairs"]
 
 SAMPLERS = ("nutpie", "pymc")
@@ -34,6 +34,9 @@ STEP_DOF = 10.0
 # the frame a keypoint's step is taken in (build_model's ``step_frame``): per keypoint the one in which its steps are
 # smaller, the world, or its parent's; the first is the default
 STEP_FRAMES = ("auto", "world", "parent")
+# a detector's systematic offset per (camera, keypoint) (build_model's ``offsets``): estimated from the start's residuals
+# and taken off the detections, or none; the first is the default
+OFFSETS = ("estimated", "none")
 MAX_TREE_DEPTH = 20
 
 

@@ -56,7 +56,7 @@ class GroupSpec:
 # and Gaussian random-walk steps are not the package's defaults; the speed benchmarks that track the seed's model over
 # time use it too
 SEED_MODEL = {"observation": "shared", "outlier_model": "uniform", "confidence": False, "steps": "gaussian",
-              "step_frame": "world"}
+              "step_frame": "world", "offsets": "none"}
 SEED = dict(SEED_MODEL)
 FULL = dict(SEED, use_mixture=True, use_directional_hmm=True)
 # the earlier port's parameterization: per-frame directions as free variables, learned noise scales and pose states

@@ -13,7 +13,8 @@ The same residuals, per (camera, keypoint), give each pair's steady offset: the 
 from the others' triangulation to the camera's detection, next to how much it scatters from frame to frame. A large
 offset with a small scatter is a bias, not noise: the detector marks another spot than the other cameras' detectors,
 or the calibration is off at that place. The report lists the largest (:data:`N_OFFSETS`) without judging them; such a
-pair pulls every fit towards it, and ``--exclude CAMERA:KEYPOINT`` leaves it out.
+pair pulls a fit towards it unless the fit takes it off (the default: :mod:`gimbal.model.offsets` estimates each
+pair's offset), and ``--exclude CAMERA:KEYPOINT`` leaves it out.
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ class CalibrationReport:
             lines.append(f"  {c.name:>12s}  {err}  ({c.n_points} detections)" + (f"  <-- {c.cause}" if c.flagged else ""))
         if self.offsets:
             lines.append("largest offsets of a camera's keypoint from the others' triangulation (median over frames; "
-                         "scatter: frame to frame). A large offset with a small scatter is a bias, not noise, and pulls "
-                         "every fit towards it; gimbal evaluate shows what leaving one out (--exclude CAMERA:KEYPOINT) "
-                         "changes:")
+                         "scatter: frame to frame). A large offset with a small scatter is a bias, not noise: the fit "
+                         "estimates each pair's offset and takes it off (--offsets none keeps them); gimbal evaluate "
+                         "shows what leaving one out (--exclude CAMERA:KEYPOINT) changes:")
             lines.extend(f"  {o.camera}:{o.keypoint}  {o.offset_px:.1f} px  (scatter {o.scatter_px:.1f} px, "
                          f"{o.n_frames} frames)" for o in self.offsets)
         lines.extend(f"  note: {n}" for n in self.notes)

@@ -174,9 +174,15 @@ def _gaussian_2d_logp(resid2, scale):
     return -0.5 * resid2 / scale**2 - 2 * pt.log(scale) - np.log(2 * np.pi)
 
 
-def observation_loglik(x, dataset: xr.Dataset, init, config):
-    """Per-frame log-likelihood of the 2D detections, shape ``(T,)`` (see the module's description)."""
+def observation_loglik(x, dataset: xr.Dataset, init, config, offsets=None):
+    """Per-frame log-likelihood of the 2D detections, shape ``(T,)`` (see the module's description).
+
+    ``offsets`` ``(C, K, 2)``: pixels taken off each (camera, keypoint) pair's detections (a detector's systematic
+    offset, :mod:`gimbal.model.offsets`); none by default.
+    """
     filled, seen_mask = split_missing(dataset["observations"].values)
+    if offsets is not None:
+        filled = np.where(seen_mask[..., None], filled - np.asarray(offsets, float)[None], filled)
     y = _data(filled, "observations_filled", per_frame=True)
     seen = _data(seen_mask, "observations_seen", "bool", per_frame=True)
     cameras = _data(dataset["camera_matrix"].values, "camera_matrix")
