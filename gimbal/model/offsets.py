@@ -78,8 +78,8 @@ def estimate_offsets(observations, cameras, positions, *, scale_px: float = OFFS
     -------
     ndarray
         ``o[c, k]``: the detections of camera ``c`` for keypoint ``k`` sit this far from the joint's projection on
-        average; 0 where the data do not show one, and for a pair seen in fewer than :data:`OFFSET_MIN_FRAMES`
-        frames with at least two other cameras.
+        average; 0 where the data do not show one, and for a pair that is an inlier in fewer than
+        :data:`OFFSET_MIN_FRAMES` frames where at least :data:`OFFSET_MIN_CAMERAS` cameras see the keypoint as one.
     """
     obs = np.asarray(observations, float)
     P = np.asarray(cameras, float)
