@@ -23,7 +23,7 @@ def _add_dataset_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .settings import OFFSETS, STARTS, STEP_DOF, STEP_FRAMES, STEPS, WHITENED_TRACKS, positive_number
+    from .settings import CAMERA_NOISE, OFFSETS, STARTS, STEP_DOF, STEP_FRAMES, STEPS, WHITENED_TRACKS, positive_number
 
     g = p.add_argument_group("model")
     g.add_argument("--no-mixture", action="store_true", help="Gaussian likelihood instead of the inlier/outlier mixture")
@@ -46,6 +46,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="a detector's systematic offset per (camera, keypoint), a bias in every frame: estimated from "
                         "the start's residuals where at least 5 cameras see the keypoint, and taken off that pair's "
                         f"detections, or none (default: {OFFSETS[0]})")
+    g.add_argument("--camera-noise", choices=CAMERA_NOISE, default=CAMERA_NOISE[0],
+                   help="each camera's noise factor (--observation camera_keypoint): sampled but kept above its "
+                        "estimate from its detections' residuals against the point the other cameras place, or "
+                        "sampled freely (a free factor can collapse onto one camera's rays) "
+                        f"(default: {CAMERA_NOISE[0]})")
     g.add_argument("--scales", choices=("fixed", "learned"), default="fixed")
     g.add_argument("--root-dynamics", choices=("centered", "noncentered"), default="centered",
                    help="sample root positions directly (default) or as start + standard-normal random-walk steps")
@@ -108,6 +113,8 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_fit(args) -> int:
+    import numpy as np
+
     from .datasets import load_dataset, save_dataset
     from .diagnostics.io import collect_environment, write_json
     from .diagnostics.sampling import convergence_table, sampling_summary
@@ -169,6 +176,11 @@ def cmd_fit(args) -> int:
     if offsets:
         scores += (f"; detector offsets of {len(offsets)} (camera, keypoint) pairs >= {OFFSET_REPORT_PX:g} px "
                    f"taken off (largest {offsets[0].camera}:{offsets[0].keypoint} {offsets[0].length_px:.1f} px)")
+    floor = None if model.gimbal_camera_noise is None else dict(zip(map(str, ds["camera"].values),
+                                                                    np.exp(model.gimbal_camera_noise).tolist()))
+    if floor:
+        scores += ("; each camera's noise at least its held-out residuals' share of the shared noise: "
+                   + ", ".join(f"{c} {v:.2f}x" for c, v in floor.items()))
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters{scores})")
     with_moves = "" if moves is None else f" + moves between explanations ({len(moves)} candidate runs)"
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}")
@@ -198,6 +210,7 @@ def cmd_fit(args) -> int:
         "unconverged_positions": support.to_json() if support else None,
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
         "detector_offsets": [asdict(o) for o in offsets],
+        "camera_noise_floor": floor,  # each camera's factor of the shared noise is at least this
         "stranded_chains": chains.stranded,
         "chain_regions": chains.regions,
         "heading": heading,
@@ -267,6 +280,7 @@ def _model_options(args, ds, label: str) -> dict:
         steps_dof=args.steps_dof,
         step_frame=args.step_frame,
         offsets=args.offsets,
+        camera_noise=args.camera_noise,
         scales=args.scales,
         root_dynamics=args.root_dynamics,
         kernels=args.kernels,

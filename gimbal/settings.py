@@ -37,6 +37,10 @@ STEP_FRAMES = ("auto", "world", "parent")
 # a detector's systematic offset per (camera, keypoint) (build_model's ``offsets``): estimated from the start's residuals
 # and taken off the detections, or none; the first is the default
 OFFSETS = ("estimated", "none")
+# each camera's noise factor in the per-(camera, keypoint) observation model (build_model's ``camera_noise``): sampled
+# but kept above its estimate from its residuals against the other cameras' point, or sampled freely; the first is
+# the default
+CAMERA_NOISE = ("floored", "sampled")
 MAX_TREE_DEPTH = 20
 
 

@@ -168,7 +168,7 @@ def test_a_cameras_noise_cannot_collapse_onto_its_rays():
     obs = ds["observations"].values.copy()
     obs[:, 0] = project(truth, ds["camera_matrix"].values)[:, 0]  # camera 0: exactly on the points' rays
     ds = ds.assign(observations=(ds["observations"].dims, obs))
-    model = build_model(ds, validate=False, confidence=False)
+    model = build_model(ds, validate=False, confidence=False, camera_noise="sampled")  # the floored default: test_camera_noise
     logp = model.compile_logp()
     noise = model.compile_fn(model.replace_rvs_by_values([model["obs_sigma_ck"]])[0], inputs=model.value_vars,
                              on_unused_input="ignore")

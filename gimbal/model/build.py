@@ -35,12 +35,13 @@ import xarray as xr
 
 from ..datasets import skeleton_of
 from .distributions import STEP_DOF, hmm_forward_logp, hmm_parallel_logp, marginal_bone_logp, safe_norm, step_logp, vmf_logp
-from ..settings import OFFSETS, STARTS, STEP_FRAMES, STEPS, WHITENED_TRACKS
+from ..settings import CAMERA_NOISE, OFFSETS, STARTS, STEP_FRAMES, STEPS, WHITENED_TRACKS
 from .initialization import (EXACT_FIX, Initialization, check_initial_point, exact_reprojection_text, init_point_for,
                              initialize_from_observations_dlt, off_exact_zeros, smoothed_start, start_covariance)
 from ._inputs import data_input as _data
 from .kernels import bone_emission_logp, hmm_logp
 from .observation import has_scores, observation_loglik, project_points, student_t_2d_logp
+from .camera_noise import cross_validated_camera_noise
 from .offsets import estimate_offsets
 from .prior import PosePrior, canonical_positions, load_prior, with_prior
 from .whitening import track_factor, walk_dominated, whitened_flat
@@ -76,6 +77,7 @@ class ModelConfig:
     steps_dof: float = STEP_DOF  # the Student-t steps' degrees of freedom (ignored with Gaussian steps)
     step_frame: str = STEP_FRAMES[0]  # per keypoint the frame its steps are smaller in ("auto"), "world" or "parent"
     offsets: str = OFFSETS[0]  # the detector's systematic offset per (camera, keypoint): "estimated" or "none"
+    camera_noise: str = CAMERA_NOISE[0]  # a camera's noise factor: "floored" (>= its held-out estimate) or "sampled"
     scales: str = "fixed"
     kernels: str = "fused"
     root_dynamics: str = "centered"
@@ -109,6 +111,8 @@ class ModelConfig:
             raise ValueError(f"step_frame must be one of {STEP_FRAMES}, got {self.step_frame!r}.")
         if self.offsets not in OFFSETS:
             raise ValueError(f"offsets must be one of {OFFSETS}, got {self.offsets!r}.")
+        if self.camera_noise not in CAMERA_NOISE:
+            raise ValueError(f"camera_noise must be one of {CAMERA_NOISE}, got {self.camera_noise!r}.")
         if (isinstance(self.steps_dof, bool) or not isinstance(self.steps_dof, (int, float))
                 or not (np.isfinite(self.steps_dof) and self.steps_dof > 0)):
             raise ValueError(f"steps_dof must be a positive number (degrees of freedom), got {self.steps_dof!r}.")
@@ -176,6 +180,17 @@ def detection_offsets(dataset: xr.Dataset, init: Initialization, config: ModelCo
         return np.zeros((C, K, 2))
     obs = dataset["observations"].transpose("frame", "camera", "keypoint", ...).values
     return estimate_offsets(obs, dataset["camera_matrix"].values, init.positions)
+
+
+def camera_noise_floor(dataset: xr.Dataset, init: Initialization, config: ModelConfig,
+                       offsets: np.ndarray) -> np.ndarray | None:
+    """The floor under each camera's log noise factor ``(C,)``: its estimate from held-out residuals on the detections
+    less ``offsets`` (:func:`~gimbal.model.camera_noise.cross_validated_camera_noise`); None where the factors are
+    sampled freely (or the noise is shared)."""
+    if config.observation != "camera_keypoint" or config.camera_noise == "sampled":
+        return None
+    obs = dataset["observations"].transpose("frame", "camera", "keypoint", ...).values - offsets[None]
+    return cross_validated_camera_noise(obs, dataset["camera_matrix"].values, init.positions)
 
 
 def latent_positions(dataset: xr.Dataset, init: Initialization, config: ModelConfig, whitening=None):
@@ -420,6 +435,7 @@ def build_model(
     steps_dof: float = ModelConfig.steps_dof,
     step_frame: str = ModelConfig.step_frame,
     offsets: str = ModelConfig.offsets,
+    camera_noise: str = ModelConfig.camera_noise,
     scales: str = "fixed",
     kernels: str = "fused",
     root_dynamics: str = "centered",
@@ -487,6 +503,15 @@ def build_model(
         off) it is the largest error left. Only frames where at least 5 cameras see a keypoint as an inlier count
         (with fewer the estimate picked the wrong camera on a real recording): a rig of four cameras gets none.
         ``model.gimbal_offsets`` holds the estimate, ``(C, K, 2)`` pixels.
+    camera_noise : {"floored", "sampled"}
+        With ``observation="camera_keypoint"``: each camera's noise factor sampled but kept above its estimate from
+        the residuals of its detections against the point the other cameras place (default;
+        :func:`gimbal.model.camera_noise.cross_validated_camera_noise`), or sampled freely. Freely, a camera's factor
+        can shrink towards the noise floor while every point moves onto its rays, and the posterior then follows
+        that one camera (on the real multi-view session ``top`` fell to 0.18x the shared noise). Above its floor a
+        factor moves freely (a camera worse than its residuals show, a broken calibration, is still found); below it,
+        it pays a steep half-Gaussian wall.
+        ``model.gimbal_camera_noise`` holds the floor, ``(C,)``, or None.
     scales : {"fixed", "learned"}
         Fix the per-bone positional spread and the per-keypoint step size at their
         triangulation estimates (default) or learn them (funnel-prone).
@@ -591,6 +616,7 @@ def build_model(
         steps_dof=steps_dof,
         step_frame=step_frame,
         offsets=offsets,
+        camera_noise=camera_noise,
         scales=scales,
         kernels=kernels,
         root_dynamics=root_dynamics,
@@ -615,6 +641,7 @@ def build_model(
     if exact and config.freeze_latents is None:
         warnings.warn(f"{exact} {EXACT_FIX}", UserWarning, stacklevel=2)
     offset = detection_offsets(dataset, init, config)
+    noise_floor = camera_noise_floor(dataset, init, config, offset)
     whitening = None
     if config.whitened_tracks != "none" and init.positions.shape[0] > 1:
         whitening = _track_whitening(dataset, init, every=config.whitened_tracks == "all")
@@ -629,7 +656,8 @@ def build_model(
             pose_prior(emission, init, config)
             if config.temporal:
                 relative = temporal_prior(x, init, config, skeleton.parents)
-        log_obs_t = pm.Deterministic("log_obs_t", observation_loglik(x, dataset, init, config, offset),
+        log_obs_t = pm.Deterministic("log_obs_t", observation_loglik(x, dataset, init, config, offset,
+                                                                                noise_floor),
                                      dims="frame")
         pm.Potential("y_obs", log_obs_t.sum())
     if validate or _has_unseen_positions(dataset):  # the start is moved even unvalidated (diagnostic groups, windows)
@@ -644,5 +672,6 @@ def build_model(
     model.gimbal_terms = terms  # named intermediate tensors (e.g. the (T, S) HMM emissions) for checks
     model.gimbal_step_relative = relative  # (K,) the keypoints whose steps are taken relative to their parent
     model.gimbal_offsets = offset  # (C, K, 2) pixels taken off each pair's detections
+    model.gimbal_camera_noise = noise_floor  # (C,) the floor under the cameras' log noise factors, or None
     model.gimbal_skeleton = skeleton
     return model

@@ -19,7 +19,11 @@ Three choices shape it (:class:`~gimbal.model.build.ModelConfig`):
   never falls below :data:`NOISE_FLOOR_PX` (added in quadrature): any one camera's residuals can be zeroed by
   putting every point on its rays, so without a floor the likelihood grows without bound as that camera's noise
   shrinks, and where the positions are free enough to follow (Student-t steps, two good views) chains run off
-  towards it (DeepFly3D with ``cam5`` held out: ``cam4``'s factor fell to exp(-2.84), 0.2 px, R-hat 2.2).
+  towards it (DeepFly3D with ``cam5`` held out: ``cam4``'s factor fell to exp(-2.84), 0.2 px, R-hat 2.2). The floor
+  is not enough where few frames leave the points free (the real multi-view session, 3 frames: ``top`` at 0.18x
+  the shared noise), so by default (``camera_noise="floored"``) each camera's factor is also kept above its
+  held-out estimate (:mod:`gimbal.model.camera_noise`); it can still rise above it (a camera worse than its
+  residuals show: a broken calibration).
 * ``outlier_model`` - the outlier class: ``"uniform"`` over the camera's image (the seed's), ``"gaussian"``
   around the projection with standard deviation :data:`OUTLIER_SD_FRACTION` of the image diagonal (the
   original GIMBAL's wide Gaussian: a wrong detection is usually on or near the animal), or ``"student_t"``
@@ -47,6 +51,7 @@ from .kernels import observation_logp
 __all__ = [
     "NOISE_POOL_SD",
     "NOISE_FLOOR_PX",
+    "FLOOR_WALL_SD",
     "LOGODDS_POOL_SD",
     "OUTLIER_SD_FRACTION",
     "STUDENT_T_DOF",
@@ -63,6 +68,7 @@ __all__ = [
 NOISE_POOL_SD = 0.5  # spread of the camera and keypoint factors of the log noise: each within ~x2.7 of the shared one
 LOGODDS_POOL_SD = 2.0  # sd of logodds_inlier_ck around logodds_inlier[k]: outlier rates 5%-95% stay within reach
 NOISE_FLOOR_PX = 0.5  # the inlier noise sd of a (camera, keypoint) pair is at least this (pixels)
+FLOOR_WALL_SD = 0.05  # below its floor a camera's log noise factor pays a half-Gaussian of this sd (a 5% wall)
 OUTLIER_SD_FRACTION = 0.125  # the Gaussian outlier class's sd, as a fraction of the image diagonal (~200 px at 1280x1024)
 STUDENT_T_DOF = 3.0  # heavy enough that a detection 100 sigma away pulls like an inlier 0.05 sigma off
 _CONFIDENCE_CLIP = 1e-3  # scores are clipped to [clip, 1 - clip] before the logit (SLEAP's can exceed 1)
@@ -125,16 +131,24 @@ def _zero_sum_normal(name: str, initval: np.ndarray, dim: str):
     return pm.Deterministic(name, pt.dot(_data(basis, f"{name}_basis"), free), dims=dim)
 
 
-def observation_parameters(dataset: xr.Dataset, init, config):
+def observation_parameters(dataset: xr.Dataset, init, config, noise_camera=None):
     """The noise ``(C, K)``-broadcastable, the inlier log-odds ``(T, C, K)``-broadcastable, as model variables.
 
-    Returns ``(omega, logodds)``; ``logodds`` is None without the two-class mixture.
+    ``noise_camera`` ``(C,)``: a floor under the cameras' sampled log noise factors (:mod:`gimbal.model.camera_noise`):
+    the factors start there, and below it each pays a half-Gaussian wall of sd :data:`FLOOR_WALL_SD` (a wall, not a
+    maximum: a maximum leaves a factor below its floor without a likelihood, a flat region that mixed slowly); None:
+    no floor. Returns ``(omega, logodds)``; ``logodds`` is None without the two-class mixture.
     """
     omega0 = float(init.values["obs_sigma"])
     omega = pm.LogNormal("obs_sigma", mu=pt.log(_data(omega0, "obs_sigma_prior")), sigma=1.0, initval=omega0)
     per_pair = config.observation == "camera_keypoint"
     if per_pair:
-        camera = _zero_sum_normal("log_noise_camera", init.values["log_noise_camera"], "camera")
+        if noise_camera is None:
+            camera = _zero_sum_normal("log_noise_camera", init.values["log_noise_camera"], "camera")
+        else:  # sampled from the floor up; below it a steep half-Gaussian wall
+            camera = _zero_sum_normal("log_noise_camera", noise_camera, "camera")
+            floor = _data(np.asarray(noise_camera, float), "log_noise_camera_floor")
+            pm.Potential("camera_noise_floor", -0.5 * pt.sum(pt.minimum(camera - floor, 0.0) ** 2) / FLOOR_WALL_SD**2)
         keypoint = _zero_sum_normal("log_noise_keypoint", init.values["log_noise_keypoint"], "keypoint")
         factored = omega * pt.exp(camera[:, None] + keypoint[None, :])
         omega = pm.Deterministic("obs_sigma_ck", pt.sqrt(NOISE_FLOOR_PX**2 + factored**2), dims=("camera", "keypoint"))
@@ -174,11 +188,12 @@ def _gaussian_2d_logp(resid2, scale):
     return -0.5 * resid2 / scale**2 - 2 * pt.log(scale) - np.log(2 * np.pi)
 
 
-def observation_loglik(x, dataset: xr.Dataset, init, config, offsets=None):
+def observation_loglik(x, dataset: xr.Dataset, init, config, offsets=None, noise_camera=None):
     """Per-frame log-likelihood of the 2D detections, shape ``(T,)`` (see the module's description).
 
     ``offsets`` ``(C, K, 2)``: pixels taken off each (camera, keypoint) pair's detections (a detector's systematic
-    offset, :mod:`gimbal.model.offsets`); none by default.
+    offset, :mod:`gimbal.model.offsets`); none by default. ``noise_camera`` ``(C,)``: the floor under the cameras' log
+    noise factors (:func:`observation_parameters`).
     """
     filled, seen_mask = split_missing(dataset["observations"].values)
     if offsets is not None:
@@ -186,7 +201,7 @@ def observation_loglik(x, dataset: xr.Dataset, init, config, offsets=None):
     y = _data(filled, "observations_filled", per_frame=True)
     seen = _data(seen_mask, "observations_seen", "bool", per_frame=True)
     cameras = _data(dataset["camera_matrix"].values, "camera_matrix")
-    omega, logodds = observation_parameters(dataset, init, config)
+    omega, logodds = observation_parameters(dataset, init, config, noise_camera)
     student_t = config.use_mixture and config.outlier_model == "student_t"
     mixture = config.use_mixture and not student_t
     outlier = _data(outlier_scale(dataset, config.outlier_model), "outlier_scale")  # (C, 1)
