@@ -656,9 +656,8 @@ def build_model(
             pose_prior(emission, init, config)
             if config.temporal:
                 relative = temporal_prior(x, init, config, skeleton.parents)
-        log_obs_t = pm.Deterministic("log_obs_t", observation_loglik(x, dataset, init, config, offset,
-                                                                                noise_floor),
-                                     dims="frame")
+        log_obs = observation_loglik(x, dataset, init, config, offset, noise_floor)
+        log_obs_t = pm.Deterministic("log_obs_t", log_obs, dims="frame")
         pm.Potential("y_obs", log_obs_t.sum())
     if validate or _has_unseen_positions(dataset):  # the start is moved even unvalidated (diagnostic groups, windows)
         from ..diagnostics.checks import compile_logp_and_grad

@@ -131,10 +131,10 @@ def _zero_sum_normal(name: str, initval: np.ndarray, dim: str):
     return pm.Deterministic(name, pt.dot(_data(basis, f"{name}_basis"), free), dims=dim)
 
 
-def observation_parameters(dataset: xr.Dataset, init, config, noise_camera=None):
+def observation_parameters(dataset: xr.Dataset, init, config, noise_floor=None):
     """The noise ``(C, K)``-broadcastable, the inlier log-odds ``(T, C, K)``-broadcastable, as model variables.
 
-    ``noise_camera`` ``(C,)``: a floor under the cameras' sampled log noise factors (:mod:`gimbal.model.camera_noise`):
+    ``noise_floor`` ``(C,)``: a floor under the cameras' sampled log noise factors (:mod:`gimbal.model.camera_noise`):
     the factors start there, and below it each pays a half-Gaussian wall of sd :data:`FLOOR_WALL_SD` (a wall, not a
     maximum: a maximum leaves a factor below its floor without a likelihood, a flat region that mixed slowly); None:
     no floor. Returns ``(omega, logodds)``; ``logodds`` is None without the two-class mixture.
@@ -143,11 +143,11 @@ def observation_parameters(dataset: xr.Dataset, init, config, noise_camera=None)
     omega = pm.LogNormal("obs_sigma", mu=pt.log(_data(omega0, "obs_sigma_prior")), sigma=1.0, initval=omega0)
     per_pair = config.observation == "camera_keypoint"
     if per_pair:
-        if noise_camera is None:
+        if noise_floor is None:
             camera = _zero_sum_normal("log_noise_camera", init.values["log_noise_camera"], "camera")
         else:  # sampled from the floor up; below it a steep half-Gaussian wall
-            camera = _zero_sum_normal("log_noise_camera", noise_camera, "camera")
-            floor = _data(np.asarray(noise_camera, float), "log_noise_camera_floor")
+            camera = _zero_sum_normal("log_noise_camera", noise_floor, "camera")
+            floor = _data(np.asarray(noise_floor, float), "log_noise_camera_floor")
             pm.Potential("camera_noise_floor", -0.5 * pt.sum(pt.minimum(camera - floor, 0.0) ** 2) / FLOOR_WALL_SD**2)
         keypoint = _zero_sum_normal("log_noise_keypoint", init.values["log_noise_keypoint"], "keypoint")
         factored = omega * pt.exp(camera[:, None] + keypoint[None, :])
@@ -188,11 +188,11 @@ def _gaussian_2d_logp(resid2, scale):
     return -0.5 * resid2 / scale**2 - 2 * pt.log(scale) - np.log(2 * np.pi)
 
 
-def observation_loglik(x, dataset: xr.Dataset, init, config, offsets=None, noise_camera=None):
+def observation_loglik(x, dataset: xr.Dataset, init, config, offsets=None, noise_floor=None):
     """Per-frame log-likelihood of the 2D detections, shape ``(T,)`` (see the module's description).
 
     ``offsets`` ``(C, K, 2)``: pixels taken off each (camera, keypoint) pair's detections (a detector's systematic
-    offset, :mod:`gimbal.model.offsets`); none by default. ``noise_camera`` ``(C,)``: the floor under the cameras' log
+    offset, :mod:`gimbal.model.offsets`); none by default. ``noise_floor`` ``(C,)``: the floor under the cameras' log
     noise factors (:func:`observation_parameters`).
     """
     filled, seen_mask = split_missing(dataset["observations"].values)
@@ -201,7 +201,7 @@ def observation_loglik(x, dataset: xr.Dataset, init, config, offsets=None, noise
     y = _data(filled, "observations_filled", per_frame=True)
     seen = _data(seen_mask, "observations_seen", "bool", per_frame=True)
     cameras = _data(dataset["camera_matrix"].values, "camera_matrix")
-    omega, logodds = observation_parameters(dataset, init, config, noise_camera)
+    omega, logodds = observation_parameters(dataset, init, config, noise_floor)
     student_t = config.use_mixture and config.outlier_model == "student_t"
     mixture = config.use_mixture and not student_t
     outlier = _data(outlier_scale(dataset, config.outlier_model), "outlier_scale")  # (C, 1)
