@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cameras import project, projection_jacobian
+from .cameras import detections_and_start, project, projection_jacobian
 from .observation import NOISE_POOL_SD
 
 __all__ = ["MIN_OTHER_CAMERAS", "cross_validated_camera_noise"]
@@ -67,11 +67,7 @@ def cross_validated_camera_noise(observations, cameras, positions, threshold_px:
         ``MIN_OTHER_CAMERAS + 1`` cameras ever see a keypoint as an inlier); a camera without one gets 0 before
         centring.
     """
-    obs = np.asarray(observations, float)
-    P = np.asarray(cameras, float)
-    x = np.asarray(positions, float)
-    if obs.ndim != 4 or obs.shape[-1] != 2 or x.shape != (obs.shape[0], obs.shape[2], 3):
-        raise ValueError(f"observations must be (T, C, K, 2) and positions (T, K, 3); got {obs.shape} and {x.shape}.")
+    obs, P, x = detections_and_start(observations, cameras, positions)
     T, C, K, _ = obs.shape
     sum_sq, count = np.zeros((K, C)), np.zeros((K, C))
     for start in range(0, T, _CHUNK):

@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "split_missing",
+    "detections_and_start",
     "intrinsics",
     "look_at",
     "camera_matrix",
@@ -32,6 +33,17 @@ __all__ = [
     "camera_centres",
     "ray_directions",
 ]
+
+
+def detections_and_start(observations, cameras, positions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``observations`` ``(T, C, K, 2)``, ``cameras`` ``(C, 3, 4)`` and a start's ``positions`` ``(T, K, 3)`` as float
+    arrays; ``ValueError`` naming the shapes where they do not fit together."""
+    obs = np.asarray(observations, float)
+    P = np.asarray(cameras, float)
+    x = np.asarray(positions, float)
+    if obs.ndim != 4 or obs.shape[-1] != 2 or x.shape != (obs.shape[0], obs.shape[2], 3):
+        raise ValueError(f"observations must be (T, C, K, 2) and positions (T, K, 3); got {obs.shape} and {x.shape}.")
+    return obs, P, x
 
 
 def split_missing(observations) -> tuple[np.ndarray, np.ndarray]:

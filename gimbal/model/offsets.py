@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cameras import project, projection_jacobian
+from .cameras import detections_and_start, project, projection_jacobian
 
 __all__ = ["OFFSET_SCALE_PX", "OFFSET_MIN_CAMERAS", "OFFSET_INLIER_SD", "OFFSET_MIN_FRAMES", "OFFSET_REPORT_PX",
            "DetectorOffset", "estimate_offsets", "largest_offsets"]
@@ -81,11 +81,7 @@ def estimate_offsets(observations, cameras, positions, *, scale_px: float = OFFS
         average; 0 where the data do not show one, and for a pair that is an inlier in fewer than
         :data:`OFFSET_MIN_FRAMES` frames where at least :data:`OFFSET_MIN_CAMERAS` cameras see the keypoint as one.
     """
-    obs = np.asarray(observations, float)
-    P = np.asarray(cameras, float)
-    x = np.asarray(positions, float)
-    if obs.ndim != 4 or obs.shape[-1] != 2 or x.shape != (obs.shape[0], obs.shape[2], 3):
-        raise ValueError(f"observations must be (T, C, K, 2) and positions (T, K, 3); got {obs.shape} and {x.shape}.")
+    obs, P, x = detections_and_start(observations, cameras, positions)
     if not (np.isfinite(scale_px) and scale_px > 0):
         raise ValueError(f"scale_px must be a positive number of pixels, got {scale_px!r}.")
     T, C, K, _ = obs.shape
