@@ -9,7 +9,7 @@ from gimbal.datasets import load_dataset
 from gimbal.model.build import ModelConfig, build_model
 from gimbal.model.camera_noise import cross_validated_camera_noise
 from gimbal.model.cameras import project, projection_jacobian
-from gimbal.model.observation import FLOOR_WALL_SD, zero_sum_basis
+from gimbal.model.observation import FLOOR_WALL_SD, FLOOR_WALL_SOFTNESS, zero_sum_basis
 
 
 def _rig(T=200):
@@ -78,9 +78,9 @@ def test_too_few_cameras_give_equal_factors():
 
 
 def test_model_walls_the_camera_factors_below_their_floor():
-    """The floored model's log density is the freely sampled model's plus the wall: 0 where every camera's factor is
-    at or above its floor, -1/2 sum((factor - floor) / FLOOR_WALL_SD)^2 over the cameras below it. The factors start
-    at the floor."""
+    """The floored model's log density is the freely sampled model's plus the wall: about 0 where every camera's
+    factor is above its floor, -1/2 sum((factor - floor) / FLOOR_WALL_SD)^2 over the cameras below it, its corner
+    rounded over FLOOR_WALL_SOFTNESS. The factors start at the floor."""
     ds = load_dataset("rodent18_realistic", max_T=20)
     model = build_model(ds, validate=False)
     assert model.gimbal_config.camera_noise == "floored" and "camera_noise_floor" in model.named_vars
@@ -97,8 +97,12 @@ def test_model_walls_the_camera_factors_below_their_floor():
     for factors in (floor + 0.3 * (np.arange(C) == 2), floor + rng.normal(0, 0.3, C), floor - 0.2 * (np.arange(C) == 1)):
         factors = factors - factors.mean()  # zero-sum
         point = {**start, "log_noise_camera_free": basis.T @ factors}
-        wall = -0.5 * np.sum(np.minimum(factors - floor, 0.0) ** 2) / FLOOR_WALL_SD**2
-        np.testing.assert_allclose(logp(point) - logp_free(point), wall, rtol=1e-9, atol=1e-7)
+        below = FLOOR_WALL_SOFTNESS * np.logaddexp(0.0, (floor - factors) / FLOOR_WALL_SOFTNESS)
+        np.testing.assert_allclose(logp(point) - logp_free(point), -0.5 * np.sum(below**2) / FLOOR_WALL_SD**2,
+                                   rtol=1e-9, atol=1e-7)
+        hard = -0.5 * np.sum(np.minimum(factors - floor, 0.0) ** 2) / FLOOR_WALL_SD**2  # the wall without its rounding
+        rounding = C * 0.5 * (FLOOR_WALL_SOFTNESS * np.log(2) / FLOOR_WALL_SD) ** 2  # at most, at the floor
+        assert abs(logp(point) - logp_free(point) - hard) < rounding + 0.01 * abs(hard)
     shared = build_model(ds, observation="shared", validate=False, init=model.gimbal_init)
     assert shared.gimbal_camera_noise is None
     with pytest.raises(ValueError, match=r"camera_noise must be one of \('floored', 'sampled'\)"):

@@ -52,6 +52,7 @@ __all__ = [
     "NOISE_POOL_SD",
     "NOISE_FLOOR_PX",
     "FLOOR_WALL_SD",
+    "FLOOR_WALL_SOFTNESS",
     "LOGODDS_POOL_SD",
     "OUTLIER_SD_FRACTION",
     "STUDENT_T_DOF",
@@ -69,6 +70,7 @@ NOISE_POOL_SD = 0.5  # spread of the camera and keypoint factors of the log nois
 LOGODDS_POOL_SD = 2.0  # sd of logodds_inlier_ck around logodds_inlier[k]: outlier rates 5%-95% stay within reach
 NOISE_FLOOR_PX = 0.5  # the inlier noise sd of a (camera, keypoint) pair is at least this (pixels)
 FLOOR_WALL_SD = 0.05  # below its floor a camera's log noise factor pays a half-Gaussian of this sd (a 5% wall)
+FLOOR_WALL_SOFTNESS = 0.005  # the wall's corner at the floor, rounded over this width: its curvature is continuous
 OUTLIER_SD_FRACTION = 0.125  # the Gaussian outlier class's sd, as a fraction of the image diagonal (~200 px at 1280x1024)
 STUDENT_T_DOF = 3.0  # heavy enough that a detection 100 sigma away pulls like an inlier 0.05 sigma off
 _CONFIDENCE_CLIP = 1e-3  # scores are clipped to [clip, 1 - clip] before the logit (SLEAP's can exceed 1)
@@ -136,8 +138,9 @@ def observation_parameters(dataset: xr.Dataset, init, config, noise_floor=None):
 
     ``noise_floor`` ``(C,)``: a floor under the cameras' sampled log noise factors (:mod:`gimbal.model.camera_noise`):
     the factors start there, and below it each pays a half-Gaussian wall of sd :data:`FLOOR_WALL_SD` (a wall, not a
-    maximum: a maximum leaves a factor below its floor without a likelihood, a flat region that mixed slowly); None:
-    no floor. Returns ``(omega, logodds)``; ``logodds`` is None without the two-class mixture.
+    maximum: a maximum leaves a factor below its floor without a likelihood, a flat region that mixed slowly), its
+    corner rounded over :data:`FLOOR_WALL_SOFTNESS` (the start sits on it: a corner breaks finite-difference checks of
+    the gradient there); None: no floor. Returns ``(omega, logodds)``; ``logodds`` is None without the two-class mixture.
     """
     omega0 = float(init.values["obs_sigma"])
     omega = pm.LogNormal("obs_sigma", mu=pt.log(_data(omega0, "obs_sigma_prior")), sigma=1.0, initval=omega0)
@@ -148,7 +151,8 @@ def observation_parameters(dataset: xr.Dataset, init, config, noise_floor=None):
         else:  # sampled from the floor up; below it a steep half-Gaussian wall
             camera = _zero_sum_normal("log_noise_camera", noise_floor, "camera")
             floor = _data(np.asarray(noise_floor, float), "log_noise_camera_floor")
-            pm.Potential("camera_noise_floor", -0.5 * pt.sum(pt.minimum(camera - floor, 0.0) ** 2) / FLOOR_WALL_SD**2)
+            below = FLOOR_WALL_SOFTNESS * pt.softplus((floor - camera) / FLOOR_WALL_SOFTNESS)  # a smooth max(floor - f, 0)
+            pm.Potential("camera_noise_floor", -0.5 * pt.sum(below**2) / FLOOR_WALL_SD**2)
         keypoint = _zero_sum_normal("log_noise_keypoint", init.values["log_noise_keypoint"], "keypoint")
         factored = omega * pt.exp(camera[:, None] + keypoint[None, :])
         omega = pm.Deterministic("obs_sigma_ck", pt.sqrt(NOISE_FLOOR_PX**2 + factored**2), dims=("camera", "keypoint"))
