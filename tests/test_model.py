@@ -329,56 +329,17 @@ def test_skeleton_consistent_triangulation_breaks_ties_between_camera_subsets():
     # where the recording's own outliers or gaps leave the right side fewer than two cameras)
     assert np.mean(plain[bad] > 0.5 * bone) > 0.2
     assert np.mean(consistent[bad] > 0.5 * bone) < 0.25 * np.mean(plain[bad] > 0.5 * bone)
-    # elsewhere the cameras mostly agree: only the few points where the recording's own outliers made a tie change
-    # (1.9% since the one-camera candidates: 35 points, 30 of them closer to the truth, mean 8.9 -> 1.7 mm)
+    # elsewhere the cameras agree: all but the few points where the recording's own outliers made a tie change
     other = [j for j in range(ds.sizes["keypoint"]) if j not in (k, parent) and ds["parents"].values[j] != k]
-    chosen, plain_other = triangulate_sequence(ds)[:, other], triangulate_sequence(ds, skeleton_consistent=False)[:, other]
-    moved = np.linalg.norm(chosen - plain_other, axis=-1) > 1e-9
-    assert np.mean(moved) < 0.03
-    error = lambda x: np.linalg.norm(x[moved] - truth[:, other][moved], axis=-1)  # noqa: E731
-    assert np.mean(error(chosen) < error(plain_other)) > 0.75 and error(chosen).mean() < 0.5 * error(plain_other).mean()
-
-
-def test_a_keypoint_only_one_camera_sees_right_starts_on_that_camera_s_ray():
-    """An elbow that 3 of 6 cameras see at a wrong place (1.5 bone lengths further along the bone), 2 miss and 1
-    sees right, in runs covering 3/4 of the frames: no camera pair lies near the truth, so without the one-camera
-    candidates the start takes the wrong point; with them, the point on the right camera's ray at the bone's
-    length."""
-    from gimbal.model import initialization
-    from gimbal.model.cameras import project
-    from gimbal.model.initialization import triangulate_sequence
-
-    ds = load_dataset("rodent18_multistate", max_T=120).copy(deep=True)
-    truth = ds["positions_true"].values
-    k = list(ds["keypoint"].values).index("ElbowL")
-    parent = int(ds["parents"].values[k])
-    bone = np.median(np.linalg.norm(truth[:, k] - truth[:, parent], axis=-1))
-    bad = (np.arange(ds.sizes["frame"]) // 10) % 4 != 0
-    wrong = truth[bad, k] + 1.5 * (truth[bad, k] - truth[bad, parent])
-    obs = ds["observations"].values
-    P = ds["camera_matrix"].values
-    obs[bad, :3, k] = project(wrong[:, None], P[:3])[:, :, 0]
-    obs[bad, 3:5, k] = np.nan
-    obs[bad, 5, k] = project(truth[bad, k][:, None], P[5:])[:, 0, 0]
-    ds["observations"].values[:] = obs
-    with pytest.MonkeyPatch.context() as mp:  # the start as it was: camera-pair candidates only
-        mp.setattr(initialization, "ray_candidates",
-                   lambda o, c, centre, r, t: (np.full((0, *centre.shape), np.nan), np.full((0, len(centre)), -np.inf)))
-        pairs_only = np.linalg.norm(triangulate_sequence(ds)[bad, k] - truth[bad, k], axis=-1)
-    rays = np.linalg.norm(triangulate_sequence(ds)[bad, k] - truth[bad, k], axis=-1)
-    # measured: every wrong-run point more than half a bone off with pairs only, 6 of 90 with the rays; median
-    # 4.5 mm (0.18 bone: the sphere is about the parent's own start, and the ray fixes only two of three coordinates)
-    assert np.mean(pairs_only > 0.5 * bone) > 0.9
-    assert np.mean(rays > 0.5 * bone) < 0.15 and np.median(rays) < 0.25 * bone
+    moved = np.linalg.norm(triangulate_sequence(ds)[:, other] - triangulate_sequence(ds, skeleton_consistent=False)[:, other], axis=-1)
+    assert np.mean(moved > 1e-9) < 0.005
 
 
 def test_initial_scales_are_net_of_triangulation_noise():
     """L00: 2 px detection noise, bone jitter 0.1 per axis; a reconstruction's own noise must not be read as motion."""
     from gimbal.datasets import skeleton_of
 
-    # 600 frames: a spread less the noise is a small difference of two large numbers, and at 200 frames one bone's
-    # estimate is 0.46-0.68x the truth depending on a handful of start points (0.97-1.46x at 600, 1.02-1.35x at 1800)
-    ds = load_dataset("v0.2.1_L00_minimal", max_T=600)
+    ds = load_dataset("v0.2.1_L00_minimal", max_T=200)
     init = initialize_from_observations_dlt(ds)
     assert float(init.values["obs_sigma"]) == pytest.approx(2.0, rel=0.1)  # residuals corrected for the fitted point
     truth = ds["positions_true"].values

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from gimbal.model.cameras import (camera_centres, camera_matrix, intrinsics, look_at, project, ray_candidates,
-                                  ray_directions, reprojection_error, triangulate_dlt, triangulate_robust)
+from gimbal.model.cameras import (camera_centres, camera_matrix, intrinsics, look_at, project, ray_directions,
+                                  reprojection_error, triangulate_dlt, triangulate_robust)
 from gimbal.model.skeleton import Skeleton, validate_parents
 
 
@@ -66,38 +66,6 @@ def test_rays_run_from_opencvs_camera_centres_through_the_points_in_front():
     assert (depth > 0).all()
     np.testing.assert_allclose(np.linalg.norm(d, axis=-1), 1.0)
     np.testing.assert_allclose(centres[:, None] + depth[..., None] * d, np.broadcast_to(X, v.shape), atol=1e-8)
-
-
-def test_ray_candidates_are_where_each_detection_s_ray_crosses_the_bone_s_sphere():
-    """One camera's candidates: the true point is one of its ray's two crossings of the sphere of the bone's length
-    about the parent, every camera that sees it exactly supports it, an undetected point has none, and a ray that
-    misses the sphere gives its point nearest the parent twice."""
-    rng = np.random.default_rng(5)
-    P = _ring_cameras()
-    C, T = len(P), 30
-    parent = rng.normal(scale=10, size=(T, 3))
-    u = rng.normal(size=(T, 3))
-    child = parent + 7.0 * u / np.linalg.norm(u, axis=-1, keepdims=True)
-    obs = np.moveaxis(project(child, P), 0, 1)  # (T, C, 2), exact
-    obs[3, 2] = np.nan
-    points, score = ray_candidates(obs, P, parent, 7.0, threshold_px=20.0)
-    assert points.shape == (2 * C, T, 3) and score.shape == (2 * C, T)
-    np.testing.assert_allclose(np.linalg.norm(points - parent, axis=-1)[np.isfinite(score)], 7.0, atol=1e-8)
-    for c in range(C):
-        near, far = points[c], points[C + c]
-        hit = np.minimum(np.linalg.norm(near - child, axis=-1), np.linalg.norm(far - child, axis=-1))
-        seen = np.isfinite(obs[:, c]).all(-1)
-        np.testing.assert_allclose(hit[seen], 0.0, atol=1e-7)
-        on_truth = np.where(np.linalg.norm(near - child, axis=-1) < 1e-6, score[c], score[C + c])
-        # every camera that sees the child supports the true crossing, at ~0 px: the score is the count
-        np.testing.assert_allclose(on_truth[seen], np.isfinite(obs[seen]).all(-1).sum(-1), atol=1e-6)
-    assert np.isnan(points[[2, C + 2], 3]).all() and np.isneginf(score[[2, C + 2], 3]).all()
-    # a sphere the ray passes by: both candidates are the ray's point nearest the parent
-    points, score = ray_candidates(obs[:1], P, parent[:1] + 100.0, 7.0)
-    np.testing.assert_allclose(points[:C], points[C:])
-    d = ray_directions(obs[:1, :, None], P)[0, :, 0]
-    to_parent = parent[0] + 100.0 - points[:C, 0]
-    np.testing.assert_allclose(np.einsum("cd,cd->c", to_parent, d), 0.0, atol=1e-6)
 
 
 def test_dlt_matches_opencv_on_noisy_pairs():

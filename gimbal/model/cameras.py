@@ -8,7 +8,6 @@ distortion is modelled: undistort detections before using them.
 
 from __future__ import annotations
 
-import warnings
 from itertools import combinations
 from typing import NamedTuple
 
@@ -25,7 +24,6 @@ __all__ = [
     "triangulate_robust",
     "triangulate_least_squares",
     "triangulation_candidates",
-    "ray_candidates",
     "Candidates",
     "triangulation_covariance",
     "refine_triangulation",
@@ -360,61 +358,6 @@ def select_candidates(candidates: Candidates, score: np.ndarray | None = None) -
     return np.where(usable[..., None], chosen, candidates.fallback)
 
 
-def _support(points, observations, cameras, threshold_px: float, min_support: int):
-    """How well the cameras support each point ``(..., 3)``: which detections ``(..., C, 2)`` reproject within
-    ``threshold_px`` of it ``(..., C)``, how many ``(...)``, and the score (that count less the inliers' median
-    reprojection error over ``threshold_px + 1``; ``-inf`` below ``min_support`` inliers), as in
-    :class:`Candidates`."""
-    err = reprojection_error(points, observations, cameras)  # (..., C)
-    inlier = np.isfinite(err) & (err <= threshold_px)
-    n_in = inlier.sum(-1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: no inlier
-        spread = np.nanmedian(np.where(inlier, err, np.nan), axis=-1)
-    score = np.where(np.isfinite(spread) & (n_in >= min_support), n_in - spread / (threshold_px + 1.0), -np.inf)
-    return inlier, n_in, score
-
-
-def ray_candidates(observations, cameras, centre, radius, threshold_px: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate points that one camera alone can place: where each detection's ray crosses the sphere of
-    ``radius`` about ``centre`` (a keypoint's parent and its bone length), the near and the far crossing, scored
-    like :func:`triangulation_candidates`' points but from one supporting camera up.
-
-    A keypoint that only one camera sees correctly (the others missing it or agreeing on a wrong point) has no
-    camera-pair candidate near the truth; these give it one. Where a ray misses the sphere both crossings are the
-    ray's point nearest ``centre``.
-
-    Parameters
-    ----------
-    observations : (T, C, 2) array_like
-        One keypoint's detections, NaN where missing.
-    cameras : (C, 3, 4) array_like
-    centre : (T, 3) array_like
-    radius : float
-    threshold_px : float
-
-    Returns
-    -------
-    points : (2 C, T, 3) ndarray
-        NaN where a camera did not detect the keypoint or the crossing lies behind it.
-    score : (2 C, T) ndarray
-        ``-inf`` where ``points`` is NaN.
-    """
-    obs = np.asarray(observations, float)
-    centre = np.asarray(centre, float)
-    direction = ray_directions(obs[:, :, None], cameras)[:, :, 0]  # (T, C, 3)
-    origin = camera_centres(cameras)  # (C, 3)
-    to_centre = centre[:, None] - origin[None]  # (T, C, 3)
-    nearest = np.einsum("tcd,tcd->tc", to_centre, direction)  # depth of the ray's point nearest the centre
-    half = np.sqrt(np.maximum(radius**2 - (np.sum(to_centre**2, axis=-1) - nearest**2), 0.0))
-    depth = np.concatenate([nearest - half, nearest + half], axis=1)  # (T, 2C)
-    points = np.concatenate([origin, origin])[None] + depth[..., None] * np.concatenate([direction, direction], axis=1)
-    points = np.where((depth > 0)[..., None], points, np.nan)  # NaN too where the camera did not detect it
-    _, _, score = _support(points, obs[:, None], cameras, threshold_px, min_support=1)  # (T, 2C)
-    score = np.where(np.isfinite(points).all(-1), score, -np.inf)
-    return np.moveaxis(points, 0, 1), score.T
-
-
 def triangulation_candidates(observations, cameras, threshold_px: float = 20.0, normalize: bool = True) -> Candidates:
     """One candidate 3D point per camera pair, with its support and score (:class:`Candidates`); ``normalize``
     as in :func:`triangulate_dlt`."""
@@ -433,10 +376,17 @@ def triangulation_candidates(observations, cameras, threshold_px: float = 20.0, 
         pair[:, [i, j]] = flat[:, [i, j]]
         proposals.append(triangulate_dlt(pair, cameras, normalize))
     proposals = np.stack(proposals)  # (pairs, N, 3)
-    inlier, n_in, score = _support(proposals, flat[None], cameras, threshold_px, min_support=2)  # (pairs, N, ...)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: no usable proposal
-        median = np.nanmedian(proposals, axis=0)
+    err = reprojection_error(proposals, flat[None], cameras)  # (pairs, N, C)
+    inlier = np.isfinite(err) & (err <= threshold_px)
+    n_in = inlier.sum(-1)  # (pairs, N)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: no usable proposal
+            spread = np.nanmedian(np.where(inlier, err, np.nan), axis=-1)
+            median = np.nanmedian(proposals, axis=0)
+    score = np.where(np.isfinite(spread) & (n_in >= 2), n_in - spread / (threshold_px + 1.0), -np.inf)
     refit = triangulate_dlt(np.where(inlier[..., None], flat[None], np.nan), cameras, normalize)  # (pairs, N, 3)
     score = np.where(np.isfinite(refit).all(-1), score, -np.inf)
     n_pairs = proposals.shape[0]

@@ -20,8 +20,8 @@ import pytensor.tensor as pt
 import xarray as xr
 from scipy.cluster.vq import kmeans2
 
-from .cameras import (Candidates, camera_centres, project, ray_candidates, ray_directions, refine_triangulation,
-                      reprojection_error, select_candidates, triangulation_candidates, triangulation_covariance)
+from .cameras import (Candidates, camera_centres, project, ray_directions, refine_triangulation, reprojection_error,
+                      select_candidates, triangulation_candidates, triangulation_covariance)
 from .observation import NOISE_FLOOR_PX, NOISE_POOL_SD
 from .skeleton import in_step_frames
 from .whitening import TrackWhitening
@@ -170,8 +170,7 @@ def _reconstruct(dataset: xr.Dataset, threshold_px: float, skeleton_consistent: 
         clean = lambda points: _skeleton_cleaned(points, skel.parents)  # noqa: E731
     x = clean(x)
     if skeleton_consistent and x.shape[1] > 1:
-        x = clean(_prefer_consistent_bones(candidates, x, skel.parents, agreed, temporal=temporal,
-                                           observations=obs, cameras=P, threshold_px=threshold_px))
+        x = clean(_prefer_consistent_bones(candidates, x, skel.parents, agreed, temporal=temporal))
     if refine:  # the chosen points' cameras (those within threshold_px), to the reprojection-error minimum
         per_point = np.moveaxis(obs, 1, 2)  # (T, K, C, 2)
         with np.errstate(invalid="ignore"):
@@ -302,8 +301,7 @@ BONE_TOLERANCE = 0.2  # relative bone-length deviation a candidate may have at n
 BONE_WEIGHT = 3.0  # cost, in supporting cameras, of each further 100% of deviation
 
 
-def _prefer_consistent_bones(candidates: Candidates, x, parents, agreed, temporal: bool = True, *,
-                             observations=None, cameras=None, threshold_px: float = 20.0) -> np.ndarray:
+def _prefer_consistent_bones(candidates: Candidates, x, parents, agreed, temporal: bool = True) -> np.ndarray:
     """Re-choose each point among its consensus candidates, weighing camera support against bone lengths.
 
     A candidate's score (supporting cameras, :class:`~gimbal.model.cameras.Candidates`) loses ``BONE_WEIGHT``
@@ -311,12 +309,6 @@ def _prefer_consistent_bones(candidates: Candidates, x, parents, agreed, tempora
     re-chosen: keypoints go root first) and its children (from ``x``) against the bone's reference length
     (:func:`_unanimous_bone_lengths`). Points with no candidate keep their value in ``x``. With ``temporal``
     the choice is made for each keypoint's whole track at once (:func:`continuous_track`), not frame by frame.
-    With ``observations`` and ``cameras`` the candidates of a keypoint other than the root also include the points
-    one camera places: where its ray crosses the sphere of the reference length about the chosen parent
-    (:func:`~gimbal.model.cameras.ray_candidates`, scored from one supporting camera up). Where a detector is
-    wrong in all cameras but one, no camera pair lies near the truth, and without these the start took a wrong
-    pair's point: on ``rodent18_realistic`` (1800 frames) 378 start points lay more than 20 mm from the truth, 61
-    with them (819 and 283 more than 10 mm; mean error 2.98 and 2.58 mm).
 
     Parameters
     ----------
@@ -329,11 +321,6 @@ def _prefer_consistent_bones(candidates: Candidates, x, parents, agreed, tempora
         The unanimous points (:func:`_unanimous`), whose bones give the reference lengths.
     temporal : bool
         Choose tracks (default) rather than points.
-    observations : (T, C, K, 2) ndarray, optional
-        The detections, for the one-camera candidates (with ``cameras``).
-    cameras : (C, 3, 4) ndarray, optional
-    threshold_px : float
-        A camera supports a one-camera candidate within this reprojection error.
     """
     K = x.shape[1]
     children = [np.flatnonzero(parents == k) for k in range(K)]
@@ -349,21 +336,17 @@ def _prefer_consistent_bones(candidates: Candidates, x, parents, agreed, tempora
     temporal = temporal and x.shape[0] > 1  # one frame has no track
     step = _step_scale(x) if temporal else None
     for k in range(K):
-        options, total = points[:, :, k], candidates.score[:, :, k]  # (options, T, 3), (options, T)
-        if observations is not None and k > 0 and np.isfinite(length[k]) and length[k] > 0:
-            ray_points, ray_score = ray_candidates(observations[:, :, k], cameras, out[:, parents[k]], length[k],
-                                                   threshold_px)
-            options, total = np.concatenate([options, ray_points]), np.concatenate([total, ray_score])
+        total = candidates.score[:, :, k].copy()  # (pairs, T)
         if k > 0:
-            total = total - cost(options, out[None, :, parents[k]], k)
+            total -= cost(points[:, :, k], out[None, :, parents[k]], k)
         for c in children[k]:
-            total = total - cost(options, x[None, :, c], c)
+            total -= cost(points[:, :, k], x[None, :, c], c)
         if temporal:
-            out[:, k] = continuous_track(options, total, x[:, k], step[k])
+            out[:, k] = continuous_track(points[:, :, k], total, x[:, k], step[k])
             continue
         best = np.argmax(total, axis=0)
         usable = np.isfinite(np.take_along_axis(total, best[None], axis=0)[0])
-        chosen = np.take_along_axis(options, best[None, :, None], axis=0)[0]
+        chosen = np.take_along_axis(points[:, :, k], best[None, :, None], axis=0)[0]
         out[:, k] = np.where(usable[:, None], chosen, x[:, k])
     return out
 
