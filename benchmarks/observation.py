@@ -93,11 +93,14 @@ def _rate_recovery(post, ds) -> float | None:
     return float(np.corrcoef(logit(est).ravel(), logit(true).ravel())[0, 1])
 
 
-def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: np.ndarray) -> dict:
+def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: np.ndarray,
+                 start: np.ndarray | None = None) -> dict:
     """Where the positions with R-hat above 1.01 sit: keypoints, frame runs, how far apart the chains' means are,
     each pair's pattern (:func:`gimbal.diagnostics.convergence.classify_element` on its least converged coordinate:
     slow mixing, separate modes, switching chains), how many of those pairs have detections wrong in >= 3 cameras,
-    and the 3D error there."""
+    and the 3D error there; and for the (at most 10) worst pairs whose chains sit apart rather than mix slowly
+    (``split_sites``), each chain's distance from the truth and from ``start`` (the chains' starting positions
+    ``(T, K, 3)``, where given) and the start's own error."""
     from gimbal.diagnostics.convergence import classify_element
 
     bad = rhat_x.max(axis=-1) > 1.01  # (T, K)
@@ -114,6 +117,18 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
                 for i, a in enumerate(worst)]
     truth = ds["positions_true"].values[bad]
     mean = chain_means.mean(axis=0)  # the posterior mean (every chain has the same number of draws)
+    # the pairs whose chains sit in different places (not merely slow), worst first: where each chain's mean and the
+    # chains' start lie, from the truth and from each other (a chain that never left a wrong start shows as one
+    # chain near the start and far from the truth)
+    split = [i for i in np.argsort(-rhat_x[bad].max(axis=-1)) if patterns[i] != "slow_mixing"][:10]
+    frame, keypoint = np.nonzero(bad)
+    sites = [{"frame": int(frame[i]), "keypoint": names[keypoint[i]], "pattern": patterns[i],
+              "rhat": float(rhat_x[bad][i].max()),
+              "chain_errors_mm": np.linalg.norm(chain_means[:, i] - truth[i], axis=-1).round(2).tolist(),
+              **({} if start is None else {
+                  "start_error_mm": round(float(np.linalg.norm(start[bad][i] - truth[i])), 2),
+                  "chain_to_start_mm": np.linalg.norm(chain_means[:, i] - start[bad][i], axis=-1).round(2).tolist()})}
+             for i in split]
     return {
         "pairs": int(bad.sum()),
         "keypoints": {names[k]: int(n) for k, n in enumerate(bad.sum(axis=0)) if n},
@@ -123,6 +138,7 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
         "fraction_wrong_in_3_cameras": float(wrong[bad].mean()),
         "error_mean_mm": float(np.linalg.norm(mean - truth, axis=-1).mean()),
         "triangulation_error_mean_mm": float(np.linalg.norm(triangulated[bad] - truth, axis=-1).mean()),
+        "split_sites": sites,
     }
 
 
@@ -167,7 +183,7 @@ def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, ma
     return {"trace": fit.trace, "summary": sampling_summary(fit.trace, ["x"], table=table),
             "rhat_x": table["rhat_x"].values if chains > 1 else None,
             "moves": None if blocks is None else move_counts(fit.trace, len(blocks)), "sample_s": fit.sample_s,
-            "pixel_noise": float(model.gimbal_init.values["obs_sigma"])}
+            "pixel_noise": float(model.gimbal_init.values["obs_sigma"]), "start": model.gimbal_init.positions}
 
 
 def train_prior(n_states: int, seed: int = 0):
@@ -273,7 +289,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "min_ess_bulk_all": summary.get("min_ess_bulk_all"),
             "min_ess_bulk_variable": summary.get("min_ess_bulk_all_var"),
             "fraction_x_rhat_above_1.01": float(np.mean(r > 1.01)) if r is not None else None,
-            "x_rhat_above_1.01": _unconverged(post, r, ds, wrong, baseline) if r is not None else None,
+            "x_rhat_above_1.01": _unconverged(post, r, ds, wrong, baseline, sampled.get("start")) if r is not None else None,
             "unconverged_by_support": None if r is None else unconverged_support(
                 trace, data, sampled["pixel_noise"], rhat_x=r).to_json(),
             "outlier_rate_correlation": None if options.get("detections") else _rate_recovery(post, ds),

@@ -66,3 +66,34 @@ def test_oracle_detections_keep_the_true_inliers_and_take_off_the_offsets_the_ge
     clean = oracle_detections(ds, offsets=False)["observations"].values
     assert np.nanmax(np.abs(np.nanmean(clean - project(ds["positions_true"].values, ds["camera_matrix"].values),
                                        axis=0))) < 0.8
+
+
+def test_a_chain_left_at_a_wrong_start_is_named_with_its_distances_from_the_start_and_the_truth():
+    """Four chains, one of which sits 20 mm off the truth at one position, near a start 25 mm off: the split site
+    lists that position with each chain's distance from the truth and from the start; slow mixing elsewhere is
+    counted but not listed."""
+    import numpy as np
+    import xarray as xr
+
+    from benchmarks.observation import _unconverged
+
+    rng = np.random.default_rng(0)
+    T, K = 6, 3
+    truth = rng.normal(scale=50.0, size=(T, K, 3))
+    draws = truth + rng.normal(scale=1.0, size=(4, 500, T, K, 3))
+    draws[3, :, 2, 1] += [20.0, 0.0, 0.0]  # chain 3 stayed in the wrong explanation at frame 2, keypoint "b"
+    start = truth.copy()
+    start[2, 1] += [25.0, 0.0, 0.0]
+    ds = xr.Dataset({"positions_true": (("frame", "keypoint", "xyz"), truth)}, coords={"keypoint": ["a", "b", "c"]})
+    post = xr.Dataset({"x": (("chain", "draw", "frame", "keypoint", "xyz"), draws)})
+    rhat = np.full((T, K, 3), 1.001)
+    rhat[2, 1, 0] = 1.9  # the split
+    rhat[4, 0, 1] = 1.02  # a slow one
+    out = _unconverged(post, rhat, ds, np.zeros((T, K), bool), truth, start)
+    assert out["pairs"] == 2 and out["patterns"] == {"separate_modes": 1, "slow_mixing": 1}
+    (site,) = out["split_sites"]
+    assert (site["frame"], site["keypoint"], site["pattern"]) == (2, "b", "separate_modes")
+    assert site["start_error_mm"] == 25.0
+    np.testing.assert_allclose(site["chain_errors_mm"], [0.0, 0.0, 0.0, 20.0], atol=0.2)
+    np.testing.assert_allclose(site["chain_to_start_mm"], [25.0, 25.0, 25.0, 5.0], atol=0.2)
+    assert "start_error_mm" not in _unconverged(post, rhat, ds, np.zeros((T, K), bool), truth)["split_sites"][0]
