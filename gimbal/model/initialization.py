@@ -828,8 +828,8 @@ def off_exact_zeros(model, init: Initialization, checker) -> Initialization:
     one bone straight above its parent; :func:`_on_single_rays` removed that case, this guards the others). Each
     such coordinate moves by one random-walk step sd of its keypoint, well inside its prior; the model's initial
     value follows. Where the tracks are sampled whitened (:mod:`gimbal.model.whitening`, same shape as ``x``), the
-    zeros are those of the whitened coordinates and the same positions move. ``x`` is left as it is when it is not
-    free (non-centered root).
+    zeros are those of the whitened coordinates and the same positions move. Where ``x`` is not free (non-centered
+    root) its free parts count among the other variables below.
 
     Any other variable whose gradient component is at most ``FLAT_GRADIENT`` times the largest one moves by
     ``FLAT_NUDGE`` in its unconstrained space. Such a component is zero but for round-off: the transition rows of a
