@@ -120,14 +120,16 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
     # the pairs whose chains sit in different places (not merely slow), worst first: where each chain's mean and the
     # chains' start lie, from the truth and from each other (a chain that never left a wrong start shows as one
     # chain near the start and far from the truth)
-    split = [i for i in np.argsort(-rhat_x[bad].max(axis=-1)) if patterns[i] != "slow_mixing"][:10]
+    pair_rhat = rhat_x[bad].max(axis=-1)
+    split = [i for i in np.argsort(-pair_rhat) if patterns[i] != "slow_mixing"][:10]
     frame, keypoint = np.nonzero(bad)
+    begun = None if start is None else start[bad]
     sites = [{"frame": int(frame[i]), "keypoint": names[keypoint[i]], "pattern": patterns[i],
-              "rhat": float(rhat_x[bad][i].max()),
+              "rhat": float(pair_rhat[i]),
               "chain_errors_mm": np.linalg.norm(chain_means[:, i] - truth[i], axis=-1).round(2).tolist(),
-              **({} if start is None else {
-                  "start_error_mm": round(float(np.linalg.norm(start[bad][i] - truth[i])), 2),
-                  "chain_to_start_mm": np.linalg.norm(chain_means[:, i] - start[bad][i], axis=-1).round(2).tolist()})}
+              **({} if begun is None else {
+                  "start_error_mm": round(float(np.linalg.norm(begun[i] - truth[i])), 2),
+                  "chain_to_start_mm": np.linalg.norm(chain_means[:, i] - begun[i], axis=-1).round(2).tolist()})}
              for i in split]
     return {
         "pairs": int(bad.sum()),
