@@ -80,6 +80,7 @@ PRIOR_ROW = "+ trained prior"
 MOVES_ROW = " + moves (PyMC NUTS)"
 PYMC_ROW = " (PyMC NUTS)"
 WINDOW_ROW = ", windows of {} frames"
+ONE_STAGE_ROW = ", one-stage warm-up"  # --no-pooled-warmup (gimbal.model.pooling)
 
 
 def _rate_recovery(post, ds) -> float | None:
@@ -145,7 +146,7 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
 
 
 def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, maxdepth, target_accept, trace_on_disk,
-            moves, sampler) -> dict:
+            moves, sampler, pooled_warmup: bool = True) -> dict:
     """One variant's draws: the whole sequence, or windows of ``window`` frames; the trace, the sampling summary (every
     latent), the moves' counts, the sampling time and the detections' noise the start estimated."""
     import tempfile
@@ -161,7 +162,7 @@ def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, ma
     if window:
         res = sample_windowed(ds, window=window, overlap=overlap, model_options=options, chains=chains, tune=tune,
                               draws=draws, seed=seed, target_accept=target_accept, maxdepth=maxdepth, sampler=sampler,
-                              moves=moves, progress=True)
+                              moves=moves, progress=True, pooled_warmup=pooled_warmup)
         w = res.windows
         counts = [m["moves"] for m in w] if moves else None
         worst = max(w, key=lambda m: m["max_rhat"] or 0)  # max_rhat is None with one chain
@@ -180,9 +181,10 @@ def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, ma
                            maxdepth=maxdepth, target_accept=target_accept, save_warmup=False,
                            trace_dir=Path(tmp) / "trace.zarr" if trace_on_disk and sampler == "nutpie" else None,
                            float32_vars=("x",),  # read back into memory before the store is removed
-                           sampler=sampler, moves=blocks)
+                           sampler=sampler, moves=blocks, pooled_warmup=pooled_warmup)
     table = convergence_table(fit.trace, keep_rhat=["x"])  # every latent once, each position's R-hat kept
     return {"trace": fit.trace, "summary": sampling_summary(fit.trace, ["x"], table=table),
+            "pooled_warmup": None if fit.pooled is None else fit.pooled.as_dict(),
             "rhat_x": table["rhat_x"].values if chains > 1 else None,
             "moves": None if blocks is None else move_counts(fit.trace, len(blocks)), "sample_s": fit.sample_s,
             "pixel_noise": float(model.gimbal_init.values["obs_sigma"]), "start": model.gimbal_init.positions}
@@ -219,7 +221,7 @@ def oracle_triangulation(ds) -> np.ndarray:
 def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         variants: list[str] | None = None, quick: bool = False, out: bool = True, maxdepth: int = 10,
         target_accept: float = 0.8, trace_on_disk: bool = False, moves: bool = False, sampler: str = "nutpie",
-        window: int | None = None, overlap: int = 10) -> dict:
+        window: int | None = None, overlap: int = 10, pooled_warmup: bool = True) -> dict:
     """Fit every variant on the first ``T`` frames; returns (and writes) the result.
 
     ``maxdepth``, ``target_accept`` and ``trace_on_disk`` are the sampler settings of the sampling benchmark (the
@@ -230,7 +232,9 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     (PyMC NUTS)``, the control). The rows merge with those of the same settings. With ``window`` the sequence is
     sampled in overlapping windows (:func:`gimbal.model.windowed.sample_windowed`, ``overlap`` frames either side;
     rows labelled ``..., windows of N frames``, written to ``..._window{N}.json``): every position's R-hat is that of
-    its own window's chains, divergences are summed and the globals' R-hat and ESS are the windows' worst.
+    its own window's chains, divergences are summed and the globals' R-hat and ESS are the windows' worst. With
+    ``pooled_warmup=False`` every fit warms up in one stage (rows labelled ``..., one-stage warm-up``); otherwise each
+    row records what the pooled warm-up took (:mod:`gimbal.model.pooling`; None where it does not run).
     """
     sampler = "pymc" if moves else sampler
     from gimbal.datasets import load_dataset
@@ -271,10 +275,11 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             model_options = {**model_options, "step_frame": "world"}
         label = f"{label}{MOVES_ROW}" if moves else (f"{label}{PYMC_ROW}" if sampler == "pymc" else label)
         label = f"{label}{WINDOW_ROW.format(window)}" if window else label
+        label = label if pooled_warmup else f"{label}{ONE_STAGE_ROW}"
         t0 = time.perf_counter()
         sampled = _sample(data, model_options, window=window, overlap=overlap, chains=chains, tune=tune, draws=draws,
                           seed=seed, maxdepth=maxdepth, target_accept=target_accept, trace_on_disk=trace_on_disk,
-                          moves=moves, sampler=sampler)
+                          moves=moves, sampler=sampler, pooled_warmup=pooled_warmup)
         trace, summary = sampled["trace"], sampled["summary"]
         post = trace.posterior
         x = post["x"].mean(dim=("chain", "draw")).values
@@ -296,6 +301,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
                 trace, data, sampled["pixel_noise"], rhat_x=r).to_json(),
             "outlier_rate_correlation": None if options.get("detections") else _rate_recovery(post, ds),
             "moves": sampled["moves"],
+            "pooled_warmup": sampled.get("pooled_warmup"),
             "windows": sampled.get("windows"),
             "sample_s": round(sampled["sample_s"], 1),
             "wall_s": round(time.perf_counter() - t0, 1),

@@ -13,15 +13,18 @@ QUICK_T = (80,)
 
 
 def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int = 1, adaptation: str = "diag",
-            maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False, backend: str = "numba") -> dict:
-    options = dict(seed=seed, adaptation=adaptation, maxdepth=maxdepth, target_accept=target_accept, backend=backend)
+            maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False, backend: str = "numba",
+            pooled_warmup: bool = True) -> dict:
+    options = dict(seed=seed, adaptation=adaptation, maxdepth=maxdepth, target_accept=target_accept, backend=backend,
+                   pooled_warmup=pooled_warmup)
     if not trace_on_disk:
         return _run_one(dataset, T, chains, tune, draws, trace_dir=None, **options)
     with tempfile.TemporaryDirectory(prefix="gimbal-trace-") as tmp:
         return _run_one(dataset, T, chains, tune, draws, trace_dir=Path(tmp) / "trace.zarr", **options)
 
 
-def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir, backend) -> dict:
+def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir, backend,
+             pooled_warmup) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
     from gimbal.diagnostics.sampling import chance_max_rhat, sampling_summary
     from gimbal.model.fitting import backend_model_options, jax_device, latent_names, position_errors, sample_model
@@ -33,7 +36,7 @@ def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target
     build_s = time.perf_counter() - t0
     fit = sample_model(model, chains=chains, tune=tune, draws=draws, seed=seed, progress=False, adaptation=adaptation,
                        maxdepth=maxdepth, target_accept=target_accept, save_warmup=False, trace_dir=trace_dir,
-                       float32_vars=("x",), backend=backend)
+                       float32_vars=("x",), backend=backend, pooled_warmup=pooled_warmup)
     t1 = time.perf_counter()
     # one summary: "selected" = the free random variables (deterministics such as log_obs_t left out)
     s = sampling_summary(fit.trace, selected_vars=latent_names(model), wall_time_s=fit.sample_s)
@@ -52,6 +55,7 @@ def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target
         "device": jax_device() if backend == "jax" else "cpu", "machine": machine(), "mean_step_size": s["mean_step_size"],
         "build_s": build_s, "compile_s": fit.compile_s, "sample_s": fit.sample_s, "read_back_s": fit.read_back_s,
         "summary_s": summary_s, "seed": seed,
+        "pooled_warmup": None if fit.pooled is None else fit.pooled.as_dict(),  # None: one-stage warm-up
         "divergences": s["divergences"], "max_rhat_latents": s["max_rhat_selected"],
         "max_rhat_latents_var": s["max_rhat_selected_var"], "min_ess_bulk_latents": s["min_ess_bulk_selected"],
         "min_ess_tail_latents": s["min_ess_tail_selected"], "min_ess_bulk_per_s": s["min_ess_bulk_selected"] / fit.sample_s,
@@ -74,7 +78,7 @@ def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target
 
 def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, chains=None, tune=None, draws=None,
         adaptation: str = "diag", maxdepth: int = 10, target_accept: float = 0.8, trace_on_disk: bool = False,
-        backend: str = "numba", seed: int = 1) -> dict:
+        backend: str = "numba", seed: int = 1, pooled_warmup: bool = True) -> dict:
     lengths = lengths or (QUICK_T if quick else FULL_T)
     chains = chains or (2 if quick else 4)
     tune = tune if tune is not None else (200 if quick else 1000)
@@ -82,7 +86,8 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
     rows = []
     for T in lengths:
         row = run_one(dataset, T, chains, tune, draws, adaptation=adaptation, maxdepth=maxdepth,
-                      target_accept=target_accept, trace_on_disk=trace_on_disk, backend=backend, seed=seed)
+                      target_accept=target_accept, trace_on_disk=trace_on_disk, backend=backend, seed=seed,
+                      pooled_warmup=pooled_warmup)
         rows.append(row)
         chance = row["chance_max_rhat_positions"]
         print(f"  {dataset} T={T:5d}: {row['divergences']} div, max R-hat {row['max_rhat_latents']:.4f} [{row['max_rhat_latents_var']}] "
@@ -93,7 +98,7 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
     # rows of other lengths from earlier runs are kept: a long T can be (re)measured on its own
     key = lambda r: (r["T"], r["chains"], r["tune"], r["draws"], r["adaptation"], r.get("maxdepth", 10),
                      r.get("target_accept", 0.8), r.get("backend", "numba"), r.get("device", "cpu"),
-                     r.get("seed", 1))  # noqa: E731
+                     r.get("seed", 1), r.get("pooled_warmup") is not None)  # noqa: E731  (rows before it: one stage)
     new_keys = {key(r) for r in rows}
     earlier = [r for r in read_results().get(name, {}).get("rows", []) if "adaptation" in r and key(r) not in new_keys]
     rows = sorted(earlier + rows, key=lambda r: (r["T"], r.get("maxdepth", 10), r.get("target_accept", 0.8),

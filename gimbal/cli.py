@@ -183,7 +183,8 @@ def cmd_fit(args) -> int:
                    + ", ".join(f"{c} {v:.2f}x" for c, v in floor.items()))
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters{scores})")
     with_moves = "" if moves is None else f" + moves between explanations ({len(moves)} candidate runs)"
-    print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}")
+    print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}"
+          f"{_pooling_text(model, settings) if moves is None else ''}")
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
                           float32_vars=("x",), moves=moves)
     # R-hat and ESS of every latent, once: the summary's extremes and each position's R-hat come from one pass
@@ -209,6 +210,7 @@ def cmd_fit(args) -> int:
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
+        "pooled_warmup": None if result.pooled is None else result.pooled.as_dict(),
         "detector_offsets": [asdict(o) for o in offsets],
         "camera_noise_floor": floor,  # each camera's factor of the shared noise is at least this
         "stranded_chains": chains.stranded,
@@ -228,6 +230,18 @@ def cmd_fit(args) -> int:
 
         print(f"\n  body frame: {heading_text(heading)} {HEADING_FIX}")
     return 0
+
+
+def _pooling_text(model, settings) -> str:
+    """How the warm-up is split where the chains are pooled mid warm-up (:mod:`gimbal.model.pooling`), else ''."""
+    from .model import pooling
+
+    plan = pooling.plan(model, sampler=settings.sampler, tune=settings.tune, chains=settings.chains,
+                        enabled=settings.pooled_warmup)
+    if plan is None:
+        return ""
+    return (f"; warm-up in two stages ({plan[0] + plan[1]} + {plan[2]}), the second from the chains' best "
+            "explanation of each disputed keypoint (--no-pooled-warmup: one stage)")
 
 
 def _heading_check(model, trace, table):
@@ -337,7 +351,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     res = sample_windowed(ds, window=args.window, overlap=args.overlap, model_options=model_options, chains=args.chains,
                           tune=args.tune, draws=args.draws, seed=args.seed, target_accept=args.target_accept,
                           adaptation=args.adaptation, maxdepth=args.maxdepth, sampler=args.sampler,
-                          moves=args.moves, progress=not args.quiet)
+                          moves=args.moves, progress=not args.quiet, pooled_warmup=args.pooled_warmup is not False)
     print("[3/4] windows done")
     tree = xr.DataTree.from_dict({"posterior": res.posterior})
     errors = position_errors(tree, ds)
@@ -551,6 +565,8 @@ def _print_fit_summary(s: dict, errors: dict | None, result, moves: dict | None 
     ]
     if moves:
         rows.append(("moves between explanations", _moves_line(moves)))
+    if result.pooled is not None:
+        rows.append(("pooled warm-up", result.pooled.text().removeprefix("pooled warm-up: ")))
     if errors and "posterior_mean" in errors:
         u = errors["units"]
         # a real recording's reference is another program's reconstruction (DeepFly3D's), not ground truth

@@ -196,7 +196,8 @@ def _fit_without(dataset: xr.Dataset, camera: str, *, sampler: SamplerSettings, 
     model = build_model(rest, seed=sampler.seed, **options)
     fit = sample_model(model, chains=sampler.chains, tune=sampler.tune, draws=sampler.draws, seed=sampler.seed,
                        sampler=sampler.sampler, target_accept=sampler.target_accept, maxdepth=sampler.maxdepth,
-                       adaptation=sampler.adaptation, backend=sampler.backend, progress=progress)
+                       adaptation=sampler.adaptation, backend=sampler.backend, progress=progress,
+                       pooled_warmup=sampler.pooled_warmup)
     summary = sampling_summary(fit.trace, ["x"])
     chain_means = fit.trace["posterior"]["x"].mean("draw").values
     return _HeldOutFit(rest, chain_means.mean(axis=0), summary, time.perf_counter() - t0, model.gimbal_config.as_dict(),

@@ -115,6 +115,7 @@ class SamplerSettings:
     adaptation: str = "diag"
     backend: str = "numba"
     seed: int = 123
+    pooled_warmup: bool = True
 
     def __post_init__(self):
         checks = (
@@ -129,6 +130,7 @@ class SamplerSettings:
             ("--adaptation", self.adaptation, f"one of {ADAPTATIONS}", self.adaptation in ADAPTATIONS),
             ("--backend", self.backend, f"one of {BACKENDS}", self.backend in BACKENDS),
             ("--seed", self.seed, "an integer", isinstance(self.seed, int)),
+            ("pooled_warmup", self.pooled_warmup, "True or False", isinstance(self.pooled_warmup, bool)),
         )
         for option, value, rule, ok in checks:
             if not ok:
@@ -156,10 +158,12 @@ class SamplerSettings:
 
 
 def add_sampler_arguments(parser: argparse.ArgumentParser, *, chains=2, tune=300, draws=100, seed=123,
-                          profile_decides: bool | str = False, adaptation: bool = True) -> argparse._ArgumentGroup:
+                          profile_decides: bool | str = False, adaptation: bool = True,
+                          pooling: bool = True) -> argparse._ArgumentGroup:
     """NUTS options. With ``profile_decides`` (True, or who decides, e.g. "the benchmark's") the chains/tune/draws
     defaults are None and filled later (by the profile);
-    ``adaptation=False`` leaves out ``--adaptation`` for commands that always use nutpie's default."""
+    ``adaptation=False`` leaves out ``--adaptation`` for commands that always use nutpie's default, ``pooling=False``
+    ``--no-pooled-warmup`` for commands that always warm up in one stage."""
     g = parser.add_argument_group("sampler")
     who = profile_decides if isinstance(profile_decides, str) else "the profile's"
     show = (lambda d: who) if profile_decides else (lambda d: d)
@@ -180,6 +184,11 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, *, chains=2, tune=300
                    help="nutpie compilation backend: numba with the fused kernels (default), or jax (plain graph, "
                         "tree-form HMM; `pip install gimbal[jax]`, or a CUDA build such as jax[cuda12] for a GPU)")
     g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
+    if pooling:
+        g.add_argument("--no-pooled-warmup", dest="pooled_warmup", action="store_false", default=None,
+                       help="warm up in one stage (default: with nutpie, 2+ chains and tune >= 600, warm-up runs in "
+                            "two stages and the second starts from the chains' best explanation of each disputed "
+                            "keypoint)")
     return g
 
 

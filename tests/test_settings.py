@@ -167,3 +167,16 @@ def test_steps_dof_without_student_t_steps_is_refused():
     options = lambda *argv: _model_options(build_parser().parse_args(["fit", *argv]), ds, "minimal")  # noqa: E731
     assert options("--steps-dof", "3")["steps_dof"] == 3.0
     assert options("--steps", "gaussian")["steps"] == "gaussian"
+
+
+def test_pooled_warmup_is_one_flag_of_fit_and_evaluate_and_not_of_the_diagnostic_groups(capsys):
+    parser = build_parser()
+    assert SamplerSettings.from_args(parser.parse_args(["fit"])).pooled_warmup is True
+    assert SamplerSettings.from_args(parser.parse_args(["fit", "--no-pooled-warmup"])).pooled_warmup is False
+    evaluate = parser.parse_args(["evaluate", "--dataset", "x.nc", "--no-pooled-warmup"])
+    assert SamplerSettings.from_args(evaluate).pooled_warmup is False
+    with pytest.raises(SystemExit):  # the groups always warm up in one stage: the flag would do nothing there
+        parser.parse_args(["diag", "run", "--no-pooled-warmup"])
+    assert "--no-pooled-warmup" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="pooled_warmup must be True or False"):
+        SamplerSettings(pooled_warmup="yes")

@@ -416,7 +416,8 @@ def _sample(ctx: _Context):
     o = ctx.options
     ctx.fit = sample_model(ctx.model, sampler=o["sampler"], chains=o["chains"], tune=o["tune"], draws=o["draws"],
                            seed=o["seed"], progress=o["progress"], target_accept=o["target_accept"],
-                           maxdepth=o["maxdepth"], backend=o["backend"])
+                           maxdepth=o["maxdepth"], backend=o["backend"],
+                           pooled_warmup=False)  # the groups diagnose NUTS on the model as it is: one-stage warm-up
     save_trace(ctx.fit.trace, ctx.paths.debug_dir / "trace.nc", overwrite=True, float32_vars=("x",))
 
 

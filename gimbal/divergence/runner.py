@@ -284,7 +284,7 @@ def register(dsub) -> None:
     add_exclude_argument(p)
     add_prior_argument(p, f", in the groups whose model has pose states ({', '.join(PRIOR_GROUPS)}); the others "
                           "run as without it")
-    add_sampler_arguments(p, profile_decides=True, adaptation=False)
+    add_sampler_arguments(p, profile_decides=True, adaptation=False, pooling=False)  # groups: one-stage warm-up
     p.add_argument("--jobs", type=positive_int, default=1, help="groups run in parallel (each in its own kernel)")
     p.add_argument("--root", default=str(DEFAULT_ROOT), help=f"diagnostics root (default: {DEFAULT_ROOT.as_posix()})")
     p.set_defaults(func=cmd_run, fail_at=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ def _check_jax_ready(model: pm.Model) -> None:
         )
 
 
-def compile_nutpie(model: pm.Model, backend: str = "numba", jitter: bool = True):
+def compile_nutpie(model: pm.Model, backend: str = "numba", jitter: bool = True, initial_points: dict | None = None):
     """nutpie's compiled model: logp and gradient by numba, or by JAX on JAX's default device.
 
     Parameters
@@ -51,6 +52,8 @@ def compile_nutpie(model: pm.Model, backend: str = "numba", jitter: bool = True)
         first, with the fix in the error). JAX uses a GPU where a CUDA build is installed.
     jitter : bool
         Jitter the initial points of the chains.
+    initial_points : dict, optional
+        Start values (constrained) that replace the model's initial values.
 
     Returns
     -------
@@ -65,7 +68,7 @@ def compile_nutpie(model: pm.Model, backend: str = "numba", jitter: bool = True)
         _check_jax_ready(model)
     gradient_backend = "jax" if backend == "jax" else "pytensor"
     return nutpie.compile_pymc_model(model, backend=backend, gradient_backend=gradient_backend,
-                                     jitter_rvs=None if jitter else set())
+                                     jitter_rvs=None if jitter else set(), initial_points=initial_points)
 
 
 def backend_model_options(backend: str) -> dict:
@@ -107,6 +110,7 @@ class FitResult:
     sampler: str
     compiled: object | None = None  # nutpie's compiled model (benchmarks time its gradient); None for PyMC's NUTS
     read_back_s: float = 0.0  # reading the draws back from ``trace_dir``
+    pooled: object | None = None  # the pooled warm-up's PooledStart (gimbal.model.pooling); None where it did not run
 
 
 def sample_model(
@@ -128,6 +132,7 @@ def sample_model(
     trace_dir: str | Path | None = None,
     float32_vars: tuple[str, ...] = (),
     moves=None,
+    pooled_warmup: bool = True,
 ) -> FitResult:
     """Run NUTS from the model's initial point.
 
@@ -180,6 +185,11 @@ def sample_model(
         explanations (:mod:`gimbal.model.moves`; candidates from
         :func:`gimbal.model.moves.explanation_blocks`). nutpie runs NUTS alone and cannot host them. Every chain
         starts at the model's initial point (no ``jitter``).
+    pooled_warmup : bool
+        nutpie, a GIMBAL model with free positions, at least two chains and ``tune >= 2 *
+        gimbal.model.pooling.FINAL_TUNE``: warm up in two stages and start the second from the chains' best
+        explanations (:mod:`gimbal.model.pooling`; ``FitResult.pooled`` says what was taken). The stages' warm-up adds
+        up to ``tune``; the returned warm-up groups hold the second stage's. Elsewhere it does nothing.
 
     Returns
     -------
@@ -188,7 +198,8 @@ def sample_model(
     from ..settings import SamplerSettings
 
     SamplerSettings(chains=int(chains), tune=int(tune), draws=int(draws), sampler=sampler, target_accept=target_accept,
-                    maxdepth=int(maxdepth), adaptation=adaptation, backend=backend, seed=int(seed))  # the one validation
+                    maxdepth=int(maxdepth), adaptation=adaptation, backend=backend, seed=int(seed),
+                    pooled_warmup=pooled_warmup)  # the one validation
     if backend == "jax":
         _check_jax_ready(model)
     if moves is not None and sampler != "pymc":
@@ -205,30 +216,39 @@ def sample_model(
             raise FileExistsError(f"trace_dir {trace_dir} is not empty; give a new or empty folder (nothing there is overwritten).")
     cores = cores or min(chains, os.cpu_count() or 1)
     t0 = time.perf_counter()
-    compiled = None
+    compiled = pooled = None
     if sampler == "nutpie":
         import nutpie
 
+        from . import pooling
+
         compiled = compile_nutpie(model, backend=backend, jitter=jitter)
+        t1 = time.perf_counter()
+        plan = pooling.plan(model, sampler=sampler, tune=tune, chains=chains, enabled=pooled_warmup)
+        nuts = dict(chains=chains, cores=cores, seed=seed, target_accept=target_accept, progress_bar=progress,
+                    adaptation=adaptation, maxdepth=int(maxdepth))
+        if plan is not None:
+            try:
+                stage, chain_logp = _first_stage(compiled, plan, nuts, trace_dir)
+            except Exception as err:
+                raise _explain_sampler_failure(model, err) from err
+            pooled = pooling.pooled_start(model, stage, chain_logp)
+            if progress:
+                print(pooled.text(), flush=True)
+            compiled = _starting_at(compiled, model, pooled, backend=backend, jitter=jitter)
+            tune = plan[2]
         store = None
         if trace_dir is not None:
             trace_dir.mkdir(parents=True, exist_ok=True)
             store = nutpie.zarr_store.LocalStore(str(trace_dir.resolve()))
-        t1 = time.perf_counter()
         try:
             trace = nutpie.sample(
                 compiled,
                 draws=draws,
                 tune=tune,
-                chains=chains,
-                cores=cores,
-                seed=seed,
-                target_accept=target_accept,
-                progress_bar=progress,
-                adaptation=adaptation,
-                maxdepth=int(maxdepth),
                 save_warmup=save_warmup,
                 zarr_store=store,
+                **nuts,
             )
         except Exception as err:  # nutpie reports a refused start as a Rust error with a backtrace
             raise _explain_sampler_failure(model, err) from err
@@ -256,7 +276,57 @@ def sample_model(
     if trace_dir is not None:
         trace = read_back(trace, float32_vars=float32_vars, keep_warmup=save_warmup)
     return FitResult(trace=trace, compile_s=t1 - t0, sample_s=t2 - t1, sampler=sampler, compiled=compiled,
-                     read_back_s=time.perf_counter() - t2)
+                     read_back_s=time.perf_counter() - t2, pooled=pooled)
+
+
+def _starting_at(compiled, model: pm.Model, pooled, backend: str, jitter: bool):
+    """``compiled`` with every chain starting at the pooled start.
+
+    nutpie's numba model takes its start from ``initial_point_func``: a flat array of the value variables in the order
+    of ``model.free_RVs``. That layout is checked against the compiled model's own start; where it differs (another
+    nutpie, the JAX backend, a jittered start) the model is compiled again with the start as its initial values.
+    """
+    import dataclasses
+
+    def flat(values: dict) -> np.ndarray:
+        return np.concatenate([np.asarray(values[model.rvs_to_values[rv].name], dtype=float).ravel()
+                               for rv in model.free_RVs])
+
+    own = getattr(compiled, "initial_point_func", None)
+    if not jitter and dataclasses.is_dataclass(compiled) and own is not None:
+        same = flat(model.initial_point())
+        if np.array_equal(np.asarray(own(0), dtype=float), same):
+            start = flat(pooled.values)
+            return dataclasses.replace(compiled, initial_point_func=lambda seed: start.copy())
+    return compile_nutpie(model, backend=backend, jitter=jitter, initial_points=pooled.point)
+
+
+def _first_stage(compiled, plan: tuple[int, int, int], nuts: dict,
+                 trace_dir: Path | None) -> tuple[xr.Dataset, np.ndarray]:
+    """The pooled warm-up's first stage: ``plan`` = (warm-up, window, second stage's warm-up) draws. Returns the
+    window's draws (in memory) and each chain's mean log density over them.
+
+    With ``trace_dir`` (a long run) its draws go to a zarr store in a temporary folder beside ``trace_dir``, removed
+    once the window is read, so memory holds only the window.
+    """
+    import nutpie
+
+    def window_of(trace):
+        post = trace.posterior.to_dataset()
+        post = post[[v for v in post.data_vars if "unconstrained_parameter" not in post[v].dims]].load()
+        return post, trace.sample_stats["logp"].mean("draw").values
+
+    tune, window, _ = plan
+    if trace_dir is None:
+        return window_of(nutpie.sample(compiled, draws=window, tune=tune, save_warmup=False, **nuts))
+    trace_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gimbal-first-stage-", dir=trace_dir.parent,
+                                     ignore_cleanup_errors=True) as folder:
+        lazy = nutpie.sample(compiled, draws=window, tune=tune, save_warmup=False,
+                             zarr_store=nutpie.zarr_store.LocalStore(str(Path(folder).resolve())), **nuts)
+        stage = window_of(lazy)
+        lazy.close()
+    return stage
 
 
 @contextmanager

@@ -130,6 +130,7 @@ def sample_windowed(
     moves: bool = False,
     client=None,
     progress: bool = True,
+    pooled_warmup: bool = True,
 ) -> WindowedResult:
     """Sample overlapping windows of a long recording and stitch the kept frames.
 
@@ -141,7 +142,7 @@ def sample_windowed(
         Kept frames per window, and extra frames sampled on each side of it.
     model_options : dict, optional
         Passed to :func:`gimbal.model.build.build_model` (e.g. ``{"use_mixture": False}``).
-    chains, tune, draws, seed, target_accept, adaptation, maxdepth, sampler :
+    chains, tune, draws, seed, target_accept, adaptation, maxdepth, sampler, pooled_warmup :
         Passed to :func:`gimbal.model.fitting.sample_model` (window ``i`` uses ``seed + i``).
     moves : bool
         With ``sampler="pymc"``: Metropolis moves between each keypoint's explanations next to NUTS
@@ -164,7 +165,8 @@ def sample_windowed(
     bounds = window_bounds(dataset.sizes["frame"], window, overlap)
     model_options = dict(model_options or {})
     sampler_options = {"chains": chains, "tune": tune, "draws": draws, "target_accept": target_accept,
-                       "adaptation": adaptation, "maxdepth": maxdepth, "sampler": sampler, "moves": bool(moves)}
+                       "adaptation": adaptation, "maxdepth": maxdepth, "sampler": sampler, "moves": bool(moves),
+                       "pooled_warmup": bool(pooled_warmup)}
     t0 = time.perf_counter()
     if client is not None:
         futures = [client.submit(_fit_window, dataset, b, model_options, sampler_options, seed + i, pure=False)
