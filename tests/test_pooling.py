@@ -59,11 +59,11 @@ def test_disputed_runs_find_where_chain_means_part():
     x[2, :, 10:12, 1] += 20.0  # one chain elsewhere at keypoint 1, frames 10-11
     x[1, :, 13, 1] += 20.0  # two frames on, another chain: the same run (gap <= RUN_GAP)
     x[0, :, 25, 3] -= 30.0  # a second, more disputed run
-    disputed, runs = pooling.disputed_runs(x)
+    disputed, runs = pooling.disputed_runs(*pooling.chain_spread(x))
     assert set(zip(*np.nonzero(disputed))) == {(10, 1), (11, 1), (13, 1), (25, 3)}
     assert runs == [(3, 24, 26), (1, 9, 14)]  # widened by a frame each side; the most disputed first
     x[:, :, 25, 3] = 0.0  # every chain at one point, no spread at all: not disputed (0 apart)
-    assert (25, 3) not in set(zip(*np.nonzero(pooling.disputed_runs(x)[0])))
+    assert (25, 3) not in set(zip(*np.nonzero(pooling.disputed_runs(*pooling.chain_spread(x))[0])))
 
 
 def test_pooled_start_takes_another_chains_better_explanation_with_its_descendants(small):

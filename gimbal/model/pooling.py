@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["FINAL_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "SiteRepair", "PooledStart", "stages", "plan",
-           "disputed_runs", "pooled_start", "applies_to"]
+           "chain_spread", "disputed_runs", "pooled_start", "applies_to"]
 
 FINAL_TUNE = 300  # the second stage's warm-up draws at least (half the warm-up): a run pools with tune >= 2x this
 WINDOW = 50  # the first stage's last draws, at fixed adaptation, that the chains' positions are compared over
@@ -121,13 +121,20 @@ def applies_to(model) -> bool:
     return x is not None and model.rvs_to_transforms.get(x) is None
 
 
-def disputed_runs(x: np.ndarray, dispute_sd: float = DISPUTE_SD) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+def chain_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each chain's mean position ``(chain, T, K, 3)`` and the within-chain sd of the 3D position ``(T, K)`` (pooled
+    over chains, at least 1e-12) of the window's positions ``x``, ``(chain, draw, T, K, 3)``."""
+    return x.mean(axis=1), np.maximum(np.sqrt(x.var(axis=1).mean(axis=0).sum(axis=-1)), 1e-12)
+
+
+def disputed_runs(means: np.ndarray, within: np.ndarray,
+                  dispute_sd: float = DISPUTE_SD) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """Where the chains disagree about a position, and those positions as runs of frames per keypoint.
 
     Parameters
     ----------
-    x : (chain, draw, T, K, 3) ndarray
-        The window's positions.
+    means, within : ndarray
+        The window's :func:`chain_spread`.
     dispute_sd : float
         How many within-chain standard deviations (of the 3D position) the chains' means must lie apart.
 
@@ -138,12 +145,11 @@ def disputed_runs(x: np.ndarray, dispute_sd: float = DISPUTE_SD) -> tuple[np.nda
         Disputed frames of a keypoint merged where at most ``RUN_GAP`` apart, widened by one frame each side
         (``last`` inclusive), the most disputed first.
     """
-    means, within = _chain_spread(x)
     score = np.linalg.norm(means[:, None] - means[None], axis=-1).max(axis=(0, 1)) / within  # (T, K)
     disputed = score > dispute_sd
-    T = x.shape[2]
+    T, K = disputed.shape
     runs, worst = [], []
-    for k in range(x.shape[3]):
+    for k in range(K):
         frames = np.flatnonzero(disputed[:, k])
         if frames.size == 0:
             continue
@@ -152,12 +158,6 @@ def disputed_runs(x: np.ndarray, dispute_sd: float = DISPUTE_SD) -> tuple[np.nda
             worst.append(float(score[run, k].max()))
     order = np.argsort(worst, kind="stable")[::-1]
     return disputed, [runs[i] for i in order]
-
-
-def _chain_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each chain's mean position ``(chain, T, K, 3)`` and the within-chain sd of the 3D position ``(T, K)`` (pooled
-    over chains, at least 1e-12)."""
-    return x.mean(axis=1), np.maximum(np.sqrt(x.var(axis=1).mean(axis=0).sum(axis=-1)), 1e-12)
 
 
 def _subtree(parents: np.ndarray, k: int) -> np.ndarray:
@@ -194,10 +194,10 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
 
     t0 = time.perf_counter()
     names = [rv.name for rv in model.free_RVs]
-    x_all = stage["x"].values  # (chain, draw, T, K, 3)
-    disputed, runs = disputed_runs(x_all, dispute_sd)
+    means, within = chain_spread(stage["x"].values)
+    disputed, runs = disputed_runs(means, within, dispute_sd)
     runs = runs[:max_runs]
-    last = [{n: np.asarray(stage[n].isel(chain=c, draw=-1).values) for n in names} for c in range(x_all.shape[0])]
+    last = [{n: np.asarray(stage[n].isel(chain=c, draw=-1).values) for n in names} for c in range(means.shape[0])]
     logp = model.compile_logp()
 
     def value_point(point):  # constrained -> the value variables logp takes
@@ -212,7 +212,6 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
     parents = np.asarray(model.gimbal_skeleton.parents)
     keypoints = [str(k) for k in stage["x"]["keypoint"].values] if "keypoint" in stage["x"].coords else \
         [str(k) for k in range(len(parents))]
-    means, within = _chain_spread(x_all)
     repairs, left = [], 0
     for k, first, last_frame in sorted(runs, key=lambda r: (r[0], r[1])):  # parents before children (topological)
         rows, cols = slice(first, last_frame + 1), _subtree(parents, k)
