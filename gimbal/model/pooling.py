@@ -12,7 +12,9 @@ there, a keypoint's run of frames is *disputed* where the chains' mean positions
 density over the window is the base, its last draw the point; each disputed run, parents before children, takes
 another chain's positions of that keypoint and its descendants over those frames where that raises the model's full
 log density by more than :data:`MARGIN` (:func:`pooled_start`). The second stage (the rest of warm-up, then the kept
-draws) starts every chain at that repaired point, as the plain run starts every chain at the triangulation.
+draws) starts every chain at that repaired point, as the plain run starts every chain at the triangulation. Where the
+first stage's chains sit in different regions of the global variables (on the real SLEAP mouse: which camera's
+detections of a keypoint to believe), the base's region is the one every chain goes on in.
 
 Only warm-up is changed: the kept draws are an ordinary NUTS run from the repaired start, and R-hat compares chains
 that each had a whole second warm-up to leave it. Two explanations within the margin of each other (a posterior with
