@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pymc as pm
@@ -16,6 +17,9 @@ import xarray as xr
 
 from ..settings import BACKENDS, SAMPLERS
 from .cameras import triangulate_robust
+
+if TYPE_CHECKING:
+    from .pooling import PooledStart
 
 __all__ = ["SAMPLERS", "BACKENDS", "FitResult", "SamplerFailed", "backend_model_options", "compile_nutpie", "jax_device", "sample_model", "read_back", "latent_names",
            "position_errors"]
@@ -110,7 +114,7 @@ class FitResult:
     sampler: str
     compiled: object | None = None  # nutpie's compiled model (benchmarks time its gradient); None for PyMC's NUTS
     read_back_s: float = 0.0  # reading the draws back from ``trace_dir``
-    pooled: object | None = None  # the pooled warm-up's PooledStart (gimbal.model.pooling); None where it did not run
+    pooled: PooledStart | None = None  # what the pooled warm-up compared and took; None where it did not run
 
 
 def sample_model(
@@ -279,7 +283,7 @@ def sample_model(
                      read_back_s=time.perf_counter() - t2, pooled=pooled)
 
 
-def _starting_at(compiled, model: pm.Model, pooled, backend: str, jitter: bool):
+def _starting_at(compiled, model: pm.Model, pooled: PooledStart, backend: str, jitter: bool):
     """``compiled`` with every chain starting at the pooled start.
 
     nutpie's numba model takes its start from ``initial_point_func``: a flat array of the value variables in the order
