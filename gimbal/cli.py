@@ -183,8 +183,9 @@ def cmd_fit(args) -> int:
                    + ", ".join(f"{c} {v:.2f}x" for c, v in floor.items()))
     print(f"[2/4] model built and validated in {t_build:.1f} s ({n_params} unconstrained parameters{scores})")
     with_moves = "" if moves is None else f" + moves between explanations ({len(moves)} candidate runs)"
+    pooling = _pooling_text(model, settings)  # "" with PyMC's sampler (moves), one chain or a short warm-up
     print(f"[3/4] sampling: {args.chains} chains x ({args.tune} tune + {args.draws} draws) with {args.sampler}{with_moves}"
-          f"{_pooling_text(model, settings) if moves is None else ''}")
+          f"{pooling}")
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
                           float32_vars=("x",), moves=moves)
     # R-hat and ESS of every latent, once: the summary's extremes and each position's R-hat come from one pass

@@ -48,8 +48,8 @@ def _stage(model, ds, x_by_chain, draws=6, seed=0, noise=0.05):
 def test_stages_split_the_warmup_and_need_two_chains_and_600_draws():
     assert pooling.stages(1000, 4) == (500 - pooling.WINDOW, pooling.WINDOW, 500)
     first, window, second = pooling.stages(601, 2)
-    assert first + window + second == 601 and second == pooling.FINAL_TUNE
-    assert pooling.stages(599, 4) is None  # too short for a second warm-up of FINAL_TUNE
+    assert first + window + second == 601 and second == pooling.MIN_STAGE_TUNE
+    assert pooling.stages(599, 4) is None  # too short for a second warm-up of MIN_STAGE_TUNE
     assert pooling.stages(1000, 1) is None  # one chain: nothing to pool
 
 
@@ -126,7 +126,8 @@ def test_sample_model_pools_in_two_stages_from_the_pooled_point(small, tmp_path,
     trace_dir = tmp_path / "draws"
     compiled = []
     compile_once = fitting.compile_nutpie
-    monkeypatch.setattr(fitting, "compile_nutpie", lambda *a, **k: compiled.append(compile_once(*a, **k)) or compiled[-1])
+    monkeypatch.setattr(fitting, "compile_nutpie",
+                        lambda *a, **k: compiled.append(compile_once(*a, **k)) or compiled[-1])
     fit = sample_model(model, chains=2, tune=600, draws=20, seed=3, progress=False, trace_dir=trace_dir, maxdepth=3)
     assert len(compiled) == 1  # the second stage reuses the compiled model with the new start (no second compile)
     assert fit.pooled is not None and fit.pooled.base in (0, 1)

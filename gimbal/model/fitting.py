@@ -191,7 +191,7 @@ def sample_model(
         starts at the model's initial point (no ``jitter``).
     pooled_warmup : bool
         nutpie, a GIMBAL model with free positions, at least two chains and ``tune >= 2 *
-        gimbal.model.pooling.FINAL_TUNE``: warm up in two stages and start the second from the chains' best
+        gimbal.model.pooling.MIN_STAGE_TUNE``: warm up in two stages and start the second from the chains' best
         explanations (:mod:`gimbal.model.pooling`; ``FitResult.pooled`` says what was taken). The stages' warm-up adds
         up to ``tune``; the returned warm-up groups hold the second stage's. Elsewhere it does nothing.
 

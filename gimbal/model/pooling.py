@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import xarray as xr
 
-__all__ = ["FINAL_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "SiteRepair", "PooledStart", "stages", "plan",
-           "chain_spread", "disputed_runs", "pooled_start", "applies_to"]
+__all__ = ["MIN_STAGE_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "SiteRepair", "PooledStart", "stages",
+           "plan", "chain_spread", "disputed_runs", "pooled_start", "applies_to"]
 
-FINAL_TUNE = 300  # the second stage's warm-up draws at least (half the warm-up): a run pools with tune >= 2x this
+MIN_STAGE_TUNE = 300  # each stage's warm-up draws at least (each gets half): a run pools with tune >= 2x this
 WINDOW = 50  # the first stage's last draws, at fixed adaptation, that the chains' positions are compared over
 DISPUTE_SD = 4.0  # chain means further apart than this many within-chain sds: a disputed position
 MARGIN = 10.0  # log-density units another chain's explanation must gain to be taken (a density ratio of e^10)
@@ -95,13 +95,13 @@ class PooledStart:
 
 def stages(tune: int, chains: int) -> tuple[int, int, int] | None:
     """``(first-stage tune, first-stage window draws, second-stage tune)`` for a run of ``tune`` warm-up draws, or None
-    where the run is too short to pool (fewer than ``2 * FINAL_TUNE`` warm-up draws) or has one chain.
+    where the run is too short to pool (fewer than ``2 * MIN_STAGE_TUNE`` warm-up draws) or has one chain.
 
     The stages' draws add up to ``tune``; the second gets half of them, so that its fresh adaptation of the step size
     and mass matrix has as many draws as the first's (at T = 1800 a second stage of 300 of 1000 left twice as many
     positions above R-hat 1.01 as one stage did).
     """
-    if chains < 2 or tune < 2 * FINAL_TUNE:
+    if chains < 2 or tune < 2 * MIN_STAGE_TUNE:
         return None
     second = tune // 2
     return tune - second - WINDOW, WINDOW, second
