@@ -150,3 +150,14 @@ def test_sample_model_pools_in_two_stages_from_the_pooled_point(small, tmp_path,
     monkeypatch.setattr(fitting, "compile_nutpie", lambda *a, **k: compiled[0])  # the same model: no compile
     plain = sample_model(model, chains=2, tune=600, draws=5, seed=3, progress=False, maxdepth=3, pooled_warmup=False)
     assert plain.pooled is None and plain.trace["warmup_posterior"].sizes["draw"] == 600
+
+
+def test_gimbal_fit_says_how_the_warmup_is_split(small):
+    from gimbal.cli import _pooling_text
+    from gimbal.settings import SamplerSettings
+
+    _, model = small
+    assert "two stages (300 + 300)" in _pooling_text(model, SamplerSettings(chains=2, tune=600))
+    assert _pooling_text(model, SamplerSettings(chains=2, tune=599)) == ""
+    assert _pooling_text(model, SamplerSettings(chains=2, tune=600, pooled_warmup=False)) == ""
+    assert _pooling_text(model, SamplerSettings(chains=2, tune=600, sampler="pymc")) == ""
