@@ -193,7 +193,7 @@ def test_fit_summary_calls_a_reconstruction_a_reference_not_ground_truth(capsys)
     s = {"divergences": 0, "total_draws": 40, "divergence_fraction": 0.0, "max_rhat_all": 1.0,
          "min_ess_bulk_all": 400.0, "min_ess_tail_all": 400.0, "ebfmi_per_chain": [0.9], "max_treedepth_fraction": 0.0}
     stats = {"median": 0.02, "p90": 0.07}
-    result = SimpleNamespace(compile_s=1.0, sample_s=2.0)
+    result = SimpleNamespace(compile_s=1.0, sample_s=2.0, pooled=None)  # a FitResult's fields the summary reads
     for reference, said in (("positions_reference", "distance to the reference 3D, posterior mean"),
                             ("positions_true", "3D error, posterior mean")):
         _print_fit_summary(s, {"reference": reference, "units": "mm", "posterior_mean": stats, "triangulation": stats},
