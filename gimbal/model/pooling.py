@@ -205,11 +205,12 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
     def value_point(point):  # constrained -> the value variables logp takes
         return make_initial_point_fn(model=model, overrides=point, jitter_rvs=set(), return_transformed=True)(0)
 
-    values = [value_point(p) for p in last]
-    lps = np.array([float(logp(v)) for v in values])
-    rank = lps if chain_logp is None else np.asarray(chain_logp, dtype=float)
-    base = int(np.argmax(np.where(np.isfinite(rank) & np.isfinite(lps), rank, -np.inf)))
-    current, current_lp = dict(values[base]), float(lps[base])
+    # only the base needs its value variables: a donor lends its positions, which are untransformed (applies_to)
+    rank = (np.array([float(logp(value_point(p))) for p in last]) if chain_logp is None
+            else np.asarray(chain_logp, dtype=float))
+    base = int(np.argmax(np.where(np.isfinite(rank), rank, -np.inf)))
+    current = value_point(last[base])
+    current_lp = float(logp(current))
     x = np.array(current["x"], dtype=float)
     parents = np.asarray(model.gimbal_skeleton.parents)
     keypoints = [str(k) for k in stage["x"]["keypoint"].values] if "keypoint" in stage["x"].coords else \
@@ -221,7 +222,7 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
         gains = {}
         for donor in np.flatnonzero((apart > dispute_sd).any(axis=1)):  # the chains that explain it otherwise now
             trial = x.copy()
-            trial[rows, cols] = np.asarray(values[donor]["x"])[rows][:, cols]
+            trial[rows, cols] = np.asarray(last[donor]["x"], dtype=float)[rows][:, cols]
             gains[int(donor)] = (float(logp({**current, "x": trial})) - current_lp, trial)
         finite = {d: g for d, g in gains.items() if np.isfinite(g[0])}
         donor = max(finite, key=lambda d: finite[d][0], default=None)
