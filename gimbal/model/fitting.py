@@ -233,10 +233,10 @@ def sample_model(
                     adaptation=adaptation, maxdepth=int(maxdepth))
         if plan is not None:
             try:
-                stage, chain_logp = _first_stage(compiled, plan, nuts, trace_dir)
+                stage, chain_logp, temperature = _first_stage(compiled, model, plan, nuts, trace_dir)
             except Exception as err:
                 raise _explain_sampler_failure(model, err) from err
-            pooled = pooling.pooled_start(model, stage, chain_logp)
+            pooled = pooling.pooled_start(model, stage, chain_logp, temperature=temperature)
             if progress:
                 print(pooled.text(), flush=True)
             compiled = _starting_at(compiled, model, pooled, backend=backend, jitter=jitter)
@@ -305,20 +305,26 @@ def _starting_at(compiled, model: pm.Model, pooled: PooledStart, backend: str, j
     return compile_nutpie(model, backend=backend, jitter=jitter, initial_points=pooled.point)
 
 
-def _first_stage(compiled, plan: tuple[int, int, int], nuts: dict,
-                 trace_dir: Path | None) -> tuple[xr.Dataset, np.ndarray]:
-    """The pooled warm-up's first stage: ``plan`` = (warm-up, window, second stage's warm-up) draws. Returns the
-    window's draws (in memory) and each chain's mean log density over them.
+def _first_stage(compiled, model: pm.Model, plan: tuple[int, int, int], nuts: dict,
+                 trace_dir: Path | None) -> tuple[xr.Dataset, np.ndarray | None, float]:
+    """The pooled warm-up's first stage: ``plan`` = (warm-up, window, second stage's warm-up) draws, sampled with the
+    detections' weight :data:`gimbal.model.pooling.TEMPERATURE` (:func:`gimbal.model.pooling.tempered`). Returns the
+    window's draws (in memory), each chain's mean log density over them at full weight (None where it cannot be
+    told) and the weight sampled with.
 
     With ``trace_dir`` (a long run) its draws go to a zarr store in a temporary folder beside ``trace_dir``, removed
     once the window is read, so memory holds only the window.
     """
     import nutpie
 
+    from . import pooling
+
+    compiled, temperature = pooling.tempered(compiled, model)
+
     def window_of(trace):
         post = trace.posterior.to_dataset()
         post = post[[v for v in post.data_vars if "unconstrained_parameter" not in post[v].dims]].load()
-        return post, trace.sample_stats["logp"].mean("draw").values
+        return post, pooling.full_logp(post, trace.sample_stats["logp"].mean("draw").values, temperature), temperature
 
     tune, window, _ = plan
     if trace_dir is None:
