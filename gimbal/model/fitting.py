@@ -191,8 +191,9 @@ def sample_model(
         starts at the model's initial point (no ``jitter``).
     pooled_warmup : bool
         nutpie, a GIMBAL model with free positions, at least two chains and ``tune >= 2 *
-        gimbal.model.pooling.MIN_STAGE_TUNE``: warm up in two stages and start the second from the chains' best
-        explanations (:mod:`gimbal.model.pooling`; ``FitResult.pooled`` says what was taken). The stages' warm-up adds
+        gimbal.model.pooling.MIN_STAGE_TUNE``: warm up in two stages, the first with the detections' log-likelihood
+        weighted ``gimbal.model.pooling.TEMPERATURE``, and start the second from the chains' best explanations
+        (:mod:`gimbal.model.pooling`; ``FitResult.pooled`` says what was taken). The stages' warm-up adds
         up to ``tune``; the returned warm-up groups hold the second stage's. Elsewhere it does nothing.
 
     Returns

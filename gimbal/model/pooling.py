@@ -142,7 +142,10 @@ def tempered(compiled, model, temperature: float = TEMPERATURE):
     weight = getattr(model, "gimbal_temperature", None)
     if weight is None or not hasattr(compiled, "with_data") or temperature == 1:
         return compiled, 1.0
-    return compiled.with_data(**{weight.name: float(temperature)}), float(temperature)
+    try:
+        return compiled.with_data(**{weight.name: float(temperature)}), float(temperature)
+    except KeyError:  # a backend that compiled the weight in as a constant
+        return compiled, 1.0
 
 
 def full_logp(stage: xr.Dataset, chain_logp: np.ndarray, temperature: float) -> np.ndarray | None:
