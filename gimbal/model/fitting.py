@@ -153,10 +153,11 @@ def sample_model(
         The default 10 lets trajectories run to their U-turn. The step size
         shrinks with the number of parameters (about ``d**-0.25``), so on long
         recordings most trajectories need depth 6 (63 gradients); a cap of 5
-        bounds the cost at 31 gradients per draw (``benchmarks``, rodent T=1800:
-        70% of draws at the cap with ``target_accept=0.8``, none with 0.7, whose
-        larger step lets trajectories U-turn by depth 5). Capped draws are still
-        exact MCMC; they show up as max-depth hits in the diagnostics.
+        bounds the cost at 31 gradients per draw (``benchmarks``, the seed's rodent
+        at T=1800: 70% of draws at the cap with ``target_accept=0.8``, none with 0.7,
+        whose larger step lets trajectories U-turn by depth 5; the realistic rodent's
+        model at T=1800, with 0.7: every draw at the cap, step size 0.09). Capped
+        draws are still exact MCMC; they show up as max-depth hits in the diagnostics.
     backend : {"numba", "jax"}
         nutpie's compilation backend. ``"jax"`` needs the ``jax`` extra and a model
         built with ``kernels="graph"`` (the fused kernels are numba code; add
