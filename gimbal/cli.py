@@ -242,7 +242,7 @@ def _pooling_text(model, settings) -> str:
     if plan is None:
         return ""
     return (f"; warm-up in two stages ({plan[0] + plan[1]} + {plan[2]}), the first with the detections weighted "
-            f"{pooling.TEMPERATURE:g}, the second from the chains' best explanation of each disputed keypoint "
+            f"{pooling.DETECTION_WEIGHT:g}, the second from the chains' best explanation of each disputed keypoint "
             "(--no-pooled-warmup: one stage)")
 
 

@@ -170,7 +170,7 @@ def test_first_stage_samples_with_the_detections_weighted_and_ranks_chains_at_fu
     import gimbal.model.fitting as fitting
 
     _, model = small
-    assert float(model.gimbal_temperature.get_value()) == 1.0  # the model itself has the detections at full weight
+    assert float(model.gimbal_detection_weight.get_value()) == 1.0  # the model itself has the detections at full weight
     compiled = fitting.compile_nutpie(model)
     logp = model.compile_logp()
 
@@ -181,7 +181,7 @@ def test_first_stage_samples_with_the_detections_weighted_and_ranks_chains_at_fu
 
     # nutpie's log density on the tempered model: the model's less (1 - weight) x the detections' log-likelihood
     tempered, weight = pooling.tempered(compiled, model)
-    assert weight == pooling.TEMPERATURE < 1
+    assert weight == pooling.DETECTION_WEIGHT < 1
     trace = _three_draws(tempered)
     for draw in range(3):
         full, observed = full_and_observed(trace.posterior, 0, draw)
@@ -190,8 +190,8 @@ def test_first_stage_samples_with_the_detections_weighted_and_ranks_chains_at_fu
         assert abs(stat - full) > 1.0  # the detections' term is large: the weight changed the density sampled
 
     nuts = dict(chains=2, cores=1, seed=1, target_accept=0.8, progress_bar=False, adaptation="diag", maxdepth=3)
-    stage, chain_logp, temperature = fitting._first_stage(compiled, model, (20, 4, 0), nuts, None)
-    assert temperature == pooling.TEMPERATURE
+    stage, chain_logp, weight = fitting._first_stage(compiled, model, (20, 4, 0), nuts, None)
+    assert weight == pooling.DETECTION_WEIGHT
     expected = [np.mean([full_and_observed(stage, c, d)[0] for d in range(4)]) for c in range(2)]
     np.testing.assert_allclose(chain_logp, expected, rtol=1e-9)
 

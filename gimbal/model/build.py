@@ -46,7 +46,7 @@ from .camera_noise import cross_validated_camera_noise
 from .offsets import estimate_offsets
 from .prior import PosePrior, canonical_positions, load_prior, with_prior
 from .whitening import track_factor, walk_dominated, whitened_flat
-from .pooling import OBSERVATION_TEMPERATURE
+from .pooling import WEIGHT_NAME
 
 __all__ = [
     "ModelConfig",
@@ -661,8 +661,8 @@ def build_model(
         log_obs = observation_loglik(x, dataset, init, config, offset, noise_floor)
         log_obs_t = pm.Deterministic("log_obs_t", log_obs, dims="frame")
         # the detections' weight, 1: a tempered warm-up stage samples with less (gimbal.model.pooling)
-        temperature = pytensor.shared(np.float64(1.0), name=OBSERVATION_TEMPERATURE)
-        pm.Potential("y_obs", temperature * log_obs_t.sum())
+        weight = pytensor.shared(np.float64(1.0), name=WEIGHT_NAME)
+        pm.Potential("y_obs", weight * log_obs_t.sum())
     if validate or _has_unseen_positions(dataset):  # the start is moved even unvalidated (diagnostic groups, windows)
         from ..diagnostics.checks import compile_logp_and_grad
 
@@ -677,5 +677,5 @@ def build_model(
     model.gimbal_offsets = offset  # (C, K, 2) pixels taken off each pair's detections
     model.gimbal_camera_noise = noise_floor  # (C,) the floor under the cameras' log noise factors, or None
     model.gimbal_skeleton = skeleton
-    model.gimbal_temperature = temperature  # the shared weight of the detections' log-likelihood (1 but in warm-up)
+    model.gimbal_detection_weight = weight  # the shared weight of the detections' log-likelihood (1 but in warm-up)
     return model

@@ -7,7 +7,7 @@ warm-up (after 450-750 draws) and the fourth stayed for all of its draws, 17-19 
 those positions). Whichever chain is stuck, the others have usually found the better explanation by mid warm-up.
 
 So warm-up runs in two stages (:func:`stages`). The first samples a tempered posterior: the detections'
-log-likelihood weighted by :data:`TEMPERATURE` (:func:`tempered`), as if each camera saw every keypoint half as
+log-likelihood weighted by :data:`DETECTION_WEIGHT` (:func:`tempered`), as if each camera saw every keypoint half as
 sharply, so that the barrier around a poor explanation is half as high. On the realistic rodent (300 frames around
 the worst such site, 4 chains, 500 warm-up draws, three seeds) 10 of 12 chains left that site's wrong start at full
 weight, after 25-445 draws, and 12 of 12 under the tempered posterior, after 18-52. The first stage ends with a short
@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import xarray as xr
 
-__all__ = ["MIN_STAGE_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "TEMPERATURE", "OBSERVATION_TEMPERATURE",
+__all__ = ["MIN_STAGE_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "DETECTION_WEIGHT", "WEIGHT_NAME",
            "SiteRepair", "PooledStart", "stages", "plan", "chain_spread", "disputed_runs", "pooled_start", "applies_to",
            "tempered", "full_logp"]
 
@@ -46,8 +46,8 @@ DISPUTE_SD = 4.0  # chain means further apart than this many within-chain sds: a
 MARGIN = 10.0  # log-density units another chain's explanation must gain to be taken (a density ratio of e^10)
 MAX_RUNS = 1000  # disputed runs compared at most (the most disputed first): bounds the comparison's time
 RUN_GAP = 2  # disputed frames of one keypoint at most this far apart are one run
-TEMPERATURE = 0.5  # the detections' log-likelihood weight in the first stage
-OBSERVATION_TEMPERATURE = "observation_temperature"  # the name of a GIMBAL model's shared weight (1 in the model)
+DETECTION_WEIGHT = 0.5  # the detections' log-likelihood weight in the first stage
+WEIGHT_NAME = "detection_weight"  # the name of a GIMBAL model's shared weight (1 in the model)
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,14 @@ class PooledStart:
     left_positions: int  # disputed positions where another chain's explanation is within the margin of the base's
     chain_logp: tuple[float, ...]  # what chose the base: each chain's mean log density over the window (or last draw's)
     seconds: float
-    temperature: float = 1.0  # the detections' weight while the first stage sampled (its window included)
+    first_stage_weight: float = 1.0  # the detections' weight while the first stage sampled (its window included)
 
     def as_dict(self) -> dict:
         """JSON-ready summary (without the point)."""
         return {"base_chain": self.base, "chain_logp": list(self.chain_logp),
                 "disputed_positions": self.disputed_positions, "runs_compared": self.runs_compared,
                 "repairs": [asdict(r) for r in self.repairs], "left_positions": self.left_positions,
-                "seconds": self.seconds, "first_stage_temperature": self.temperature}
+                "seconds": self.seconds, "first_stage_detection_weight": self.first_stage_weight}
 
     def text(self) -> str:
         gains = ", ".join(f"{r.keypoint} {r.first}-{r.last} +{r.gain:.0f}" for r in self.repairs[:5])
@@ -98,7 +98,8 @@ class PooledStart:
                 "starts from one, so --no-pooled-warmup lets R-hat compare them)")
         others = ", ".join(f"{v - self.chain_logp[self.base]:+,.0f}" for c, v in enumerate(self.chain_logp)
                            if c != self.base)
-        weight = "" if self.temperature == 1 else f" (first stage with the detections weighted {self.temperature:g})"
+        weight = ("" if self.first_stage_weight == 1 else
+                  f" (first stage with the detections weighted {self.first_stage_weight:g})")
         return (f"pooled warm-up{weight}: {self.disputed_positions} disputed positions in {self.runs_compared} runs "
                 f"compared"
                 f"{taken}{left}; every chain goes on from chain {self.base}'s (log density of the others {others}) "
@@ -135,30 +136,30 @@ def applies_to(model) -> bool:
     return x is not None and model.rvs_to_transforms.get(x) is None
 
 
-def tempered(compiled, model, temperature: float = TEMPERATURE):
-    """``(compiled model, temperature)`` for the first stage: nutpie's ``compiled`` with the detections' weight set to
-    ``temperature`` (no recompile), or ``compiled`` itself and 1 where the model has no such weight or the compiled
+def tempered(compiled, model, weight: float = DETECTION_WEIGHT):
+    """``(compiled model, weight)`` for the first stage: nutpie's ``compiled`` with the detections' log-likelihood
+    weighted ``weight`` (no recompile), or ``compiled`` itself and 1 where the model has no such weight or the compiled
     model cannot change it."""
-    weight = getattr(model, "gimbal_temperature", None)
-    if weight is None or not hasattr(compiled, "with_data") or temperature == 1:
+    shared = getattr(model, "gimbal_detection_weight", None)
+    if shared is None or not hasattr(compiled, "with_data") or weight == 1:
         return compiled, 1.0
     try:
-        return compiled.with_data(**{weight.name: float(temperature)}), float(temperature)
+        return compiled.with_data(**{shared.name: float(weight)}), float(weight)
     except KeyError:  # a backend that compiled the weight in as a constant
         return compiled, 1.0
 
 
-def full_logp(stage: xr.Dataset, chain_logp: np.ndarray, temperature: float) -> np.ndarray | None:
+def full_logp(stage: xr.Dataset, chain_logp: np.ndarray, weight: float) -> np.ndarray | None:
     """Each chain's mean log density over the window at the detections' full weight, from ``chain_logp`` sampled with
-    weight ``temperature``: the tempered log density plus ``(1 - temperature)`` times the detections' log-likelihood
-    (the model's ``log_obs_t``, summed over frames). None where the window lacks ``log_obs_t`` (then
+    the detections weighted ``weight``: the tempered log density plus ``(1 - weight)`` times the detections'
+    log-likelihood (the model's ``log_obs_t``, summed over frames). None where the window lacks ``log_obs_t`` (then
     :func:`pooled_start` ranks the chains by their last draws)."""
-    if temperature == 1:
+    if weight == 1:
         return np.asarray(chain_logp, dtype=float)
     if "log_obs_t" not in stage:
         return None
     observed = stage["log_obs_t"].sum("frame").mean("draw").values
-    return np.asarray(chain_logp, dtype=float) + (1.0 - temperature) * observed
+    return np.asarray(chain_logp, dtype=float) + (1.0 - weight) * observed
 
 
 def chain_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +211,7 @@ def _subtree(parents: np.ndarray, k: int) -> np.ndarray:
 
 
 def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None, *, dispute_sd: float = DISPUTE_SD,
-                 margin: float = MARGIN, max_runs: int = MAX_RUNS, temperature: float = 1.0) -> PooledStart:
+                 margin: float = MARGIN, max_runs: int = MAX_RUNS, first_stage_weight: float = 1.0) -> PooledStart:
     """The second stage's start from the first stage's window of draws (see the module's text).
 
     Parameters
@@ -225,7 +226,7 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
         ``sqrt(n_parameters / 2)``).
     dispute_sd, margin, max_runs : float, float, int
         :data:`DISPUTE_SD`, :data:`MARGIN`, :data:`MAX_RUNS`.
-    temperature : float
+    first_stage_weight : float
         The detections' weight the window was sampled with (recorded; ``chain_logp`` is at full weight,
         :func:`full_logp`, as is every log density compared here).
 
@@ -278,4 +279,4 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
     return PooledStart(point=point, values=current, base=base, disputed_positions=int(disputed.sum()),
                        runs_compared=len(runs), repairs=tuple(repairs), left_positions=left,
                        chain_logp=tuple(float(v) for v in rank), seconds=time.perf_counter() - t0,
-                       temperature=float(temperature))
+                       first_stage_weight=float(first_stage_weight))
