@@ -241,9 +241,8 @@ def _pooling_text(model, settings) -> str:
                         enabled=settings.pooled_warmup)
     if plan is None:
         return ""
-    return (f"; warm-up in two stages ({plan[0] + plan[1]} + {plan[2]}), the first with the detections weighted "
-            f"{pooling.DETECTION_WEIGHT:g}, the second from the chains' best explanation of each disputed keypoint "
-            "(--no-pooled-warmup: one stage)")
+    return (f"; warm-up in two stages ({plan[0] + plan[1]} + {plan[2]}), the second from the chains' best "
+            "explanation of each disputed keypoint (--no-pooled-warmup: one stage)")
 
 
 def _heading_check(model, trace, table):

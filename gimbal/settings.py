@@ -185,13 +185,10 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, *, chains=2, tune=300
                         "tree-form HMM; `pip install gimbal[jax]`, or a CUDA build such as jax[cuda12] for a GPU)")
     g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
     if pooling:
-        from .model.pooling import DETECTION_WEIGHT, MIN_STAGE_TUNE
-
         g.add_argument("--no-pooled-warmup", dest="pooled_warmup", action="store_false", default=None,
-                       help=f"warm up in one stage (default: with nutpie, 2+ chains and tune >= {2 * MIN_STAGE_TUNE}, "
-                            f"warm-up runs in two stages, the first with the detections' log-likelihood weighted "
-                            f"{DETECTION_WEIGHT:g}, and the second starts from the chains' best explanation of each "
-                            "disputed keypoint)")
+                       help="warm up in one stage (default: with nutpie, 2+ chains and tune >= 600, warm-up runs in "
+                            "two stages and the second starts from the chains' best explanation of each disputed "
+                            "keypoint)")
     return g
 
 

@@ -157,46 +157,7 @@ def test_gimbal_fit_says_how_the_warmup_is_split(small):
     from gimbal.settings import SamplerSettings
 
     _, model = small
-    text = _pooling_text(model, SamplerSettings(chains=2, tune=600))
-    assert "two stages (300 + 300)" in text and "the first with the detections weighted 0.5" in text
+    assert "two stages (300 + 300)" in _pooling_text(model, SamplerSettings(chains=2, tune=600))
     assert _pooling_text(model, SamplerSettings(chains=2, tune=599)) == ""
     assert _pooling_text(model, SamplerSettings(chains=2, tune=600, pooled_warmup=False)) == ""
     assert _pooling_text(model, SamplerSettings(chains=2, tune=600, sampler="pymc")) == ""
-
-
-def test_first_stage_samples_with_the_detections_weighted_and_ranks_chains_at_full_weight(small):
-    from pymc.initial_point import make_initial_point_fn
-
-    import gimbal.model.fitting as fitting
-
-    _, model = small
-    assert float(model.gimbal_detection_weight.get_value()) == 1.0  # the model itself has the detections at full weight
-    compiled = fitting.compile_nutpie(model)
-    logp = model.compile_logp()
-
-    def full_and_observed(post, chain, draw):
-        constrained = {rv.name: post[rv.name].values[chain, draw] for rv in model.free_RVs}
-        values = make_initial_point_fn(model=model, overrides=constrained, jitter_rvs=set(), return_transformed=True)(0)
-        return float(logp(values)), float(post["log_obs_t"].values[chain, draw].sum())
-
-    # nutpie's log density on the tempered model: the model's less (1 - weight) x the detections' log-likelihood
-    tempered, weight = pooling.tempered(compiled, model)
-    assert weight == pooling.DETECTION_WEIGHT < 1
-    trace = _three_draws(tempered)
-    for draw in range(3):
-        full, observed = full_and_observed(trace.posterior, 0, draw)
-        stat = float(trace.sample_stats["logp"].values[0, draw])
-        assert stat == pytest.approx(full - (1 - weight) * observed, rel=1e-9, abs=1e-6)
-        assert abs(stat - full) > 1.0  # the detections' term is large: the weight changed the density sampled
-
-    nuts = dict(chains=2, cores=1, seed=1, target_accept=0.8, progress_bar=False, adaptation="diag", maxdepth=3)
-    stage, chain_logp, weight = fitting._first_stage(compiled, model, (20, 4, 0), nuts, None)
-    assert weight == pooling.DETECTION_WEIGHT
-    expected = [np.mean([full_and_observed(stage, c, d)[0] for d in range(4)]) for c in range(2)]
-    np.testing.assert_allclose(chain_logp, expected, rtol=1e-9)
-
-
-def _three_draws(compiled):
-    import nutpie
-
-    return nutpie.sample(compiled, chains=1, tune=10, draws=3, seed=0, progress_bar=False, maxdepth=3)

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pymc as pm
-import pytensor
 import pytensor.tensor as pt
 import xarray as xr
 
@@ -46,7 +45,6 @@ from .camera_noise import cross_validated_camera_noise
 from .offsets import estimate_offsets
 from .prior import PosePrior, canonical_positions, load_prior, with_prior
 from .whitening import track_factor, walk_dominated, whitened_flat
-from .pooling import WEIGHT_NAME
 
 __all__ = [
     "ModelConfig",
@@ -660,9 +658,7 @@ def build_model(
                 relative = temporal_prior(x, init, config, skeleton.parents)
         log_obs = observation_loglik(x, dataset, init, config, offset, noise_floor)
         log_obs_t = pm.Deterministic("log_obs_t", log_obs, dims="frame")
-        # the detections' weight, 1: a tempered warm-up stage samples with less (gimbal.model.pooling)
-        weight = pytensor.shared(np.float64(1.0), name=WEIGHT_NAME)
-        pm.Potential("y_obs", weight * log_obs_t.sum())
+        pm.Potential("y_obs", log_obs_t.sum())
     if validate or _has_unseen_positions(dataset):  # the start is moved even unvalidated (diagnostic groups, windows)
         from ..diagnostics.checks import compile_logp_and_grad
 
@@ -677,5 +673,4 @@ def build_model(
     model.gimbal_offsets = offset  # (C, K, 2) pixels taken off each pair's detections
     model.gimbal_camera_noise = noise_floor  # (C,) the floor under the cameras' log noise factors, or None
     model.gimbal_skeleton = skeleton
-    model.gimbal_detection_weight = weight  # the shared weight of the detections' log-likelihood (1 but in warm-up)
     return model

@@ -192,9 +192,8 @@ def sample_model(
         starts at the model's initial point (no ``jitter``).
     pooled_warmup : bool
         nutpie, a GIMBAL model with free positions, at least two chains and ``tune >= 2 *
-        gimbal.model.pooling.MIN_STAGE_TUNE``: warm up in two stages, the first with the detections' log-likelihood
-        weighted ``gimbal.model.pooling.DETECTION_WEIGHT``, and start the second from the chains' best explanations
-        (:mod:`gimbal.model.pooling`; ``FitResult.pooled`` says what was taken). The stages' warm-up adds
+        gimbal.model.pooling.MIN_STAGE_TUNE``: warm up in two stages and start the second from the chains' best
+        explanations (:mod:`gimbal.model.pooling`; ``FitResult.pooled`` says what was taken). The stages' warm-up adds
         up to ``tune``; the returned warm-up groups hold the second stage's. Elsewhere it does nothing.
 
     Returns
@@ -235,10 +234,10 @@ def sample_model(
                     adaptation=adaptation, maxdepth=int(maxdepth))
         if plan is not None:
             try:
-                stage, chain_logp, weight = _first_stage(compiled, model, plan, nuts, trace_dir)
+                stage, chain_logp = _first_stage(compiled, plan, nuts, trace_dir)
             except Exception as err:
                 raise _explain_sampler_failure(model, err) from err
-            pooled = pooling.pooled_start(model, stage, chain_logp, first_stage_weight=weight)
+            pooled = pooling.pooled_start(model, stage, chain_logp)
             if progress:
                 print(pooled.text(), flush=True)
             compiled = _starting_at(compiled, model, pooled, backend=backend, jitter=jitter)
@@ -307,26 +306,20 @@ def _starting_at(compiled, model: pm.Model, pooled: PooledStart, backend: str, j
     return compile_nutpie(model, backend=backend, jitter=jitter, initial_points=pooled.point)
 
 
-def _first_stage(compiled, model: pm.Model, plan: tuple[int, int, int], nuts: dict,
-                 trace_dir: Path | None) -> tuple[xr.Dataset, np.ndarray | None, float]:
-    """The pooled warm-up's first stage: ``plan`` = (warm-up, window, second stage's warm-up) draws, sampled with the
-    detections weighted :data:`gimbal.model.pooling.DETECTION_WEIGHT` (:func:`gimbal.model.pooling.tempered`).
-    Returns the window's draws (in memory), each chain's mean log density over them at full weight (None where it
-    cannot be told) and the weight sampled with.
+def _first_stage(compiled, plan: tuple[int, int, int], nuts: dict,
+                 trace_dir: Path | None) -> tuple[xr.Dataset, np.ndarray]:
+    """The pooled warm-up's first stage: ``plan`` = (warm-up, window, second stage's warm-up) draws. Returns the
+    window's draws (in memory) and each chain's mean log density over them.
 
     With ``trace_dir`` (a long run) its draws go to a zarr store in a temporary folder beside ``trace_dir``, removed
     once the window is read, so memory holds only the window.
     """
     import nutpie
 
-    from . import pooling
-
-    compiled, weight = pooling.tempered(compiled, model)
-
     def window_of(trace):
         post = trace.posterior.to_dataset()
         post = post[[v for v in post.data_vars if "unconstrained_parameter" not in post[v].dims]].load()
-        return post, pooling.full_logp(post, trace.sample_stats["logp"].mean("draw").values, weight), weight
+        return post, trace.sample_stats["logp"].mean("draw").values
 
     tune, window, _ = plan
     if trace_dir is None:

@@ -6,18 +6,12 @@ low-density region around it: on the realistic rodent at T = 1800, three of four
 warm-up (after 450-750 draws) and the fourth stayed for all of its draws, 17-19 mm off the truth (R-hat 1.5-1.7 at
 those positions). Whichever chain is stuck, the others have usually found the better explanation by mid warm-up.
 
-So warm-up runs in two stages (:func:`stages`). The first samples a tempered posterior: the detections'
-log-likelihood weighted by :data:`DETECTION_WEIGHT` (:func:`tempered`), as if each camera saw every keypoint half as
-sharply, so that the barrier around a poor explanation is half as high. On the realistic rodent (300 frames around
-the worst such site, 4 chains, 500 warm-up draws, three seeds) 10 of 12 chains left that site's wrong start at full
-weight, after 25-445 draws, and 12 of 12 under the tempered posterior, after 18-52. The first stage ends with a short
-window of draws at fixed adaptation;
+So warm-up runs in two stages (:func:`stages`). The first ends with a short window of draws at fixed adaptation;
 there, a keypoint's run of frames is *disputed* where the chains' mean positions lie further apart than
 :data:`DISPUTE_SD` within-chain standard deviations (:func:`disputed_runs`). The chain with the highest mean log
 density over the window is the base, its last draw the point; each disputed run, parents before children, takes
 another chain's positions of that keypoint and its descendants over those frames where that raises the model's full
-log density by more than :data:`MARGIN` (:func:`pooled_start`); the log densities compared are always the model's own,
-at full weight (:func:`full_logp`). The second stage (the rest of warm-up, then the kept
+log density by more than :data:`MARGIN` (:func:`pooled_start`). The second stage (the rest of warm-up, then the kept
 draws) starts every chain at that repaired point, as the plain run starts every chain at the triangulation. Where the
 first stage's chains sit in different regions of the global variables (on the real SLEAP mouse: which camera's
 detections of a keypoint to believe), the base's region is the one every chain goes on in.
@@ -36,9 +30,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import xarray as xr
 
-__all__ = ["MIN_STAGE_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "DETECTION_WEIGHT", "WEIGHT_NAME",
-           "SiteRepair", "PooledStart", "stages", "plan", "chain_spread", "disputed_runs", "pooled_start", "applies_to",
-           "tempered", "full_logp"]
+__all__ = ["MIN_STAGE_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "SiteRepair", "PooledStart", "stages",
+           "plan", "chain_spread", "disputed_runs", "pooled_start", "applies_to"]
 
 MIN_STAGE_TUNE = 300  # each stage's warm-up draws at least (each gets half): a run pools with tune >= 2x this
 WINDOW = 50  # the first stage's last draws, at fixed adaptation, that the chains' positions are compared over
@@ -46,8 +39,6 @@ DISPUTE_SD = 4.0  # chain means further apart than this many within-chain sds: a
 MARGIN = 10.0  # log-density units another chain's explanation must gain to be taken (a density ratio of e^10)
 MAX_RUNS = 1000  # disputed runs compared at most (the most disputed first): bounds the comparison's time
 RUN_GAP = 2  # disputed frames of one keypoint at most this far apart are one run
-DETECTION_WEIGHT = 0.5  # the detections' log-likelihood weight in the first stage
-WEIGHT_NAME = "detection_weight"  # the name of a GIMBAL model's shared weight (1 in the model)
 
 
 @dataclass(frozen=True)
@@ -79,14 +70,13 @@ class PooledStart:
     left_positions: int  # disputed positions where another chain's explanation is within the margin of the base's
     chain_logp: tuple[float, ...]  # what chose the base: each chain's mean log density over the window (or last draw's)
     seconds: float
-    first_stage_weight: float = 1.0  # the detections' weight while the first stage sampled (its window included)
 
     def as_dict(self) -> dict:
         """JSON-ready summary (without the point)."""
         return {"base_chain": self.base, "chain_logp": list(self.chain_logp),
                 "disputed_positions": self.disputed_positions, "runs_compared": self.runs_compared,
                 "repairs": [asdict(r) for r in self.repairs], "left_positions": self.left_positions,
-                "seconds": self.seconds, "first_stage_detection_weight": self.first_stage_weight}
+                "seconds": self.seconds}
 
     def text(self) -> str:
         gains = ", ".join(f"{r.keypoint} {r.first}-{r.last} +{r.gain:.0f}" for r in self.repairs[:5])
@@ -98,10 +88,7 @@ class PooledStart:
                 "starts from one, so --no-pooled-warmup lets R-hat compare them)")
         others = ", ".join(f"{v - self.chain_logp[self.base]:+,.0f}" for c, v in enumerate(self.chain_logp)
                            if c != self.base)
-        weight = ("" if self.first_stage_weight == 1 else
-                  f" (first stage with the detections weighted {self.first_stage_weight:g})")
-        return (f"pooled warm-up{weight}: {self.disputed_positions} disputed positions in {self.runs_compared} runs "
-                f"compared"
+        return (f"pooled warm-up: {self.disputed_positions} disputed positions in {self.runs_compared} runs compared"
                 f"{taken}{left}; every chain goes on from chain {self.base}'s (log density of the others {others}) "
                 f"({self.seconds:.1f} s)")
 
@@ -134,32 +121,6 @@ def applies_to(model) -> bool:
         return False
     x = next((rv for rv in model.free_RVs if rv.name == "x"), None)
     return x is not None and model.rvs_to_transforms.get(x) is None
-
-
-def tempered(compiled, model, weight: float = DETECTION_WEIGHT):
-    """``(compiled model, weight)`` for the first stage: nutpie's ``compiled`` with the detections' log-likelihood
-    weighted ``weight`` (no recompile), or ``compiled`` itself and 1 where the model has no such weight or the compiled
-    model cannot change it."""
-    shared = getattr(model, "gimbal_detection_weight", None)
-    if shared is None or not hasattr(compiled, "with_data") or weight == 1:
-        return compiled, 1.0
-    try:
-        return compiled.with_data(**{shared.name: float(weight)}), float(weight)
-    except KeyError:  # a backend that compiled the weight in as a constant
-        return compiled, 1.0
-
-
-def full_logp(stage: xr.Dataset, chain_logp: np.ndarray, weight: float) -> np.ndarray | None:
-    """Each chain's mean log density over the window at the detections' full weight, from ``chain_logp`` sampled with
-    the detections weighted ``weight``: the tempered log density plus ``(1 - weight)`` times the detections'
-    log-likelihood (the model's ``log_obs_t``, summed over frames). None where the window lacks ``log_obs_t`` (then
-    :func:`pooled_start` ranks the chains by their last draws)."""
-    if weight == 1:
-        return np.asarray(chain_logp, dtype=float)
-    if "log_obs_t" not in stage:
-        return None
-    observed = stage["log_obs_t"].sum("frame").mean("draw").values
-    return np.asarray(chain_logp, dtype=float) + (1.0 - weight) * observed
 
 
 def chain_spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +172,7 @@ def _subtree(parents: np.ndarray, k: int) -> np.ndarray:
 
 
 def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None, *, dispute_sd: float = DISPUTE_SD,
-                 margin: float = MARGIN, max_runs: int = MAX_RUNS, first_stage_weight: float = 1.0) -> PooledStart:
+                 margin: float = MARGIN, max_runs: int = MAX_RUNS) -> PooledStart:
     """The second stage's start from the first stage's window of draws (see the module's text).
 
     Parameters
@@ -226,9 +187,6 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
         ``sqrt(n_parameters / 2)``).
     dispute_sd, margin, max_runs : float, float, int
         :data:`DISPUTE_SD`, :data:`MARGIN`, :data:`MAX_RUNS`.
-    first_stage_weight : float
-        The detections' weight the window was sampled with (recorded; ``chain_logp`` is at full weight,
-        :func:`full_logp`, as is every log density compared here).
 
     Returns
     -------
@@ -278,5 +236,4 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
     point = {**last[base], "x": x}
     return PooledStart(point=point, values=current, base=base, disputed_positions=int(disputed.sum()),
                        runs_compared=len(runs), repairs=tuple(repairs), left_positions=left,
-                       chain_logp=tuple(float(v) for v in rank), seconds=time.perf_counter() - t0,
-                       first_stage_weight=float(first_stage_weight))
+                       chain_logp=tuple(float(v) for v in rank), seconds=time.perf_counter() - t0)
