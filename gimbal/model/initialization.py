@@ -800,13 +800,19 @@ def smoothed_start(init: Initialization, dataset: xr.Dataset, threshold_px: floa
 
 def init_point_for(model, init: Initialization) -> dict:
     """The model's initial point with the free variables that ``init`` knows set from it."""
+    return value_point(model, init.values)
+
+
+def value_point(model, values: dict) -> dict:
+    """The model's initial point (its value variables) with the free variables in ``values`` (constrained values, by
+    variable name) set from them."""
     point = model.initial_point()
     for rv in model.free_RVs:
-        if rv.name not in init.values:
+        if rv.name not in values:
             continue
         value_var = model.rvs_to_values[rv]
         transform = model.rvs_to_transforms.get(rv)
-        val = np.asarray(init.values[rv.name], dtype=value_var.dtype)
+        val = np.asarray(values[rv.name], dtype=value_var.dtype)
         if transform is not None:
             val = transform.forward(pt.as_tensor_variable(val), *rv.owner.inputs).eval()  # some use tensor methods
         point[value_var.name] = np.asarray(val, dtype=value_var.dtype)

@@ -192,7 +192,7 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
     -------
     PooledStart
     """
-    from pymc.initial_point import make_initial_point_fn
+    from .initialization import value_point
 
     t0 = time.perf_counter()
     names = [rv.name for rv in model.free_RVs]
@@ -201,15 +201,11 @@ def pooled_start(model, stage: xr.Dataset, chain_logp: np.ndarray | None = None,
     runs = runs[:max_runs]
     last = [{n: np.asarray(stage[n].isel(chain=c, draw=-1).values) for n in names} for c in range(means.shape[0])]
     logp = model.compile_logp()
-
-    def value_point(point):  # constrained -> the value variables logp takes
-        return make_initial_point_fn(model=model, overrides=point, jitter_rvs=set(), return_transformed=True)(0)
-
     # only the base needs its value variables: a donor lends its positions, which are untransformed (applies_to)
-    rank = (np.array([float(logp(value_point(p))) for p in last]) if chain_logp is None
+    rank = (np.array([float(logp(value_point(model, p))) for p in last]) if chain_logp is None
             else np.asarray(chain_logp, dtype=float))
     base = int(np.argmax(np.where(np.isfinite(rank), rank, -np.inf)))
-    current = value_point(last[base])
+    current = value_point(model, last[base])
     current_lp = float(logp(current))
     x = np.array(current["x"], dtype=float)
     parents = np.asarray(model.gimbal_skeleton.parents)
