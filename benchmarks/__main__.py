@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     # new row of the sampling benchmark); chains/tune/draws default to each benchmark's own
     add_sampler_arguments(p, seed=1, profile_decides="the benchmark's")
     args = p.parse_args(argv)
-    if args.pooled_warmup is False and args.which not in ("observation", "sampling"):
+    if not args.pooled_warmup and args.which not in ("observation", "sampling"):
         p.error(f"--no-pooled-warmup applies to the observation and sampling benchmarks, not {args.which}.")
     lengths = tuple(int(t) for t in args.T.split(",")) if args.T else None
     from . import ablation, backends, gradient, observation, prior_transfer, rhat_chance, sampling, scaling, windowed
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
                         variants=args.variants.split(";") if args.variants else None, quick=args.quick,
                         maxdepth=args.maxdepth, target_accept=args.target_accept, trace_on_disk=args.trace_on_disk,
                         moves=args.moves, sampler=args.sampler, window=args.window, overlap=args.overlap,
-                        pooled_warmup=args.pooled_warmup is not False)
+                        pooled_warmup=args.pooled_warmup)
         return 0
 
     if args.which == "rhat-chance":
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             sampling.run(ds, quick=args.quick, lengths=lengths, chains=args.chains, tune=args.tune, draws=args.draws,
                          adaptation=args.adaptation, maxdepth=args.maxdepth, target_accept=args.target_accept,
                          trace_on_disk=args.trace_on_disk, backend=args.backend, seed=args.seed,
-                         pooled_warmup=args.pooled_warmup is not False)
+                         pooled_warmup=args.pooled_warmup)
     return 0
 
 

@@ -352,7 +352,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     res = sample_windowed(ds, window=args.window, overlap=args.overlap, model_options=model_options, chains=args.chains,
                           tune=args.tune, draws=args.draws, seed=args.seed, target_accept=args.target_accept,
                           adaptation=args.adaptation, maxdepth=args.maxdepth, sampler=args.sampler,
-                          moves=args.moves, progress=not args.quiet, pooled_warmup=args.pooled_warmup is not False)
+                          moves=args.moves, progress=not args.quiet, pooled_warmup=args.pooled_warmup)
     print("[3/4] windows done")
     tree = xr.DataTree.from_dict({"posterior": res.posterior})
     errors = position_errors(tree, ds)

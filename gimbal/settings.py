@@ -185,7 +185,7 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, *, chains=2, tune=300
                         "tree-form HMM; `pip install gimbal[jax]`, or a CUDA build such as jax[cuda12] for a GPU)")
     g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
     if pooling:
-        g.add_argument("--no-pooled-warmup", dest="pooled_warmup", action="store_false", default=None,
+        g.add_argument("--no-pooled-warmup", dest="pooled_warmup", action="store_false", default=True,
                        help="warm up in one stage (default: with nutpie, 2+ chains and tune >= 600, warm-up runs in "
                             "two stages and the second starts from the chains' best explanation of each disputed "
                             "keypoint)")
