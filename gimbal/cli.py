@@ -117,7 +117,7 @@ def cmd_fit(args) -> int:
 
     from .datasets import load_dataset, save_dataset
     from .diagnostics.io import collect_environment, write_json
-    from .diagnostics.sampling import convergence_table, sampling_summary
+    from .diagnostics.sampling import convergence_table, depth_cap_text, sampling_summary
     from .model.fitting import backend_model_options, jax_device, position_errors, sample_model, save_trace
     from .model.regions import chain_findings
     from .model.whitening import whitened_keypoints
@@ -222,6 +222,9 @@ def cmd_fit(args) -> int:
     write_json(summary_path, payload)
     print(f"[4/4] wrote {trace_path} and {summary_path}\n")
     _print_fit_summary(summary, errors, result, payload["moves"])
+    depth = depth_cap_text(summary, settings.maxdepth)
+    if depth:
+        print(f"\n  tree depth: {depth} Re-run with --maxdepth {settings.maxdepth + 1} (README: Long recordings).")
     if support:
         print(f"\n  positions: {support.text()}")
     if chains.text():

@@ -370,6 +370,25 @@ def test_rhat_against_chance_tells_a_chance_maximum_from_a_stuck_element():
     assert sampling.rhat_against_chance(one_chain) is None
 
 
+def test_depth_cap_is_named_where_it_cut_the_trajectories_short_and_the_run_is_not_converged():
+    with pm.Model() as model:  # scales 1-30: a diagonal mass matrix adapts, but NUTS needs many leapfrog steps
+        pm.Normal("z", 0.0, np.geomspace(1.0, 30.0, 40), shape=40)
+    capped = sample_model(model, chains=2, tune=300, draws=300, seed=2, progress=False, maxdepth=1, jitter=True)
+    s = sampling.sampling_summary(capped.trace, max_treedepth=1)
+    assert s["max_treedepth_fraction"] > sampling.DEPTH_CAP_SHARE and s["min_ess_bulk_all"] < 400
+    text = sampling.depth_cap_text(s, 1)
+    assert "cap of 2" in text and f"{100 * s['max_treedepth_fraction']:.0f}%" in text
+    free = sample_model(model, chains=2, tune=300, draws=300, seed=2, progress=False, maxdepth=10, jitter=True)
+    t = sampling.sampling_summary(free.trace, max_treedepth=10)
+    assert t["max_treedepth_fraction"] < sampling.DEPTH_CAP_SHARE
+    assert sampling.depth_cap_text(t, 10) == ""
+    # at the cap but converged: nothing to say
+    assert sampling.depth_cap_text({"max_treedepth_fraction": 1.0, "max_rhat_all": 1.004, "min_ess_bulk_all": 900.0},
+                                   5) == ""
+    assert "max R-hat 1.050" in sampling.depth_cap_text({"max_treedepth_fraction": 1.0, "max_rhat_all": 1.05,
+                                                          "min_ess_bulk_all": None}, 5)
+
+
 def test_rhat_against_chance_cannot_judge_chains_that_barely_move():
     """Chains that barely move (a real session's group 8e: ESS 3, R-hat 2.0): the chance reference calibrated at
     that ESS admits nearly any R-hat, so it must say it cannot judge, and nothing is read as 'too few draws'."""

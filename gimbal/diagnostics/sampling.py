@@ -18,7 +18,7 @@ import xarray as xr
 from arviz_stats.validate import validate_ci_prob
 
 __all__ = ["normalize_sample_stats", "sampling_summary", "convergence_table", "chance_max_rhat", "rhat_against_chance",
-           "STAT_ALIASES"]
+           "depth_cap_text", "DEPTH_CAP_SHARE", "STAT_ALIASES"]
 
 # canonical name -> names used by nutpie / PyMC NUTS (PyMC's cumulative "divergences" is never used)
 STAT_ALIASES = {
@@ -359,6 +359,47 @@ def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
             "median_ess_bulk": row["ess_bulk_median"], "median_ess_per_chain": per_chain,
             "min_ess_bulk": row.get("ess_bulk"),
             "chance_max_rhat": chance, "verdict": verdict}
+
+
+DEPTH_CAP_SHARE = 0.5
+"""Share of draws at the tree-depth cap from which :func:`depth_cap_text` names the cap as a cause of slow mixing."""
+
+
+def depth_cap_text(summary: dict, max_treedepth: int, *, rhat_bound: float = 1.01, ess_bound: float = 400.0) -> str:
+    """A sentence naming the tree-depth cap where it cut most trajectories short and the run is not converged, else ''.
+
+    A draw at the cap stopped before its trajectory turned back, so the chain moves less per draw than NUTS would
+    have it move: ESS per draw falls and R-hat stays high along the directions that need long trajectories. Where at
+    least :data:`DEPTH_CAP_SHARE` of the draws hit the cap and the worst R-hat is above ``rhat_bound`` or the
+    smallest bulk ESS below ``ess_bound``, one more level of depth (about twice the gradients per draw at most) is
+    the first thing to try.
+
+    Parameters
+    ----------
+    summary : dict
+        From :func:`sampling_summary` (``max_treedepth_fraction``, ``max_rhat_all``, ``min_ess_bulk_all``).
+    max_treedepth : int
+        The cap the run had.
+    rhat_bound, ess_bound : float
+        What counts as converged.
+
+    Returns
+    -------
+    str
+        One sentence (share at the cap, the cap, what the next cap allows), or '' where the cap is not the suspect.
+    """
+    share = summary.get("max_treedepth_fraction")
+    rhat, ess = summary.get("max_rhat_all"), summary.get("min_ess_bulk_all")
+    unconverged = (rhat is not None and rhat > rhat_bound) or (ess is not None and ess < ess_bound)
+    if share is None or not share >= DEPTH_CAP_SHARE or not unconverged:
+        return ""
+    shown = ", ".join(f"{name} {format(v, spec)}" for name, v, spec in (("max R-hat", rhat, ".3f"),
+                                                                          ("min bulk ESS", ess, ".0f")) if v is not None)
+    now, next_ = 2**max_treedepth - 1, 2 ** (max_treedepth + 1) - 1
+    return (f"{100 * share:.0f}% of the draws stopped at the tree-depth cap ({max_treedepth}: at most {now} "
+            f"gradient{'s' if now > 1 else ''} per draw), before their trajectories turned back, and the run is not "
+            f"converged ({shown}): a cap of {max_treedepth + 1} allows up to {next_} per draw, and longer trajectories "
+            "mix faster.")
 
 
 def _stationary_ar1(rng, n_chains: int, n_draws: int, n_elements: int, ess_fraction: float) -> np.ndarray:
