@@ -371,7 +371,7 @@ def test_rhat_against_chance_tells_a_chance_maximum_from_a_stuck_element():
 
 
 def test_depth_cap_is_named_where_it_cut_the_trajectories_short_and_the_run_is_not_converged():
-    with pm.Model() as model:  # scales 1-30: a diagonal mass matrix adapts, but NUTS needs many leapfrog steps
+    with pm.Model() as model:  # a plain Gaussian; at depth 1 every draw is a single leapfrog step
         pm.Normal("z", 0.0, np.geomspace(1.0, 30.0, 40), shape=40)
     capped = sample_model(model, chains=2, tune=300, draws=300, seed=2, progress=False, maxdepth=1, jitter=True)
     s = sampling.sampling_summary(capped.trace, max_treedepth=1)
