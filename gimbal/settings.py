@@ -18,9 +18,12 @@ from .errors import UsageError
 __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "positive_int", "nonnegative_int",
            "probability", "positive_number", "tree_depth", "SAMPLERS", "BACKENDS", "ADAPTATIONS", "MAX_TREE_DEPTH",
            "STARTS", "WHITENED_TRACKS", "STEPS", "STEP_DOF", "STEP_FRAMES", "OFFSETS", "add_exclude_argument",
-           "add_prior_argument", "excluded_pairs"]
+           "add_prior_argument", "excluded_pairs", "MIN_STAGE_TUNE"]
 
 SAMPLERS = ("nutpie", "pymc")
+# the pooled warm-up's stages (gimbal.model.pooling) each get at least this many warm-up draws: a run pools with tune
+# >= 2x this
+MIN_STAGE_TUNE = 300
 BACKENDS = ("numba", "jax")
 ADAPTATIONS = ("diag", "low_rank")
 # where the chains start (gimbal.model.build.build_model's ``start``); the first is the default
@@ -186,7 +189,7 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, *, chains=2, tune=300
     g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
     if pooling:
         g.add_argument("--no-pooled-warmup", dest="pooled_warmup", action="store_false", default=True,
-                       help="warm up in one stage (default: with nutpie, 2+ chains and tune >= 600, warm-up runs in "
+                       help=f"warm up in one stage (default: with nutpie, 2+ chains and tune >= {2 * MIN_STAGE_TUNE}, warm-up runs in "
                             "two stages and the second starts from the chains' best explanation of each disputed "
                             "keypoint)")
     return g

@@ -30,10 +30,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import xarray as xr
 
+from ..settings import MIN_STAGE_TUNE
+
 __all__ = ["MIN_STAGE_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "SiteRepair", "PooledStart", "stages",
            "plan", "chain_spread", "disputed_runs", "pooled_start", "applies_to"]
 
-MIN_STAGE_TUNE = 300  # each stage's warm-up draws at least (each gets half): a run pools with tune >= 2x this
 WINDOW = 50  # the first stage's last draws, at fixed adaptation, that the chains' positions are compared over
 DISPUTE_SD = 4.0  # chain means further apart than this many within-chain sds: a disputed position
 MARGIN = 10.0  # log-density units another chain's explanation must gain to be taken (a density ratio of e^10)
