@@ -224,7 +224,7 @@ def cmd_fit(args) -> int:
     _print_fit_summary(summary, errors, result, payload["moves"])
     depth = depth_cap_text(summary, settings.maxdepth)
     if depth:
-        print(f"\n  tree depth: {depth} Re-run with --maxdepth {settings.maxdepth + 1} (README: Long recordings).")
+        print(f"\n  tree depth: {_depth_advice(depth, settings.maxdepth)}")
     if support:
         print(f"\n  positions: {support.text()}")
     if chains.text():
@@ -388,6 +388,9 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     if errors and "posterior_mean" in errors:
         print(f"  3D error median: posterior mean {errors['posterior_mean']['median']:.3f} vs robust triangulation "
               f"{errors['triangulation']['median']:.3f} {errors['units']}")
+    depth = _windows_depth_text(res.windows, args.maxdepth)
+    if depth:
+        print(f"  tree depth: {depth}")
     if support:
         print(f"  positions: {support.text()}")
     for w in res.windows:  # each window's chains are their own: a split or a stranded chain is said per window
@@ -395,6 +398,27 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
         if said:
             print(f"  chains, frames {w['keep_start']}-{w['keep_stop'] - 1}: {said}")
     return 0
+
+
+def _depth_advice(text: str, maxdepth: int) -> str:
+    """``depth_cap_text``'s sentence and the re-run it calls for."""
+    return f"{text} Re-run with --maxdepth {maxdepth + 1} (README: Long recordings)."
+
+
+def _windows_depth_text(windows: list[dict], maxdepth: int) -> str:
+    """``depth_cap_text`` over a windowed fit's windows (each its own run): the windows it names, the worst by R-hat
+    said in full, with the re-run; '' where it names none."""
+    from .diagnostics.sampling import depth_cap_text
+
+    said = [(w, text) for w in windows
+            if (text := depth_cap_text({"max_treedepth_fraction": w.get("max_treedepth_fraction"),
+                                        "max_rhat_all": w["max_rhat"], "min_ess_bulk_all": w["min_ess_bulk"]},
+                                       maxdepth))]
+    if not said:
+        return ""
+    worst, text = max(said, key=lambda s: s[0]["max_rhat"] or 0)
+    return (f"{len(said)} of {len(windows)} windows; frames {worst['keep_start']}-{worst['keep_stop'] - 1}: "
+            + _depth_advice(text, maxdepth))
 
 
 def cmd_import(args) -> int:

@@ -55,6 +55,23 @@ def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     assert windowed.returncode == 2 and "--draws-on-disk is for full-sequence fits" in windowed.stderr
 
 
+def test_windowed_fit_names_the_depth_cap_per_window():
+    """`gimbal fit --window`: the windows whose draws stopped at the cap and that did not converge, the worst in full."""
+    from gimbal.cli import _windows_depth_text
+
+    def window(start, share, rhat, ess):
+        return {"keep_start": start, "keep_stop": start + 20, "max_treedepth_fraction": share, "max_rhat": rhat,
+                "min_ess_bulk": ess}
+
+    windows = [window(0, 1.0, 1.03, 150.0), window(20, 0.2, 1.2, 20.0), window(40, 0.9, 1.08, 500.0),
+               window(60, 1.0, 1.002, 900.0)]
+    text = _windows_depth_text(windows, 5)
+    # window 20 is the worst by R-hat but short trajectories are not its problem; window 60 converged
+    assert text.startswith("2 of 4 windows; frames 40-59: 90% of the draws")
+    assert "max R-hat 1.080" in text and text.endswith("Re-run with --maxdepth 6 (README: Long recordings).")
+    assert _windows_depth_text([window(0, 0.1, 1.5, 10.0), window(20, None, None, None)], 5) == ""
+
+
 @pytest.mark.slow
 def test_cli_windowed_fit_stitches_every_frame(tmp_path):
     import xarray as xr

@@ -32,6 +32,7 @@ def test_windowed_posterior_covers_every_frame_and_beats_triangulation():
     res = sample_windowed(ds, window=20, overlap=5, chains=2, tune=150, draws=100, seed=1, progress=False, maxdepth=4)
     assert len(res.windows) == 2
     assert all(w["mean_grad_evals_per_draw"] <= 15 for w in res.windows)  # the depth cap reaches the sampler
+    assert all(0.0 <= w["max_treedepth_fraction"] <= 1.0 for w in res.windows)  # read by `gimbal fit`'s depth advice
     x = res.posterior["x"]
     assert x.sizes == {"chain": 2, "draw": 100, "frame": 40, "keypoint": 4, "xyz": 3}
     np.testing.assert_array_equal(res.posterior["frame"].values, ds["frame"].values)

@@ -92,7 +92,8 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
         raise RuntimeError(f"window frames {start}-{stop - 1} failed to sample: {err}") from err
     post = fit.trace["posterior"].to_dataset()
     latent = latent_names(model)
-    summary = sampling_summary(fit.trace, selected_vars=latent, wall_time_s=fit.sample_s)
+    summary = sampling_summary(fit.trace, selected_vars=latent, max_treedepth=sampler_options["maxdepth"],
+                               wall_time_s=fit.sample_s)
     chains = chain_findings(fit.trace, part)  # a split is the window's own: its globals are its own
     core = slice(keep_start - start, keep_stop - start)
     kept = post.isel(frame=core) if "frame" in post.dims else post
@@ -104,6 +105,7 @@ def _fit_window(dataset: xr.Dataset, bounds, model_options: dict, sampler_option
         "divergences": summary["divergences"], "max_rhat": summary["max_rhat_selected"],
         "max_rhat_var": summary["max_rhat_selected_var"], "min_ess_bulk": summary["min_ess_bulk_selected"],
         "min_ess_tail": summary["min_ess_tail_selected"], "mean_grad_evals_per_draw": summary["mean_grad_evals_per_draw"],
+        "max_treedepth_fraction": summary["max_treedepth_fraction"],
         "min_ebfmi": summary["min_ebfmi"],
         "pixel_noise": float(model.gimbal_init.values["obs_sigma"]),  # the start's estimate of the detections' noise
         "moves": None if blocks is None else move_counts(fit.trace, len(blocks)),
