@@ -758,12 +758,14 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
+    from ._generated_source import generated_source_folder
     from .errors import UsageError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with generated_source_folder():  # not one file per compiled function left in the temporary folder
+            return int(args.func(args) or 0)
     except (UsageError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

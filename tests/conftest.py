@@ -12,6 +12,16 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _generated_source(tmp_path_factory):
+    """PyTensor's generated source in one folder of the session's, for the tests and the commands they start, not a
+    new file per compiled function in the system temporary folder (as `gimbal` itself does)."""
+    from gimbal._generated_source import generated_source_folder
+
+    with generated_source_folder(tmp_path_factory.mktemp("generated-src")):
+        yield
+
+
 @pytest.fixture(scope="session")
 def minimal80():
     from gimbal.datasets import load_dataset

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -55,6 +56,32 @@ def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     assert windowed.returncode == 2 and "--draws-on-disk is for full-sequence fits" in windowed.stderr
 
 
+def test_generated_source_goes_to_one_folder_for_this_process_and_its_children(tmp_path, monkeypatch):
+    """PyTensor's generated source: one folder (not a new temporary file per compiled function), seen by child
+    processes through PYTENSOR_FLAGS even where the path has a comma and a backslash; a folder already set is kept."""
+    import os
+
+    import pytensor
+    from pytensor.configparser import parse_config_string
+
+    from gimbal._generated_source import generated_source_folder
+
+    monkeypatch.setenv("PYTENSOR_FLAGS", "floatX=float64")
+    folder = tmp_path / "a,b\\c"
+    with pytensor.config.change_flags(generated_src_dir=""):
+        with generated_source_folder(folder) as used:
+            assert used == folder and pytensor.config.generated_src_dir == str(folder)
+            flags = parse_config_string(os.environ["PYTENSOR_FLAGS"])
+            assert flags == {"floatX": "float64", "generated_src_dir": str(folder)}
+            child = subprocess.run([sys.executable, "-c", "import pytensor; print(pytensor.config.generated_src_dir)"],
+                                   capture_output=True, text=True, timeout=120)
+            assert child.stdout.strip() == str(folder), child.stderr
+        assert pytensor.config.generated_src_dir == "" and os.environ["PYTENSOR_FLAGS"] == "floatX=float64"
+    with pytensor.config.change_flags(generated_src_dir=str(tmp_path / "mine")):
+        with generated_source_folder(folder) as used:
+            assert used is None and pytensor.config.generated_src_dir == str(tmp_path / "mine")
+
+
 def test_windowed_fit_names_the_depth_cap_per_window():
     """`gimbal fit --window`: the windows whose draws stopped at the cap and that did not converge, the worst in full."""
     from gimbal.cli import _windows_depth_text
@@ -79,8 +106,13 @@ def test_cli_windowed_fit_stitches_every_frame(tmp_path):
     out = tmp_path / "windowed"
     cmd = [sys.executable, "-m", "gimbal.cli", "fit", "--max-T", "40", "--window", "20", "--overlap", "5", "--tune", "100",
            "--draws", "50", "--out", str(out), "--quiet"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    temporary = tmp_path / "tmp"  # the fit's own temporary folder: nothing may be left in it (PyTensor's sources)
+    temporary.mkdir()
+    flags = ",".join(f for f in os.environ.get("PYTENSOR_FLAGS", "").split(",") if not f.startswith("generated_src_dir"))
+    env = dict(os.environ, TMPDIR=str(temporary), TEMP=str(temporary), TMP=str(temporary), PYTENSOR_FLAGS=flags)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr
+    assert not list(temporary.iterdir())
     summary = json.loads((out / "summary.json").read_text())
     assert [(w["keep_start"], w["keep_stop"]) for w in summary["windowed"]["windows"]] == [(0, 20), (20, 40)]
     with xr.open_dataset(out / "trace.nc", engine="h5netcdf") as post:
