@@ -99,9 +99,9 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
     """Where the positions with R-hat above 1.01 sit: keypoints, frame runs, how far apart the chains' means are,
     each pair's pattern (:func:`gimbal.diagnostics.convergence.classify_element` on its least converged coordinate:
     slow mixing, separate modes, switching chains), how many of those pairs have detections wrong in >= 3 cameras,
-    and the 3D error there; and for the (at most 10) worst pairs whose chains sit apart rather than mix slowly
-    (``split_sites``), each chain's distance from the truth and from ``start`` (the chains' starting positions
-    ``(T, K, 3)``, where given) and the start's own error."""
+    and the 3D error there; the (at most 10) least converged pairs by name (``worst_pairs``); and for the (at most 10)
+    worst pairs whose chains sit apart rather than mix slowly (``split_sites``), each chain's distance from the truth
+    and from ``start`` (the chains' starting positions ``(T, K, 3)``, where given) and the start's own error."""
     from gimbal.diagnostics.convergence import classify_element
 
     bad = rhat_x.max(axis=-1) > 1.01  # (T, K)
@@ -136,6 +136,9 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
         "pairs": int(bad.sum()),
         "keypoints": {names[k]: int(n) for k, n in enumerate(bad.sum(axis=0)) if n},
         "frame_runs": [[int(r[0]), int(r[-1])] for r in runs],
+        # the (at most 10) least converged pairs by name: the counts above do not say which keypoint is at which frame
+        "worst_pairs": [{"frame": int(frame[i]), "keypoint": names[keypoint[i]], "rhat": float(pair_rhat[i]),
+                         "pattern": patterns[i]} for i in np.argsort(-pair_rhat)[:10]],
         "chain_mean_spread_mm": {"median": float(np.median(spread)), "max": float(spread.max())},
         "patterns": {p: patterns.count(p) for p in sorted(set(patterns))},
         "fraction_wrong_in_3_cameras": float(wrong[bad].mean()),

@@ -91,6 +91,7 @@ def test_a_chain_left_at_a_wrong_start_is_named_with_its_distances_from_the_star
     rhat[4, 0, 1] = 1.02  # a slow one
     out = _unconverged(post, rhat, ds, np.zeros((T, K), bool), truth, start)
     assert out["pairs"] == 2 and out["patterns"] == {"separate_modes": 1, "slow_mixing": 1}
+    assert [(w["frame"], w["keypoint"], w["rhat"]) for w in out["worst_pairs"]] == [(2, "b", 1.9), (4, "a", 1.02)]
     (site,) = out["split_sites"]
     assert (site["frame"], site["keypoint"], site["pattern"]) == (2, "b", "separate_modes")
     assert site["start_error_mm"] == 25.0
