@@ -21,11 +21,11 @@ __all__ = ["SamplerSettings", "add_sampler_arguments", "add_data_arguments", "po
            "add_prior_argument", "excluded_pairs", "MIN_STAGE_TUNE"]
 
 SAMPLERS = ("nutpie", "pymc")
+BACKENDS = ("numba", "jax")
+ADAPTATIONS = ("diag", "low_rank")
 # the pooled warm-up's stages (gimbal.model.pooling) each get at least this many warm-up draws: a run pools with tune
 # >= 2x this
 MIN_STAGE_TUNE = 300
-BACKENDS = ("numba", "jax")
-ADAPTATIONS = ("diag", "low_rank")
 # where the chains start (gimbal.model.build.build_model's ``start``); the first is the default
 STARTS = ("tracks", "smoothed")
 # which tracks the sampler moves in whitened coordinates (build_model's ``whitened_tracks``); the first is the default
@@ -189,9 +189,9 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, *, chains=2, tune=300
     g.add_argument("--seed", type=int, default=seed, help=f"random seed (default: {seed})")
     if pooling:
         g.add_argument("--no-pooled-warmup", dest="pooled_warmup", action="store_false", default=True,
-                       help=f"warm up in one stage (default: with nutpie, 2+ chains and tune >= {2 * MIN_STAGE_TUNE}, warm-up runs in "
-                            "two stages and the second starts from the chains' best explanation of each disputed "
-                            "keypoint)")
+                       help=f"warm up in one stage (default: with nutpie, 2+ chains and tune >= {2 * MIN_STAGE_TUNE}, "
+                            "warm-up runs in two stages and the second starts from the chains' best explanation of each "
+                            "disputed keypoint)")
     return g
 
 

@@ -59,8 +59,6 @@ def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
 def test_generated_source_goes_to_one_folder_for_this_process_and_its_children(tmp_path, monkeypatch):
     """PyTensor's generated source: one folder (not a new temporary file per compiled function), seen by child
     processes through PYTENSOR_FLAGS even where the path has a comma and a backslash; a folder already set is kept."""
-    import os
-
     import pytensor
     from pytensor.configparser import parse_config_string
 
