@@ -372,7 +372,10 @@ def depth_cap_text(summary: dict, max_treedepth: int, *, rhat_bound: float = 1.0
     have it move: ESS per draw falls and R-hat stays high along the directions that need long trajectories. Where at
     least :data:`DEPTH_CAP_SHARE` of the draws hit the cap and the worst R-hat is above ``rhat_bound`` or the
     smallest bulk ESS below ``ess_bound``, one more level of depth (about twice the gradients per draw at most) is
-    the first thing to try.
+    the first thing to try. A draw flagged at the cap may have been one doubling from its U-turn: nutpie flags every
+    draw that completed the last allowed doubling without turning. If the run at the next cap ends its draws at the
+    old cap's depth (the extra doubling turns within itself and is discarded), the trajectories, and so the mixing,
+    are the same as before, at the extra doubling's cost.
 
     Parameters
     ----------
@@ -399,7 +402,8 @@ def depth_cap_text(summary: dict, max_treedepth: int, *, rhat_bound: float = 1.0
     return (f"{100 * share:.0f}% of the draws stopped at the tree-depth cap ({max_treedepth}: at most {now} "
             f"gradient{'s' if now > 1 else ''} per draw), before their trajectories turned back, and the run is not "
             f"converged ({shown}): a cap of {max_treedepth + 1} allows up to {next_} per draw, and longer trajectories "
-            "mix faster.")
+            f"mix faster. Where the draws then still end at depth {max_treedepth}, they were about to turn back (the "
+            "next doubling turns) and the cap was not what held mixing back.")
 
 
 def _stationary_ar1(rng, n_chains: int, n_draws: int, n_elements: int, ess_fraction: float) -> np.ndarray:
