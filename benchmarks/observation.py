@@ -221,6 +221,27 @@ def oracle_triangulation(ds) -> np.ndarray:
     return x
 
 
+def variant_options(n_states: int = 4, variants: list[str] | None = None) -> dict[str, dict]:
+    """Each row's label and its model options: :data:`VARIANTS`, some of them with a prior trained with ``n_states``
+    states, and the reference rows; only ``variants`` where given (an unknown label is a ValueError naming the
+    labels there are)."""
+    chosen = dict(VARIANTS)
+    for base in (list(VARIANTS)[0], DEFAULT_VARIANT, OFFSETS_VARIANT, RELATIVE_STEPS_VARIANT, WORLD_STEPS_VARIANT,
+                 STUDENT_T3_VARIANT, GAUSSIAN_STEPS_VARIANT, WHITENED_VARIANT, WHITENED_T_VARIANT):
+        chosen[f"{base} {PRIOR_ROW} ({n_states} states)"] = dict(VARIANTS[base], prior="trained")
+    # the default model with the trained prior on the detections the simulated detector left intact, and on those
+    # without its systematic offsets: what is left when the observation model's job (finding the outliers) is done
+    for detections, text in REFERENCE_ROWS.items():
+        chosen[f"{DEFAULT_VARIANT} {PRIOR_ROW} ({n_states} states), {text}"] = dict(
+            VARIANTS[DEFAULT_VARIANT], prior="trained", detections=detections)
+    if variants:
+        unknown = sorted(set(variants) - set(chosen))
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; choose from {list(chosen)}")
+        chosen = {k: v for k, v in chosen.items() if k in variants}
+    return chosen
+
+
 def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, draws: int = 1000, seed: int = 0,
         variants: list[str] | None = None, quick: bool = False, out: bool = True, maxdepth: int = 10,
         target_accept: float = 0.8, trace_on_disk: bool = False, moves: bool = False, sampler: str = "nutpie",
@@ -240,6 +261,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     row records what the pooled warm-up took (:mod:`gimbal.model.pooling`; None where it does not run).
     """
     sampler = "pymc" if moves else sampler
+    chosen = variant_options(n_states, variants)  # an unknown label fails here, before any work
     from gimbal.datasets import load_dataset
     from gimbal.model.initialization import triangulate_sequence
     from gimbal.model.support import unconverged_support
@@ -256,20 +278,6 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     for label, tri in (("triangulation", baseline), (INIT_ROW, triangulate_sequence(ds)),
                        (ORACLE_ROW, oracle_triangulation(ds))):
         rows[label] = {"errors": _errors(tri, truth), "errors_wrong_in_3_cameras": _errors(tri[wrong], truth[wrong])}
-    chosen = dict(VARIANTS)
-    for base in (list(VARIANTS)[0], DEFAULT_VARIANT, OFFSETS_VARIANT, RELATIVE_STEPS_VARIANT, WORLD_STEPS_VARIANT, STUDENT_T3_VARIANT, GAUSSIAN_STEPS_VARIANT,
-                 WHITENED_VARIANT, WHITENED_T_VARIANT):
-        chosen[f"{base} {PRIOR_ROW} ({n_states} states)"] = dict(VARIANTS[base], prior="trained")
-    # the default model with the trained prior on the detections the simulated detector left intact, and on those
-    # without its systematic offsets: what is left when the observation model's job (finding the outliers) is done
-    for detections, text in REFERENCE_ROWS.items():
-        chosen[f"{DEFAULT_VARIANT} {PRIOR_ROW} ({n_states} states), {text}"] = dict(
-            VARIANTS[DEFAULT_VARIANT], prior="trained", detections=detections)
-    if variants:
-        unknown = sorted(set(variants) - set(chosen))
-        if unknown:
-            raise ValueError(f"unknown variants {unknown}; choose from {list(chosen)}")
-        chosen = {k: v for k, v in chosen.items() if k in variants}
     prior = train_prior(n_states, seed) if any(o.get("prior") for o in chosen.values()) else None
     for label, options in chosen.items():
         options = {**options, "prior": prior} if options.get("prior") else options
