@@ -188,6 +188,14 @@ def test_unconverged_positions_are_counted_by_the_cameras_that_support_them():
     assert out["unconverged_weakly_supported"] == 1 and out["fraction_unconverged_well_supported"] == 0.0
     assert result.text().startswith(f"1 of {result.n_positions} positions have R-hat > 1.01; 1 of them are supported")
     assert "one camera's ray" in result.text() and "as a whole" not in result.text()
+    # the chains 5 within-chain sds apart there: they sit apart, and more draws will not bring them together
+    assert result.patterns == {"separate_modes": 1} and out["patterns"] == {"separate_modes": 1}
+    assert "0 mix slowly" in result.text() and "1 sit apart" in result.text()
+    near = x.copy()
+    near[1, :, 2, 3] -= 0.045  # half a within-chain sd apart: the same place, explored too slowly to agree yet
+    slow = unconverged_support(xr.DataTree.from_dict({"posterior": xr.Dataset(
+        {"x": (("chain", "draw", "frame", "keypoint", "xyz"), near)})}), ds, pixel_noise=3.0)
+    assert slow.n_unconverged == 1 and slow.patterns == {"slow_mixing": 1} and "1 mix slowly" in slow.text()
     x[1] += 0.05  # the second chain elsewhere everywhere: not a matter of particular keypoints
     trace = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw", "frame", "keypoint", "xyz"), x)})})
     assert "the run as a whole" in unconverged_support(trace, ds, pixel_noise=3.0).text()

@@ -12,7 +12,7 @@ supported by at most one camera: 34% of such positions did not converge, against
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
@@ -23,6 +23,7 @@ __all__ = ["camera_support", "UnconvergedSupport", "unconverged_support"]
 
 WEAK_SUPPORT = 1  # at most this many supporting cameras: the position is the prior's (and one ray's)
 GLOBAL_FRACTION = 0.2  # above this fraction of positions unconverged, the run as a whole did not converge
+MAX_CLASSIFIED = 5000  # unconverged positions whose chains are classified at most (the highest R-hat first)
 
 
 def camera_support(points: np.ndarray, dataset: xr.Dataset, threshold_px: float) -> np.ndarray:
@@ -49,6 +50,9 @@ class UnconvergedSupport:
     rhat_threshold: float
     threshold_px: float
     by_support: dict  # number of supporting cameras -> (positions, of which unconverged)
+    # the unconverged positions (at most MAX_CLASSIFIED, the highest R-hat first) by the pattern of their chains on
+    # their least converged coordinate (gimbal.diagnostics.convergence.classify_element): slow_mixing, ...
+    patterns: dict = field(default_factory=dict)
 
     @property
     def n_positions(self) -> int:
@@ -75,7 +79,8 @@ class UnconvergedSupport:
                 "fraction_unconverged_weakly_supported": u_weak / n_weak if n_weak else None,
                 "fraction_unconverged_well_supported": u_firm / n_firm if n_firm else None,
                 "by_support": {str(s): {"positions": n, "unconverged": u}
-                               for s, (n, u) in sorted(self.by_support.items())}}
+                               for s, (n, u) in sorted(self.by_support.items())},
+                "patterns": dict(self.patterns)}
 
     def text(self) -> str:
         """What the counts say, and what to do, in a few sentences."""
@@ -105,7 +110,21 @@ class UnconvergedSupport:
                     "between them (gimbal.model.moves), and more draws and a trained pose prior help, as do steps with "
                     "lighter tails (a larger --steps-dof, or --steps gaussian), which hold a keypoint closer to its "
                     "track (README: degrees of freedom of the steps).")
-        return out
+        return out + self._patterns_text()
+
+    def _patterns_text(self) -> str:
+        """What the chains do at the unconverged positions: mix slowly (more draws help) or sit apart (they rarely do)."""
+        from ..diagnostics.convergence import MODE_SEPARATION
+
+        if not self.patterns:
+            return ""
+        slow = self.patterns.get("slow_mixing", 0)
+        apart = sum(n for p, n in self.patterns.items() if p != "slow_mixing")
+        shown = sum(self.patterns.values())
+        of = "" if shown == self.n_unconverged else f" (the {shown} with the highest R-hat)"
+        return (f" By their chains{of}: {slow} mix slowly (the chains agree within {MODE_SEPARATION:g} within-chain "
+                f"sds and differ only in how fast they move: more draws lower R-hat there), {apart} sit apart or "
+                "switch between places (more draws rarely help there).")
 
 
 def unconverged_support(trace, dataset: xr.Dataset, pixel_noise: float, *, rhat_threshold: float = 1.01,
@@ -133,4 +152,26 @@ def unconverged_support(trace, dataset: xr.Dataset, pixel_noise: float, *, rhat_
     threshold = float(n_sd * pixel_noise)
     support = camera_support(x.mean(("chain", "draw")).values, dataset, threshold)
     counts = {int(s): (int((support == s).sum()), int(unconverged[support == s].sum())) for s in np.unique(support)}
-    return UnconvergedSupport(rhat_threshold=rhat_threshold, threshold_px=threshold, by_support=counts)
+    return UnconvergedSupport(rhat_threshold=rhat_threshold, threshold_px=threshold, by_support=counts,
+                              patterns=_chain_patterns(x, np.asarray(rhat_x), unconverged))
+
+
+def _chain_patterns(x: xr.DataArray, rhat_x: np.ndarray, unconverged: np.ndarray) -> dict:
+    """How many unconverged positions (at most :data:`MAX_CLASSIFIED`, the highest R-hat first) show each pattern of
+    :func:`gimbal.diagnostics.convergence.classify_element` on their least converged coordinate."""
+    from ..diagnostics.convergence import classify_element
+
+    frame, keypoint = np.nonzero(unconverged)
+    if not len(frame):
+        return {}
+    worst = rhat_x[frame, keypoint].max(axis=-1)
+    keep = np.argsort(-worst)[:MAX_CLASSIFIED]
+    frame, keypoint = frame[keep], keypoint[keep]
+    axis = rhat_x[frame, keypoint].argmax(axis=-1)
+    # only those coordinates' draws: (chain, draw, n), whatever the size of the posterior
+    draws = x.isel(frame=xr.DataArray(frame, dims="pos"), keypoint=xr.DataArray(keypoint, dims="pos"),
+                   xyz=xr.DataArray(axis, dims="pos")).transpose("chain", "draw", "pos").values.astype(float)
+    means, sds = draws.mean(axis=1), draws.std(axis=1)  # (chain, n)
+    found = [classify_element(means[:, i], sds[:, i], float(rhat_x[f, k, a]))
+             for i, (f, k, a) in enumerate(zip(frame, keypoint, axis))]
+    return {p: found.count(p) for p in sorted(set(found))}
