@@ -4,8 +4,9 @@ PyTensor writes the source of each function it compiles (numba backend) to a fil
 back. With no ``generated_src_dir`` set, every function gets a new file in the system temporary folder that nobody
 removes: about 90 files per small ``gimbal fit``, tens of thousands after a test suite. :func:`generated_source_folder`
 points PyTensor at one folder instead, where the files are content-addressed (a function compiled again reuses its file)
-and PyTensor removes those unused for more than a week, for this process and, through ``PYTENSOR_FLAGS``, for the
-processes it starts (the diagnostic notebooks' kernels). A folder the user set is left as it is.
+and PyTensor removes those unused for 31 days (its ``cmodule__age_thresh_use`` of 24 days plus a week), for this
+process and, through ``PYTENSOR_FLAGS``, for the processes it starts (the diagnostic notebooks' kernels). A folder the
+user set is left as it is.
 """
 
 from __future__ import annotations
