@@ -368,7 +368,7 @@ DEPTH_CAP_SHARE = 0.5
 def depth_cap_text(summary: dict, max_treedepth: int, *, rhat_bound: float = 1.01, ess_bound: float = 400.0) -> str:
     """A sentence naming the tree-depth cap where it cut most trajectories short and the run is not converged, else ''.
 
-    A draw at the cap stopped before its trajectory turned back, so the chain moves less per draw than NUTS would
+    A draw at the cap stopped before its trajectory turned back, so the chain may move less per draw than NUTS would
     have it move: ESS per draw falls and R-hat stays high along the directions that need long trajectories. Where at
     least :data:`DEPTH_CAP_SHARE` of the draws hit the cap and the worst R-hat is above ``rhat_bound`` or the
     smallest bulk ESS below ``ess_bound``, one more level of depth (about twice the gradients per draw at most) is
