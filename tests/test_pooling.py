@@ -128,8 +128,12 @@ def test_sample_model_pools_in_two_stages_from_the_pooled_point(small, tmp_path,
     compile_once = fitting.compile_nutpie
     monkeypatch.setattr(fitting, "compile_nutpie",
                         lambda *a, **k: compiled.append(compile_once(*a, **k)) or compiled[-1])
+    seeds, sample_once = [], nutpie.sample
+    monkeypatch.setattr(nutpie, "sample", lambda *a, **k: seeds.append(k["seed"]) or sample_once(*a, **k))
     fit = sample_model(model, chains=2, tune=600, draws=20, seed=3, progress=False, trace_dir=trace_dir, maxdepth=3)
     assert len(compiled) == 1  # the second stage reuses the compiled model with the new start (no second compile)
+    # the second stage has a random stream of its own, the same for the same seed
+    assert seeds == [3, pooling.second_stage_seed(3)] and seeds[1] not in (3, pooling.second_stage_seed(4))
     assert fit.pooled is not None and fit.pooled.base in (0, 1)
     assert fit.trace.posterior.sizes["draw"] == 20
     assert fit.trace["warmup_posterior"].sizes["draw"] == 300  # the second stage's warm-up: half of it

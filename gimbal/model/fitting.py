@@ -194,7 +194,8 @@ def sample_model(
         nutpie, a GIMBAL model with free positions, at least two chains and ``tune >= 2 *
         gimbal.model.pooling.MIN_STAGE_TUNE``: warm up in two stages and start the second from the chains' best
         explanations (:mod:`gimbal.model.pooling`; ``FitResult.pooled`` says what was taken). The stages' warm-up adds
-        up to ``tune``; the returned warm-up groups hold the second stage's. Elsewhere it does nothing.
+        up to ``tune``; the returned warm-up groups hold the second stage's. The second stage samples with a seed of
+        its own (:func:`gimbal.model.pooling.second_stage_seed`). Elsewhere it does nothing.
 
     Returns
     -------
@@ -241,7 +242,7 @@ def sample_model(
             if progress:
                 print(pooled.text(), flush=True)
             compiled = _starting_at(compiled, model, pooled, backend=backend, jitter=jitter)
-            tune = plan[2]
+            tune, nuts = plan[2], {**nuts, "seed": pooling.second_stage_seed(seed)}
         store = None
         if trace_dir is not None:
             trace_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import xarray as xr
 from ..settings import MIN_STAGE_TUNE
 
 __all__ = ["MIN_STAGE_TUNE", "WINDOW", "DISPUTE_SD", "MARGIN", "MAX_RUNS", "SiteRepair", "PooledStart", "stages",
-           "plan", "chain_spread", "disputed_runs", "pooled_start", "applies_to"]
+           "plan", "second_stage_seed", "chain_spread", "disputed_runs", "pooled_start", "applies_to"]
 
 WINDOW = 50  # the first stage's last draws, at fixed adaptation, that the chains' positions are compared over
 DISPUTE_SD = 4.0  # chain means further apart than this many within-chain sds: a disputed position
@@ -114,6 +114,16 @@ def plan(model, *, sampler: str, tune: int, chains: int, enabled: bool = True) -
     if not enabled or sampler != "nutpie" or not applies_to(model):
         return None
     return stages(tune, chains)
+
+
+def second_stage_seed(seed: int) -> int:
+    """The second stage's sampler seed, derived from the run's ``seed``.
+
+    The first stage samples with ``seed`` itself. With the same seed again, each chain's second stage would draw the
+    random numbers its first stage drew (momenta, tree directions), from another start; a seed of its own keeps the
+    stages' random streams apart and the run reproducible (``numpy.random.SeedSequence`` of ``(seed, 2)``).
+    """
+    return int(np.random.SeedSequence([int(seed), 2]).generate_state(1)[0])
 
 
 def applies_to(model) -> bool:
