@@ -185,10 +185,10 @@ def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, ma
                            trace_dir=Path(tmp) / "trace.zarr" if trace_on_disk and sampler == "nutpie" else None,
                            float32_vars=("x",),  # read back into memory before the store is removed
                            sampler=sampler, moves=blocks, pooled_warmup=pooled_warmup)
-    table = convergence_table(fit.trace, keep_rhat=["x"])  # every latent once, each position's R-hat kept
+    table = convergence_table(fit.trace, keep=["x"])  # every latent once, each position's R-hat kept
     return {"trace": fit.trace, "summary": sampling_summary(fit.trace, ["x"], table=table),
             "pooled_warmup": None if fit.pooled is None else fit.pooled.as_dict(),
-            "rhat_x": table["rhat_x"].values if chains > 1 else None,
+            "rhat_x": table["rhat_x"].values if chains > 1 else None, "ess_bulk_x": table["ess_bulk_x"].values,
             "moves": None if blocks is None else move_counts(fit.trace, len(blocks)), "sample_s": fit.sample_s,
             "pixel_noise": float(model.gimbal_init.values["obs_sigma"]), "start": model.gimbal_init.positions}
 
@@ -264,6 +264,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     chosen = variant_options(n_states, variants)  # an unknown label fails here, before any work
     from gimbal.datasets import load_dataset
     from gimbal.model.initialization import triangulate_sequence
+    from gimbal.diagnostics.chance import rhat_exceedances
     from gimbal.model.support import unconverged_support
     from arviz_stats import rhat
 
@@ -310,6 +311,9 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "x_rhat_above_1.01": _unconverged(post, r, ds, wrong, baseline, sampled.get("start")) if r is not None else None,
             "unconverged_by_support": None if r is None else unconverged_support(
                 trace, data, sampled["pixel_noise"], rhat_x=r).to_json(),
+            # R-hat above 1.01 against what converged chains mixing as fast would show (not for stitched windows)
+            "rhat_against_chance": None if r is None or sampled.get("ess_bulk_x") is None else rhat_exceedances(
+                post["x"], r, sampled["ess_bulk_x"]).as_dict(),
             "outlier_rate_correlation": None if options.get("detections") else _rate_recovery(post, ds),
             "moves": sampled["moves"],
             "pooled_warmup": sampled.get("pooled_warmup"),

@@ -1,4 +1,4 @@
-"""How large a maximum R-hat perfectly converged chains reach by chance (``gimbal.diagnostics.sampling.chance_max_rhat``).
+"""How large a maximum R-hat perfectly converged chains reach by chance (``gimbal.diagnostics.chance.chance_max_rhat``).
 
 The issue's bar, R-hat <= 1.01 for *every* latent, is a maximum over tens of
 thousands of elements at T = 1800. This table gives the reference: the worst
@@ -19,7 +19,7 @@ QUICK = {"n_elements": (2_000,), "ess_fraction": (0.4, 1.0)}
 
 
 def run(chains: int = 4, draws: int = 1000, quick: bool = False, seed: int = 0) -> dict:
-    from gimbal.diagnostics.sampling import chance_max_rhat
+    from gimbal.diagnostics.chance import chance_max_rhat
 
     grid = QUICK if quick else FULL
     rows = []

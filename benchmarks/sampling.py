@@ -26,7 +26,8 @@ def run_one(dataset: str, T: int, chains: int, tune: int, draws: int, seed: int 
 def _run_one(dataset, T, chains, tune, draws, seed, adaptation, maxdepth, target_accept, trace_dir, backend,
              pooled_warmup) -> dict:
     from gimbal.diagnostics.multimodality import multimodality_check
-    from gimbal.diagnostics.sampling import chance_max_rhat, sampling_summary
+    from gimbal.diagnostics.chance import chance_max_rhat
+    from gimbal.diagnostics.sampling import sampling_summary
     from gimbal.model.fitting import backend_model_options, jax_device, latent_names, position_errors, sample_model
     from gimbal.model.build import build_model
 

@@ -189,7 +189,7 @@ def cmd_fit(args) -> int:
     result = sample_model(model, **settings.sample_kwargs(), progress=not args.quiet, trace_dir=draws_dir,
                           float32_vars=("x",), moves=moves)
     # R-hat and ESS of every latent, once: the summary's extremes and each position's R-hat come from one pass
-    table = convergence_table(result.trace, keep_rhat=["x"] if "x" in result.trace["posterior"] else [])
+    table = convergence_table(result.trace, keep=["x"] if "x" in result.trace["posterior"] else [])
     summary = sampling_summary(result.trace, ["bone_length", "obs_sigma", "logodds_inlier", "log_noise_camera",
                                               "log_noise_keypoint", "logodds_inlier_ck", "confidence_slope",
                                               "transition"],
@@ -197,6 +197,7 @@ def cmd_fit(args) -> int:
     errors = position_errors(result.trace, ds)
     support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]),
                                    rhat_x=table["rhat_x"].values if "rhat_x" in table else None)
+    against_chance = _rhat_against_chance(result.trace, table)
     chains = chain_findings(result.trace, ds)
     heading = _heading_check(model, result.trace, table)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
@@ -210,6 +211,7 @@ def cmd_fit(args) -> int:
         "sampling": summary,
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
+        "rhat_against_chance": against_chance.as_dict() if against_chance else None,
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
         "pooled_warmup": None if result.pooled is None else result.pooled.as_dict(),
         "detector_offsets": [asdict(o) for o in offsets],
@@ -227,6 +229,8 @@ def cmd_fit(args) -> int:
         print(f"\n  tree depth: {_depth_advice(depth, settings.maxdepth)}")
     if support:
         print(f"\n  positions: {support.text()}")
+    if against_chance:
+        print(f"\n  R-hat against chance: {against_chance.text()}")
     if chains.text():
         print(f"\n  chains: {chains.text()}")
     if heading and heading["traced"]:
@@ -258,6 +262,17 @@ def _heading_check(model, trace, table):
         return None
     unconverged = (table["rhat_x"].max(["keypoint", "xyz"]).values > 1.01) if "rhat_x" in table else None
     return posterior_heading_check(model, post["x"], unconverged)
+
+
+def _rhat_against_chance(trace, table):
+    """The positions above R-hat 1.01 against what converged chains mixing as fast would show (None with one chain or
+    frozen positions)."""
+    from .diagnostics.chance import rhat_exceedances
+
+    post = trace["posterior"]
+    if "rhat_x" not in table or post.sizes.get("chain", 1) < 2:
+        return None
+    return rhat_exceedances(post["x"], table["rhat_x"].values, table["ess_bulk_x"].values)
 
 
 def _unconverged_support(trace, ds, pixel_noise: float, rhat_x=None):
@@ -374,6 +389,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
                                                   "adaptation", "maxdepth", "moves")},
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
+        "rhat_against_chance": against_chance.as_dict() if against_chance else None,
         "environment": collect_environment(),
         "timing_s": {"total": time.perf_counter() - t0},
     }

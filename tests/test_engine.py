@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 from pytensor.compile.builders import OpFromGraph
 
-from gimbal.diagnostics import checks, io, localization, multimodality, rules, sampling
+from gimbal.diagnostics import chance, checks, io, localization, multimodality, rules, sampling
 from gimbal.divergence import rules as study_rules
 from gimbal.divergence import schema
 from gimbal.divergence.groups import GROUPS
@@ -46,7 +46,7 @@ def test_engine_reports_divergences_and_points_at_small_tau(eight_schools_trace)
     verdict = study_rules.rule_sampling("3", s)
     assert verdict.status == "finding" and "divergences" in verdict.problems
     # a table computed beforehand (keeping theta's R-hat per element) gives the same summary
-    table = sampling.convergence_table(eight_schools_trace, keep_rhat=["theta"])
+    table = sampling.convergence_table(eight_schools_trace, keep=["theta"])
     given = sampling.sampling_summary(eight_schools_trace, ["mu", "tau"], wall_time_s=1.0, table=table)
     assert given == s
     assert table["rhat_theta"].max() == s["per_variable"]["theta"]["rhat"]
@@ -254,9 +254,11 @@ def test_convergence_table_in_blocks_equals_arviz_on_the_whole_variable():
         np.testing.assert_array_equal(whole[stat].values, blocked[stat].values)
     ref_rhat = azs.rhat(post[["x"]])["x"].values
     ref_ess = azs.ess(post[["x"]], method="bulk")["x"].values
-    kept = sampling.convergence_table(tree, chunk_values=4 * 300 * 3 * 4, keep_rhat=["x"])["rhat_x"]
-    assert kept.dims == ("frame", "xyz")
+    table = sampling.convergence_table(tree, chunk_values=4 * 300 * 3 * 4, keep=["x"])
+    kept = table["rhat_x"]
+    assert kept.dims == table["ess_bulk_x"].dims == ("frame", "xyz")
     np.testing.assert_allclose(kept.values, ref_rhat, rtol=1e-12)  # the blocks' elements back in their places
+    np.testing.assert_allclose(table["ess_bulk_x"].values, ref_ess, rtol=1e-12)
     assert whole["rhat"].sel(var="x") == pytest.approx(ref_rhat.max())
     assert whole["ess_bulk"].sel(var="x") == pytest.approx(ref_ess.min())
     assert whole["rhat"].sel(var="x") > 1.5  # the displaced element is the worst one
@@ -284,15 +286,16 @@ def test_convergence_table_matches_arviz_element_by_element_including_odd_elemen
         for stat, values in ref.items():
             np.testing.assert_allclose(one[stat].item(), values[e], rtol=1e-12, equal_nan=True)
     threaded = sampling.convergence_table(tree, chunk_values=n_chains * 200 * 2, workers=3,  # 6 blocks, 3 threads
-                                          keep_rhat=["z"])
+                                          keep=["z"])
     for stat, reduce in (("rhat", np.nanmax), ("ess_bulk", np.nanmin), ("ess_tail", np.nanmin)):
         expected = reduce(ref[stat]) if not np.all(np.isnan(ref[stat])) else np.nan
         np.testing.assert_allclose(threaded[stat].sel(var="z").item(), expected, rtol=1e-12, equal_nan=True)
-    # every element's R-hat, in place, the odd elements (ArviZ's path) among the vectorized ones
-    assert threaded["rhat_z"].dims == ("e",)
+    # every element's R-hat and bulk ESS, in place, the odd elements (ArviZ's path) among the vectorized ones
+    assert threaded["rhat_z"].dims == threaded["ess_bulk_z"].dims == ("e",)
     np.testing.assert_allclose(threaded["rhat_z"].values, ref["rhat"], rtol=1e-12, equal_nan=True)
-    with pytest.raises(ValueError, match="keep_rhat"):
-        sampling.convergence_table(tree, var_names=["z"], keep_rhat=["x"])
+    np.testing.assert_allclose(threaded["ess_bulk_z"].values, ref["ess_bulk"], rtol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match="keep"):
+        sampling.convergence_table(tree, var_names=["z"], keep=["x"])
 
 
 def test_chain_disagreement_in_blocks_matches_direct_formula(monkeypatch):
@@ -311,20 +314,20 @@ def test_simulated_reference_chains_have_the_requested_ess():
     import arviz_stats as azs
 
     for fraction in (1.0, 0.25, 2.0):
-        z = sampling._stationary_ar1(np.random.default_rng(3), 4, 1000, 400, fraction)
+        z = chance._stationary_ar1(np.random.default_rng(3), 4, 1000, 400, fraction)
         ess = azs.ess(xr.Dataset({"z": (("chain", "draw", "e"), z)}), method="bulk")["z"].values
         assert np.median(ess) / 4000 == pytest.approx(fraction, rel=0.1)
 
 
 def test_chance_max_rhat_grows_with_elements_and_autocorrelation():
-    one = sampling.chance_max_rhat(4, 1000, 1, seed=1)
-    many = sampling.chance_max_rhat(4, 1000, 5000, seed=1)
-    sticky = sampling.chance_max_rhat(4, 1000, 5000, ess_fraction=0.1, seed=1)
+    one = chance.chance_max_rhat(4, 1000, 1, seed=1)
+    many = chance.chance_max_rhat(4, 1000, 5000, seed=1)
+    sticky = chance.chance_max_rhat(4, 1000, 5000, ess_fraction=0.1, seed=1)
     assert abs(one - 1.0) < 0.005  # a single well-mixed element sits at 1 (either side)
     assert many > one + 0.002  # the worst of thousands is further out by chance alone
     assert sticky > many + 0.005  # and further still with fewer effective draws
     with pytest.raises(ValueError, match="ess_fraction"):
-        sampling.chance_max_rhat(4, 100, 10, ess_fraction=5.0)
+        chance.chance_max_rhat(4, 100, 10, ess_fraction=5.0)
 
 
 @pytest.mark.slow
@@ -351,15 +354,15 @@ def _summary_of(post: xr.Dataset) -> dict:
 
 def test_rhat_against_chance_tells_a_chance_maximum_from_a_stuck_element():
     """Stationary chains: the worst of 2000 R-hats is a chance maximum; one displaced chain is beyond it."""
-    z = sampling._stationary_ar1(np.random.default_rng(11), 4, 500, 2000, 0.5)
+    z = chance._stationary_ar1(np.random.default_rng(11), 4, 500, 2000, 0.5)
     converged = _summary_of(xr.Dataset({"x": (("chain", "draw", "e"), z)}))
-    res = sampling.rhat_against_chance(converged, seed=3)
+    res = chance.rhat_against_chance(converged, seed=3)
     assert res["variable"] == "x" and res["n_elements"] == 2000
     assert res["median_ess_bulk"] == pytest.approx(0.5 * 2000, rel=0.15)  # the AR(1) chains' ESS per draw, 0.5
     assert res["verdict"] in ("within", "near") and res["chance_max_rhat"] > 1.005
     stuck = z.copy()
     stuck[2, :, 17] += 1.0  # one element: chain 2 sits one posterior sd away
-    res = sampling.rhat_against_chance(_summary_of(xr.Dataset({"x": (("chain", "draw", "e"), stuck)})), seed=3)
+    res = chance.rhat_against_chance(_summary_of(xr.Dataset({"x": (("chain", "draw", "e"), stuck)})), seed=3)
     assert res["verdict"] == "beyond" and res["max_rhat"] > 1.05
     # the verdict names it and says what to do; one chain has no R-hat
     v = study_rules.rule_sampling("8e", {**converged, "divergences": 0, "max_rhat_all": res["max_rhat"], "min_ess_bulk_all": 900.0,
@@ -367,7 +370,7 @@ def test_rhat_against_chance_tells_a_chance_maximum_from_a_stuck_element():
     assert v.code == "not_converged" and "more than twice as far from 1" in v.interpretation and "'x'" in v.next_action
     assert f"slowest element's bulk ESS is {res['min_ess_bulk']:.0f}" in v.interpretation and res["min_ess_bulk"] < 100
     one_chain = _summary_of(xr.Dataset({"x": (("chain", "draw", "e"), z[:1])}))
-    assert sampling.rhat_against_chance(one_chain) is None
+    assert chance.rhat_against_chance(one_chain) is None
 
 
 def test_depth_cap_is_named_where_it_cut_the_trajectories_short_and_the_run_is_not_converged():
@@ -399,8 +402,8 @@ def test_rhat_against_chance_cannot_judge_chains_that_barely_move():
     walk = np.cumsum(rng.normal(size=(4, 50, 300)), axis=1)  # random walks: ESS of a few per chain
     post = xr.Dataset({"x": (("chain", "draw", "e"), walk)})
     summary = _summary_of(post)
-    res = sampling.rhat_against_chance(summary, seed=3)
-    assert res["median_ess_bulk"] / 4 < sampling.MIN_CHANCE_ESS_PER_CHAIN and res["max_rhat"] > 1.5
+    res = chance.rhat_against_chance(summary, seed=3)
+    assert res["median_ess_bulk"] / 4 < chance.MIN_CHANCE_ESS_PER_CHAIN and res["max_rhat"] > 1.5
     assert res["verdict"] == "cannot_judge"
     # what the old reading did: at this ESS the simulated chance maximum admits the measured one
     assert res["chance_max_rhat"] > 1.2

@@ -48,6 +48,12 @@ def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     support = summary["unconverged_positions"]  # every position's R-hat, by the cameras that support it
     assert support["positions"] == 15 * 4 and sum(v["positions"] for v in support["by_support"].values()) == 60
     assert "positions:" in done.stdout and "R-hat" in done.stdout.split("positions:")[-1]
+    chance = summary["rhat_against_chance"]  # every coordinate of every position, read against chance
+    assert chance["n_elements"] == 15 * 4 * 3
+    assert chance["verdict"] in ("none", "within", "near", "beyond", "cannot_judge")
+    assert support["unconverged"] <= chance["observed"] <= 3 * support["unconverged"]  # a position: its worst axis
+    said = "no element above R-hat 1.01" if chance["observed"] == 0 else f"{chance['observed']:,} of 180 elements"
+    assert f"R-hat against chance: {said}" in done.stdout
     assert (out / "trace.nc").stat().st_size > 0
     assert "chain_regions" in summary  # None, or the regions the chains sampled
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -225,7 +225,7 @@ def test_performance_page_renders_every_benchmark_kind(tmp_path):
     import json
 
     from gimbal.divergence.book import _performance_page
-    from gimbal.diagnostics.sampling import chance_max_rhat
+    from gimbal.diagnostics.chance import chance_max_rhat
 
     results = tmp_path / "benchmarks" / "results"
     results.mkdir(parents=True)

@@ -4,6 +4,7 @@ It never imports the GIMBAL model nor the seed's study (groups, output tree, sch
 sections, GIMBAL advice: :mod:`gimbal.divergence`); the study composes the two.
 """
 
+from .chance import RhatExceedances, chance_max_rhat, rhat_against_chance, rhat_exceedances
 from .checks import (
     compile_logp_and_grad,
     finite_difference_check,
@@ -17,7 +18,7 @@ from .funnel import Funnel, funnel_check
 from .io import collect_environment, save_text, write_json
 from .localization import divergence_localization
 from .multimodality import multimodality_check
-from .sampling import chance_max_rhat, convergence_table, normalize_sample_stats, rhat_against_chance, sampling_summary
+from .sampling import convergence_table, normalize_sample_stats, sampling_summary
 
 __all__ = [
     "collect_environment",
@@ -33,6 +34,8 @@ __all__ = [
     "convergence_table",
     "chance_max_rhat",
     "rhat_against_chance",
+    "rhat_exceedances",
+    "RhatExceedances",
     "multimodality_check",
     "divergence_localization",
     "convergence_localization",

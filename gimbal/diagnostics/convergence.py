@@ -11,7 +11,7 @@ own dims, ranks the worst elements, and names each one's pattern from its chains
   between explanations while others stay in one;
 * ``slow_mixing`` - chains agree in mean and spread, but the ESS is low: one mode, explored slowly;
 * ``within_chance`` - the element's R-hat is no higher than exactly converged chains reach by chance over
-  that many elements (:func:`.sampling.chance_max_rhat`): too few draws to judge.
+  that many elements (:func:`.chance.chance_max_rhat`): too few draws to judge.
 
 Chains that differ only by a relabelling (label switching) are told apart per variable by
 :func:`.multimodality.multimodality_check`. Nothing here knows the model: a caller turns patterns into advice.
@@ -205,7 +205,7 @@ def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_thres
     rhat_threshold : float
         Elements above it are flagged.
     chance_rhat : float or dict of {variable: float}, optional
-        The max R-hat exactly converged chains reach by chance (:func:`.sampling.chance_max_rhat`); flagged
+        The max R-hat exactly converged chains reach by chance (:func:`.chance.chance_max_rhat`); flagged
         elements at or below it are ``within_chance``.
     max_elements : int
         Variables larger than this are skipped (their per-element arrays would not fit a report).
@@ -247,7 +247,7 @@ def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_thres
 def localize_flagged(trace, summary: dict, rhat_chance: dict | None = None, rhat_threshold: float = 1.01) -> dict:
     """:func:`convergence_localization` of every variable whose max R-hat in ``summary`` (from
     :func:`~gimbal.diagnostics.sampling.sampling_summary`) is over ``rhat_threshold``, with the chance maximum of
-    ``rhat_chance`` (from :func:`~gimbal.diagnostics.sampling.rhat_against_chance`) for its variable, unless that
+    ``rhat_chance`` (from :func:`~gimbal.diagnostics.chance.rhat_against_chance`) for its variable, unless that
     reference cannot judge (chains barely moving): then no element is read as within chance."""
     flagged = [v for v, row in (summary.get("per_variable") or {}).items() if (row.get("rhat") or 0.0) > rhat_threshold]
     judged = rhat_chance and rhat_chance.get("verdict") != "cannot_judge"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checks, convergence, localization, multimodality, plots, rules, sampling
+from . import chance, checks, convergence, localization, multimodality, plots, rules, sampling
 from .funnel import Funnel, funnel_check
 from .io import write_json, save_text, to_jsonable
 from .report import fmt, md_table
@@ -131,7 +131,7 @@ def diagnose(model=None, *, trace=None, name: str = "model", chains: int = 4, tu
     free = [v.name for v in model.free_RVs] if model is not None else None
     d.funnels = funnel_check(trace, free)
     if "rhat" in rules.sampling_problems(d.sampling, d.multimodality):
-        d.rhat_chance = sampling.rhat_against_chance(d.sampling, seed=seed)
+        d.rhat_chance = chance.rhat_against_chance(d.sampling, seed=seed)
         d.convergence = convergence.localize_flagged(trace, d.sampling, d.rhat_chance,
                                                      rhat_threshold=rules.THRESHOLDS["rhat_max"])
     if not d.funnels:  # no funnel at the divergences: one that NUTS adapted around shows as a slowly mixing scale

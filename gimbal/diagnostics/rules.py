@@ -204,7 +204,7 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
     ----------
     summary, multimodality, rhat_chance : dict
         From :func:`~gimbal.diagnostics.sampling.sampling_summary`, :func:`~gimbal.diagnostics.multimodality.
-        multimodality_check` and :func:`~gimbal.diagnostics.sampling.rhat_against_chance`.
+        multimodality_check` and :func:`~gimbal.diagnostics.chance.rhat_against_chance`.
     lead : str
         What the absence of divergences means in the caller's setting (first sentence of the interpretation).
     hints : dict, optional

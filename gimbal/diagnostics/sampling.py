@@ -17,8 +17,8 @@ import numpy as np
 import xarray as xr
 from arviz_stats.validate import validate_ci_prob
 
-__all__ = ["normalize_sample_stats", "sampling_summary", "convergence_table", "chance_max_rhat", "rhat_against_chance",
-           "depth_cap_text", "DEPTH_CAP_SHARE", "STAT_ALIASES"]
+__all__ = ["normalize_sample_stats", "sampling_summary", "convergence_table", "depth_cap_text", "DEPTH_CAP_SHARE",
+           "STAT_ALIASES"]
 
 # canonical name -> names used by nutpie / PyMC NUTS (PyMC's cumulative "divergences" is never used)
 STAT_ALIASES = {
@@ -132,8 +132,8 @@ def _rhat_and_bulk_ess(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarray, np.ndarray]:
-    """Max R-hat, min bulk ESS and min tail ESS over the elements of one block, every bulk ESS, and every R-hat in
-    the block's element order.
+    """Max R-hat, min bulk ESS and min tail ESS over the elements of one block, then every bulk ESS and every R-hat
+    in the block's element order.
 
     ArviZ's default functions loop over elements in Python and hold the GIL;
     arviz_stats' vectorized (numba) diagnostics compute the same numbers at
@@ -163,23 +163,23 @@ def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarra
             bulk.append(np.asarray(azs.ess(ds, method="bulk")["z"].values, dtype=float))
             tail.append(np.asarray(azs.ess(ds, method="tail")["z"].values, dtype=float))
 
-    def flat(parts):
-        return np.concatenate([np.ravel(p) for p in parts]) if parts else np.array([])
+    def every(parts):  # the regular elements' values, then the others', back in element order
+        out, parts = np.empty(values.shape[2]), iter(parts)
+        if regular.any():
+            out[regular] = np.ravel(next(parts))
+        if not regular.all():
+            out[~regular] = np.ravel(next(parts))
+        return out
 
     def extreme(parts, reduce):
-        values = flat(parts)
+        values = np.concatenate([np.ravel(p) for p in parts]) if parts else np.array([])
         return float(reduce(values)) if values.size and not np.all(np.isnan(values)) else np.nan
 
-    every_rhat, parts = np.empty(values.shape[2]), iter(rhat)
-    if regular.any():
-        every_rhat[regular] = next(parts)
-    if not regular.all():
-        every_rhat[~regular] = next(parts)
-    return extreme(rhat, np.nanmax), extreme(bulk, np.nanmin), extreme(tail, np.nanmin), flat(bulk), every_rhat
+    return extreme(rhat, np.nanmax), extreme(bulk, np.nanmin), extreme(tail, np.nanmin), every(bulk), every(rhat)
 
 
 def convergence_table(
-    trace, var_names=None, chunk_values: int = _CHUNK_VALUES, workers: int | None = None, keep_rhat=()
+    trace, var_names=None, chunk_values: int = _CHUNK_VALUES, workers: int | None = None, keep=()
 ) -> xr.Dataset:
     """R-hat (rank-normalized split), bulk and tail ESS for ``var_names`` (default: all).
 
@@ -200,25 +200,25 @@ def convergence_table(
         Largest block, in values.
     workers : int, optional
         Threads; default ``os.cpu_count()``.
-    keep_rhat : sequence of str
-        Variables whose R-hat of every element is returned too (computed in the same pass), as
-        ``rhat_<name>`` on the variable's own dimensions; for per-element readings of large variables
-        without computing their R-hat a second time.
+    keep : sequence of str
+        Variables whose R-hat and bulk ESS of every element are returned too (computed in the same pass), as
+        ``rhat_<name>`` and ``ess_bulk_<name>`` on the variable's own dimensions; for per-element readings of
+        large variables (:func:`gimbal.diagnostics.chance.rhat_exceedances`) without a second pass.
 
     Returns
     -------
     xarray.Dataset
         Along a ``var`` dimension: ``rhat``, ``ess_bulk`` and ``ess_tail`` (the
         worst element), ``ess_bulk_median`` (the typical element) and
-        ``n_elements``; together with :func:`chance_max_rhat` they say whether a
+        ``n_elements``; together with :func:`gimbal.diagnostics.chance.chance_max_rhat` they say whether a
         maximum R-hat is more than the chance maximum over that many elements.
-        Plus ``rhat_<name>`` for each variable in ``keep_rhat``.
+        Plus ``rhat_<name>`` and ``ess_bulk_<name>`` for each variable in ``keep``.
     """
     posterior = _group(trace, "posterior")
     names = list(var_names) if var_names else list(posterior.data_vars)
-    missing = sorted(set(keep_rhat) - set(names))
+    missing = sorted(set(keep) - set(names))
     if missing:
-        raise ValueError(f"keep_rhat names {missing}, which the table does not cover ({names}).")
+        raise ValueError(f"keep names {missing}, which the table does not cover ({names}).")
     jobs = [(name, block) for name in names for block in _variable_blocks(posterior[name], chunk_values)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     with without_numbagg():
@@ -239,126 +239,12 @@ def convergence_table(
         worst["ess_bulk_median"].append(float(np.median(ok)) if ok.size else np.nan)
         worst["n_elements"].append(int(posterior[name].size // (posterior.sizes["chain"] * posterior.sizes["draw"])))
     table = xr.Dataset({k: xr.DataArray(v, dims="var", coords={"var": names}) for k, v in worst.items()})
-    for name in keep_rhat:  # the blocks split the first non-sample dimension, in order
+    for name in keep:  # the blocks split the first non-sample dimension, in order
         like = posterior[name].isel(chain=0, draw=0, drop=True)
-        every = np.concatenate([r[4] for (n, _), r in zip(jobs, results) if n == name])
-        table[f"rhat_{name}"] = like.copy(data=every.reshape(like.shape))
+        for key, column in (("rhat", 4), ("ess_bulk", 3)):
+            every = np.concatenate([r[column] for (n, _), r in zip(jobs, results) if n == name])
+            table[f"{key}_{name}"] = like.copy(data=every.reshape(like.shape))
     return table
-
-
-def chance_max_rhat(
-    n_chains: int,
-    n_draws: int,
-    n_elements: int,
-    *,
-    ess_fraction: float = 1.0,
-    seed: int = 0,
-    chunk_values: int = _CHUNK_VALUES,
-) -> float:
-    """The largest R-hat that perfectly converged chains reach by chance over many elements.
-
-    R-hat of a single element fluctuates around 1 with a spread that shrinks
-    with the effective sample size; the maximum over ``n_elements`` of them
-    grows with ``n_elements``. This simulates stationary Gaussian AR(1) chains
-    (every chain from the same distribution, so the true R-hat is exactly 1)
-    with the lag-1 correlation that gives ``ess_fraction`` = ESS / draws, and
-    returns the worst rank-normalized split R-hat (arviz_stats' definition) over
-    ``n_elements`` of them: the reference to read a measured maximum against.
-
-    Parameters
-    ----------
-    n_chains, n_draws : int
-        As in the trace being judged.
-    n_elements : int
-        How many scalar latents the maximum is taken over.
-    ess_fraction : float
-        Bulk ESS per draw of the simulated chains, in (0, 4]. Above 1 the chains
-        are antithetic (negative lag-1 correlation), as NUTS draws often are.
-    seed : int
-        Seed of the simulation.
-    chunk_values : int
-        Values simulated per block (memory bound).
-
-    Returns
-    -------
-    float
-    """
-    if not 0 < ess_fraction <= 4:
-        raise ValueError(f"ess_fraction must be in (0, 4], got {ess_fraction}.")
-    if min(n_chains, n_draws, n_elements) < 1 or n_draws < 4:
-        raise ValueError("n_chains and n_elements must be >= 1 and n_draws >= 4.")
-    rng = np.random.default_rng(seed)
-    per_block = max(1, chunk_values // (n_chains * n_draws))
-    worst = -np.inf
-    with without_numbagg():
-        for start in range(0, n_elements, per_block):
-            chains = _stationary_ar1(rng, n_chains, n_draws, min(per_block, n_elements - start), ess_fraction)
-            rhat = _vectorized().rhat(xr.DataArray(chains, dims=("chain", "draw", "element")))
-            worst = max(worst, float(np.nanmax(rhat)))
-    return float(worst)
-
-
-MIN_CHANCE_ESS_PER_CHAIN = 10
-"""Median bulk ESS per chain below which :func:`rhat_against_chance` cannot judge (chains barely move)."""
-
-
-def rhat_against_chance(summary: dict, seed: int = 0) -> dict | None:
-    """The worst variable's max R-hat next to what exactly converged chains reach by chance.
-
-    R-hat is judged per element, but the verdict takes the maximum over every
-    element; over ~10^5 positions that maximum exceeds 1.01 by chance alone when
-    the ESS is modest. This simulates :func:`chance_max_rhat` for the worst
-    variable's number of elements and median bulk ESS, so a report can say
-    whether the measured maximum is within chance (more draws lower it) or
-    beyond it (some elements really mix slowly).
-
-    One simulated maximum is itself random: over 8 seeds its excess over 1
-    varied by a factor of up to 1.8 (5,000 elements) and 1.4 (20,000 elements).
-    So the measured maximum counts as ``"within"`` chance up to the simulated
-    one, ``"beyond"`` only when its excess over 1 is more than twice the
-    simulated excess, and ``"near"`` (one run cannot tell) in between.
-
-    The reference is calibrated at the measured ESS, which is circular when the
-    chains barely move: chains stuck in different places have a tiny ESS, and
-    converged chains at that ESS reach almost any R-hat by chance. Below
-    :data:`MIN_CHANCE_ESS_PER_CHAIN` effective draws per chain (median element)
-    the verdict is ``"cannot_judge"``: chance cannot be told from
-    non-convergence, and no element may be read as within chance.
-
-    Parameters
-    ----------
-    summary : dict
-        From :func:`sampling_summary` (needs ``per_variable``).
-    seed : int
-        Seed of the simulation.
-
-    Returns
-    -------
-    dict or None
-        ``variable``, ``max_rhat``, ``n_elements``, ``median_ess_bulk``,
-        ``median_ess_per_chain``, ``min_ess_bulk``, ``chance_max_rhat`` and ``verdict`` ("within", "near", "beyond" or
-        "cannot_judge");
-        None when the summary has no R-hat (a single chain) or no per-variable
-        table.
-    """
-    name = summary.get("max_rhat_all_var")
-    row = (summary.get("per_variable") or {}).get(name)
-    if not row or row.get("rhat") is None or not row.get("ess_bulk_median"):
-        return None
-    chains, draws = summary["chains"], summary["draws_per_chain"]
-    if chains < 2 or draws < 4:
-        return None
-    fraction = min(4.0, row["ess_bulk_median"] / (chains * draws))
-    chance = chance_max_rhat(chains, draws, row["n_elements"], ess_fraction=fraction, seed=seed)
-    excess, chance_excess = row["rhat"] - 1.0, chance - 1.0
-    verdict = "within" if excess <= chance_excess else "beyond" if excess > 2.0 * chance_excess else "near"
-    per_chain = row["ess_bulk_median"] / chains
-    if per_chain < MIN_CHANCE_ESS_PER_CHAIN:
-        verdict = "cannot_judge"
-    return {"variable": name, "max_rhat": row["rhat"], "n_elements": row["n_elements"],
-            "median_ess_bulk": row["ess_bulk_median"], "median_ess_per_chain": per_chain,
-            "min_ess_bulk": row.get("ess_bulk"),
-            "chance_max_rhat": chance, "verdict": verdict}
 
 
 DEPTH_CAP_SHARE = 0.5
@@ -406,17 +292,6 @@ def depth_cap_text(summary: dict, max_treedepth: int, *, rhat_bound: float = 1.0
             "next doubling turns) and the cap was not what held mixing back.")
 
 
-def _stationary_ar1(rng, n_chains: int, n_draws: int, n_elements: int, ess_fraction: float) -> np.ndarray:
-    """Standard-normal AR(1) chains ``(chain, draw, element)`` with ESS / draws = ``ess_fraction``."""
-    rho = (1.0 - ess_fraction) / (1.0 + ess_fraction)  # AR(1): ESS / N = (1 - rho) / (1 + rho)
-    chains = np.empty((n_chains, n_draws, n_elements))
-    chains[:, 0] = rng.standard_normal((n_chains, n_elements))  # the stationary distribution: no warm-up needed
-    innovation_sd = np.sqrt(1.0 - rho**2)
-    for i in range(1, n_draws):
-        chains[:, i] = rho * chains[:, i - 1] + innovation_sd * rng.standard_normal((n_chains, n_elements))
-    return chains
-
-
 def _as_dataset(res):
     return res.to_dataset() if hasattr(res, "to_dataset") else res
 
@@ -444,7 +319,7 @@ def sampling_summary(
         Sampling wall time, for draws/s and ESS/s.
     table : xarray.Dataset, optional
         :func:`convergence_table` of every posterior variable of ``trace``, when already computed (e.g. with
-        ``keep_rhat`` for a per-element reading); by default it is computed here.
+        ``keep`` for a per-element reading); by default it is computed here.
 
     Returns
     -------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..diagnostics import checks, convergence, io, localization, multimodality, plots, rules, sampling
+from ..diagnostics import chance, checks, convergence, io, localization, multimodality, plots, rules, sampling
 from ..settings import excluded_pairs
 from . import report, schema
 from .results import SCHEMA_VERSION, GroupError, GroupResult, Header, StepRecord, excluded_of
@@ -450,7 +450,7 @@ def _plots(ctx: _Context):
 
 
 def _rhat_chance(ctx: _Context):
-    ctx.result.rhat_chance = sampling.rhat_against_chance(ctx.result.sampling, seed=ctx.options["seed"])
+    ctx.result.rhat_chance = chance.rhat_against_chance(ctx.result.sampling, seed=ctx.options["seed"])
 
 
 def _convergence_localization(ctx: _Context):

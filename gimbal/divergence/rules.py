@@ -63,7 +63,7 @@ def rule_sampling(group: str, summary: dict, multimodality: dict | None = None, 
     extra_checks_ok : bool
         The group's own extra checks (mixture checks, HMM micro gradient) passed.
     rhat_chance : dict, optional
-        From :func:`gimbal.diagnostics.sampling.rhat_against_chance`: whether a
+        From :func:`gimbal.diagnostics.chance.rhat_against_chance`: whether a
         too-high R-hat is within what chance gives over that many elements.
     localization : dict, optional
         Non-convergence localization (:func:`gimbal.diagnostics.convergence.convergence_localization`, as JSON).
