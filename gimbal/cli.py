@@ -352,6 +352,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     from ._atomic import atomic_path
     from .datasets import save_dataset
     from .diagnostics.io import collect_environment, write_json
+    from .diagnostics.sampling import convergence_table
     from .model.fitting import position_errors
     from .model.moves import sum_counts
     from .model.regions import ChainFindings
@@ -374,8 +375,11 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     print("[3/4] windows done")
     tree = xr.DataTree.from_dict({"posterior": res.posterior})
     errors = position_errors(tree, ds)
-    # every position's R-hat is its own window's; the noise is the windows' median estimate
-    support = _unconverged_support(tree, ds, float(np.median([w["pixel_noise"] for w in res.windows])))
+    # every position's R-hat and ESS are its own window's; the noise is the windows' median estimate
+    table = convergence_table(tree, ["x"], keep=["x"])
+    support = _unconverged_support(tree, ds, float(np.median([w["pixel_noise"] for w in res.windows])),
+                                   rhat_x=table["rhat_x"].values)
+    against_chance = _rhat_against_chance(tree, table)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(trace_path, suffix=".nc") as tmp:
         res.posterior.to_netcdf(tmp, engine="h5netcdf")
@@ -409,6 +413,8 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
         print(f"  tree depth: {depth}")
     if support:
         print(f"  positions: {support.text()}")
+    if against_chance:
+        print(f"  R-hat against chance: {against_chance.text()}")
     for w in res.windows:  # each window's chains are their own: a split or a stranded chain is said per window
         said = ChainFindings(regions=w["chain_regions"], stranded=w["stranded_chains"]).text()
         if said:

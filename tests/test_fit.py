@@ -128,6 +128,7 @@ def test_cli_windowed_fit_stitches_every_frame(tmp_path):
         said = ChainFindings(regions=w["chain_regions"], stranded=w["stranded_chains"]).text()
         assert (f"chains, frames {w['keep_start']}-{w['keep_stop'] - 1}:" in done.stdout) == bool(said)
     assert summary["unconverged_positions"]["positions"] == 40 * 4  # every frame of both windows, 4 keypoints
+    assert summary["rhat_against_chance"]["n_elements"] == 40 * 4 * 3 and "R-hat against chance:" in done.stdout
     assert "positions:" in done.stdout and "R-hat" in done.stdout.split("positions:")[-1]
 
 
