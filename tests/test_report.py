@@ -377,7 +377,7 @@ def test_ablation_page_compares_observation_models_against_triangulation(tmp_pat
     assert "dealt into 16 rounds per iteration" in page
     assert "500 accepted (12.5%)" in page and page.count("moves tried") == 1  # only the row sampled with them
     assert ("| per (camera, keypoint), uniform outliers | 2 / 1 / 4 | 0.4 / 0.4 | 3 / 1.5 / 6 | 0 | 1.004 (x) | "
-            "512 (obs_sigma_ck) | 0.0% |  | 0.93 | 150 |") in page
+            "512 (obs_sigma_ck) | 0.0% |  |  | 0.93 | 150 |") in page
     assert "rodent18_realistic" not in _performance_page(tmp_path, tmp_path / "out")
     assert "R-hat > 1.01 at" not in page  # converged rows get no localisation paragraph
 
@@ -392,9 +392,11 @@ def test_ablation_page_says_where_unconverged_positions_sit(tmp_path):
              "error_mean_mm": 4.2, "triangulation_error_mean_mm": 14.7}
     row = {"errors": _errors(2.0), "errors_wrong_in_3_cameras": _errors(3.0), "divergences": 0, "max_rhat_all": 1.67,
            "max_rhat_variable": "x", "min_ess_bulk_all": 6.4, "min_ess_bulk_variable": "x",
-           "fraction_x_rhat_above_1.01": 0.0025, "x_rhat_above_1.01": where, "wall_s": 2200.0}
+           "fraction_x_rhat_above_1.01": 0.0025, "x_rhat_above_1.01": where, "wall_s": 2200.0,
+           "rhat_against_chance": {"observed": 5, "expected": 0.976, "verdict": "beyond"}}
     _write_observation_result(tmp_path, "observation_models_T1800", 1800, {"default": row})
     page = _ablation_page(tmp_path)
+    assert "| 5 / 0.98, beyond |" in page and "*By chance*: how many coordinates" in page
     assert ("**default**: positions with R-hat > 1.01 at 3 (frame, keypoint) pairs in 2 runs of frames; most at "
             "ShinL (2), ArmR (1). 67% of those pairs") in page
     assert ("1.02 mm apart at the median and up to 29.3 mm; pattern of each pair's least converged coordinate: "

@@ -446,6 +446,21 @@ SUPPORT_NOTE = ("*Seen by <= 1 camera*: the positions with R-hat > 1.01 whose po
                 "one camera's ray place them, and a ray can cross the bone's sphere around its parent twice.\n")
 
 
+CHANCE_HEADER = "coordinates > 1.01: measured / by chance"
+CHANCE_NOTE = ("*By chance*: how many coordinates exactly converged chains that mix as fast (each chain's own bulk "
+               "ESS, coordinate by coordinate) would put above R-hat 1.01 on average, and the verdict "
+               "(`gimbal.diagnostics.chance.rhat_exceedances`): *within* chance, the excess R-hat is what the ESS "
+               "gives and more draws lower it; *beyond*, the chains differ by more than their mixing explains.\n")
+
+
+def _chance_cell(row: dict) -> str:
+    """``"<measured> / <expected by chance>, <verdict>"`` coordinates above R-hat 1.01, blank where not recorded."""
+    chance = row.get("rhat_against_chance")
+    if not chance:
+        return ""
+    return f"{chance['observed']:,} / {fmt(chance['expected'], 2)}, {chance['verdict'].replace('_', ' ')}"
+
+
 def _support_cell(row: dict) -> str:
     """``"<weakly supported> of <unconverged>"`` positions of a benchmark row, blank when none or not recorded."""
     support = row.get("unconverged_by_support")
@@ -475,7 +490,7 @@ def _observation_models_section(data: dict) -> str:
             name, errs(r["errors"]), ratio, errs(r["errors_wrong_in_3_cameras"]), r.get("divergences", ""),
             _value_of(r.get("max_rhat_all"), 4, r.get("max_rhat_variable")),
             _value_of(r.get("min_ess_bulk_all"), 3, r.get("min_ess_bulk_variable")),
-            f"{100 * frac:.1f}%" if frac is not None else "", _support_cell(r),
+            f"{100 * frac:.1f}%" if frac is not None else "", _support_cell(r), _chance_cell(r),
             fmt(r.get("outlier_rate_correlation"), 2) if r.get("outlier_rate_correlation") is not None else "",
             r.get("wall_s", ""),
         ])
@@ -503,8 +518,10 @@ def _observation_models_section(data: dict) -> str:
         f"{data['machine']['cpu_count']} CPUs.\n",
         md_table(["reconstruction", "mean / median / p90", "ratio to triangulation (mean / p90)",
                   "wrong in >= 3 cameras", "divergences", "max R-hat (variable)", "min bulk ESS (variable)",
-                  "positions with R-hat > 1.01", SUPPORT_HEADER, "outlier-rate correlation", "wall s"], rows) + "\n",
+                  "positions with R-hat > 1.01", SUPPORT_HEADER, CHANCE_HEADER, "outlier-rate correlation", "wall s"],
+                 rows) + "\n",
         SUPPORT_NOTE,
+        CHANCE_NOTE,
         *(_moves_text(name, r["moves"]) for name, r in data["rows"].items() if r.get("moves")),
         *(_unconverged_text(name, r["x_rhat_above_1.01"]) for name, r in data["rows"].items()
           if (r.get("x_rhat_above_1.01") or {}).get("pairs")),
