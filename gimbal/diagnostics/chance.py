@@ -319,13 +319,14 @@ def rhat_exceedances(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01
         values = np.asarray(picked.transpose("chain", "draw", "element").values, dtype=float)  # read (lazy stores)
         own = within_chain_ess(xr.DataArray(values, dims=("chain", "draw", "element"))).values
         chance[candidates] = np.nan_to_num(exceedance_probability(own, chains, n_draws, bound))
-        hit = above[candidates]
+        # an element above the bound whose chains barely move (or whose ESS is undefined) cannot be judged
+        unjudged = int((above[candidates] & ~(own >= MIN_JUDGED_ESS_PER_CHAIN * chains)).sum())
+        hit = above[candidates] & np.isfinite(own)
         if hit.any():
             p_own = exceedance_probability(own[hit], chains, n_draws, flat_rhat[candidates][hit])
             i = int(np.nanargmin(p_own))
             worst = dict(worst_rhat=float(flat_rhat[candidates][hit][i]), worst_ess=float(own[hit][i]),
                          p_worst=float(min(1.0, p_own[i] * flat_rhat.size)))
-            unjudged = int((np.nan_to_num(own[hit]) < MIN_JUDGED_ESS_PER_CHAIN * chains).sum())
     observed = int(above.sum())
     p_count = _at_least(np.minimum(1.0, (1.0 + LAW_TOLERANCE) * chance[chance > _NEGLIGIBLE]), observed)
     least = min(p_count, 1.0 if worst["p_worst"] is None else worst["p_worst"])
