@@ -312,7 +312,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "unconverged_by_support": None if r is None else unconverged_support(
                 trace, data, sampled["pixel_noise"], rhat_x=r).to_json(),
             # R-hat above 1.01 against what converged chains mixing as fast would show (not for stitched windows)
-            "rhat_against_chance": None if r is None or sampled.get("ess_bulk_x") is None else rhat_exceedances(
+            "rhat_exceedances": None if r is None or sampled.get("ess_bulk_x") is None else rhat_exceedances(
                 post["x"], r, sampled["ess_bulk_x"]).as_dict(),
             "outlier_rate_correlation": None if options.get("detections") else _rate_recovery(post, ds),
             "moves": sampled["moves"],

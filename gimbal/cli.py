@@ -197,7 +197,7 @@ def cmd_fit(args) -> int:
     errors = position_errors(result.trace, ds)
     support = _unconverged_support(result.trace, ds, float(model.gimbal_init.values["obs_sigma"]),
                                    rhat_x=table["rhat_x"].values if "rhat_x" in table else None)
-    against_chance = _rhat_against_chance(result.trace, table)
+    exceedances = _rhat_exceedances(result.trace, table)
     chains = chain_findings(result.trace, ds)
     heading = _heading_check(model, result.trace, table)
     save_trace(result.trace, trace_path, overwrite=args.overwrite, float32_vars=("x",))
@@ -211,7 +211,7 @@ def cmd_fit(args) -> int:
         "sampling": summary,
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
-        "rhat_against_chance": against_chance.as_dict() if against_chance else None,
+        "rhat_exceedances": exceedances.as_dict() if exceedances else None,
         "moves": None if moves is None else move_counts(result.trace, len(moves)),
         "pooled_warmup": None if result.pooled is None else result.pooled.as_dict(),
         "detector_offsets": [asdict(o) for o in offsets],
@@ -229,8 +229,8 @@ def cmd_fit(args) -> int:
         print(f"\n  tree depth: {_depth_advice(depth, settings.maxdepth)}")
     if support:
         print(f"\n  positions: {support.text()}")
-    if against_chance:
-        print(f"\n  R-hat against chance: {against_chance.text()}")
+    if exceedances:
+        print(f"\n  R-hat against chance: {exceedances.text()}")
     if chains.text():
         print(f"\n  chains: {chains.text()}")
     if heading and heading["traced"]:
@@ -264,9 +264,9 @@ def _heading_check(model, trace, table):
     return posterior_heading_check(model, post["x"], unconverged)
 
 
-def _rhat_against_chance(trace, table):
-    """The positions above R-hat 1.01 against what converged chains mixing as fast would show (None with one chain or
-    frozen positions)."""
+def _rhat_exceedances(trace, table):
+    """Every position coordinate's R-hat against what converged chains mixing as fast show by chance
+    (:func:`gimbal.diagnostics.chance.rhat_exceedances`; None with one chain or frozen positions)."""
     from .diagnostics.chance import rhat_exceedances
 
     post = trace["posterior"]
@@ -379,7 +379,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
     table = convergence_table(tree, ["x"], keep=["x"])
     support = _unconverged_support(tree, ds, float(np.median([w["pixel_noise"] for w in res.windows])),
                                    rhat_x=table["rhat_x"].values)
-    against_chance = _rhat_against_chance(tree, table)
+    exceedances = _rhat_exceedances(tree, table)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(trace_path, suffix=".nc") as tmp:
         res.posterior.to_netcdf(tmp, engine="h5netcdf")
@@ -393,7 +393,7 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
                                                   "adaptation", "maxdepth", "moves")},
         "position_error": errors,
         "unconverged_positions": support.to_json() if support else None,
-        "rhat_against_chance": against_chance.as_dict() if against_chance else None,
+        "rhat_exceedances": exceedances.as_dict() if exceedances else None,
         "environment": collect_environment(),
         "timing_s": {"total": time.perf_counter() - t0},
     }
@@ -413,8 +413,8 @@ def _fit_windowed(args, ds, label, model_options, out, summary_path, trace_path,
         print(f"  tree depth: {depth}")
     if support:
         print(f"  positions: {support.text()}")
-    if against_chance:
-        print(f"  R-hat against chance: {against_chance.text()}")
+    if exceedances:
+        print(f"  R-hat against chance: {exceedances.text()}")
     for w in res.windows:  # each window's chains are their own: a split or a stranded chain is said per window
         said = ChainFindings(regions=w["chain_regions"], stranded=w["stranded_chains"]).text()
         if said:

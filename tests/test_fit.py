@@ -48,7 +48,7 @@ def test_cli_fit_writes_outputs_and_refuses_to_overwrite(tmp_path):
     support = summary["unconverged_positions"]  # every position's R-hat, by the cameras that support it
     assert support["positions"] == 15 * 4 and sum(v["positions"] for v in support["by_support"].values()) == 60
     assert "positions:" in done.stdout and "R-hat" in done.stdout.split("positions:")[-1]
-    chance = summary["rhat_against_chance"]  # every coordinate of every position, read against chance
+    chance = summary["rhat_exceedances"]  # every coordinate of every position, read against chance
     assert chance["n_elements"] == 15 * 4 * 3
     assert chance["verdict"] in ("none", "within", "near", "beyond", "cannot_judge")
     assert support["unconverged"] <= chance["observed"] <= 3 * support["unconverged"]  # a position: its worst axis
@@ -128,7 +128,7 @@ def test_cli_windowed_fit_stitches_every_frame(tmp_path):
         said = ChainFindings(regions=w["chain_regions"], stranded=w["stranded_chains"]).text()
         assert (f"chains, frames {w['keep_start']}-{w['keep_stop'] - 1}:" in done.stdout) == bool(said)
     assert summary["unconverged_positions"]["positions"] == 40 * 4  # every frame of both windows, 4 keypoints
-    assert summary["rhat_against_chance"]["n_elements"] == 40 * 4 * 3 and "R-hat against chance:" in done.stdout
+    assert summary["rhat_exceedances"]["n_elements"] == 40 * 4 * 3 and "R-hat against chance:" in done.stdout
     assert "positions:" in done.stdout and "R-hat" in done.stdout.split("positions:")[-1]
 
 

@@ -393,7 +393,7 @@ def test_ablation_page_says_where_unconverged_positions_sit(tmp_path):
     row = {"errors": _errors(2.0), "errors_wrong_in_3_cameras": _errors(3.0), "divergences": 0, "max_rhat_all": 1.67,
            "max_rhat_variable": "x", "min_ess_bulk_all": 6.4, "min_ess_bulk_variable": "x",
            "fraction_x_rhat_above_1.01": 0.0025, "x_rhat_above_1.01": where, "wall_s": 2200.0,
-           "rhat_against_chance": {"observed": 5, "expected": 0.976, "verdict": "beyond"}}
+           "rhat_exceedances": {"observed": 5, "expected": 0.976, "verdict": "beyond"}}
     _write_observation_result(tmp_path, "observation_models_T1800", 1800, {"default": row})
     page = _ablation_page(tmp_path)
     assert "| 5 / 0.98, beyond |" in page and "*By chance*: how many coordinates" in page

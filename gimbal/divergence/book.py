@@ -455,7 +455,7 @@ CHANCE_NOTE = ("*By chance*: how many coordinates exactly converged chains that 
 
 def _chance_cell(row: dict) -> str:
     """``"<measured> / <expected by chance>, <verdict>"`` coordinates above R-hat 1.01, blank where not recorded."""
-    chance = row.get("rhat_against_chance")
+    chance = row.get("rhat_exceedances")
     if not chance:
         return ""
     return f"{chance['observed']:,} / {fmt(chance['expected'], 2)}, {chance['verdict'].replace('_', ' ')}"
