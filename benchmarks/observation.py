@@ -185,7 +185,7 @@ def _sample(ds, options: dict, *, window, overlap, chains, tune, draws, seed, ma
                            trace_dir=Path(tmp) / "trace.zarr" if trace_on_disk and sampler == "nutpie" else None,
                            float32_vars=("x",),  # read back into memory before the store is removed
                            sampler=sampler, moves=blocks, pooled_warmup=pooled_warmup)
-    table = convergence_table(fit.trace, keep=["x"])  # every latent once, each position's R-hat kept
+    table = convergence_table(fit.trace, keep=["x"])  # every latent once, each coordinate's R-hat and ESS kept
     return {"trace": fit.trace, "summary": sampling_summary(fit.trace, ["x"], table=table),
             "pooled_warmup": None if fit.pooled is None else fit.pooled.as_dict(),
             "rhat_x": table["rhat_x"].values if chains > 1 else None, "ess_bulk_x": table["ess_bulk_x"].values,
