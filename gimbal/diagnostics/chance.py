@@ -236,10 +236,10 @@ class RhatExceedances:
     ``expected`` sums each element's :func:`exceedance_probability` at its within-chain ESS: the mean count. It is a
     mean only: elements that move together (a keypoint's three axes, a pose's keypoints along one slow direction)
     share their chain means' scatter and go above the bound together, so one run's count varies far more than
-    independent elements' would (on the real SLEAP mouse, 0 coordinates above 1.01 where 115 are expected; 191
-    positions in another seed's run). The verdict therefore rests on single elements: ``worst_*`` name the element
-    whose R-hat is least likely at its ESS, ``p_worst_alone`` its chance as one element and ``p_worst`` that chance
-    over all ``n_elements`` (Bonferroni, valid however the elements depend on each other); ``unjudged`` counts the elements above the bound whose chains barely
+    independent elements' would (on the real SLEAP mouse, 0 coordinates above 1.01 where 115 are expected). The
+    verdict therefore rests on single elements: ``worst_*`` name the element whose R-hat is least likely at its ESS,
+    ``p_worst_alone`` its chance as one element and ``p_worst`` that chance over all ``n_elements`` (Bonferroni, valid
+    however the elements depend on each other); ``unjudged`` counts the elements above the bound whose chains barely
     move (within-chain ESS per chain below :data:`MIN_JUDGED_ESS_PER_CHAIN`).
 
     ``verdict``: ``"beyond"`` where ``p_worst`` is below :data:`CHANCE_LEVEL` (there the chains differ by more than
