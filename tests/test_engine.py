@@ -456,3 +456,14 @@ def test_a_contrast_run_is_shown_against_its_default_never_as_the_first_failure(
                 "status": "ok", "verdict": g["verdict"], "sampling": {**g["sampling"], "ebfmi_per_chain": []}} for g in rows]
     text = summary_markdown(results, "r")
     assert "**Contrast.** The contrast run (group 6c, contrast), 60 of 200 draws divergent" in text
+
+
+def test_element_draws_reads_the_elements_in_c_order_of_the_other_dimensions():
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(5, 3, 2, 4))  # (frame, chain, xyz, draw): sample dimensions not first
+    da = xr.DataArray(values, dims=("frame", "chain", "xyz", "draw"))
+    flat = np.array([7, 0, 3])  # (frame, xyz) = (3, 1), (0, 0), (1, 1)
+    got = sampling.element_draws(da, flat)
+    assert got.shape == (3, 4, 3)
+    np.testing.assert_array_equal(got[:, :, 0], values[3, :, 1, :])
+    np.testing.assert_array_equal(got[:, :, 2], values[1, :, 1, :])

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from .sampling import _CHUNK_VALUES, _vectorized, without_numbagg
+from .sampling import _CHUNK_VALUES, _vectorized, element_draws, without_numbagg
 
 __all__ = ["chance_max_rhat", "rhat_against_chance", "MIN_CHANCE_ESS_PER_CHAIN", "exceedance_probability",
            "within_chain_ess", "RhatExceedances", "rhat_exceedances", "CHANCE_LEVEL", "NEAR_LEVEL",
@@ -220,15 +220,6 @@ def within_chain_ess(draws: xr.DataArray) -> xr.DataArray:
         return sum(_vectorized().ess(draws.isel(chain=[c]), method="bulk") for c in range(draws.sizes["chain"]))
 
 
-def _within_chain_ess_of(draws: xr.DataArray, others: list, flat: np.ndarray) -> np.ndarray:
-    """:func:`within_chain_ess` of the elements at flat indices ``flat`` of ``draws``' other dimensions (only their
-    draws are read, also from a lazy store)."""
-    at = np.unravel_index(flat, [draws.sizes[d] for d in others])
-    picked = draws.isel({d: xr.DataArray(i, dims="element") for d, i in zip(others, at)})
-    values = np.asarray(picked.transpose("chain", "draw", "element").values, dtype=float)
-    return np.asarray(within_chain_ess(xr.DataArray(values, dims=("chain", "draw", "element"))).values, dtype=float)
-
-
 @dataclass(frozen=True)
 class RhatExceedances:
     """How many elements are above an R-hat bound, against how many exactly converged chains would put there.
@@ -322,8 +313,10 @@ def rhat_exceedances(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01
     chance = np.where(np.isfinite(pooled), pooled, 0.0)
     worst, unjudged = dict(worst_rhat=None, worst_ess=None, p_worst_alone=None, p_worst=None), 0
     if candidates.size:
-        own = np.concatenate([_within_chain_ess_of(draws, others, candidates[start:start + _BLOCK])
-                              for start in range(0, candidates.size, _BLOCK)])
+        own = np.concatenate([
+            within_chain_ess(xr.DataArray(element_draws(draws, candidates[start:start + _BLOCK]),
+                                          dims=("chain", "draw", "element"))).values
+            for start in range(0, candidates.size, _BLOCK)])
         chance[candidates] = np.nan_to_num(exceedance_probability(own, chains, n_draws, bound))
         # an element above the bound whose chains barely move (or whose ESS is undefined) cannot be judged
         unjudged = int((above[candidates] & ~(own >= MIN_JUDGED_ESS_PER_CHAIN * chains)).sum())

@@ -17,8 +17,8 @@ import numpy as np
 import xarray as xr
 from arviz_stats.validate import validate_ci_prob
 
-__all__ = ["normalize_sample_stats", "sampling_summary", "convergence_table", "depth_cap_text", "DEPTH_CAP_SHARE",
-           "STAT_ALIASES"]
+__all__ = ["normalize_sample_stats", "sampling_summary", "convergence_table", "element_draws", "depth_cap_text",
+           "DEPTH_CAP_SHARE", "STAT_ALIASES"]
 
 # canonical name -> names used by nutpie / PyMC NUTS (PyMC's cumulative "divergences" is never used)
 STAT_ALIASES = {
@@ -176,6 +176,18 @@ def _block_extremes(block: xr.DataArray) -> tuple[float, float, float, np.ndarra
         return float(reduce(values)) if values.size and not np.all(np.isnan(values)) else np.nan
 
     return extreme(rhat, np.nanmax), extreme(bulk, np.nanmin), extreme(tail, np.nanmin), every(bulk), every(rhat)
+
+
+def element_draws(draws: xr.DataArray, flat) -> np.ndarray:
+    """The draws of some elements of a variable, ``(chain, draw, element)`` in float64.
+
+    ``flat`` indexes the elements in C order over ``draws``' dimensions other than ``chain`` and ``draw``; only those
+    elements' draws are read (also from a lazy store), whatever the size of the variable.
+    """
+    others = [d for d in draws.dims if d not in ("chain", "draw")]
+    at = np.unravel_index(np.asarray(flat, dtype=int), [draws.sizes[d] for d in others])
+    picked = draws.isel({d: xr.DataArray(i, dims="element") for d, i in zip(others, at)})
+    return np.asarray(picked.transpose("chain", "draw", "element").values, dtype=float)
 
 
 def convergence_table(

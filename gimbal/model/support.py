@@ -160,6 +160,7 @@ def _chain_patterns(x: xr.DataArray, rhat_x: np.ndarray, unconverged: np.ndarray
     """How many unconverged positions (at most :data:`MAX_CLASSIFIED`, the highest R-hat first) show each pattern of
     :func:`gimbal.diagnostics.convergence.classify_element` on their least converged coordinate."""
     from ..diagnostics.convergence import classify_element
+    from ..diagnostics.sampling import element_draws
 
     frame, keypoint = np.nonzero(unconverged)
     if not len(frame):
@@ -169,8 +170,8 @@ def _chain_patterns(x: xr.DataArray, rhat_x: np.ndarray, unconverged: np.ndarray
     frame, keypoint = frame[keep], keypoint[keep]
     axis = rhat_x[frame, keypoint].argmax(axis=-1)
     # only those coordinates' draws: (chain, draw, n), whatever the size of the posterior
-    draws = x.isel(frame=xr.DataArray(frame, dims="pos"), keypoint=xr.DataArray(keypoint, dims="pos"),
-                   xyz=xr.DataArray(axis, dims="pos")).transpose("chain", "draw", "pos").values.astype(float)
+    x = x.transpose("chain", "draw", "frame", "keypoint", "xyz")
+    draws = element_draws(x, np.ravel_multi_index((frame, keypoint, axis), rhat_x.shape))
     means, sds = draws.mean(axis=1), draws.std(axis=1)  # (chain, n)
     found = [classify_element(means[:, i], sds[:, i], float(rhat_x[f, k, a]))
              for i, (f, k, a) in enumerate(zip(frame, keypoint, axis))]
