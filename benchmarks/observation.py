@@ -114,8 +114,7 @@ def _unconverged(post, rhat_x: np.ndarray, ds, wrong: np.ndarray, triangulated: 
     chain_means, chain_sds = draws.mean(axis=1), draws.std(axis=1)  # (chain, pairs, 3)
     spread = np.linalg.norm(chain_means[:, None] - chain_means[None], axis=-1).max(axis=(0, 1))
     worst = rhat_x[bad].argmax(axis=-1)  # each pair's least converged coordinate, classified as the engine does
-    patterns = [classify_element(chain_means[:, i, a], chain_sds[:, i, a], float(rhat_x[bad][i, a]))
-                for i, a in enumerate(worst)]
+    patterns = [classify_element(chain_means[:, i, a], chain_sds[:, i, a]) for i, a in enumerate(worst)]
     truth = ds["positions_true"].values[bad]
     mean = chain_means.mean(axis=0)  # the posterior mean (every chain has the same number of draws)
     # the pairs whose chains sit in different places (not merely slow), worst first: where each chain's mean and the

@@ -46,11 +46,32 @@ def test_each_planted_element_is_found_where_it_is_and_named(crafted):
     assert data["where"]["frame"][:2] and data["patterns"] == {"separate_modes": 1, "switching_chains": 1, "slow_mixing": 1}
 
 
-def test_a_maximum_within_chance_is_too_few_draws_to_judge(crafted):
-    loc = convergence_localization(crafted, ["x"], chance_rhat=50.0)["x"]
-    assert {e.pattern for e in loc.worst} == {"within_chance"}
-    assert classify_element([0.0, 0.1], [1.0, 1.1], rhat=1.02, chance_rhat=1.03) == "within_chance"
-    assert classify_element([0.0, 0.1], [1.0, 1.1], rhat=1.05, chance_rhat=1.03) == "slow_mixing"
+def test_elements_read_against_chance_at_their_own_ess():
+    """1,000 elements of chains that all sample one distribution at ESS ~400: their R-hats above 1.01 are chance;
+    one element where a chain sits a posterior sd away is not, however low its pooled ESS falls."""
+    rng = np.random.default_rng(3)
+    x = _ar1(rng, 0.8, (4, 1000, 1000))  # ESS / draw = (1 - 0.8) / (1 + 0.8): ~440 over 4 x 1000
+    x[1, :, 7] += 1.0
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw", "e"), x)})})
+    loc = convergence_localization(tree, ["x"], top=1000)["x"]
+    by_element = {e.index["e"]: e for e in loc.worst}
+    assert loc.n_flagged > 100 and len(by_element) == loc.n_flagged  # ~28% by chance at this ESS
+    assert by_element[7].pattern != "within_chance" and by_element[7].p_chance < 1e-6
+    others = [e for i, e in by_element.items() if i != 7]
+    assert all(e.pattern == "within_chance" and e.p_chance >= 0.05 for e in others)
+    ex = loc.exceedances
+    assert ex.verdict == "beyond" and ex.observed == loc.n_flagged
+    assert ex.worst_rhat == pytest.approx(by_element[7].rhat)
+    assert ex.expected == pytest.approx(loc.n_flagged - 1, rel=0.25)
+    beyond = loc.beyond_chance()
+    assert beyond.dims == ("e",) and np.flatnonzero(beyond.values).tolist() == [7]
+    assert loc.to_json()["exceedances"]["verdict"] == "beyond"
+    without = convergence_localization(tree, ["x"], top=5, chance=False)["x"]
+    assert without.exceedances is None and "within_chance" not in without.patterns
+    assert int(without.beyond_chance().sum()) == without.n_flagged
+    assert classify_element([0.0, 0.1], [1.0, 1.1], p_chance=0.2) == "within_chance"
+    assert classify_element([0.0, 0.1], [1.0, 1.1], p_chance=0.01) == "slow_mixing"
+    assert classify_element([0.0, 0.1], [1.0, 1.1], p_chance=float("nan")) == "slow_mixing"  # not judged
 
 
 def test_per_element_rhat_and_ess_equal_arviz(crafted):
@@ -203,3 +224,14 @@ def test_chains_that_agree_are_one_region_and_one_chain_is_none():
     bare = xr.DataTree.from_dict({"posterior": trace["posterior"].to_dataset()})
     found = chain_regions(bare)
     assert found.regions == [[0, 1, 3], [2]] and found.mean_lp is None
+
+
+def test_a_scalar_variable_is_read_against_chance_too():
+    """A scalar (one element per draw, as a noise scale) flagged by R-hat: read like any other variable."""
+    rng = np.random.default_rng(8)
+    s = _ar1(rng, 0.5, (4, 1000))
+    s[0] += 0.5  # chain 0 sits half a posterior sd away
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset({"sigma": (("chain", "draw"), s)})})
+    loc = convergence_localization(tree, ["sigma"])["sigma"]
+    assert loc.n_flagged == 1 and loc.exceedances.n_elements == 1 and loc.exceedances.verdict == "beyond"
+    assert loc.worst[0].pattern != "within_chance" and bool(loc.beyond_chance())

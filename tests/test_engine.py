@@ -408,8 +408,9 @@ def test_rhat_against_chance_cannot_judge_chains_that_barely_move():
     # what the old reading did: at this ESS the simulated chance maximum admits the measured one
     assert res["chance_max_rhat"] > 1.2
     tree = xr.DataTree.from_dict({"posterior": post})
-    loc = {k: v.to_json() for k, v in localize_flagged(tree, summary, res).items()}
-    assert "within_chance" not in loc["x"]["patterns"]
+    loc = {k: v.to_json() for k, v in localize_flagged(tree, summary).items()}
+    assert "within_chance" not in loc["x"]["patterns"]  # at their own ESS (a few per chain) none is judged
+    assert loc["x"]["exceedances"]["unjudged"] > 0
     full = {**summary, "divergences": 0, "min_ess_bulk_all": res["min_ess_bulk"], "total_draws": 200,
             "ebfmi_per_chain": [1.0] * 4, "max_treedepth_fraction": 0.0}
     v = rule_convergence(full, {"verdict": "ok"}, res, localization=loc)
@@ -467,3 +468,7 @@ def test_element_draws_reads_the_elements_in_c_order_of_the_other_dimensions():
     assert got.shape == (3, 4, 3)
     np.testing.assert_array_equal(got[:, :, 0], values[3, :, 1, :])
     np.testing.assert_array_equal(got[:, :, 2], values[1, :, 1, :])
+    scalar = xr.DataArray(values[0, :, 0, :], dims=("chain", "draw"))  # a scalar variable: one element
+    np.testing.assert_array_equal(sampling.element_draws(scalar, [0])[:, :, 0], values[0, :, 0, :])
+    with pytest.raises(IndexError, match="one element"):
+        sampling.element_draws(scalar, [1])

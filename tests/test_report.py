@@ -63,6 +63,11 @@ def test_all_groups_run_under_papermill_and_write_the_seed_tree(quick_run):
         for section in REPORT_SECTIONS:
             assert f"## {section}" in text, (g, section)
         assert p.report_latest.read_text() == text
+        for name, conv in (payload.get("convergence_localization") or {}).items():
+            # every flagged variable read against chance at its elements' own ESS, and the page shows it
+            assert (conv["exceedances"] or {}).get("observed", 0) == conv["n_flagged"], (g, name)
+            if conv["worst"]:
+                assert f"Worst elements of `{name}`" in text and "| chance | pattern |" in text, (g, name)
         assert p.notebook_run.exists()
         manifest = json.loads((p.plots_run / "artifacts_manifest.json").read_text())
         produced = {f["file"] for f in manifest["files"]}

@@ -23,7 +23,7 @@ from .sampling import _CHUNK_VALUES, _vectorized, element_draws, without_numbagg
 
 __all__ = ["chance_max_rhat", "rhat_against_chance", "MIN_CHANCE_ESS_PER_CHAIN", "exceedance_probability",
            "within_chain_ess", "RhatExceedances", "rhat_exceedances", "CHANCE_LEVEL", "NEAR_LEVEL",
-           "MIN_JUDGED_ESS_PER_CHAIN"]
+           "MIN_JUDGED_ESS_PER_CHAIN", "ElementChance", "element_chance", "summarize_exceedances"]
 
 
 def _stationary_ar1(rng, n_chains: int, n_draws: int, n_elements: int, ess_fraction: float) -> np.ndarray:
@@ -274,14 +274,29 @@ class RhatExceedances:
                 f"{self.p_worst_alone:.2g} alone, {self.p_worst:.2g} among {self.n_elements:,}: {reading}.")
 
 
-def rhat_exceedances(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01,
-                     max_read: int = 20_000) -> RhatExceedances:
-    """Read a run's elements above an R-hat ``bound`` against what exactly converged chains would show.
+@dataclass(frozen=True)
+class ElementChance:
+    """Each element's R-hat read against chance (:func:`element_chance`), in the flattened element order."""
 
-    Each element's chance of exceeding the bound comes from :func:`exceedance_probability` at its
-    :func:`within_chain_ess`. That ESS is computed only where it can matter: for the elements above the bound and those
-    whose pooled ESS leaves a chance above 1e-9 (at most ``max_read`` of them, the likeliest first); the others count
-    with their pooled ESS's chance, which is negligible.
+    own_ess: np.ndarray  # within-chain bulk ESS where it was computed, NaN elsewhere
+    chance: np.ndarray  # probability of exceeding the bound at that ESS (at the pooled ESS where not computed)
+    p_alone: np.ndarray  # probability of an R-hat at least this high, for elements above the bound read, else NaN
+    unjudged: np.ndarray  # bool: above the bound, but the chains barely move (or no ESS): p_alone not trusted
+
+    def p_among(self, n_elements: int | None = None) -> np.ndarray:
+        """``p_alone`` over ``n_elements`` elements (Bonferroni; default all): the chance that any of that many
+        exactly converged elements shows an R-hat this improbable."""
+        n = self.p_alone.size if n_elements is None else n_elements
+        return np.minimum(1.0, self.p_alone * n)
+
+
+def element_chance(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01,
+                   max_read: int = 20_000) -> ElementChance:
+    """Each element's chance of exceeding an R-hat ``bound``, and of its own R-hat, had the chains converged exactly.
+
+    Read at each element's :func:`within_chain_ess` with :func:`exceedance_probability`. That ESS is computed only
+    where it can matter: for the elements above the bound and those whose pooled ESS leaves a chance above 1e-9 (at
+    most ``max_read`` of them, the likeliest first); the others keep their pooled ESS's chance, which is negligible.
 
     Parameters
     ----------
@@ -297,7 +312,7 @@ def rhat_exceedances(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01
 
     Returns
     -------
-    RhatExceedances
+    ElementChance
     """
     chains, n_draws = draws.sizes["chain"], draws.sizes["draw"]
     if chains < 2:
@@ -311,22 +326,48 @@ def rhat_exceedances(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01
     candidates = np.flatnonzero(above | (pooled > _NEGLIGIBLE))
     candidates = candidates[np.argsort(-np.where(above[candidates], 2.0, pooled[candidates]), kind="stable")][:max_read]
     chance = np.where(np.isfinite(pooled), pooled, 0.0)
-    worst, unjudged = dict(worst_rhat=None, worst_ess=None, p_worst_alone=None, p_worst=None), 0
+    own = np.full(flat_rhat.size, np.nan)
     if candidates.size:
-        own = np.concatenate([
+        own[candidates] = np.concatenate([
             within_chain_ess(xr.DataArray(element_draws(draws, candidates[start:start + _BLOCK]),
                                           dims=("chain", "draw", "element"))).values
             for start in range(0, candidates.size, _BLOCK)])
-        chance[candidates] = np.nan_to_num(exceedance_probability(own, chains, n_draws, bound))
-        # an element above the bound whose chains barely move (or whose ESS is undefined) cannot be judged
-        unjudged = int((above[candidates] & ~(own >= MIN_JUDGED_ESS_PER_CHAIN * chains)).sum())
-        hit = above[candidates] & np.isfinite(own)
-        if hit.any():
-            p_own = exceedance_probability(own[hit], chains, n_draws, flat_rhat[candidates][hit])
-            i = int(np.nanargmin(p_own))
-            worst = dict(worst_rhat=float(flat_rhat[candidates][hit][i]), worst_ess=float(own[hit][i]),
-                         p_worst_alone=float(p_own[i]), p_worst=float(min(1.0, p_own[i] * flat_rhat.size)))
-    observed = int(above.sum())
+        chance[candidates] = np.nan_to_num(exceedance_probability(own[candidates], chains, n_draws, bound))
+    read = np.zeros(flat_rhat.size, dtype=bool)
+    read[candidates] = True
+    # an element above the bound whose chains barely move (or whose ESS is undefined) cannot be judged
+    unjudged = above & read & ~(own >= MIN_JUDGED_ESS_PER_CHAIN * chains)
+    p_alone = np.full(flat_rhat.size, np.nan)
+    hit = above & np.isfinite(own)
+    p_alone[hit] = exceedance_probability(own[hit], chains, n_draws, flat_rhat[hit])
+    return ElementChance(own, chance, p_alone, unjudged)
+
+
+def rhat_exceedances(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01,
+                     max_read: int = 20_000) -> RhatExceedances:
+    """Read a run's elements above an R-hat ``bound`` against what exactly converged chains would show.
+
+    Each element is read by :func:`element_chance` (parameters as there); :func:`summarize_exceedances` gives the
+    verdict.
+
+    Returns
+    -------
+    RhatExceedances
+    """
+    found = element_chance(draws, rhat, ess_bulk, bound=bound, max_read=max_read)
+    return summarize_exceedances(found, rhat, bound)
+
+
+def summarize_exceedances(found: ElementChance, rhat, bound: float = 1.01) -> RhatExceedances:
+    """The :class:`RhatExceedances` of elements read by :func:`element_chance` (``rhat`` and ``bound`` as there)."""
+    flat_rhat = np.asarray(rhat, dtype=float).ravel()
+    above = flat_rhat > bound
+    worst = dict(worst_rhat=None, worst_ess=None, p_worst_alone=None, p_worst=None)
+    if np.isfinite(found.p_alone).any():
+        i = int(np.nanargmin(found.p_alone))
+        worst = dict(worst_rhat=float(flat_rhat[i]), worst_ess=float(found.own_ess[i]),
+                     p_worst_alone=float(found.p_alone[i]), p_worst=float(found.p_among()[i]))
+    observed, unjudged = int(above.sum()), int(found.unjudged.sum())
     least = 1.0 if worst["p_worst"] is None else worst["p_worst"]
     if observed == 0:
         verdict = "none"
@@ -339,4 +380,4 @@ def rhat_exceedances(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01
     else:
         verdict = "within"
     return RhatExceedances(bound=float(bound), n_elements=int(flat_rhat.size), observed=observed,
-                           expected=float(chance.sum()), unjudged=unjudged, verdict=verdict, **worst)
+                           expected=float(found.chance.sum()), unjudged=unjudged, verdict=verdict, **worst)

@@ -10,8 +10,9 @@ own dims, ranks the worst elements, and names each one's pattern from its chains
 * ``switching_chains`` - within-chain spreads differ by more than :data:`SPREAD_RATIO`: some chains hop
   between explanations while others stay in one;
 * ``slow_mixing`` - chains agree in mean and spread, but the ESS is low: one mode, explored slowly;
-* ``within_chance`` - the element's R-hat is no higher than exactly converged chains reach by chance over
-  that many elements (:func:`.chance.chance_max_rhat`): too few draws to judge.
+* ``within_chance`` - the element's R-hat is one that exactly converged chains mixing as fast (its own within-chain
+  ESS) show by chance among that many elements (:func:`.chance.element_chance`, probability at least
+  :data:`.chance.NEAR_LEVEL` after Bonferroni): more draws, or a higher ESS per draw, lower it.
 
 Chains that differ only by a relabelling (label switching) are told apart per variable by
 :func:`.multimodality.multimodality_check`. Nothing here knows the model: a caller turns patterns into advice.
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import xarray as xr
 
+from .chance import NEAR_LEVEL, RhatExceedances, element_chance, summarize_exceedances
 from .sampling import _group, _vectorized, without_numbagg
 
 __all__ = ["ElementDiagnosis", "VariableConvergence", "PATTERNS", "MODE_SEPARATION", "SPREAD_RATIO",
@@ -79,6 +81,7 @@ class ElementDiagnosis:
     chain_means: list
     chain_sds: list
     pattern: str
+    p_chance: float | None = None  # chance of an R-hat this high among the variable's elements at its own ESS
 
 
 @dataclass
@@ -92,7 +95,8 @@ class VariableConvergence:
     worst: list[ElementDiagnosis]
     n_flagged: int
     rhat_threshold: float
-    chance_rhat: float | None = None
+    p_chance: xr.DataArray | None = None  # per element above the threshold: ElementDiagnosis.p_chance; NaN elsewhere
+    exceedances: RhatExceedances | None = None  # the variable's elements above the threshold against chance
     patterns: dict = field(default_factory=dict)  # pattern -> count among the worst elements
 
     @property
@@ -110,9 +114,17 @@ class VariableConvergence:
                     out[dim].append(value)
         return out
 
+    def beyond_chance(self) -> xr.DataArray:
+        """Elements above the threshold whose R-hat is not read as chance (all of them where chance was not read)."""
+        above = self.rhat > self.rhat_threshold
+        if self.p_chance is None:
+            return above
+        return above & ~(self.p_chance >= NEAR_LEVEL)
+
     def to_json(self) -> dict:
         return {"variable": self.variable, "dims": list(self.rhat.dims), "n_elements": int(self.rhat.size),
-                "n_flagged": self.n_flagged, "rhat_threshold": self.rhat_threshold, "chance_rhat": self.chance_rhat,
+                "n_flagged": self.n_flagged, "rhat_threshold": self.rhat_threshold,
+                "exceedances": self.exceedances.as_dict() if self.exceedances else None,
                 "max_rhat": _finite_max(self.rhat.values), "min_ess_bulk": _finite_min(self.ess_bulk.values),
                 "pattern": self.pattern, "patterns": dict(self.patterns), "where": self.where(),
                 "worst": [asdict(e) for e in self.worst]}
@@ -163,11 +175,12 @@ def _element_block(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return rhat, bulk, tail
 
 
-def classify_element(chain_means, chain_sds, rhat: float, chance_rhat: float | None = None) -> str:
-    """The pattern of one element from its chains' means and sds (see the module docstring)."""
+def classify_element(chain_means, chain_sds, p_chance: float | None = None) -> str:
+    """The pattern of one element from its chains' means and sds and, when given, the chance of its R-hat among the
+    variable's elements (``within_chance`` from :data:`.chance.NEAR_LEVEL` up; see the module docstring)."""
     sds = np.asarray(chain_sds, float)
     means = np.asarray(chain_means, float)
-    if chance_rhat is not None and np.isfinite(rhat) and rhat <= chance_rhat:
+    if p_chance is not None and np.isfinite(p_chance) and p_chance >= NEAR_LEVEL:
         return "within_chance"
     smallest = max(float(sds.min()), 1e-300)
     if sds.max() / smallest > SPREAD_RATIO:
@@ -190,7 +203,7 @@ def _index_of(da: xr.DataArray, flat: int) -> dict:
 
 
 def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_threshold: float = 1.01,
-                             chance_rhat: dict | float | None = None, max_elements: int = 2_000_000
+                             chance: bool = True, max_elements: int = 2_000_000
                              ) -> dict[str, VariableConvergence]:
     """Per-element R-hat/ESS of each variable on its own dims, and its worst elements with their pattern.
 
@@ -204,9 +217,11 @@ def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_thres
         Worst elements kept per variable (by R-hat, then lowest bulk ESS).
     rhat_threshold : float
         Elements above it are flagged.
-    chance_rhat : float or dict of {variable: float}, optional
-        The max R-hat exactly converged chains reach by chance (:func:`.chance.chance_max_rhat`); flagged
-        elements at or below it are ``within_chance``.
+    chance : bool
+        Read each flagged element's R-hat against chance at its own within-chain ESS
+        (:func:`.chance.element_chance`): elements whose R-hat that many exactly converged elements show with
+        probability at least :data:`.chance.NEAR_LEVEL` are ``within_chance``, and the variable gets its
+        :class:`~.chance.RhatExceedances`.
     max_elements : int
         Variables larger than this are skipped (their per-element arrays would not fit a report).
     """
@@ -226,33 +241,36 @@ def convergence_localization(trace, var_names=None, *, top: int = 20, rhat_thres
         shape = values.shape[2:]
         coords = {d: da[d] for d in dims if d in da.coords}
         as_da = lambda a: xr.DataArray(a.reshape(shape), dims=dims, coords=coords)  # noqa: E731
-        chance = chance_rhat.get(name) if isinstance(chance_rhat, dict) else chance_rhat
         flagged = np.flatnonzero(np.nan_to_num(rhat, nan=-np.inf) > rhat_threshold)
+        p_chance, exceedances = np.full(rhat.size, np.nan), None
+        if chance and flagged.size:
+            found = element_chance(da, rhat, bulk, bound=rhat_threshold)
+            exceedances = summarize_exceedances(found, rhat, rhat_threshold)
+            p_chance = np.where(found.unjudged, np.nan, found.p_among())
         order = flagged[np.lexsort((np.nan_to_num(bulk[flagged], nan=np.inf), -rhat[flagged]))][:top]
         worst = []
         for i in order:
             means = flat[:, :, i].mean(axis=1, dtype=np.float64)
             sds = flat[:, :, i].astype(np.float64).std(axis=1)
+            p = None if np.isnan(p_chance[i]) else float(p_chance[i])
             worst.append(ElementDiagnosis(_index_of(da, int(i)), float(rhat[i]), float(bulk[i]), float(tail[i]),
                                           [float(m) for m in means], [float(s) for s in sds],
-                                          classify_element(means, sds, float(rhat[i]), chance)))
+                                          classify_element(means, sds, p), p))
         patterns = {}
         for e in worst:
             patterns[e.pattern] = patterns.get(e.pattern, 0) + 1
         out[name] = VariableConvergence(name, as_da(rhat), as_da(bulk), as_da(tail), worst, int(flagged.size),
-                                        rhat_threshold, chance, patterns)
+                                        rhat_threshold, as_da(p_chance) if chance else None, exceedances,
+                                        patterns)
     return out
 
 
-def localize_flagged(trace, summary: dict, rhat_chance: dict | None = None, rhat_threshold: float = 1.01) -> dict:
+def localize_flagged(trace, summary: dict, rhat_threshold: float = 1.01) -> dict:
     """:func:`convergence_localization` of every variable whose max R-hat in ``summary`` (from
-    :func:`~gimbal.diagnostics.sampling.sampling_summary`) is over ``rhat_threshold``, with the chance maximum of
-    ``rhat_chance`` (from :func:`~gimbal.diagnostics.chance.rhat_against_chance`) for its variable, unless that
-    reference cannot judge (chains barely moving): then no element is read as within chance."""
+    :func:`~gimbal.diagnostics.sampling.sampling_summary`) is over ``rhat_threshold``, each element read against
+    chance at its own within-chain ESS (chains that barely move there are not read as chance)."""
     flagged = [v for v, row in (summary.get("per_variable") or {}).items() if (row.get("rhat") or 0.0) > rhat_threshold]
-    judged = rhat_chance and rhat_chance.get("verdict") != "cannot_judge"
-    chance = {rhat_chance["variable"]: rhat_chance["chance_max_rhat"]} if judged else None
-    return convergence_localization(trace, flagged, chance_rhat=chance, rhat_threshold=rhat_threshold)
+    return convergence_localization(trace, flagged, rhat_threshold=rhat_threshold)
 
 
 def stranded_chains(trace, gap: float = STRANDED_GAP) -> StrandedChains | None:

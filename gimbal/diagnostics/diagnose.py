@@ -132,8 +132,7 @@ def diagnose(model=None, *, trace=None, name: str = "model", chains: int = 4, tu
     d.funnels = funnel_check(trace, free)
     if "rhat" in rules.sampling_problems(d.sampling, d.multimodality):
         d.rhat_chance = chance.rhat_against_chance(d.sampling, seed=seed)
-        d.convergence = convergence.localize_flagged(trace, d.sampling, d.rhat_chance,
-                                                     rhat_threshold=rules.THRESHOLDS["rhat_max"])
+        d.convergence = convergence.localize_flagged(trace, d.sampling, rhat_threshold=rules.THRESHOLDS["rhat_max"])
     if not d.funnels:  # no funnel at the divergences: one that NUTS adapted around shows as a slowly mixing scale
         bad = [v for v, row in (d.sampling.get("per_variable") or {}).items()
                if (row.get("rhat") or 0.0) > rules.THRESHOLDS["rhat_max"]
@@ -205,11 +204,15 @@ def render_page(d: Diagnosis, figures: dict | None = None) -> str:
         for name, c in d.convergence.items():
             if not c.worst:
                 continue
-            lines.append(f"Worst elements of `{name}` ({c.n_flagged} of {c.rhat.size} above R-hat {c.rhat_threshold}):\n")
-            lines.append(md_table(["element", "R-hat", "bulk ESS", "chain means", "chain sds", "pattern"], [
+            lines.append(f"Worst elements of `{name}` ({c.n_flagged} of {c.rhat.size} above R-hat {c.rhat_threshold}; "
+                         f"*chance*: of an R-hat this high among all {c.rhat.size} at the element's own within-chain "
+                         "ESS):\n")
+            if c.exceedances is not None:
+                lines.append("Against chance: " + c.exceedances.text() + "\n")
+            lines.append(md_table(["element", "R-hat", "bulk ESS", "chain means", "chain sds", "chance", "pattern"], [
                 [", ".join(f"{k}={x}" for k, x in e.index.items()) or name, fmt(e.rhat, 4), fmt(e.ess_bulk, 3),
                  " / ".join(fmt(m, 3) for m in e.chain_means), " / ".join(fmt(x, 3) for x in e.chain_sds),
-                 e.pattern.replace("_", " ")] for e in c.worst[:10]]) + "\n")
+                 fmt(e.p_chance, 2), e.pattern.replace("_", " ")] for e in c.worst[:10]]) + "\n")
     for kind, (path, caption) in (figures or {}).items():
         if path is None:
             lines.append(f"*{kind}: {caption}*\n")

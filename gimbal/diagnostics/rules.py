@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from .chance import RhatExceedances
 from .funnel import MAX_Z
 
 __all__ = [
@@ -168,8 +169,8 @@ PATTERN_VERDICTS = {
                     "the chains agree in mean and spread there but explore slowly (low ESS)",
                     "Run longer (more tune and draws) or raise target_accept; this is the one pattern more draws fix."),
     "within_chance": ("too_few_draws",
-                      "the worst R-hat is no higher than exactly converged chains reach by chance over that many "
-                      "elements",
+                      "their R-hats are what exactly converged chains that mix as fast (each element's own "
+                      "within-chain ESS) show by chance among that many elements",
                       "Too few draws to judge convergence: run more draws (e.g. --profile full) before concluding."),
 }
 
@@ -184,6 +185,12 @@ def _localized(localization: dict | None, modes: bool = False):
     if modes:
         flagged = [v for v in flagged if v["pattern"] in ("separate_modes", "switching_chains")]
     return max(flagged, key=lambda v: v.get("max_rhat") or 0.0) if flagged else None
+
+
+def _exceedance_text(loc: dict) -> str:
+    """The variable's elements above the threshold read against chance (:class:`~.chance.RhatExceedances`), or ''."""
+    found = loc.get("exceedances")
+    return (" Against chance: " + RhatExceedances(**found).text()) if found else ""
 
 
 def _where_text(loc: dict) -> str:
@@ -250,7 +257,7 @@ def rule_convergence(summary: dict, multimodality: dict | None = None, rhat_chan
             lead + f" But {loc['n_flagged']} of {loc['n_elements']} elements of '{loc['variable']}' have R-hat above "
             f"{loc['rhat_threshold']} (max {_num(loc.get('max_rhat')):.3f}, min bulk ESS "
             f"{_num(loc.get('min_ess_bulk')):.0f}), at {_where_text(loc)}: {meaning}. Worst {len(loc['worst'])}: "
-            f"{counts}.",
+            f"{counts}." + _exceedance_text(loc),
             action + (_hint(hints, hint_key) if hint_key else ""), tuple(probs) + (loc["pattern"],))
     if "chains_in_different_modes" in probs:
         return Verdict("finding", "chains_in_different_modes",

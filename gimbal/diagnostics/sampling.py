@@ -185,6 +185,11 @@ def element_draws(draws: xr.DataArray, flat) -> np.ndarray:
     elements' draws are read (also from a lazy store), whatever the size of the variable.
     """
     others = [d for d in draws.dims if d not in ("chain", "draw")]
+    if not others:  # a scalar variable: its one element, as often as asked
+        flat = np.asarray(flat, dtype=int)
+        if flat.size and flat.max() > 0:
+            raise IndexError(f"a scalar variable has one element; asked for element {int(flat.max())}.")
+        return np.repeat(np.asarray(draws.transpose("chain", "draw").values, dtype=float)[:, :, None], flat.size, 2)
     at = np.unravel_index(np.asarray(flat, dtype=int), [draws.sizes[d] for d in others])
     picked = draws.isel({d: xr.DataArray(i, dims="element") for d, i in zip(others, at)})
     return np.asarray(picked.transpose("chain", "draw", "element").values, dtype=float)

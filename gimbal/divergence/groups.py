@@ -455,7 +455,7 @@ def _rhat_chance(ctx: _Context):
 
 def _convergence_localization(ctx: _Context):
     """Per-element R-hat/ESS and patterns of every variable whose max R-hat is over the threshold."""
-    ctx.conv = convergence.localize_flagged(ctx.fit.trace, ctx.result.sampling, ctx.result.rhat_chance,
+    ctx.conv = convergence.localize_flagged(ctx.fit.trace, ctx.result.sampling,
                                             rhat_threshold=rules.THRESHOLDS["rhat_max"])
     ctx.result.convergence_localization = {k: v.to_json() for k, v in ctx.conv.items()}
 
@@ -476,8 +476,7 @@ def _heading_check(ctx: _Context):
     unconverged = None
     conv = ctx.conv.get("x")
     if conv is not None and conv.n_flagged:
-        level = max(conv.rhat_threshold, conv.chance_rhat or 0.0)  # above what chance gives over this many elements
-        unconverged = conv.rhat.max([d for d in conv.rhat.dims if d != "frame"]).values > level
+        unconverged = conv.beyond_chance().any([d for d in conv.rhat.dims if d != "frame"]).values
     check = posterior_heading_check(ctx.model, ctx.fit.trace.posterior["x"], unconverged)
     loc = ctx.result.localization or {}
     peak = ((loc.get("profiles") or {}).get("frame") or {}).get("peak") if loc.get("n_divergent") else None

@@ -50,13 +50,19 @@ def _worst_elements(payload: dict, top: int = 10) -> list[str]:
     for name, v in (payload.get("convergence_localization") or {}).items():
         if not v["worst"]:
             continue
+        found = v.get("exceedances")
+        expected = (f"; exactly converged chains that mix as fast would put {fmt(found['expected'], 2)} there on "
+                    "average" if found else "")
         out.append(f"Worst elements of `{name}` ({v['n_flagged']} of {v['n_elements']} above R-hat {v['rhat_threshold']}"
-                   + (f"; chance maximum {fmt(v['chance_rhat'])}" if v.get("chance_rhat") else "") + "):\n")
+                   f"{expected}; *chance*: of an R-hat this high among all {v['n_elements']} at the element's own "
+                   "within-chain ESS):\n")
         rows = [[", ".join(f"{d}={c}" for d, c in e["index"].items()), fmt(e["rhat"], 4), fmt(e["ess_bulk"], 3),
                  fmt(e["ess_tail"], 3), " / ".join(fmt(m, 4) for m in e["chain_means"]),
-                 " / ".join(fmt(sd, 3) for sd in e["chain_sds"]), e["pattern"].replace("_", " ")]
+                 " / ".join(fmt(sd, 3) for sd in e["chain_sds"]), fmt(e.get("p_chance"), 2),
+                 e["pattern"].replace("_", " ")]
                 for e in v["worst"][:top]]
-        out.append(md_table(["element", "R-hat", "bulk ESS", "tail ESS", "chain means", "chain sds", "pattern"], rows) + "\n")
+        out.append(md_table(["element", "R-hat", "bulk ESS", "tail ESS", "chain means", "chain sds", "chance",
+                             "pattern"], rows) + "\n")
     return out
 
 

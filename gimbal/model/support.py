@@ -173,6 +173,5 @@ def _chain_patterns(x: xr.DataArray, rhat_x: np.ndarray, unconverged: np.ndarray
     x = x.transpose("chain", "draw", "frame", "keypoint", "xyz")
     draws = element_draws(x, np.ravel_multi_index((frame, keypoint, axis), rhat_x.shape))
     means, sds = draws.mean(axis=1), draws.std(axis=1)  # (chain, n)
-    found = [classify_element(means[:, i], sds[:, i], float(rhat_x[f, k, a]))
-             for i, (f, k, a) in enumerate(zip(frame, keypoint, axis))]
+    found = [classify_element(means[:, i], sds[:, i]) for i in range(len(frame))]
     return {p: found.count(p) for p in sorted(set(found))}
