@@ -31,6 +31,25 @@ def test_exceedance_probability_matches_arvizs_rhat_on_converged_chains(fraction
         assert abs(observed - predicted) < 4 * binomial_sd + 0.005, (bound, observed, predicted)
 
 
+def test_antithetic_chains_need_the_folded_rhat_read_at_its_own_ess():
+    """NUTS draws are often antithetic (bulk ESS above the number of draws) while their spread mixes more slowly;
+    ArviZ's R-hat is the larger of the draws' and the folded draws'. Read with the bulk ESS alone, converged
+    chains' R-hats looked improbable far more often than their nominal 1%; with the folded ESS too, as often as
+    nominal."""
+    draws = _chains(9, 4000, 2.5)  # ESS / draw 2.5: lag-1 correlation -0.43
+    rhat, ess = _table(draws)
+    assert np.median(ess) > 2 * 1600
+    found = chance.element_chance(draws, rhat, ess, bound=1.0)  # every element "above": each R-hat's own chance
+    bulk_only = chance.exceedance_probability(found.own_ess, 4, 400, rhat)
+    assert (bulk_only < 0.01).mean() > 0.2
+    assert np.median(found.own_ess_folded) < 0.5 * np.median(found.own_ess)
+    assert (found.p_alone < 0.01).mean() == pytest.approx(0.01, abs=0.006)
+    assert (found.p_alone < 0.05).mean() == pytest.approx(0.05, abs=0.02)
+    # and the share above 1.005, as ArviZ's R-hat puts it
+    predicted = chance.exceedance_probability(found.own_ess, 4, 400, 1.005, found.own_ess_folded).mean()
+    assert (rhat > 1.005).mean() == pytest.approx(predicted, abs=4 * np.sqrt(predicted / rhat.size) + 0.005)
+
+
 def test_exceedance_probability_falls_with_ess_and_validates():
     p = chance.exceedance_probability([100, 400, 1000, 4000], 4, 1000)
     assert np.all(np.diff(p) < 0) and p[0] > 0.9 and p[-1] < 1e-6

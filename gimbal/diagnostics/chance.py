@@ -166,7 +166,8 @@ _NEGLIGIBLE = 1e-9  # an element whose chance of exceeding the bound is below th
 _BLOCK = 2000  # elements whose draws are read at once (4 chains x 1000 draws: 64 MB in float64)
 
 
-def exceedance_probability(ess, n_chains: int, n_draws: int, rhat: float | np.ndarray = 1.01) -> np.ndarray:
+def exceedance_probability(ess, n_chains: int, n_draws: int, rhat: float | np.ndarray = 1.01,
+                           ess_folded=None) -> np.ndarray:
     """Probability that exactly converged chains with bulk ESS ``ess`` show a split R-hat above ``rhat``.
 
     Split R-hat cuts each of the ``n_chains`` chains into halves: ``M = 2 n_chains`` chains of ``N = n_draws // 2``
@@ -174,9 +175,18 @@ def exceedance_probability(ess, n_chains: int, n_draws: int, rhat: float | np.nd
     means scatter so that ``(M - 1) (ess / M) (R-hat^2 - (N - 1) / N)`` is chi-square with ``M - 1`` degrees of
     freedom. That is the probability returned, element by element (``ess`` and ``rhat`` broadcast).
 
-    Checked against ArviZ's rank-normalized R-hat and bulk ESS on simulated AR(1) chains (tests/test_chance.py). At
-    4 x 1000 draws the share above 1.01, per bin of estimated ESS, was 0.47 / 0.28 / 0.14 / 0.07 / 0.03 for ESS
-    300-400 / 400-500 / 500-600 / 600-700 / 700-800, as this gives; with under about
+    ArviZ's R-hat is the larger of that of the (rank-normalized) draws and that of their folded values (the distance
+    from the median): it also sees chains that differ in spread. With ``ess_folded`` (the ESS of the folded draws,
+    :func:`within_chain_ess` with ``folded=True``) the folded R-hat gets the same law at its own ESS, and the two
+    are taken as independent (the halves' means and their spreads): the probability that either exceeds. This
+    matters where NUTS draws are antithetic: there the bulk ESS exceeds the number of draws while the spread mixes
+    more slowly, so the bulk law alone calls the folded R-hat's chance excursions improbable.
+
+    Checked against ArviZ's rank-normalized R-hat on simulated AR(1) chains (tests/test_chance.py). At 4 x 1000
+    draws the share above 1.01, per bin of estimated bulk ESS, was 0.47 / 0.28 / 0.14 / 0.07 / 0.03 for ESS
+    300-400 / 400-500 / 500-600 / 600-700 / 700-800, as this gives. Each R-hat's own probability below 1% (5%)
+    came out for 0.3-0.7% (3.4-4.4%) of converged elements at ESS / draw 0.3-2.5 with both ESS (2 x 100 to
+    4 x 1000 draws), and for up to 58% with the bulk ESS alone at ESS / draw 2.5. With under about
     :data:`MIN_JUDGED_ESS_PER_CHAIN` effective draws per chain it drifts (a few points of probability).
 
     Parameters
@@ -187,6 +197,8 @@ def exceedance_probability(ess, n_chains: int, n_draws: int, rhat: float | np.nd
         The run's chains and kept draws per chain.
     rhat : float or array_like
         The R-hat to exceed.
+    ess_folded : array_like, optional
+        ESS of each element's folded draws; without it the folded R-hat is not read.
 
     Returns
     -------
@@ -195,12 +207,19 @@ def exceedance_probability(ess, n_chains: int, n_draws: int, rhat: float | np.nd
     if n_chains < 1 or n_draws < 4:
         raise ValueError(f"need at least one chain of at least 4 draws, got {n_chains} x {n_draws}.")
     m, n = 2 * n_chains, n_draws // 2
-    ess = np.asarray(ess, dtype=float)
-    statistic = (m - 1) * (ess / m) * (np.square(np.asarray(rhat, dtype=float)) - (n - 1) / n)
-    return stats.chi2.sf(statistic, m - 1)
+    excess = np.square(np.asarray(rhat, dtype=float)) - (n - 1) / n
+
+    def tail(effective):
+        return stats.chi2.sf((m - 1) * (np.asarray(effective, dtype=float) / m) * excess, m - 1)
+
+    p = tail(ess)
+    if ess_folded is None:
+        return p
+    folded = tail(ess_folded)
+    return p + folded - p * folded
 
 
-def within_chain_ess(draws: xr.DataArray) -> xr.DataArray:
+def within_chain_ess(draws: xr.DataArray, folded: bool = False) -> xr.DataArray:
     """Each element's bulk ESS computed in every chain on its own, summed over the chains.
 
     Where the chains sample one distribution this is the pooled bulk ESS (same definition, ArviZ's); where they sit
@@ -210,12 +229,17 @@ def within_chain_ess(draws: xr.DataArray) -> xr.DataArray:
     ----------
     draws : xarray.DataArray
         With ``chain`` and ``draw`` dimensions (at least 4 draws).
+    folded : bool
+        The ESS of each chain's distance from its own median instead (how fast the spread mixes: the ESS of the
+        folded R-hat).
 
     Returns
     -------
     xarray.DataArray
         On ``draws``' other dimensions.
     """
+    if folded:
+        draws = abs(draws - draws.median("draw"))
     with without_numbagg():
         return sum(_vectorized().ess(draws.isel(chain=[c]), method="bulk") for c in range(draws.sizes["chain"]))
 
@@ -250,6 +274,7 @@ class RhatExceedances:
     p_worst: float | None
     unjudged: int
     verdict: str
+    worst_ess_folded: float | None = None  # the within-chain ESS of the least likely element's spread
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -267,11 +292,16 @@ class RhatExceedances:
                               "have not reached one distribution yet, or some sit apart)"),
                    "cannot_judge": (f"chance cannot be judged: at {self.unjudged:,} of them the chains barely move "
                                     f"(under {MIN_JUDGED_ESS_PER_CHAIN} effective draws per chain)")}[self.verdict]
+        least = ""
+        if self.worst_rhat is not None:
+            spread = f" ({self.worst_ess_folded:.0f} of its spread)" if self.worst_ess_folded is not None else ""
+            least = (f"; the least likely, R-hat {self.worst_rhat:.4f} at a within-chain ESS of {self.worst_ess:.0f}"
+                     f"{spread}, has chance {self.p_worst_alone:.2g} alone, {self.p_worst:.2g} among "
+                     f"{self.n_elements:,}")
         return (f"{self.observed:,} of {self.n_elements:,} elements above R-hat {self.bound:g}, where exactly "
                 f"converged chains that mix as fast (each chain's own ESS) would put {expected} on average "
-                "(elements that move together go above together: one run's count varies far more); the least "
-                f"likely, R-hat {self.worst_rhat:.4f} at a within-chain ESS of {self.worst_ess:.0f}, has chance "
-                f"{self.p_worst_alone:.2g} alone, {self.p_worst:.2g} among {self.n_elements:,}: {reading}.")
+                f"(elements that move together go above together: one run's count varies far more){least}: "
+                f"{reading}.")
 
 
 @dataclass(frozen=True)
@@ -279,6 +309,7 @@ class ElementChance:
     """Each element's R-hat read against chance (:func:`element_chance`), in the flattened element order."""
 
     own_ess: np.ndarray  # within-chain bulk ESS where it was computed, NaN elsewhere
+    own_ess_folded: np.ndarray  # within-chain ESS of the folded draws (the spread), there
     chance: np.ndarray  # probability of exceeding the bound at that ESS (at the pooled ESS where not computed)
     p_alone: np.ndarray  # probability of an R-hat at least this high, for elements above the bound read, else NaN
     unjudged: np.ndarray  # bool: above the bound, but the chains barely move (or no ESS): p_alone not trusted
@@ -294,9 +325,11 @@ def element_chance(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01,
                    max_read: int = 20_000) -> ElementChance:
     """Each element's chance of exceeding an R-hat ``bound``, and of its own R-hat, had the chains converged exactly.
 
-    Read at each element's :func:`within_chain_ess` with :func:`exceedance_probability`. That ESS is computed only
-    where it can matter: for the elements above the bound and those whose pooled ESS leaves a chance above 1e-9 (at
-    most ``max_read`` of them, the likeliest first); the others keep their pooled ESS's chance, which is negligible.
+    Read at each element's :func:`within_chain_ess`, of the draws and of their folded values, with
+    :func:`exceedance_probability`. Those ESS are computed only where they can matter: for the elements above the
+    bound and those whose pooled bulk ESS, capped at the number of draws, leaves a chance above 1e-9 (at most
+    ``max_read`` of them, the likeliest first); the others keep that capped ESS's chance, which is negligible. (The
+    cap: antithetic NUTS draws have a bulk ESS above the number of draws, their spread seldom does.)
 
     Parameters
     ----------
@@ -319,28 +352,30 @@ def element_chance(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01,
         raise ValueError("R-hat compares chains: the draws have one chain.")
     others = [d for d in draws.dims if d not in ("chain", "draw")]
     flat_rhat = np.asarray(rhat, dtype=float).ravel()
-    pooled = exceedance_probability(np.asarray(ess_bulk, dtype=float).ravel(), chains, n_draws, bound)
+    capped = np.minimum(np.asarray(ess_bulk, dtype=float).ravel(), chains * n_draws)
+    pooled = exceedance_probability(capped, chains, n_draws, bound)
     if flat_rhat.shape != pooled.shape or flat_rhat.size != int(np.prod([draws.sizes[d] for d in others])):
         raise ValueError(f"rhat and ess_bulk must hold one value per element of the draws ({others}).")
     above = flat_rhat > bound
     candidates = np.flatnonzero(above | (pooled > _NEGLIGIBLE))
     candidates = candidates[np.argsort(-np.where(above[candidates], 2.0, pooled[candidates]), kind="stable")][:max_read]
     chance = np.where(np.isfinite(pooled), pooled, 0.0)
-    own = np.full(flat_rhat.size, np.nan)
-    if candidates.size:
-        own[candidates] = np.concatenate([
-            within_chain_ess(xr.DataArray(element_draws(draws, candidates[start:start + _BLOCK]),
-                                          dims=("chain", "draw", "element"))).values
-            for start in range(0, candidates.size, _BLOCK)])
-        chance[candidates] = np.nan_to_num(exceedance_probability(own[candidates], chains, n_draws, bound))
+    own, own_folded = np.full(flat_rhat.size, np.nan), np.full(flat_rhat.size, np.nan)
+    for start in range(0, candidates.size, _BLOCK):
+        block = candidates[start:start + _BLOCK]
+        picked = xr.DataArray(element_draws(draws, block), dims=("chain", "draw", "element"))
+        own[block] = within_chain_ess(picked).values
+        own_folded[block] = within_chain_ess(picked, folded=True).values
+    chance[candidates] = np.nan_to_num(exceedance_probability(own[candidates], chains, n_draws, bound,
+                                                              own_folded[candidates]))
     read = np.zeros(flat_rhat.size, dtype=bool)
     read[candidates] = True
     # an element above the bound whose chains barely move (or whose ESS is undefined) cannot be judged
-    unjudged = above & read & ~(own >= MIN_JUDGED_ESS_PER_CHAIN * chains)
+    unjudged = above & read & ~(np.fmin(own, own_folded) >= MIN_JUDGED_ESS_PER_CHAIN * chains)
     p_alone = np.full(flat_rhat.size, np.nan)
-    hit = above & np.isfinite(own)
-    p_alone[hit] = exceedance_probability(own[hit], chains, n_draws, flat_rhat[hit])
-    return ElementChance(own, chance, p_alone, unjudged)
+    hit = above & np.isfinite(own) & np.isfinite(own_folded)
+    p_alone[hit] = exceedance_probability(own[hit], chains, n_draws, flat_rhat[hit], own_folded[hit])
+    return ElementChance(own, own_folded, chance, p_alone, unjudged)
 
 
 def rhat_exceedances(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01,
@@ -362,10 +397,11 @@ def summarize_exceedances(found: ElementChance, rhat, bound: float = 1.01) -> Rh
     """The :class:`RhatExceedances` of elements read by :func:`element_chance` (``rhat`` and ``bound`` as there)."""
     flat_rhat = np.asarray(rhat, dtype=float).ravel()
     above = flat_rhat > bound
-    worst = dict(worst_rhat=None, worst_ess=None, p_worst_alone=None, p_worst=None)
+    worst = dict(worst_rhat=None, worst_ess=None, p_worst_alone=None, p_worst=None, worst_ess_folded=None)
     if np.isfinite(found.p_alone).any():
         i = int(np.nanargmin(found.p_alone))
         worst = dict(worst_rhat=float(flat_rhat[i]), worst_ess=float(found.own_ess[i]),
+                     worst_ess_folded=float(found.own_ess_folded[i]),
                      p_worst_alone=float(found.p_alone[i]), p_worst=float(found.p_among()[i]))
     observed, unjudged = int(above.sum()), int(found.unjudged.sum())
     least = 1.0 if worst["p_worst"] is None else worst["p_worst"]
