@@ -265,7 +265,7 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
     from gimbal.model.initialization import triangulate_sequence
     from gimbal.diagnostics.chance import rhat_exceedances
     from gimbal.model.support import unconverged_support
-    from arviz_stats import rhat
+    from arviz_stats import ess, rhat
 
     if quick:
         T, chains, tune, draws = 20, 2, 150, 100
@@ -294,9 +294,9 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
         trace, summary = sampled["trace"], sampled["summary"]
         post = trace.posterior
         x = post["x"].mean(dim=("chain", "draw")).values
-        r = sampled.get("rhat_x")
+        r, ess_x = sampled.get("rhat_x"), sampled.get("ess_bulk_x")
         if r is None and window and chains > 1:  # the stitched windows: each position's R-hat is its window's chains'
-            r = rhat(post["x"]).values
+            r, ess_x = rhat(post["x"]).values, ess(post["x"], method="bulk").values
         rows[label] = {
             "options": {k: (v if k != "prior" else (v.source if v is not None else None)) for k, v in options.items()},
             "errors": _errors(x, truth),
@@ -310,9 +310,9 @@ def run(*, T: int = 100, n_states: int = 4, chains: int = 4, tune: int = 1000, d
             "x_rhat_above_1.01": _unconverged(post, r, ds, wrong, baseline, sampled.get("start")) if r is not None else None,
             "unconverged_by_support": None if r is None else unconverged_support(
                 trace, data, sampled["pixel_noise"], rhat_x=r).to_json(),
-            # R-hat above 1.01 against what converged chains mixing as fast would show (not for stitched windows)
-            "rhat_exceedances": None if r is None or sampled.get("ess_bulk_x") is None else rhat_exceedances(
-                post["x"], r, sampled["ess_bulk_x"]).as_dict(),
+            # R-hat above 1.01 against what converged chains mixing as fast would show (stitched windows: each
+            # position's chains are its own window's)
+            "rhat_exceedances": None if r is None else rhat_exceedances(post["x"], r, ess_x).as_dict(),
             "outlier_rate_correlation": None if options.get("detections") else _rate_recovery(post, ds),
             "moves": sampled["moves"],
             "pooled_warmup": sampled.get("pooled_warmup"),
