@@ -4,7 +4,7 @@ It never imports the GIMBAL model nor the seed's study (groups, output tree, sch
 sections, GIMBAL advice: :mod:`gimbal.divergence`); the study composes the two.
 """
 
-from .chance import RhatExceedances, chance_max_rhat, rhat_against_chance, rhat_exceedances
+from .chance import RhatExceedances, chance_max_rhat, element_chance, rhat_against_chance, rhat_exceedances
 from .checks import (
     compile_logp_and_grad,
     finite_difference_check,
@@ -36,6 +36,7 @@ __all__ = [
     "rhat_against_chance",
     "rhat_exceedances",
     "RhatExceedances",
+    "element_chance",
     "multimodality_check",
     "divergence_localization",
     "convergence_localization",
