@@ -328,8 +328,11 @@ def element_chance(draws: xr.DataArray, rhat, ess_bulk, *, bound: float = 1.01,
     Read at each element's :func:`within_chain_ess`, of the draws and of their folded values, with
     :func:`exceedance_probability`. Those ESS are computed only where they can matter: for the elements above the
     bound and those whose pooled bulk ESS, capped at the number of draws, leaves a chance above 1e-9 (at most
-    ``max_read`` of them, the likeliest first); the others keep that capped ESS's chance, which is negligible. (The
-    cap: antithetic NUTS draws have a bulk ESS above the number of draws, their spread seldom does.)
+    ``max_read`` of them, the likeliest first); the others keep that capped ESS's chance. (The cap: antithetic NUTS
+    draws have a bulk ESS above the number of draws, their spread seldom does.) That misses the folded R-hat's chance
+    of the elements not read, so ``expected`` is low by about that much: on T = 1800 draws of the realistic rodent
+    (6,000 random coordinates, 2 chains) the spread's ESS per draw had median 0.63 (1st percentile 0.40) against the
+    bulk's 1.23, and over 97,200 such coordinates the folded part adds about 0.3 expected elements above 1.01.
 
     Parameters
     ----------
