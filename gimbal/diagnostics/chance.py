@@ -186,8 +186,8 @@ def exceedance_probability(ess, n_chains: int, n_draws: int, rhat: float | np.nd
     draws the share above 1.01, per bin of estimated bulk ESS, was 0.47 / 0.28 / 0.14 / 0.07 / 0.03 for ESS
     300-400 / 400-500 / 500-600 / 600-700 / 700-800, as this gives. Each R-hat's own probability below 1% (5%)
     came out for 0.3-0.8% (2.3-6.1%) of converged elements at ESS / draw 0.3-2.5 with both ESS (2 x 100 to
-    4 x 1000 draws; 1.7% at 4 x 100 and 0.3), and for up to 58% with the bulk ESS alone at ESS / draw 2.5. With under about
-    :data:`MIN_JUDGED_ESS_PER_CHAIN` effective draws per chain it drifts (a few points of probability).
+    4 x 1000 draws; 1.7% at 4 x 100 and 0.3), and for up to 58% with the bulk ESS alone at ESS / draw 2.5. With
+    under about :data:`MIN_JUDGED_ESS_PER_CHAIN` effective draws per chain it drifts (a few points of probability).
 
     Parameters
     ----------
