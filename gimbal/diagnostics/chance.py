@@ -238,9 +238,9 @@ def within_chain_ess(draws: xr.DataArray, folded: bool = False) -> xr.DataArray:
     xarray.DataArray
         On ``draws``' other dimensions.
     """
-    if folded:
-        draws = abs(draws - draws.median("draw"))
-    with without_numbagg():
+    with without_numbagg():  # numbagg's median would compile its kernels afresh in every process (~20 s)
+        if folded:
+            draws = abs(draws - draws.median("draw"))
         return sum(_vectorized().ess(draws.isel(chain=[c]), method="bulk") for c in range(draws.sizes["chain"]))
 
 
