@@ -19,7 +19,7 @@ import numpy as np
 from . import chance, checks, convergence, localization, multimodality, plots, rules, sampling
 from .funnel import Funnel, funnel_check
 from .io import write_json, save_text, to_jsonable
-from .report import fmt, md_table
+from .report import chance_column_note, fmt, md_table
 
 __all__ = ["Diagnosis", "diagnose", "write_diagnosis", "render_page", "label_dims"]
 
@@ -205,8 +205,7 @@ def render_page(d: Diagnosis, figures: dict | None = None) -> str:
             if not c.worst:
                 continue
             lines.append(f"Worst elements of `{name}` ({c.n_flagged} of {c.rhat.size} above R-hat {c.rhat_threshold}; "
-                         f"*chance*: of an R-hat this high among all {c.rhat.size} at the element's own within-chain "
-                         "ESS):\n")
+                         f"{chance_column_note(c.rhat.size)}):\n")
             if c.exceedances is not None:
                 lines.append("Against chance: " + c.exceedances.text() + "\n")
             lines.append(md_table(["element", "R-hat", "bulk ESS", "chain means", "chain sds", "chance", "pattern"], [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["fmt", "md_table"]
+__all__ = ["fmt", "md_table", "chance_column_note"]
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -32,3 +32,8 @@ def md_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def chance_column_note(n_elements: int) -> str:
+    """What the *chance* column of a worst-elements table holds (:attr:`.convergence.ElementDiagnosis.p_chance`)."""
+    return f"*chance*: of an R-hat this high among all {n_elements} at the element's own within-chain ESS"

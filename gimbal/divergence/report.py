@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..diagnostics.report import fmt, md_table
+from ..diagnostics.report import chance_column_note, fmt, md_table
 from .results import dataset_label, parameter_rows
 
 __all__ = ["render_report", "REPORT_SECTIONS"]
@@ -54,8 +54,7 @@ def _worst_elements(payload: dict, top: int = 10) -> list[str]:
         expected = (f"; exactly converged chains that mix as fast would put {fmt(found['expected'], 2)} there on "
                     "average" if found else "")
         out.append(f"Worst elements of `{name}` ({v['n_flagged']} of {v['n_elements']} above R-hat {v['rhat_threshold']}"
-                   f"{expected}; *chance*: of an R-hat this high among all {v['n_elements']} at the element's own "
-                   "within-chain ESS):\n")
+                   f"{expected}; {chance_column_note(v['n_elements'])}):\n")
         rows = [[", ".join(f"{d}={c}" for d, c in e["index"].items()), fmt(e["rhat"], 4), fmt(e["ess_bulk"], 3),
                  fmt(e["ess_tail"], 3), " / ".join(fmt(m, 4) for m in e["chain_means"]),
                  " / ".join(fmt(sd, 3) for sd in e["chain_sds"]), fmt(e.get("p_chance"), 2),
