@@ -59,7 +59,8 @@ def run(dataset: str = "v0.2.1_L00_minimal", quick: bool = False, lengths=None, 
     for T in lengths:
         for rep in range(repeats):
             with tempfile.TemporaryDirectory() as cache:
-                env = dict(os.environ, PYTENSOR_FLAGS=f"compiledir={cache}/pytensor", NUMBA_CACHE_DIR=f"{cache}/numba")
+                # cold: PyTensor keeps its numba kernels under base_compiledir (its "numba" folder), not under compiledir
+                env = dict(os.environ, PYTENSOR_FLAGS=f"base_compiledir={cache}/pytensor", NUMBA_CACHE_DIR=f"{cache}/numba")
                 code = f"import json; from benchmarks.scaling import measure_one; print(json.dumps(measure_one({dataset!r}, {T})))"
                 done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
             if done.returncode != 0:
