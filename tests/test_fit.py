@@ -262,3 +262,13 @@ def test_fit_summary_calls_a_reconstruction_a_reference_not_ground_truth(capsys)
                            result)
         out = capsys.readouterr().out
         assert said in out and ("not ground truth" in out) == (reference == "positions_reference")
+
+
+def test_compiling_text_names_the_folder_where_pytensor_keeps_its_numba_kernels():
+    from pytensor.link.numba.cache import NUMBA_CACHE_PATH
+
+    from gimbal.model.fitting import compiling_text
+
+    said = compiling_text("numba")
+    assert str(NUMBA_CACHE_PATH) in said and "first run on a machine" in said  # the folder a cold machine fills
+    assert "JAX" in compiling_text("jax") and str(NUMBA_CACHE_PATH) not in compiling_text("jax")
