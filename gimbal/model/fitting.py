@@ -82,9 +82,10 @@ def compiling_text(backend: str = "numba") -> str:
     is nutpie's wrapper around the model, which numba cannot cache."""
     if backend == "jax":
         return "compiling the model for JAX ..."
-    cache = Path(pytensor.config.base_compiledir) / "numba"
-    return (f"compiling the model (numba; kernels are kept in {cache}: the first run on a machine compiles them, "
-            "which takes minutes, later runs reuse them) ...")
+    from pytensor.link.numba.cache import NUMBA_CACHE_PATH  # PyTensor's own answer, not re-derived here
+
+    return (f"compiling the model (numba; kernels are kept in {NUMBA_CACHE_PATH}: the first run on a machine "
+            "compiles them, which takes minutes, later runs reuse them) ...")
 
 
 def backend_model_options(backend: str) -> dict:
