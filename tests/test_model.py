@@ -97,6 +97,27 @@ def test_the_logp_graph_holds_no_data_so_one_compilation_serves_every_recording(
     assert max(len(c) for c in a_consts) < 200  # no array of data hides among the constants
     assert a["observations_filled"].get_value().shape[0] == 10 and b["observations_filled"].get_value().shape[0] == 17
     assert not np.allclose(a["observations_filled"].get_value(), b["observations_filled"].get_value()[:10])
+    # the arrays of fixed size are slices of one vector per dtype (nutpie's per-process wrapper costs about half a
+    # second per shared input): what is left is per-frame data, those vectors and PyMC's dimension lengths
+    dims = set(load_dataset("v0.2.1_L00_minimal", max_T=10).dims) | {"bone", "xyz", "state", "state_to"}
+    for name, v in a.items():
+        assert name in dims or v.type.shape[0] is None, (name, v.type)
+    assert {"data_float64", "data_int64"} <= set(a)
+
+
+def test_is_data_tells_fixed_inputs_from_random_variables():
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from gimbal.model._inputs import data_input, is_data
+
+    with pm.Model():
+        packed = data_input(np.arange(6.0).reshape(2, 3), "a")
+        mu = pm.Normal("mu")
+    assert packed.name == "a" and packed.type.shape == (2, 3)
+    assert np.array_equal(packed.eval(), np.arange(6.0).reshape(2, 3))
+    assert is_data(packed) and is_data(pt.log(packed)) and is_data(np.ones(2)) and is_data(2.0)
+    assert not is_data(mu) and not is_data(packed * mu)
 
 
 def test_missing_observations_contribute_exactly_zero():

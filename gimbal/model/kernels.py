@@ -35,12 +35,12 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
+from ._inputs import is_data
 from .cameras import split_missing
 from .distributions import _SMALL_KAPPA  # the same series/exact switch point as the graph version
 
@@ -434,16 +434,13 @@ def _numba_bone_emission(op, node=None, **kwargs):
     return bone_emission, KERNEL_SOURCE_KEY
 
 
-def _is_constant(v) -> bool:
-    """Not differentiated: a number, an array, a constant, or a shared input (data, fixed scales)."""
-    return isinstance(v, (np.ndarray, float, int, pt.TensorConstant, SharedVariable))
 
 
 def bone_emission_logp(x, children, parents, rho, sigma, mean, kappa):
     """``(T, S)`` pose emissions through :class:`BoneEmissionLogp` (Jacobians of constant
     ``sigma``, ``mean``, ``kappa`` skipped)."""
-    op = BoneEmissionLogp(grad_sigma=not _is_constant(sigma), grad_states=not (_is_constant(mean) and _is_constant(kappa)))
-    as_index = (lambda v: v) if isinstance(children, SharedVariable) else np.asarray
+    op = BoneEmissionLogp(grad_sigma=not is_data(sigma), grad_states=not (is_data(mean) and is_data(kappa)))
+    as_index = (lambda v: v) if isinstance(children, pt.Variable) else np.asarray
     return op(x, as_index(children), as_index(parents), rho, sigma, mean, kappa)[0]
 
 
