@@ -257,7 +257,7 @@ def test_a_prior_gives_the_step_sizes_of_the_frame_the_model_steps_in(tmp_path):
                   "auto": (np.asarray(PARENTS) >= 0) & (prior.step_variance_parent < prior.step_variance)}[frame]
         np.testing.assert_array_equal(rel, expect)
         walk = next(p for p in model.potentials if p.name == "temporal_prior")
-        sizes = next(v for v in ancestors([walk]) if v.name == "step_sigma_fixed").get_value()
+        sizes = next(v for v in ancestors([walk]) if v.name == "step_sigma_fixed").eval()
         np.testing.assert_allclose(sizes, np.sqrt(np.where(rel, prior.step_variance_parent, prior.step_variance)))
     _original_npz(tmp_path / "orig.npz", prior)
     auto = build_model(ds, prior=tmp_path / "orig.npz", step_frame="auto", validate=False)
