@@ -19,9 +19,10 @@ class _PackedInputs:
     nutpie wraps the compiled model in a function that fetches every shared input of the graph; numba compiles
     that wrapper afresh in every process (it cannot be cached), at about half a second per shared input. Packing
     the model's small fixed arrays (camera matrices, priors, fixed scales, indices) into one vector per dtype
-    leaves it a handful of inputs, whatever the options (the seed's model: 4 instead of 19). Each array is a slice of its vector at a constant offset, reshaped to its static shape: the
-    offsets follow from the configuration and sizes, as the static shapes already do, so one compiled function
-    still serves every recording of the same configuration and sizes.
+    leaves it a handful of inputs, whatever the options (the seed's model: 4 instead of 19). Each array is a slice
+    of its vector at a constant offset, reshaped to its static shape: the offsets follow from the configuration
+    and sizes, as the static shapes already do, so one compiled function still serves every recording of the
+    same configuration and sizes.
     """
 
     def __init__(self):

@@ -434,8 +434,6 @@ def _numba_bone_emission(op, node=None, **kwargs):
     return bone_emission, KERNEL_SOURCE_KEY
 
 
-
-
 def bone_emission_logp(x, children, parents, rho, sigma, mean, kappa):
     """``(T, S)`` pose emissions through :class:`BoneEmissionLogp` (Jacobians of constant
     ``sigma``, ``mean``, ``kappa`` skipped)."""
