@@ -26,18 +26,16 @@ class _PackedInputs:
     """
 
     def __init__(self):
-        self._parts: dict[str, list[np.ndarray]] = {}
         self._vectors: dict[str, SharedVariable] = {}
 
     def add(self, value: np.ndarray, name: str):
         dtype = value.dtype.name
-        parts = self._parts.setdefault(dtype, [])
-        offset = sum(p.size for p in parts)
-        parts.append(value.ravel())
         if dtype not in self._vectors:
             self._vectors[dtype] = pytensor.shared(np.empty(0, dtype), name=f"data_{dtype}", shape=(None,))
-        self._vectors[dtype].set_value(np.concatenate(parts))
-        out = self._vectors[dtype][offset:offset + value.size].reshape(value.shape)
+        vector = self._vectors[dtype]
+        held = vector.get_value()
+        vector.set_value(np.concatenate([held, value.ravel()]))
+        out = vector[held.size:held.size + value.size].reshape(value.shape)
         out.name = name
         return out
 
